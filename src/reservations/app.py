@@ -1,0 +1,134 @@
+"""Builds the ASGI app. The lifespan owns the pool and the background loop; nothing is
+created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from psycopg_pool import PoolTimeout
+from starlette.responses import Response
+
+from reservations import __version__
+from reservations.config import Settings, load_settings
+from reservations.deps import Services
+from reservations.errors import install_error_handlers, problem_response
+from reservations.kit.clock import Clock
+from reservations.kit.db import Database
+from reservations.kit.http import BodyLimitMiddleware, ObservabilityMiddleware
+from reservations.kit.openapi import add_problem_schema
+from reservations.ops.endpoints import router as ops_router
+from reservations.reservations import tasks
+from reservations.reservations.endpoints import router as reservations_router
+from reservations.resources.endpoints import router as resources_router
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Book resources (rooms, desks, courts, vehicles, staff, seats) for time ranges without ever
+double-booking: PostgreSQL's exclusion constraint decides every accept.
+
+Authenticate with `Authorization: Bearer <api key>`. Timestamps are RFC 3339 with an offset;
+ranges are half-open `[start, end)`. Errors are `application/problem+json` (RFC 9457).
+POSTs accept `Idempotency-Key`; reservations carry an `ETag` for `If-Match`.
+"""
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    clock = clock or Clock()
+    if settings.database_url is None:
+        raise RuntimeError(
+            "DATABASE_URL is not set: start the service with 'reservations serve', which "
+            "starts the embedded PostgreSQL, or set DATABASE_URL."
+        )
+    db = Database(settings.database_url, settings)
+    svc = Services(settings=settings, db=db, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await db.open()
+        sweeper = asyncio.create_task(tasks.run_forever(svc)) if settings.run_worker else None
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await db.close()
+
+    app = FastAPI(
+        title="Reservations API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = svc
+    install_error_handlers(app)
+    _install_infrastructure_handlers(app)
+    app.include_router(resources_router)
+    app.include_router(reservations_router)
+    app.include_router(ops_router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = add_problem_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _install_infrastructure_handlers(app: FastAPI) -> None:
+    """Database trouble is the service's fault, never the caller's: 503 with Retry-After, a
+    log line for the operator, and no internals in the body."""
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return problem_response(
+            status=503,
+            slug="service-unavailable",
+            title="The service cannot complete this request right now",
+            detail="The database is busy or unreachable; retry shortly (with the same "
+            "Idempotency-Key if you sent one).",
+            headers={"Retry-After": "1"},
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            status=500,
+            slug="internal-error",
+            title="Internal error",
+            detail="Something went wrong on our side; it has been logged.",
+        )
+
+    for exc_type in (
+        psycopg.OperationalError,
+        psycopg.errors.DeadlockDetected,
+        psycopg.errors.LockNotAvailable,
+        psycopg.errors.QueryCanceled,
+        psycopg.errors.SerializationFailure,
+        PoolTimeout,
+    ):
+        app.add_exception_handler(exc_type, unavailable)
+    app.add_exception_handler(Exception, unexpected)

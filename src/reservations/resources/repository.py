@@ -1,0 +1,107 @@
+"""SQL for resources. Every statement is scoped by tenant_id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from reservations.kit.db import Conn
+
+COLUMNS = "id, name, capacity, timezone, tags, metadata, version, created_at, updated_at"
+
+
+async def insert(
+    conn: Conn,
+    *,
+    resource_id: UUID,
+    tenant_id: UUID,
+    name: str,
+    capacity: int,
+    timezone: str,
+    tags: list[str],
+    metadata: dict[str, Any],
+    now: datetime,
+) -> DictRow:
+    cur = await conn.execute(
+        "INSERT INTO resource (id, tenant_id, name, capacity, timezone, tags, metadata,"
+        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f" RETURNING {COLUMNS}",
+        (resource_id, tenant_id, name, capacity, timezone, tags, Jsonb(metadata), now, now),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def get(conn: Conn, *, tenant_id: UUID, resource_id: UUID) -> DictRow | None:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM resource WHERE id = %s AND tenant_id = %s AND archived_at IS NULL",
+        (resource_id, tenant_id),
+    )
+    return await cur.fetchone()
+
+
+async def page(
+    conn: Conn,
+    *,
+    tenant_id: UUID,
+    tags: list[str],
+    after: UUID | None,
+    limit: int,
+) -> list[DictRow]:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM resource WHERE tenant_id = %(tenant)s AND archived_at IS NULL"
+        " AND (%(after)s::uuid IS NULL OR id > %(after)s)"
+        " AND (cardinality(%(tags)s::text[]) = 0 OR tags @> %(tags)s::text[])"
+        " ORDER BY id LIMIT %(limit)s",
+        {"tenant": tenant_id, "after": after, "tags": tags, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def update(
+    conn: Conn,
+    *,
+    tenant_id: UUID,
+    resource_id: UUID,
+    changes: dict[str, Any],
+    expected_version: int | None,
+    now: datetime,
+) -> DictRow | None:
+    """Apply `changes` (column -> value) when the version matches; None if no such row or
+    the version is stale (the caller tells the two apart)."""
+    sets = []
+    params: dict[str, Any] = {
+        "id": resource_id,
+        "tenant": tenant_id,
+        "expected": expected_version,
+        "now": now,
+    }
+    for column in ("name", "capacity", "timezone", "tags", "metadata"):
+        if column in changes:
+            sets.append(f"{column} = %({column})s")
+            value = changes[column]
+            params[column] = Jsonb(value) if column == "metadata" else value
+    sets.append("version = version + 1")
+    sets.append("updated_at = %(now)s")
+    cur = await conn.execute(
+        f"UPDATE resource SET {', '.join(sets)}"
+        " WHERE id = %(id)s AND tenant_id = %(tenant)s AND archived_at IS NULL"
+        " AND (%(expected)s::int IS NULL OR version = %(expected)s)"
+        f" RETURNING {COLUMNS}",
+        params,
+    )
+    return await cur.fetchone()
+
+
+async def archive(conn: Conn, *, tenant_id: UUID, resource_id: UUID, now: datetime) -> bool:
+    cur = await conn.execute(
+        "UPDATE resource SET archived_at = %s, version = version + 1, updated_at = %s"
+        " WHERE id = %s AND tenant_id = %s AND archived_at IS NULL",
+        (now, now, resource_id, tenant_id),
+    )
+    return cur.rowcount == 1

@@ -1,0 +1,102 @@
+"""Use cases for tenants and keys (the CLI's `keys` commands and the first-start bootstrap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from uuid import UUID
+
+from psycopg.rows import DictRow
+
+from reservations.kit.db import Database
+from reservations.kit.ids import uuid7
+from reservations.tenancy import keys, repository
+
+
+class Role(StrEnum):
+    admin = "admin"
+    booker = "booker"
+    viewer = "viewer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant, the key (bookers own what their key created) and its role."""
+
+    tenant_id: UUID
+    api_key_id: UUID
+    role: Role
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is not Role.viewer
+
+    def sees_all(self) -> bool:
+        return self.role is not Role.booker
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    token: str
+    tenant: str
+    role: Role
+    prefix: str
+
+
+async def create_key(
+    db: Database,
+    *,
+    tenant: str,
+    role: Role,
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> CreatedKey:
+    new = keys.generate()
+    async with db.transaction() as conn:
+        row = await repository.find_tenant(conn, tenant)
+        if row is None:
+            row = await repository.insert_tenant(conn, tenant_id=uuid7(), name=tenant)
+        await repository.insert_key(
+            conn,
+            key_id=uuid7(),
+            tenant_id=row["id"],
+            prefix=new.prefix,
+            secret_hash=new.secret_hash,
+            role=role.value,
+            label=label,
+            expires_at=expires_at,
+        )
+    return CreatedKey(token=new.token, tenant=tenant, role=role, prefix=new.prefix)
+
+
+async def bootstrap_default(db: Database) -> CreatedKey | None:
+    """On the very first start (no tenant at all), create tenant `default` with an admin key."""
+    async with db.connection() as conn:
+        if await repository.count_tenants(conn) > 0:
+            return None
+    return await create_key(db, tenant="default", role=Role.admin, label="first start")
+
+
+async def list_keys(db: Database, tenant: str | None) -> list[DictRow]:
+    async with db.connection() as conn:
+        return await repository.list_keys(conn, tenant)
+
+
+async def revoke_key(db: Database, prefix: str) -> DictRow | None:
+    async with db.transaction() as conn:
+        return await repository.revoke_key(conn, prefix=prefix, at=datetime.now(UTC))
+
+
+async def authenticate(db: Database, token: str, *, now: datetime) -> Principal | None:
+    parsed = keys.parse(token)
+    if parsed is None:
+        return None
+    prefix, secret = parsed
+    async with db.connection() as conn:
+        row = await repository.key_by_prefix(conn, prefix)
+    if row is None or not keys.secret_matches(secret, bytes(row["secret_hash"])):
+        return None
+    if row["revoked_at"] is not None or (row["expires_at"] and row["expires_at"] <= now):
+        return None
+    return Principal(tenant_id=row["tenant_id"], api_key_id=row["id"], role=Role(row["role"]))
