@@ -113,6 +113,10 @@ def serve(
         if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reservations-prom-")
         typer.echo(f"Serving on http://{host}:{port} (docs at /docs)", err=True)
+        # uvicorn drains requests on SIGTERM, restores the previous handler and raises the
+        # signal again; this handler turns that into SystemExit so the embedded database is
+        # stopped cleanly on the way out instead of the process dying with it still running.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.run(
             "reservations.app:create_app",
             factory=True,
@@ -123,6 +127,10 @@ def serve(
             log_level="info",
             server_header=False,
         )
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()
