@@ -146,6 +146,16 @@ def _jsonable(value: Any) -> Any:
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            out.append(
+                {
+                    "field": "body",
+                    "in": "body",
+                    "message": f"the body is not valid JSON ({err.get('ctx', {}).get('error')})",
+                    "code": "json_invalid",
+                }
+            )
+            continue
         loc = [str(p) for p in err.get("loc", ())]
         item: dict[str, Any] = {
             "field": ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc),
@@ -167,12 +177,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = _field_errors(exc)
-        fields = ", ".join(sorted({e["field"] or e["in"] for e in errors}))
+        if any(e["code"] == "json_invalid" for e in errors):
+            detail = "The body is not valid JSON: send one JSON object."
+        else:
+            fields = ", ".join(sorted({e["field"] or e["in"] for e in errors}))
+            detail = f"Fix these fields and send again: {fields}."
         return problem_response(
             status=422,
             slug="invalid-input",
             title="The request is not valid",
-            detail=f"Fix these fields and send again: {fields}.",
+            detail=detail,
             extra={"errors": errors},
         )
 

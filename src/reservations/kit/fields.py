@@ -71,7 +71,11 @@ def _check_json(value: Any, depth: int = 0) -> None:
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     _check_json(value)
-    if len(orjson.dumps(value)) > METADATA_MAX_BYTES:
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError as exc:  # integers beyond 64 bits, lone surrogates
+        raise ValueError(f"is not representable as JSON: {exc}") from None
+    if size > METADATA_MAX_BYTES:
         raise ValueError(f"must serialize to at most {METADATA_MAX_BYTES} bytes of JSON")
     return value
 
@@ -84,7 +88,13 @@ def _known_zone(value: str) -> str:
 
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    # The host's zoneinfo directory also holds files that are not IANA zone names.
+    host_only = {"localtime", "posixrules", "Factory"}
+    return frozenset(
+        z
+        for z in zoneinfo.available_timezones()
+        if z not in host_only and not z.startswith(("posix/", "right/"))
+    )
 
 
 Name = Annotated[

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from reservations.kit.fields import CustomerRef, Metadata, Timestamp
 
@@ -38,11 +38,13 @@ class ReservationCreate(BaseModel):
     )
     metadata: Metadata = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.end <= self.start:
-            raise ValueError("end must be after start")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError("must be after start")
+        return end
 
 
 class ReservationUpdate(BaseModel):

@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response
 
 from reservations.deps import Admin, Caller, IfMatch, Svc
+from reservations.kit.fields import Tag
 from reservations.kit.openapi import problems
 from reservations.resources import service
 from reservations.resources.schemas import (
@@ -42,7 +43,9 @@ async def create_resource(body: ResourceCreate, caller: Admin, svc: Svc) -> Resp
 async def list_resources(
     caller: Caller,
     svc: Svc,
-    tag: Annotated[list[str], Query(description="Only resources with all these tags.")] = [],  # noqa: B006
+    tag: Annotated[
+        list[Tag], Query(max_length=32, description="Only resources with all these tags.")
+    ] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
