@@ -86,7 +86,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "run_worker": False,
         "db_pool_min": 1,
-        "db_pool_max": 40,
+        # Two xdist workers may share one server (max_connections 100): each keeps under 50.
+        "db_pool_max": 20,
     }
     values.update(overrides)
     return Settings(**values)
@@ -218,8 +219,8 @@ def start_live_server(database_url: str, **env: str) -> LiveServer:
         "DATABASE_URL": database_url,
         "RESERVATIONS_RUN_WORKER": "false",
         # A warm pool, as in production: connections are not opened one by one mid-burst.
-        "RESERVATIONS_DB_POOL_MIN": "32",
-        "RESERVATIONS_DB_POOL_MAX": "32",
+        "RESERVATIONS_DB_POOL_MIN": "24",
+        "RESERVATIONS_DB_POOL_MAX": "24",
         **env,
     }
     process = subprocess.Popen(
@@ -261,7 +262,7 @@ def stop_live_server(server: LiveServer) -> None:
         server.process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def live_server(database_url: str) -> Iterator[LiveServer]:
     server = start_live_server(database_url)
     yield server

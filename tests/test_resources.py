@@ -221,7 +221,9 @@ def test_patch_if_match(tenant: Tenant) -> None:
     assert body["current_version"] == 2
     assert tenant.admin.get(path).json()["name"] == "B"
 
-    current = tenant.admin.patch(path, json={"name": "C"}, headers={"If-Match": first.headers["etag"]})
+    current = tenant.admin.patch(
+        path, json={"name": "C"}, headers={"If-Match": first.headers["etag"]}
+    )
     assert current.status_code == 200, current.text
     assert current.json()["name"] == "C"
     assert current.json()["version"] == 3
@@ -255,7 +257,9 @@ def test_patch_errors(tenant: Tenant) -> None:
     )
     _problem(
         tenant.admin.patch(
-            f"/v1/resources/{secrets.token_hex(16)}", json={"name": "x"}, headers={"If-Match": '"1"'}
+            f"/v1/resources/{secrets.token_hex(16)}",
+            json={"name": "x"},
+            headers={"If-Match": '"1"'},
         ),
         404,
         "not-found",

@@ -173,7 +173,8 @@ class BookingMachine(RuleBasedStateMachine):
                 " AND (b.status = 'confirmed' OR b.expires_at > %s)",
                 (self.resources, self.now(), self.now()),
             ).fetchone()
-        assert row is not None and row[0] == 0
+        assert row is not None
+        assert row[0] == 0
 
 
 def test_booking_state_machine(app_client: TestClient, database_url: str, clock: Any) -> None:
@@ -181,7 +182,7 @@ def test_booking_state_machine(app_client: TestClient, database_url: str, clock:
     BookingMachine.database_url = database_url
     run = BookingMachine.TestCase
     run.settings = settings(
-        max_examples=40,
+        max_examples=30,
         stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],

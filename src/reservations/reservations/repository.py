@@ -241,8 +241,8 @@ async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> int:
     cur = await conn.execute(
         "UPDATE reservation SET status = 'cancelled', version = version + 1, updated_at = %s"
         " WHERE resource_id = %s AND status IN ('held', 'confirmed')"
-        " AND during && tstzrange(%s, NULL)",
-        (now, resource_id, now),
+        " AND during && tstzrange(%s, NULL) AND NOT (status = 'held' AND expires_at <= %s)",
+        (now, resource_id, now, now),
     )
     return cur.rowcount
 
