@@ -120,10 +120,6 @@ class BodyTooLarge(DomainError):
     status, slug, title = 413, "body-too-large", "The request body is too large"
 
 
-class ServiceUnavailable(DomainError):
-    status, slug, title = 503, "service-unavailable", "The service cannot reach its database"
-
-
 _HTTP_SLUGS = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),

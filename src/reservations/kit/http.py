@@ -59,13 +59,15 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(
+            f"Send at most {self.max_bytes} bytes; split large changes into several requests."
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = BodyTooLarge(
-            f"Send at most {self.max_bytes} bytes; split large changes into several requests."
-        )
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -73,7 +75,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await too_large.response()(scope, receive, send)
+                    await self._too_large().response()(scope, receive, send)
                     return
         received = 0
 
@@ -84,7 +86,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # FastAPI lets HTTPException out of body parsing; the app's handler renders it.
-                    raise HTTPException(413, detail=too_large.detail)
+                    raise HTTPException(413, detail=self._too_large().detail)
             return message
 
         await self.app(scope, limited_receive, send)

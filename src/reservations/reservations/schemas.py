@@ -17,9 +17,6 @@ class Status(StrEnum):
     expired = "expired"
 
 
-LIVE = (Status.held, Status.confirmed)
-
-
 class ReservationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -28,10 +28,6 @@ class Principal:
     api_key_id: UUID
     role: Role
 
-    @property
-    def can_write(self) -> bool:
-        return self.role is not Role.viewer
-
     def sees_all(self) -> bool:
         return self.role is not Role.booker
 
