@@ -1,9 +1,14 @@
-"""Test fixtures: a real PostgreSQL for the session, one database per xdist worker.
+"""Test fixtures: a real PostgreSQL and a real Redis/Valkey for the session, one database and
+one key prefix per xdist worker.
 
 By default the embedded PostgreSQL (the same wheel `reservations serve` uses) is started in a
 temporary directory. Set TEST_DATABASE_URL to an existing server's database URL (for example
 postgresql://postgres@127.0.0.1:5432/postgres) to run against that server instead: the suite
 creates and drops its own fresh databases there.
+
+Likewise the embedded Valkey (started by the same code as `serve`'s) unless TEST_REDIS_URL
+names a server (redis://127.0.0.1:6379/0): every worker then writes under its own random key
+prefix, so parallel workers and earlier runs never see each other's keys.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit import migrate
 from reservations.kit.clock import Clock
+from reservations.kit.embedded_valkey import EmbeddedValkey
 from reservations.tenancy import service as tenancy
+from tests.pgbouncer import start_pgbouncer
 
 
 def _with_database(url: str, name: str) -> str:
@@ -74,11 +81,49 @@ def pg_server() -> Iterator[PgServer]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# TEST_PGBOUNCER=1: every connection of the suite goes through a real PgBouncer in
+# transaction mode with fewer server connections than the tests' concurrency.
+THROUGH_PGBOUNCER = bool(os.environ.get("TEST_PGBOUNCER"))
+if THROUGH_PGBOUNCER:
+    os.environ.setdefault("RESERVATIONS_DB_POOLER", "transaction")
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_server: PgServer) -> Iterator[str]:
     url = pg_server.create_database()
-    yield url
+    if THROUGH_PGBOUNCER:
+        bouncer = start_pgbouncer(url, pool_size=8)
+        yield bouncer.url(urlparse(url).path.lstrip("/"))
+        bouncer.stop()
+    else:
+        yield url
     pg_server.drop_database(url)
+
+
+@dataclass
+class RedisServer:
+    url: str
+    prefix: str
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url, "RESERVATIONS_REDIS_KEY_PREFIX": self.prefix}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    prefix = f"rsv-test-{worker}-{secrets.token_hex(3)}:"
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        yield RedisServer(url=given, prefix=prefix)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="rsv-vk-"))
+    embedded = EmbeddedValkey(tmp)
+    try:
+        yield RedisServer(url=embedded.start(), prefix=prefix)
+    finally:
+        embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
@@ -94,8 +139,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url)
+def settings(database_url: str, redis_server: RedisServer) -> Settings:
+    return make_settings(
+        database_url, redis_url=redis_server.url, redis_key_prefix=redis_server.prefix
+    )
 
 
 @pytest.fixture(scope="session")
@@ -263,7 +310,18 @@ def stop_live_server(server: LiveServer) -> None:
 
 
 @pytest.fixture
-def live_server(database_url: str) -> Iterator[LiveServer]:
-    server = start_live_server(database_url)
+def live_server(database_url: str, redis_server: RedisServer) -> Iterator[LiveServer]:
+    server = start_live_server(database_url, **redis_server.env())
     yield server
     stop_live_server(server)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

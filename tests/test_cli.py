@@ -22,7 +22,7 @@ CLI = [sys.executable, "-m", "reservations"]
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["RESERVATIONS_DATA_DIR"] = str(data_dir)
     return env
 
@@ -57,6 +57,15 @@ def _postgres_running(data_dir: Path) -> bool:
     pgdata = str((data_dir / "postgres").resolve())
     for p in psutil.process_iter(["name", "cmdline"]):
         if p.info["name"] == "postgres" and pgdata in " ".join(p.info["cmdline"] or []):
+            return True
+    return False
+
+
+def _valkey_running(data_dir: Path) -> bool:
+    # Valkey rewrites its process title, but it works in its `dir`.
+    home = str((data_dir / "valkey").resolve())
+    for p in psutil.process_iter(["name", "cwd"]):
+        if "valkey" in (p.info["name"] or "") and p.info["cwd"] == home:
             return True
     return False
 
@@ -97,10 +106,30 @@ def test_quick_start_serve_keys_restart(tmp_path: Path) -> None:
         )
         assert booked.status_code == 201, booked.text
         assert _postgres_running(data_dir), "server still running after keys create"
+        # The embedded Valkey runs beside it, and the API uses it.
+        assert _valkey_running(data_dir)
+        assert httpx.get(f"{base}/readyz").json()["redis"] == "ok"
+        assert booked.headers["RateLimit"].startswith('"key";r=')
+
+        # Revoked from the CLI while serving: the running API refuses it at once, although
+        # the request above put it in the cache.
+        prefix = booker.split("_")[1]
+        revoked = subprocess.run(
+            [*CLI, "keys", "revoke", prefix],
+            env=_env(data_dir),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "warning" not in revoked.stderr, revoked.stderr
+        again = httpx.get(f"{base}/v1/resources", headers={"Authorization": f"Bearer {booker}"})
+        assert again.status_code == 401
     finally:
         _stop(proc)
     assert proc.returncode is not None
     assert not _postgres_running(data_dir), "embedded PostgreSQL left running after stop"
+    assert not _valkey_running(data_dir), "embedded Valkey left running after stop"
 
     # Restart: no new admin key, and the reservation is still there.
     proc, text = _serve(data_dir, port)
@@ -112,6 +141,7 @@ def test_quick_start_serve_keys_restart(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     assert not _postgres_running(data_dir)
+    assert not _valkey_running(data_dir)
 
 
 def test_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
@@ -131,3 +161,16 @@ def test_help_everywhere() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("REDIS_URL", "http://127.0.0.1:6379"), ("RESERVATIONS_RATE_LIMIT_KEY_REQUESTS", "0")],
+)
+def test_bad_redis_setting_stops_start_up_naming_it(tmp_path: Path, var: str, value: str) -> None:
+    env = {**_env(tmp_path), var: value}
+    result = subprocess.run(
+        [*CLI, "serve"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert var in result.stderr, result.stderr

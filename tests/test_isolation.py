@@ -58,7 +58,8 @@ def create_key(
 
 
 def revoke_key(client: TestClient, prefix: str) -> None:
-    client.portal.call(tenancy.revoke_key, _db(client), prefix)  # type: ignore[union-attr]
+    cache = client.app.state.services.key_cache  # type: ignore[attr-defined]
+    _portal(client, tenancy.revoke_key, db=_db(client), prefix=prefix, cache=cache)
 
 
 def assert_problem(r: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:

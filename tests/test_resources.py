@@ -95,11 +95,6 @@ def test_create_errors(tenant: Tenant) -> None:
         "invalid-input",
     )
     _problem(
-        tenant.admin.post("/v1/resources", json={"name": "x", "capacity": 2}),
-        422,
-        "capacity-not-supported",
-    )
-    _problem(
         tenant.admin.post("/v1/resources", json={"name": "x", "unknown": 1}),
         422,
         "invalid-input",
@@ -248,7 +243,6 @@ def test_patch_errors(tenant: Tenant) -> None:
     room = tenant.admin.resource()
     path = f"/v1/resources/{room['id']}"
     _problem(tenant.booker.patch(path, json={"name": "x"}), 403, "forbidden")
-    _problem(tenant.admin.patch(path, json={"capacity": 5}), 422, "capacity-not-supported")
     _problem(tenant.admin.patch(path, json={"timezone": "Nowhere/Land"}), 422, "invalid-input")
     _problem(
         tenant.admin.patch(f"/v1/resources/{secrets.token_hex(16)}", json={"name": "x"}),

@@ -17,17 +17,26 @@ from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 
 from reservations import __version__
+from reservations.availability.endpoints import router as availability_router
+from reservations.bookings.endpoints import router as bookings_router
 from reservations.config import Settings, load_settings
 from reservations.deps import Services
 from reservations.errors import install_error_handlers, problem_response
 from reservations.kit.clock import Clock
+from reservations.kit.consistency import ConsistencyMiddleware
 from reservations.kit.db import Database
 from reservations.kit.http import BodyLimitMiddleware, ObservabilityMiddleware
 from reservations.kit.openapi import add_problem_schema
+from reservations.kit.ratelimit import RateLimiter, RateLimitHeadersMiddleware
+from reservations.kit.redis import RedisTier
 from reservations.ops.endpoints import router as ops_router
 from reservations.reservations import tasks
 from reservations.reservations.endpoints import router as reservations_router
+from reservations.reservations.fastmap import AvailabilityMap
+from reservations.resources.cache import ResourceCache
 from reservations.resources.endpoints import router as resources_router
+from reservations.tenancy.cache import KeyCache
+from reservations.tenancy.limits import CallerLimits
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +59,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "starts the embedded PostgreSQL, or set DATABASE_URL."
         )
     db = Database(settings.database_url, settings)
-    svc = Services(settings=settings, db=db, clock=clock)
+    svc = Services(settings=settings, db=db, clock=clock, **_redis_services(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
+        await svc.redis.open()
         sweeper = asyncio.create_task(tasks.run_forever(svc)) if settings.run_worker else None
         try:
             yield
@@ -63,6 +73,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            await svc.redis.close()
             await db.close()
 
     app = FastAPI(
@@ -79,8 +90,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     _install_infrastructure_handlers(app)
     app.include_router(resources_router)
     app.include_router(reservations_router)
+    app.include_router(availability_router)
+    app.include_router(bookings_router)
     app.include_router(ops_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.replica_urls:
+        app.add_middleware(ConsistencyMiddleware)
+    if svc.limits is not None:
+        app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(ObservabilityMiddleware)
 
     def openapi() -> dict[str, Any]:
@@ -96,6 +113,35 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _redis_services(settings: Settings) -> dict[str, Any]:
+    """The Redis tier and what uses it; nothing connects until the lifespan opens it."""
+    if settings.redis_url is None:
+        log.warning(
+            "REDIS_URL is not set: running without the cache tier. 'reservations serve' starts "
+            "an embedded Valkey; set REDIS_URL=none to silence this."
+        )
+    tier = RedisTier.from_settings(settings)
+    if not tier.enabled:
+        return {"redis": tier}
+    ttl = settings.api_key_cache_ttl_seconds
+    resource_ttl = settings.resource_cache_ttl_seconds
+    return {
+        "redis": tier,
+        "key_cache": KeyCache(tier, ttl_seconds=ttl) if ttl > 0 else None,
+        "resource_cache": (
+            ResourceCache(tier, ttl_seconds=resource_ttl) if resource_ttl > 0 else None
+        ),
+        "fastmap": (
+            AvailabilityMap(tier, ttl_seconds=settings.availability_map_ttl_seconds)
+            if settings.availability_map_enabled
+            else None
+        ),
+        "limits": (
+            CallerLimits(RateLimiter(tier), settings) if settings.rate_limit_enabled else None
+        ),
+    }
 
 
 def _install_infrastructure_handlers(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,7 +18,10 @@ from reservations.config import Settings, SettingsError, load_settings
 from reservations.kit import migrate as migrations
 from reservations.kit.db import Database
 from reservations.kit.embedded import EmbeddedPostgres
+from reservations.kit.embedded_valkey import EmbeddedValkey
+from reservations.kit.redis import RedisTier
 from reservations.tenancy import service as tenancy
+from reservations.tenancy.cache import KeyCache
 
 app = typer.Typer(
     help="Reservation API that never double-books.",
@@ -71,6 +74,33 @@ def _database_url(settings: Settings, *, apply_migrations: bool = True) -> Itera
             embedded.stop()
 
 
+@contextlib.contextmanager
+def _redis_url(settings: Settings) -> Iterator[str]:
+    """REDIS_URL (or "none"), or the embedded Valkey in the data directory while serving."""
+    if settings.redis_url is not None:
+        yield settings.redis_url
+        return
+    embedded = EmbeddedValkey(settings.data_dir)
+    try:
+        url = embedded.start()
+    except Exception as exc:
+        raise _fail(
+            f"could not start the embedded Valkey in {embedded.dir}: {exc}\n"
+            "Set REDIS_URL to a Redis server, or REDIS_URL=none to run without the cache tier."
+        ) from exc
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+def _reachable_redis(settings: Settings) -> str | None:
+    """Where the serving processes' Redis is, for commands that must invalidate it."""
+    if settings.redis_url is None:
+        return EmbeddedValkey(settings.data_dir).running_url()
+    return None if settings.redis_disabled else settings.redis_url
+
+
 def _run_db(settings: Settings, url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def main() -> T:
         small = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
@@ -94,13 +124,17 @@ def serve(
         bool, typer.Option(help="Run the background sweeper inside the API processes.")
     ] = True,
 ) -> None:
-    """Start the API (and, without DATABASE_URL, the embedded PostgreSQL)."""
+    """Start the API (and, without DATABASE_URL / REDIS_URL, the embedded PostgreSQL and
+    Valkey)."""
     import uvicorn
 
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
-    with _database_url(settings, apply_migrations=migrate) as url:
+    with (
+        _database_url(settings, apply_migrations=migrate) as url,
+        _redis_url(settings) as redis_url,
+    ):
         created = _run_db(settings, url, tenancy.bootstrap_default)
         if created is not None:
             typer.echo(
@@ -109,6 +143,7 @@ def serve(
                 err=True,
             )
         os.environ["DATABASE_URL"] = url
+        os.environ["REDIS_URL"] = redis_url
         os.environ["RESERVATIONS_RUN_WORKER"] = "true" if worker else "false"
         if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reservations-prom-")
@@ -130,7 +165,9 @@ def serve(
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    # uvicorn re-raises the signal after draining. SIGTERM is how orchestrators ask for a
+    # clean stop, and a clean stop is a success; Ctrl-C keeps the conventional 130.
+    raise SystemExit(0 if signum == signal.SIGTERM else 128 + signum)
 
 
 @app.command()
@@ -220,10 +257,27 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
     if prefix.startswith("rsv_"):
         prefix = prefix.split("_")[1]
     with _database_url(settings) as url:
-        row = _run_db(settings, url, lambda db: tenancy.revoke_key(db, prefix))
+        redis_url = _reachable_redis(settings)
+
+        async def revoke(db: Database) -> Any:
+            tier = RedisTier(redis_url, timeout=2.0, prefix=settings.redis_key_prefix)
+            await tier.open()
+            try:
+                cache = KeyCache(tier, ttl_seconds=settings.api_key_cache_ttl_seconds)
+                return await tenancy.revoke_key(db, prefix, cache=cache if redis_url else None)
+            finally:
+                await tier.close()
+
+        row = _run_db(settings, url, revoke)
     if row is None:
         raise _fail(f"no key with prefix {prefix}")
     typer.echo(f"revoked {row['prefix']} at {row['revoked_at']:%Y-%m-%d %H:%M:%S%z}")
+    if row["cache_invalidated"] is False:
+        typer.echo(
+            f"warning: Redis ({redis_url}) could not be told; API processes may accept the key "
+            f"for up to {settings.api_key_cache_ttl_seconds} s more",
+            err=True,
+        )
 
 
 def main() -> None:

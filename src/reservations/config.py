@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -23,6 +24,18 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "RESERVATIONS_DATABASE_URL")
     )
+    # Streaming replicas for reads (comma-separated URLs); empty: every read is the primary's.
+    database_replica_urls: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "DATABASE_REPLICA_URLS", "RESERVATIONS_DATABASE_REPLICA_URLS"
+        ),
+    )
+    replica_max_lag_seconds: float = Field(default=5.0, gt=0, le=3600)
+    replica_wait_ms: int = Field(default=200, ge=0, le=10_000)
+    replica_check_seconds: float = Field(default=1.0, gt=0, le=60)
+    # A read a replica has not answered by then runs again on the primary.
+    replica_read_timeout_ms: int = Field(default=1_000, ge=10, le=60_000)
     data_dir: Path = Field(default_factory=_default_data_dir)
 
     host: str = "127.0.0.1"
@@ -33,6 +46,9 @@ class Settings(BaseSettings):
     # psycopg prepares a statement after this many executions; 0 disables prepared statements
     # (needed behind a pooler without prepared-statement support, e.g. PgBouncer < 1.21).
     db_prepare_threshold: int = Field(default=5, ge=0)
+    # "transaction": connections go through a pooler in transaction mode (PgBouncer): no
+    # startup options, no prepared statements, timeouts set per transaction (SET LOCAL).
+    db_pooler: Literal["none", "transaction"] = "none"
     statement_timeout_ms: int = Field(default=10_000, ge=100)
     lock_timeout_ms: int = Field(default=5_000, ge=10)
 
@@ -44,6 +60,32 @@ class Settings(BaseSettings):
     run_worker: bool = True
     sweep_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
 
+    # Unset: `reservations serve` starts the embedded Valkey; "none": no cache tier at all.
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "RESERVATIONS_REDIS_URL")
+    )
+    # Short on purpose: a slow Redis must cost a request little more than a cache miss.
+    redis_timeout_ms: int = Field(default=250, ge=10, le=10_000)
+    # Every key this service writes starts with it, so several deployments (or test workers)
+    # can share one Redis.
+    redis_key_prefix: str = Field(default="rsv:", min_length=1, max_length=64)
+    # 0 turns the API-key cache off; revocations invalidate explicitly, this is the backstop.
+    api_key_cache_ttl_seconds: int = Field(default=60, ge=0, le=86_400)
+    rate_limit_enabled: bool = True
+    # Generous defaults: above what one instance serves on a 2-core machine, so they only
+    # stop runaway clients. Quota per window, per API key and per tenant.
+    rate_limit_key_requests: int = Field(default=600_000, ge=1, le=100_000_000)
+    rate_limit_tenant_requests: int = Field(default=1_200_000, ge=1, le=100_000_000)
+    rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
+    # Live (unexpired) holds one tenant may have at once: the guard against holding every slot.
+    max_live_holds_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
+    # Resource metadata cache: written after each committed change, versioned; 0 turns it off.
+    resource_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
+    # The availability map (fast refusal of creates on taken ranges) and its repair job.
+    availability_map_enabled: bool = True
+    availability_map_ttl_seconds: int = Field(default=3_600, ge=10, le=7 * 86_400)
+    availability_map_repair_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+
     @field_validator("database_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -51,6 +93,34 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if value.strip().lower() == "none":
+            return "none"
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL, or 'none'")
+        return value
+
+    @property
+    def redis_disabled(self) -> bool:
+        """REDIS_URL=none: run with no cache tier, no rate limits."""
+        return self.redis_url == "none"
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [u.strip() for u in self.database_replica_urls.split(",") if u.strip()]
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _check_replicas(cls, value: str) -> str:
+        for url in (u.strip() for u in value.split(",")):
+            if url and not url.startswith(("postgresql://", "postgres://")):
+                raise ValueError("must be comma-separated postgresql:// URLs")
         return value
 
     @property
@@ -66,6 +136,13 @@ class SettingsError(Exception):
     """A setting is wrong; the message names the variable and what it should be."""
 
 
+_UNPREFIXED = {
+    "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
+    "database_replica_urls": "DATABASE_REPLICA_URLS",
+}
+
+
 def load_settings() -> Settings:
     try:
         return Settings()
@@ -73,6 +150,6 @@ def load_settings() -> Settings:
         lines = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            env = "DATABASE_URL" if field == "database_url" else f"RESERVATIONS_{field.upper()}"
+            env = _UNPREFIXED.get(field, f"RESERVATIONS_{field.upper()}")
             lines.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

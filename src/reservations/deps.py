@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from reservations.config import Settings
 from reservations.errors import Forbidden, InvalidInput, Unauthenticated
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
+from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.ratelimit import STATE_KEY
+from reservations.kit.redis import RedisTier
+from reservations.reservations.fastmap import AvailabilityMap
+from reservations.resources.cache import ResourceCache
+from reservations.tenancy.cache import KeyCache
+from reservations.tenancy.limits import CallerLimits
 from reservations.tenancy.service import Principal, Role, authenticate
 
 
@@ -22,11 +29,21 @@ class Services:
     settings: Settings
     db: Database
     clock: Clock
+    redis: RedisTier = field(default_factory=RedisTier.disabled)
+    key_cache: KeyCache | None = None
+    limits: CallerLimits | None = None
+    resource_cache: ResourceCache | None = None
+    fastmap: AvailabilityMap | None = None
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+async def services(request: Request) -> Services:
+    # async: FastAPI would run a plain function in its thread pool, a hop per request.
+    return services_of(request)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `rsv_...`")
@@ -38,10 +55,16 @@ async def principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated()
-    svc = services(request)
-    found = await authenticate(svc.db, credentials.credentials, now=svc.clock.now())
+    svc = services_of(request)
+    found = await authenticate(
+        svc.db, credentials.credentials, now=svc.clock.now(), cache=svc.key_cache
+    )
     if found is None:
         raise Unauthenticated()
+    if svc.limits is not None:
+        headers = await svc.limits.charge(found)
+        if headers:
+            setattr(request.state, STATE_KEY, headers)
     return found
 
 
@@ -57,7 +80,7 @@ async def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     return caller
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(
@@ -77,7 +100,7 @@ def idempotency_key(
     return key
 
 
-def if_match(
+async def if_match(
     value: Annotated[
         str | None,
         Header(alias="If-Match", description="The ETag you last saw; 412 if it is stale."),
@@ -93,6 +116,29 @@ def if_match(
             errors=[{"field": "If-Match", "in": "header", "message": "malformed"}],
         )
     return int(raw)
+
+
+def idempotency(
+    request: Request, caller: Principal, key: str | None, payload: object
+) -> Idempotency | None:
+    """The idempotency record of this request (None without a key): scoped to the API key,
+    fingerprinted by method, path and payload."""
+    return Idempotency.of(
+        api_key_id=caller.api_key_id,
+        key=key,
+        method=request.method,
+        path=request.url.path,
+        payload=payload,
+    )
+
+
+def send(reply: Reply) -> Response:
+    headers = dict(reply.headers)
+    if reply.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(
+        reply.body, status_code=reply.status, media_type="application/json", headers=headers
+    )
 
 
 Caller = Annotated[Principal, Depends(principal)]

@@ -81,8 +81,15 @@ class InvalidInput(DomainError):
     status, slug, title = 422, "invalid-input", "The request is not valid"
 
 
-class CapacityNotSupported(DomainError):
-    status, slug, title = 422, "capacity-not-supported", "Capacity above 1 is not supported yet"
+class BookingRuleViolated(DomainError):
+    """422 with a machine-readable `reason` (the first rule broken) and `violations`."""
+
+    status, slug, title = 422, "booking-rule-violated", "The booking breaks the resource's rules"
+
+
+class CapacityInUse(DomainError):
+    status, slug = 409, "capacity-in-use"
+    title = "Live reservations use more than the new capacity"
 
 
 class ReservationConflict(DomainError):
@@ -118,6 +125,30 @@ class PreconditionFailed(DomainError):
 
 class BodyTooLarge(DomainError):
     status, slug, title = 413, "body-too-large", "The request body is too large"
+
+
+class RateLimited(DomainError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, *, violated: list[str], retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(
+            f"The {' and '.join(violated)} request quota is used up; retry after "
+            f"{retry_after} s (see the RateLimit-Policy and RateLimit headers).",
+            violated_policies=violated,
+        )
+        self.headers = {"Retry-After": str(retry_after), **headers}
+
+
+class HoldLimitReached(DomainError):
+    status, slug, title = 429, "hold-limit-reached", "Your tenant holds the most live holds allowed"
+
+    def __init__(self, *, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"Your tenant already has {limit} live holds, the most allowed. Confirm or cancel "
+            f"some, or retry after {retry_after} s when the next one expires.",
+            max_live_holds=limit,
+        )
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 _HTTP_SLUGS = {

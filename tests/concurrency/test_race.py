@@ -98,11 +98,13 @@ def live_rows(database_url: str, resource_id: str) -> int:
 
 
 def overlapping_pairs(database_url: str) -> int:
+    """Overlapping live pairs on unit-capacity resources (pooled ones may overlap)."""
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM reservation a JOIN reservation b"
             " ON a.resource_id = b.resource_id AND a.id < b.id AND a.during && b.during"
             " WHERE a.status IN ('held', 'confirmed') AND b.status IN ('held', 'confirmed')"
+            " AND NOT a.pooled AND NOT b.pooled"
         ).fetchone()
         assert row is not None
         return int(row[0])

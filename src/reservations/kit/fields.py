@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
 
@@ -97,6 +97,39 @@ def _zones() -> frozenset[str]:
     )
 
 
+_ISO_DURATION = re.compile(r"^P(?:\d+W)?(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+S)?)?$")
+
+
+def _iso_duration(value: Any) -> Any:
+    # Months and years have no fixed length, and numbers would hide their unit.
+    if not isinstance(value, str) or not _ISO_DURATION.match(value) or value in ("P", "PT"):
+        raise ValueError(
+            "must be an ISO 8601 duration in weeks, days, hours, minutes and whole seconds, "
+            "such as 'PT1H30M' or 'P7D' (no months or years)"
+        )
+    if value.endswith("T"):
+        raise ValueError("must not end with 'T'; write 'P1D', not 'P1DT'")
+    return value
+
+
+def _signed_iso_duration(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("-"):
+        _iso_duration(value[1:])
+        return value
+    return _iso_duration(value)
+
+
+MAX_DURATION = timedelta(days=366)
+
+
+def _whole_seconds(value: timedelta) -> timedelta:
+    if value.microseconds:
+        raise ValueError("must be whole seconds")
+    if abs(value) > MAX_DURATION:
+        raise ValueError("must be at most 366 days (P366D)")
+    return value
+
+
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
@@ -112,3 +145,7 @@ CustomerRef = Annotated[
 TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_zone)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_aware_only), AfterValidator(_within_range)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+Duration = Annotated[timedelta, BeforeValidator(_iso_duration), AfterValidator(_whole_seconds)]
+SignedDuration = Annotated[
+    timedelta, BeforeValidator(_signed_iso_duration), AfterValidator(_whole_seconds)
+]

@@ -9,6 +9,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -30,6 +31,39 @@ RESERVATIONS_CONFLICTED = Counter(
     "reservations_conflicts_total", "Creates and reschedules refused for overlap", ["stage"]
 )
 RESERVATIONS_EXPIRED = Counter("reservations_expired_total", "Holds marked expired", ["by"])
+REDIS_ERRORS = Counter(
+    "redis_errors_total", "Redis calls that failed or timed out and fell back", ["op"]
+)
+REDIS_SKIPPED = Counter(
+    "redis_skipped_total", "Redis calls not attempted while Redis was recently failing", ["op"]
+)
+CACHE_LOOKUPS = Counter(
+    "cache_lookups_total",
+    "Cache lookups by cache and result (hit, miss, error: Redis unavailable, database used)",
+    ["cache", "result"],
+)
+RATE_LIMIT_DECISIONS = Counter(
+    "rate_limit_decisions_total",
+    "Rate-limit checks: allowed, limited, or unavailable (Redis down: allowed, fail open)",
+    ["result"],
+)
+
+DB_READS = Counter(
+    "db_reads_total", "Read-only requests' database connections by target", ["target"]
+)
+REPLICA_LAG = Gauge(
+    "replica_lag_seconds", "Age of each replica's data (inf: unreachable or not a standby)",
+    ["replica"], multiprocess_mode="max",
+)  # fmt: skip
+MAP_DECISIONS = Counter(
+    "availability_map_decisions_total",
+    "Availability-map checks before a create: refuse (fast 409), pass (to the database), "
+    "unavailable (Redis could not answer)",
+    ["decision"],
+)
+MAP_REPAIRS = Counter(
+    "availability_map_repaired_total", "Map entries the repair job found wrong and rebuilt"
+)
 
 
 def render() -> tuple[bytes, str]:

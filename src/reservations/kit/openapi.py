@@ -28,11 +28,14 @@ _DESCRIPTIONS = {
     412: "If-Match does not match the current version",
     413: "Request body too large",
     422: "Invalid input; `errors` lists the fields",
+    429: "Rate limit (`rate-limited`) or live-hold cap (`hold-limit-reached`); see Retry-After",
     503: "The database cannot be reached",
 }
 
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Every route may also answer 429 (rate limits) and 503 (database unreachable)."""
+    codes = tuple(sorted({*codes, 429, 503}))
     return {
         code: {
             "description": _DESCRIPTIONS[code],

@@ -17,14 +17,17 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "The primary cannot be reached"}})
 async def readyz(svc: Svc) -> Response:
-    """Ready to serve: the primary database answers."""
+    """Ready to serve: the primary database answers. Redis is reported (`ok`, `unavailable`,
+    `disabled`) but not required: without it the API serves from the database."""
+    redis = await svc.redis.ping()
     if await svc.db.ping():
-        return Response('{"status":"ready"}', media_type="application/json")
+        return Response(f'{{"status":"ready","redis":"{redis}"}}', media_type="application/json")
     return problem_response(
         status=503,
         slug="not-ready",
         title="Not ready",
         detail="The primary database does not answer; this instance takes no traffic.",
+        extra={"redis": redis},
     )
 
 

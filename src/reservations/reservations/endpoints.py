@@ -7,9 +7,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer
+from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
-from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.openapi import problems
 from reservations.reservations import service
 from reservations.reservations.schemas import (
@@ -19,30 +18,8 @@ from reservations.reservations.schemas import (
     ReservationUpdate,
     Status,
 )
-from reservations.tenancy.service import Principal
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
-
-
-def _send(reply: Reply) -> Response:
-    headers = dict(reply.headers)
-    if reply.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(
-        reply.body, status_code=reply.status, media_type="application/json", headers=headers
-    )
-
-
-def _idem(
-    request: Request, caller: Principal, key: str | None, payload: object
-) -> Idempotency | None:
-    return Idempotency.of(
-        api_key_id=caller.api_key_id,
-        key=key,
-        method=request.method,
-        path=request.url.path,
-        payload=payload,
-    )
 
 
 @router.post(
@@ -57,8 +34,8 @@ async def create_reservation(
     """Book a resource for [start, end). With `hold_seconds` the reservation is `held` until
     `expires_at` (confirm it before then); without, it is `confirmed` at once. 409 when the
     range overlaps a live reservation: `conflicts` lists the clashing ranges."""
-    idem = _idem(request, caller, key, body.model_dump(mode="json"))
-    return _send(await service.create(svc, caller, body, idem))
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.create(svc, caller, body, idem))
 
 
 @router.get("", response_model=ReservationPage, responses=problems(401, 422))
@@ -66,6 +43,7 @@ async def list_reservations(
     caller: Caller,
     svc: Svc,
     resource_id: UUID | None = None,
+    booking_id: UUID | None = None,
     from_: Annotated[
         Timestamp | None, Query(alias="from", description="Overlap window start (RFC 3339).")
     ] = None,
@@ -80,6 +58,7 @@ async def list_reservations(
         svc,
         caller,
         resource_id=resource_id,
+        booking_id=booking_id,
         window_from=from_,
         window_to=to,
         statuses=status,
@@ -92,7 +71,7 @@ async def list_reservations(
 
 @router.get("/{reservation_id}", response_model=ReservationRead, responses=problems(401, 404, 422))
 async def get_reservation(reservation_id: UUID, caller: Caller, svc: Svc) -> Response:
-    return _send(await service.get(svc, caller, reservation_id))
+    return send(await service.get(svc, caller, reservation_id))
 
 
 @router.patch(
@@ -105,7 +84,7 @@ async def update_reservation(
 ) -> Response:
     """Reschedule (`start`, `end`) or edit `customer` / `metadata`. Send If-Match with the
     ETag you hold to get 412 instead of overwriting a change you have not seen."""
-    return _send(await service.update(svc, caller, reservation_id, body, version))
+    return send(await service.update(svc, caller, reservation_id, body, version))
 
 
 @router.post(
@@ -123,8 +102,8 @@ async def confirm_reservation(
 ) -> Response:
     """Turn a hold into a confirmed reservation. 409 `hold-expired` when it is too late;
     confirming a confirmed reservation changes nothing."""
-    idem = _idem(request, caller, key, None)
-    return _send(await service.confirm(svc, caller, reservation_id, version, idem))
+    idem = idempotency(request, caller, key, None)
+    return send(await service.confirm(svc, caller, reservation_id, version, idem))
 
 
 @router.post(
@@ -141,5 +120,5 @@ async def cancel_reservation(
     key: IdemKey,
 ) -> Response:
     """Cancel a held or confirmed reservation and free its range. Repeatable."""
-    idem = _idem(request, caller, key, None)
-    return _send(await service.cancel(svc, caller, reservation_id, version, idem))
+    idem = idempotency(request, caller, key, None)
+    return send(await service.cancel(svc, caller, reservation_id, version, idem))

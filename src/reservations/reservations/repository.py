@@ -1,9 +1,12 @@
 """SQL for reservations. Every statement is scoped by tenant_id or by a resource the caller
 already resolved within its tenant.
 
-Queries that look for live overlaps repeat the exclusion constraint's own predicate
-(`resource_id = ... AND during && ... AND status IN ('held', 'confirmed')`) so they are
-answered from the constraint's partial GiST index (DESIGN.md, "The status predicate")."""
+Queries that look for live overlaps repeat the guards' own predicates so the partial GiST
+indexes answer them (DESIGN.md, "The status predicate"): unit resources' rows sit under the
+exclusion constraint (`... AND NOT pooled`), pooled ones under `reservation_pooled_live`.
+
+`during` is the booked range widened by the resource's buffers, which PostgreSQL reads from
+the policy (ISO 8601 durations are valid interval input) when it writes the row."""
 
 from __future__ import annotations
 
@@ -16,17 +19,66 @@ from psycopg.types.json import Jsonb
 
 from reservations.kit.db import Conn
 
-COLUMNS = (
-    "id, resource_id, start_at, end_at, status, quantity, expires_at, customer, metadata,"
-    " version, created_by, created_at, updated_at"
+_COLUMN_NAMES = (
+    "id",
+    "resource_id",
+    "booking_id",
+    "start_at",
+    "end_at",
+    "status",
+    "quantity",
+    "expires_at",
+    "customer",
+    "metadata",
+    "version",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "pooled",
 )
 
-_OVERLAPS = (
-    "SELECT id, start_at, end_at, status, expires_at, created_by FROM reservation"
-    " WHERE resource_id = %(resource)s AND status IN ('held', 'confirmed')"
-    " AND during && tstzrange(%(start)s, %(end)s)"
-    " AND id IS DISTINCT FROM %(exclude)s::uuid ORDER BY start_at"
+
+def _columns(table: str = "") -> str:
+    """The reservation columns every read returns, plus the guarded range (`during`)."""
+    prefix = f"{table}." if table else ""
+    return ", ".join(f"{prefix}{c}" for c in _COLUMN_NAMES) + (
+        f", lower({prefix}during) AS during_start, upper({prefix}during) AS during_end"
+    )
+
+
+COLUMNS = _columns()
+
+
+def _changed(table: str = "reservation") -> str:
+    """What the availability map needs to record or forget a reservation after a change."""
+    t = table
+    return (
+        f"{t}.id, {t}.resource_id, {t}.version, {t}.pooled, {t}.status, {t}.start_at,"
+        f" {t}.end_at, {t}.expires_at, {t}.created_by,"
+        f" lower({t}.during) AS during_start, upper({t}.during) AS during_end"
+    )
+
+
+CHANGED = _changed()
+
+BUFFER_BEFORE = "coalesce((r.policy->>'buffer_before')::interval, interval '0')"
+BUFFER_AFTER = "coalesce((r.policy->>'buffer_after')::interval, interval '0')"
+LIVE = "status IN ('held', 'confirmed')"
+# A hold past its expiry is dead even before the sweeper marks it.
+STALE_HOLD = "(status = 'held' AND expires_at <= %(now)s)"
+
+_OVERLAP_COLUMNS = (
+    "id, resource_id, start_at, end_at, lower(during) AS during_start,"
+    " upper(during) AS during_end, status, quantity, expires_at, created_by, version, pooled"
 )
+
+
+def _live_overlaps(range_sql: str) -> str:
+    base = (
+        f"SELECT {_OVERLAP_COLUMNS} FROM reservation WHERE resource_id = %(resource)s"
+        f" AND {LIVE} AND during && {range_sql} AND id IS DISTINCT FROM %(exclude)s::uuid"
+    )
+    return f"({base} AND NOT pooled) UNION ALL ({base} AND pooled)"
 
 
 async def resource_and_overlaps(
@@ -38,13 +90,14 @@ async def resource_and_overlaps(
     end: datetime,
     exclude: UUID | None = None,
 ) -> DictRow | None:
-    """The resource (if live, in this tenant) and the live reservations overlapping
-    [start, end), in one round trip and without locking: the cheap pre-check."""
+    """The resource (if live, in this tenant) with its policy, and the live reservations
+    whose `during` meets [start, end) widened by its buffers: the cheap, lock-free
+    pre-check, in one round trip."""
+    widened = f"tstzrange(%(start)s - {BUFFER_BEFORE}, %(end)s + {BUFFER_AFTER})"
     cur = await conn.execute(
-        "SELECT r.id, r.capacity, r.timezone,"
-        " coalesce((SELECT json_agg(json_build_object('id', o.id, 'start_at', o.start_at,"
-        " 'end_at', o.end_at, 'status', o.status, 'expires_at', o.expires_at,"
-        f" 'created_by', o.created_by)) FROM ({_OVERLAPS}) o), '[]') AS overlaps"
+        "SELECT r.id, r.name, r.capacity, r.timezone, r.tags, r.metadata, r.policy, r.version,"
+        " r.created_at, r.updated_at, coalesce((SELECT json_agg(o ORDER BY o.start_at)"
+        f" FROM ({_live_overlaps(widened)}) o), '[]') AS overlaps"
         " FROM resource r WHERE r.id = %(resource)s AND r.tenant_id = %(tenant)s"
         " AND r.archived_at IS NULL",
         {
@@ -59,27 +112,66 @@ async def resource_and_overlaps(
 
 
 async def overlaps(
-    conn: Conn, *, resource_id: UUID, start: datetime, end: datetime, exclude: UUID | None = None
+    conn: Conn,
+    *,
+    resource_id: UUID,
+    start: datetime,
+    end: datetime,
+    exclude: UUID | None = None,
 ) -> list[DictRow]:
+    """Live reservations whose `during` meets [start, end) widened by the buffers."""
+    widened = (
+        f"(SELECT tstzrange(%(start)s - {BUFFER_BEFORE}, %(end)s + {BUFFER_AFTER})"
+        " FROM resource r WHERE r.id = %(resource)s)"
+    )
     cur = await conn.execute(
-        _OVERLAPS,
+        f"SELECT * FROM ({_live_overlaps(widened)}) o ORDER BY start_at",
         {"resource": resource_id, "start": start, "end": end, "exclude": exclude},
+    )
+    return await cur.fetchall()
+
+
+async def busy_between(
+    conn: Conn, *, resource_ids: list[UUID], start: datetime, end: datetime, now: datetime
+) -> list[DictRow]:
+    """Live, unexpired reservations of these resources whose `during` meets [start, end),
+    one index probe per resource (GiST cannot take `= ANY`)."""
+    cur = await conn.execute(
+        "SELECT x.resource_id, o.* FROM unnest(%(resources)s::uuid[]) AS x(resource_id)"
+        " CROSS JOIN LATERAL ("
+        + _live_overlaps("tstzrange(%(start)s, %(end)s)").replace("%(resource)s", "x.resource_id")
+        + ") o WHERE NOT (o.status = 'held' AND o.expires_at <= %(now)s)"
+        " ORDER BY x.resource_id, o.during_start",
+        {"resources": resource_ids, "start": start, "end": end, "now": now, "exclude": None},
     )
     return await cur.fetchall()
 
 
 async def expire_stale_holds(
     conn: Conn, *, resource_id: UUID, start: datetime, end: datetime, now: datetime
-) -> int:
-    """Mark expired the holds past their expiry that overlap [start, end) on this resource,
-    so a booking never waits for the sweeper. Call with the resource lock held."""
+) -> list[DictRow]:
+    """Mark expired the holds past their expiry whose `during` meets [start, end) widened
+    by the buffers, so a booking never waits for the sweeper. Call with the resource lock."""
     cur = await conn.execute(
-        "UPDATE reservation SET status = 'expired', version = version + 1, updated_at = %(now)s"
-        " WHERE resource_id = %(resource)s AND status = 'held' AND expires_at <= %(now)s"
-        " AND during && tstzrange(%(start)s, %(end)s)",
+        "UPDATE reservation SET status = 'expired', version = reservation.version + 1,"
+        " updated_at = %(now)s FROM resource r"
+        " WHERE r.id = %(resource)s AND reservation.resource_id = r.id"
+        " AND reservation.status = 'held' AND reservation.expires_at <= %(now)s"
+        f" AND during && tstzrange(%(start)s - {BUFFER_BEFORE}, %(end)s + {BUFFER_AFTER})"
+        f" RETURNING {CHANGED}",
         {"resource": resource_id, "start": start, "end": end, "now": now},
     )
-    return cur.rowcount
+    return await cur.fetchall()
+
+
+_INSERT = (
+    "INSERT INTO reservation (id, tenant_id, resource_id, booking_id, start_at, end_at, during,"
+    " status, quantity, expires_at, customer, metadata, created_by, created_at, updated_at)"
+    " SELECT x.id, r.tenant_id, r.id, %(booking)s, x.start_at, x.end_at,"
+    f" tstzrange(x.start_at - {BUFFER_BEFORE}, x.end_at + {BUFFER_AFTER}),"
+    " %(status)s, x.quantity, %(expires)s, %(customer)s, %(metadata)s, %(created_by)s,"
+    " %(now)s, %(now)s"
+)
 
 
 async def insert(
@@ -98,21 +190,18 @@ async def insert(
     created_by: UUID,
     now: datetime,
 ) -> DictRow | None:
-    """Insert under the exclusion constraint; None if the resource was archived meanwhile.
-    Raises psycopg.errors.ExclusionViolation (23P01) on overlap."""
+    """Insert under the guards; None if the resource was archived meanwhile.
+    Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity."""
     cur = await conn.execute(
-        "INSERT INTO reservation (id, tenant_id, resource_id, start_at, end_at, during, status,"
-        " quantity, expires_at, customer, metadata, created_by, created_at, updated_at)"
-        " SELECT %(id)s, %(tenant)s, %(resource)s, %(start)s, %(end)s,"
-        " tstzrange(%(start)s, %(end)s), %(status)s, %(quantity)s, %(expires)s, %(customer)s,"
-        " %(metadata)s, %(created_by)s, %(now)s, %(now)s"
-        " WHERE EXISTS (SELECT 1 FROM resource WHERE id = %(resource)s"
-        " AND tenant_id = %(tenant)s AND archived_at IS NULL)"
-        f" RETURNING {COLUMNS}",
+        _INSERT + " FROM (VALUES (%(id)s::uuid, %(start)s::timestamptz, %(end)s::timestamptz,"
+        " %(quantity)s::int)) AS x(id, start_at, end_at, quantity)"
+        " JOIN resource r ON r.id = %(resource)s AND r.tenant_id = %(tenant)s"
+        f" AND r.archived_at IS NULL RETURNING {COLUMNS}",
         {
             "id": reservation_id,
             "tenant": tenant_id,
             "resource": resource_id,
+            "booking": None,
             "start": start,
             "end": end,
             "status": status,
@@ -125,6 +214,47 @@ async def insert(
         },
     )
     return await cur.fetchone()
+
+
+async def insert_many(
+    conn: Conn,
+    *,
+    tenant_id: UUID,
+    booking_id: UUID,
+    items: list[tuple[UUID, UUID, datetime, datetime, int]],
+    status: str,
+    expires_at: datetime | None,
+    customer: str | None,
+    metadata: dict[str, Any],
+    created_by: UUID,
+    now: datetime,
+) -> list[DictRow]:
+    """Insert (id, resource_id, start, end, quantity) rows of one booking in one statement;
+    rows of archived resources are left out (the caller compares counts)."""
+    ids, resources, starts, ends, quantities = (list(col) for col in zip(*items, strict=True))
+    cur = await conn.execute(
+        _INSERT + " FROM unnest(%(ids)s::uuid[], %(resources)s::uuid[], %(starts)s::timestamptz[],"
+        " %(ends)s::timestamptz[], %(quantities)s::int[])"
+        " AS x(id, resource_id, start_at, end_at, quantity)"
+        " JOIN resource r ON r.id = x.resource_id AND r.tenant_id = %(tenant)s"
+        f" AND r.archived_at IS NULL RETURNING {COLUMNS}",
+        {
+            "ids": ids,
+            "resources": resources,
+            "starts": starts,
+            "ends": ends,
+            "quantities": quantities,
+            "tenant": tenant_id,
+            "booking": booking_id,
+            "status": status,
+            "expires": expires_at,
+            "customer": customer,
+            "metadata": Jsonb(metadata),
+            "created_by": created_by,
+            "now": now,
+        },
+    )
+    return await cur.fetchall()
 
 
 def _owner_clause(owner: UUID | None) -> str:
@@ -149,7 +279,7 @@ async def update(
 ) -> DictRow:
     """Apply column changes to a row the caller holds locked; bumps the version.
     Changing start_at/end_at also moves `during` (and may raise ExclusionViolation)."""
-    sets = ["version = version + 1", "updated_at = %(now)s"]
+    sets = ["version = reservation.version + 1", "updated_at = %(now)s"]
     params: dict[str, Any] = {"id": reservation_id, "now": now}
     for column in ("status", "expires_at", "start_at", "end_at", "customer", "metadata"):
         if column in changes:
@@ -157,9 +287,13 @@ async def update(
             value = changes[column]
             params[column] = Jsonb(value) if column == "metadata" else value
     if "start_at" in changes or "end_at" in changes:
-        sets.append("during = tstzrange(%(start_at)s, %(end_at)s)")
+        sets.append(
+            f"during = tstzrange(%(start_at)s - {BUFFER_BEFORE}, %(end_at)s + {BUFFER_AFTER})"
+        )
     cur = await conn.execute(
-        f"UPDATE reservation SET {', '.join(sets)} WHERE id = %(id)s RETURNING {COLUMNS}",
+        f"UPDATE reservation SET {', '.join(sets)} FROM resource r"
+        " WHERE reservation.id = %(id)s AND r.id = reservation.resource_id"
+        f" RETURNING {_columns('reservation')}",
         params,
     )
     row = await cur.fetchone()
@@ -171,7 +305,7 @@ _STATUS_SQL = {
     "held": "(status = 'held' AND expires_at > %(now)s)",
     "confirmed": "status = 'confirmed'",
     "cancelled": "status = 'cancelled'",
-    "expired": "(status = 'expired' OR (status = 'held' AND expires_at <= %(now)s))",
+    "expired": f"(status = 'expired' OR {STALE_HOLD})",
 }
 
 # Reservations cannot be longer than this (a CHECK in the schema), which bounds how far
@@ -185,6 +319,7 @@ async def page(
     tenant_id: UUID,
     owner: UUID | None,
     resource_id: UUID | None,
+    booking_id: UUID | None,
     window_from: datetime | None,
     window_to: datetime | None,
     statuses: list[str],
@@ -203,6 +338,9 @@ async def page(
     if resource_id is not None:
         where.append("resource_id = %(resource)s")
         params["resource"] = resource_id
+    if booking_id is not None:
+        where.append("booking_id = %(booking)s")
+        params["booking"] = booking_id
     if window_from is not None:
         where.append("end_at > %(from)s")
         where.append(f"start_at > %(from)s - interval '{MAX_SPAN}'")
@@ -226,34 +364,117 @@ async def page(
     return await cur.fetchall()
 
 
+async def booker_starts(
+    conn: Conn,
+    *,
+    resource_id: UUID,
+    created_by: UUID,
+    customer: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+) -> list[datetime]:
+    """Starts of the booker's live reservations of a resource: by customer when given,
+    else by API key; within [start, end) if given, else those not yet ended."""
+    who = "customer = %(customer)s" if customer is not None else "created_by = %(key)s"
+    window = (
+        "start_at >= %(start)s AND start_at < %(end)s"
+        if start is not None and end is not None
+        else "end_at > %(now)s"
+    )
+    cur = await conn.execute(
+        f"SELECT start_at FROM reservation WHERE resource_id = %(resource)s AND {who}"
+        f" AND {LIVE} AND NOT {STALE_HOLD} AND {window}",
+        {
+            "resource": resource_id,
+            "customer": customer,
+            "key": created_by,
+            "start": start,
+            "end": end,
+            "now": now,
+        },
+    )
+    return [row["start_at"] for row in await cur.fetchall()]
+
+
+async def peak_usage(conn: Conn, *, resource_id: UUID) -> int:
+    """The most units the resource's live reservations use at any one instant."""
+    cur = await conn.execute(
+        "WITH o AS (SELECT during, quantity FROM reservation WHERE resource_id = %(r)s"
+        f" AND {LIVE}), ev AS (SELECT lower(during) AS t, quantity AS d FROM o"
+        " UNION ALL SELECT upper(during), -quantity FROM o)"
+        " SELECT coalesce(max(run), 0) AS peak FROM"
+        " (SELECT sum(d) OVER (ORDER BY t, d) AS run FROM ev) x",
+        {"r": resource_id},
+    )
+    row = await cur.fetchone()
+    return int(row["peak"]) if row else 0
+
+
+async def expire_all_stale_holds(conn: Conn, *, resource_id: UUID, now: datetime) -> list[DictRow]:
+    """Mark expired every hold of the resource past its expiry (before a capacity change
+    counts what is live). Call with the resource lock held."""
+    cur = await conn.execute(
+        "UPDATE reservation SET status = 'expired', version = version + 1, updated_at = %(now)s"
+        f" WHERE resource_id = %(r)s AND {STALE_HOLD} RETURNING {CHANGED}",
+        {"r": resource_id, "now": now},
+    )
+    return await cur.fetchall()
+
+
 async def count_future_live(conn: Conn, *, resource_id: UUID, now: datetime) -> int:
     cur = await conn.execute(
-        "SELECT count(*) AS n FROM reservation WHERE resource_id = %s"
-        " AND status IN ('held', 'confirmed') AND during && tstzrange(%s, NULL)"
-        " AND NOT (status = 'held' AND expires_at <= %s)",
-        (resource_id, now, now),
+        f"SELECT count(*) AS n FROM reservation WHERE resource_id = %(r)s AND {LIVE}"
+        f" AND end_at > %(now)s AND NOT {STALE_HOLD}",
+        {"r": resource_id, "now": now},
     )
     row = await cur.fetchone()
     return int(row["n"]) if row else 0
 
 
-async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> int:
+async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> list[DictRow]:
     cur = await conn.execute(
-        "UPDATE reservation SET status = 'cancelled', version = version + 1, updated_at = %s"
-        " WHERE resource_id = %s AND status IN ('held', 'confirmed')"
-        " AND during && tstzrange(%s, NULL) AND NOT (status = 'held' AND expires_at <= %s)",
-        (now, resource_id, now, now),
+        "UPDATE reservation SET status = 'cancelled', version = version + 1,"
+        f" updated_at = %(now)s WHERE resource_id = %(r)s AND {LIVE} AND end_at > %(now)s"
+        f" AND NOT {STALE_HOLD} RETURNING {CHANGED}",
+        {"r": resource_id, "now": now},
     )
-    return cur.rowcount
+    return await cur.fetchall()
 
 
-async def expire_due(conn: Conn, *, now: datetime, batch: int) -> int:
+async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[DictRow]:
     """The sweeper's step: expire up to `batch` holds past their expiry. SKIP LOCKED lets any
     number of workers sweep side by side, and never waits on a row a request is changing."""
     cur = await conn.execute(
         "UPDATE reservation SET status = 'expired', version = version + 1, updated_at = %(now)s"
         " WHERE id IN (SELECT id FROM reservation WHERE status = 'held'"
-        " AND expires_at <= %(now)s ORDER BY expires_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)",
+        " AND expires_at <= %(now)s ORDER BY expires_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {CHANGED}",
         {"now": now, "batch": batch},
     )
-    return cur.rowcount
+    return await cur.fetchall()
+
+
+async def live_unit_rows(
+    conn: Conn, *, resource_id: UUID, start: datetime, end: datetime, now: datetime
+) -> list[DictRow]:
+    """Live, unexpired reservations of a unit resource whose `during` meets [start, end):
+    what the availability map should hold (its repair job's source of truth)."""
+    cur = await conn.execute(
+        f"SELECT {CHANGED} FROM reservation WHERE resource_id = %(r)s AND {LIVE} AND NOT pooled"
+        f" AND during && tstzrange(%(start)s, %(end)s) AND NOT {STALE_HOLD}",
+        {"r": resource_id, "start": start, "end": end, "now": now},
+    )
+    return await cur.fetchall()
+
+
+async def live_holds(conn: Conn, *, tenant_id: UUID, now: datetime) -> tuple[int, datetime | None]:
+    """How many unexpired holds the tenant has, and when the first of them expires."""
+    cur = await conn.execute(
+        "SELECT count(*) AS n, min(expires_at) AS first FROM reservation"
+        " WHERE tenant_id = %s AND status = 'held' AND expires_at > %s",
+        (tenant_id, now),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"]), row["first"]

@@ -23,7 +23,9 @@ class ReservationCreate(BaseModel):
     resource_id: UUID
     start: Timestamp = Field(description="RFC 3339 with an offset; inclusive.")
     end: Timestamp = Field(description="RFC 3339 with an offset; exclusive. Must be after start.")
-    quantity: int = Field(default=1, ge=1, le=1, description="Units to book; 1 in this version.")
+    quantity: int = Field(
+        default=1, ge=1, le=1_000_000, description="Units to book; at most the capacity."
+    )
     hold_seconds: int | None = Field(
         default=None,
         ge=1,
@@ -34,6 +36,11 @@ class ReservationCreate(BaseModel):
         default=None, description="Your reference for the customer (an id or an e-mail)."
     )
     metadata: Metadata = Field(default_factory=dict)
+    override_rules: bool = Field(
+        default=False,
+        description="Admin keys only: book even if the resource's policy forbids it "
+        "(hours, grid, notice, limits). Never overrides overlap or capacity.",
+    )
 
     @field_validator("end")
     @classmethod
@@ -53,11 +60,17 @@ class ReservationUpdate(BaseModel):
     end: Timestamp | None = None
     customer: CustomerRef | None = None
     metadata: Metadata | None = None
+    override_rules: bool = Field(
+        default=False, description="Admin keys only: move even if the policy forbids it."
+    )
 
 
 class ReservationRead(BaseModel):
     id: UUID
     resource_id: UUID
+    booking_id: UUID | None = Field(
+        default=None, description="The booking (series or group) this belongs to, if any."
+    )
     start: datetime
     end: datetime
     status: Status
@@ -72,11 +85,12 @@ class ReservationRead(BaseModel):
     @classmethod
     def from_row(cls, row: dict[str, Any], now: datetime) -> ReservationRead:
         status = Status(row["status"])
-        if status is Status.held and row["expires_at"] <= now:
+        if is_stale_hold(row, now):
             status = Status.expired  # the sweeper has not got to it yet; it blocks no one
         return cls(
             id=row["id"],
             resource_id=row["resource_id"],
+            booking_id=row.get("booking_id"),
             start=row["start_at"],
             end=row["end_at"],
             status=status,
@@ -88,6 +102,15 @@ class ReservationRead(BaseModel):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
+
+
+def is_stale_hold(row: dict[str, Any], now: datetime) -> bool:
+    """A hold past its expiry: dead, whether or not the sweeper has marked it yet. The one
+    Python twin of repository.STALE_HOLD."""
+    expires = row["expires_at"]
+    if isinstance(expires, str):  # rows that came through json_agg
+        expires = datetime.fromisoformat(expires)
+    return bool(row["status"] == "held" and expires is not None and expires <= now)
 
 
 class ReservationPage(BaseModel):

@@ -12,20 +12,22 @@ How a create is kept fast and correct (DESIGN.md, "The one invariant"):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
 
+from reservations.availability import enforce
+from reservations.availability.policy import Policy
 from reservations.deps import Services
 from reservations.errors import (
+    Forbidden,
     HoldExpired,
+    HoldLimitReached,
     InvalidInput,
     NotFound,
     PreconditionFailed,
-    ReservationConflict,
     ReservationNotLive,
 )
 from reservations.kit import metrics
@@ -33,16 +35,16 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
-from reservations.reservations import repository
+from reservations.reservations import fastmap, repository
+from reservations.reservations.conflicts import blocking, conflict, from_json
 from reservations.reservations.schemas import (
-    ConflictItem,
     ReservationCreate,
     ReservationPage,
     ReservationRead,
     ReservationUpdate,
     Status,
 )
-from reservations.tenancy.service import Principal
+from reservations.tenancy.service import Principal, Role
 
 
 def etag(version: int) -> str:
@@ -55,36 +57,6 @@ def _reply(row: dict[str, Any], now: datetime, status: int = 200) -> Reply:
     if status == 201:
         headers["Location"] = f"/v1/reservations/{row['id']}"
     return Reply(status=status, body=body, headers=headers)
-
-
-def _is_stale_hold(overlap: dict[str, Any], now: datetime) -> bool:
-    expires = overlap["expires_at"]
-    if isinstance(expires, str):
-        expires = datetime.fromisoformat(expires)
-    return overlap["status"] == "held" and expires is not None and expires <= now
-
-
-def _conflict(
-    overlaps: Sequence[dict[str, Any]], caller: Principal, *, stage: str
-) -> ReservationConflict:
-    metrics.RESERVATIONS_CONFLICTED.labels(stage).inc()
-    items = []
-    for o in overlaps:
-        visible = caller.sees_all() or str(o["created_by"]) == str(caller.api_key_id)
-        items.append(
-            ConflictItem(
-                start=o["start_at"],
-                end=o["end_at"],
-                status=Status(o["status"]),
-                id=o["id"] if visible else None,
-            ).model_dump(mode="json", exclude_none=True)
-        )
-    ranges = "; ".join(f"{c['start']} to {c['end']}" for c in items)
-    return ReservationConflict(
-        f"The resource is already booked for {ranges}. Choose a range that does not overlap; "
-        "ranges are half-open, so a booking may start exactly when another ends.",
-        conflicts=items,
-    )
 
 
 def _check_duration(svc: Services, start: datetime, end: datetime) -> None:
@@ -101,18 +73,49 @@ def _check_duration(svc: Services, start: datetime, end: datetime) -> None:
         )
 
 
+def check_override(caller: Principal, override: bool) -> None:
+    if override and caller.role is not Role.admin:
+        raise Forbidden("Only admin keys may send override_rules=true.")
+
+
+def check_quantity(quantity: int, capacity: int) -> None:
+    if quantity > capacity:
+        raise InvalidInput(
+            f"quantity {quantity} exceeds the resource's capacity of {capacity}.",
+            errors=[{"field": "quantity", "in": "body", "message": f"at most {capacity}"}],
+        )
+
+
+async def check_hold_limit(
+    svc: Services, conn: Conn, caller: Principal, *, new_holds: int, now: datetime
+) -> None:
+    """The per-tenant cap on live holds. Counted in the booking's transaction without a
+    tenant-wide lock (which would serialize all of a tenant's bookings): racing requests can
+    pass the count together, so the cap is exact up to the number of concurrent holds."""
+    limit = svc.settings.max_live_holds_per_tenant
+    count, first = await repository.live_holds(conn, tenant_id=caller.tenant_id, now=now)
+    if count + new_holds > limit:
+        wait = max(1, int((first - now).total_seconds()) + 1) if first is not None else 1
+        raise HoldLimitReached(limit=limit, retry_after=wait)
+
+
 async def create(
     svc: Services, caller: Principal, body: ReservationCreate, idem: Idempotency | None
 ) -> Reply:
+    check_override(caller, body.override_rules)
     _check_duration(svc, body.start, body.end)
     if body.hold_seconds is not None and body.hold_seconds > svc.settings.max_hold_seconds:
         raise InvalidInput(
             f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
             errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
         )
+    # A retry with an Idempotency-Key must get its stored reply, never a map refusal.
+    fill = await _refuse_from_map(svc, caller, body) if idem is None else False
     for attempt in range(2):
         try:
-            return await _create_once(svc, caller, body, idem, expire_first=attempt > 0)
+            return await _create_once(
+                svc, caller, body, idem, expire_first=attempt > 0, fill_cache=fill
+            )
         except pg_errors.ExclusionViolation:
             if attempt == 0:
                 continue
@@ -120,8 +123,35 @@ async def create(
                 clashes = await repository.overlaps(
                     conn, resource_id=body.resource_id, start=body.start, end=body.end
                 )
-            raise _conflict(clashes, caller, stage="constraint") from None
+            raise conflict(clashes, caller, stage="constraint") from None
     raise AssertionError("unreachable")
+
+
+async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCreate) -> bool:
+    """The database-free refusal: with the resource's metadata from the cache and its
+    availability map from Redis, refuse a create whose guarded range fully covers a granule
+    a live reservation holds. Anything less certain goes on to the database. Returns whether
+    the resource was missing from the cache (the database path then fills it)."""
+    if svc.fastmap is None or svc.resource_cache is None or body.quantity != 1:
+        return False
+    resource = await svc.resource_cache.get(caller.tenant_id, body.resource_id)
+    if resource is None:
+        return True
+    if resource["capacity"] != 1:
+        return False
+    policy = enforce.policy_of(resource["policy"])
+    if resource["policy"] and not body.override_rules:
+        enforce.enforce(
+            policy, resource["timezone"], start=body.start, end=body.end, now=svc.clock.now()
+        )
+    in_way = await svc.fastmap.refusal(
+        body.resource_id, *policy.guarded(body.start, body.end), now=svc.clock.now()
+    )
+    if in_way:
+        error = conflict(in_way, caller, stage="map")
+        error.extra["source"] = "availability-map"
+        raise error
+    return False
 
 
 async def _create_once(
@@ -131,6 +161,7 @@ async def _create_once(
     idem: Idempotency | None,
     *,
     expire_first: bool,
+    fill_cache: bool = False,
 ) -> Reply:
     now = svc.clock.now()
     async with svc.db.transaction() as conn:
@@ -147,21 +178,49 @@ async def _create_once(
         )
         if found is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
-        overlaps = found["overlaps"]
-        blocking = [o for o in overlaps if not _is_stale_hold(o, now)]
-        if blocking:
-            for o in blocking:
-                o["start_at"] = datetime.fromisoformat(o["start_at"])
-                o["end_at"] = datetime.fromisoformat(o["end_at"])
-            raise _conflict(blocking, caller, stage="precheck")
+        if fill_cache and svc.resource_cache is not None:
+            await svc.resource_cache.put(found, tenant_id=caller.tenant_id)
+        capacity, zone = found["capacity"], found["timezone"]
+        check_quantity(body.quantity, capacity)
+        policy = enforce.policy_of(found["policy"])
+        if found["policy"] and not body.override_rules:
+            enforce.enforce(policy, zone, start=body.start, end=body.end, now=now)
+        overlaps = [from_json(o) for o in found["overlaps"]]
+        in_way = blocking(
+            overlaps,
+            now=now,
+            capacity=capacity,
+            quantity=body.quantity,
+            during=policy.guarded(body.start, body.end),
+        )
+        if in_way:
+            if svc.fastmap is not None:  # read-repair: the next attempt is refused from Redis
+                await svc.fastmap.apply(
+                    fastmap.changes([r for r in in_way if r["status"] == "confirmed"], live=True)
+                )
+            raise conflict(in_way, caller, stage="precheck", capacity=capacity)
 
         await lock_resource(conn, lock_key(body.resource_id))
+        expired = []
         if overlaps or expire_first:
             expired = await repository.expire_stale_holds(
                 conn, resource_id=body.resource_id, start=body.start, end=body.end, now=now
             )
-            metrics.RESERVATIONS_EXPIRED.labels("booking").inc(expired)
+            metrics.RESERVATIONS_EXPIRED.labels("booking").inc(len(expired))
+        if policy.booker_limit is not None and not body.override_rules:
+            await enforce.enforce_booker_limit(
+                conn,
+                policy,
+                zone,
+                resource_id=body.resource_id,
+                api_key_id=caller.api_key_id,
+                customer=body.customer,
+                start=body.start,
+                now=now,
+            )
         hold = body.hold_seconds
+        if hold is not None:
+            await check_hold_limit(svc, conn, caller, new_holds=1, now=now)
         row = await repository.insert(
             conn,
             reservation_id=uuid7(),
@@ -183,11 +242,15 @@ async def _create_once(
         if idem is not None:
             await idem.save(conn, reply, now=now)
     metrics.RESERVATIONS_CREATED.labels(row["status"]).inc()
+    await map_after_commit(
+        svc, fastmap.changes([row], live=True) + fastmap.changes(expired, live=False)
+    )
     return reply
 
 
-def _owner(caller: Principal) -> UUID | None:
-    return None if caller.sees_all() else caller.api_key_id
+async def map_after_commit(svc: Services, changes: list[fastmap.Change]) -> None:
+    if svc.fastmap is not None and changes:
+        await svc.fastmap.apply(changes)
 
 
 def _not_found(reservation_id: UUID) -> NotFound:
@@ -195,10 +258,11 @@ def _not_found(reservation_id: UUID) -> NotFound:
 
 
 async def get(svc: Services, caller: Principal, reservation_id: UUID) -> Reply:
-    async with svc.db.connection() as conn:
-        row = await repository.get(
-            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=_owner(caller)
+    row = await svc.db.read(
+        lambda conn: repository.get(
+            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
         )
+    )
     if row is None:
         raise _not_found(reservation_id)
     return _reply(row, svc.clock.now())
@@ -209,6 +273,7 @@ async def list_page(
     caller: Principal,
     *,
     resource_id: UUID | None,
+    booking_id: UUID | None = None,
     window_from: datetime | None,
     window_to: datetime | None,
     statuses: list[Status],
@@ -231,12 +296,13 @@ async def list_page(
         if after[0].tzinfo is None:
             raise invalid_cursor()
     now = svc.clock.now()
-    async with svc.db.connection() as conn:
-        rows = await repository.page(
+    rows = await svc.db.read(
+        lambda conn: repository.page(
             conn,
             tenant_id=caller.tenant_id,
-            owner=_owner(caller),
+            owner=caller.owner(),
             resource_id=resource_id,
+            booking_id=booking_id,
             window_from=window_from,
             window_to=window_to,
             statuses=sorted({s.value for s in statuses}),
@@ -245,6 +311,7 @@ async def list_page(
             limit=limit + 1,
             now=now,
         )
+    )
     items = [ReservationRead.from_row(r, now) for r in rows[:limit]]
     next_cursor = (
         encode_cursor(rows[limit - 1]["start_at"], rows[limit - 1]["id"])
@@ -261,7 +328,7 @@ async def _locked(
         conn,
         tenant_id=caller.tenant_id,
         reservation_id=reservation_id,
-        owner=_owner(caller),
+        owner=caller.owner(),
         lock=True,
     )
     if row is None:
@@ -299,7 +366,8 @@ async def confirm(
             return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
         _live_or_raise(row, now)
-        if row["status"] == Status.held:
+        confirmed = row["status"] == Status.held
+        if confirmed:
             row = await repository.update(
                 conn,
                 reservation_id=reservation_id,
@@ -309,6 +377,8 @@ async def confirm(
         reply = _reply(row, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
+    if confirmed:
+        await map_after_commit(svc, fastmap.changes([row], live=True))
     return reply
 
 
@@ -327,7 +397,8 @@ async def cancel(
         ):
             return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
-        if row["status"] != Status.cancelled:
+        cancelled = row["status"] != Status.cancelled
+        if cancelled:
             _live_or_raise(row, now)
             row = await repository.update(
                 conn,
@@ -338,6 +409,8 @@ async def cancel(
         reply = _reply(row, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
+    if cancelled:
+        await map_after_commit(svc, fastmap.changes([row], live=False))
     return reply
 
 
@@ -351,6 +424,7 @@ async def update(
     """Reschedule and/or edit. A reschedule takes the resource lock before the row lock, the
     same order as every other writer, so the two kinds of lock never wait on each other in a
     cycle."""
+    check_override(caller, body.override_rules)
     fields = body.model_fields_set
     for attempt in range(2):
         try:
@@ -371,7 +445,7 @@ async def update(
                     conn,
                     tenant_id=caller.tenant_id,
                     reservation_id=reservation_id,
-                    owner=_owner(caller),
+                    owner=caller.owner(),
                 )
                 assert row is not None
                 clashes = await repository.overlaps(
@@ -381,7 +455,7 @@ async def update(
                     end=body.end or row["end_at"],
                     exclude=reservation_id,
                 )
-            raise _conflict(clashes, caller, stage="constraint") from None
+            raise conflict(clashes, caller, stage="constraint") from None
     raise AssertionError("unreachable")
 
 
@@ -398,7 +472,7 @@ async def _update_once(
     now = svc.clock.now()
     async with svc.db.transaction() as conn:
         current = await repository.get(
-            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=_owner(caller)
+            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
         )
         if current is None:
             raise _not_found(reservation_id)
@@ -413,25 +487,75 @@ async def _update_once(
         if moving:
             _check_duration(svc, start, end)
             resource_id = current["resource_id"]
-            clashes = await repository.overlaps(
-                conn, resource_id=resource_id, start=start, end=end, exclude=reservation_id
+            found = await repository.resource_and_overlaps(
+                conn,
+                tenant_id=caller.tenant_id,
+                resource_id=resource_id,
+                start=start,
+                end=end,
+                exclude=reservation_id,
             )
-            blocking = [c for c in clashes if not _is_stale_hold(c, now)]
-            if blocking:
-                raise _conflict(blocking, caller, stage="precheck")
+            if found is None:
+                raise ReservationNotLive("The reservation's resource is archived.")
+            policy, zone = enforce.policy_of(found["policy"]), found["timezone"]
+            if found["policy"] and not body.override_rules:
+                enforce.enforce(policy, zone, start=start, end=end, now=now)
+            clashes = [from_json(o) for o in found["overlaps"]]
+            in_way = blocking(
+                clashes,
+                now=now,
+                capacity=found["capacity"],
+                quantity=current["quantity"],
+                during=policy.guarded(start, end),
+            )
+            if in_way:
+                raise conflict(in_way, caller, stage="precheck", capacity=found["capacity"])
             await lock_resource(conn, lock_key(resource_id))
         row = await _locked(conn, caller, reservation_id, expected_version)
+        expired = []
         if moving:
             _live_or_raise(row, now)
             if clashes or expire_first:
-                await repository.expire_stale_holds(
+                expired = await repository.expire_stale_holds(
                     conn, resource_id=row["resource_id"], start=start, end=end, now=now
                 )
+            if policy.booker_limit is not None and not body.override_rules:
+                await _enforce_limit_on_move(conn, policy, zone, row, start, now)
             changes["start_at"], changes["end_at"] = start, end
         if not changes:
             return _reply(row, now)
+        was = {row["id"]: (row["during_start"], row["during_end"])}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
-        return _reply(row, now)
+    if moving:
+        await map_after_commit(
+            svc,
+            fastmap.changes([row], live=True, was=was) + fastmap.changes(expired, live=False),
+        )
+    return _reply(row, now)
+
+
+async def _enforce_limit_on_move(
+    conn: Conn,
+    policy: Policy,
+    zone: str,
+    row: dict[str, Any],
+    start: datetime,
+    now: datetime,
+) -> None:
+    existing = await enforce.booker_existing(
+        conn,
+        policy,
+        zone,
+        resource_id=row["resource_id"],
+        api_key_id=row["created_by"],
+        customer=row["customer"],
+        starts=[start],
+        now=now,
+    )
+    if row["start_at"] in existing:
+        existing.remove(row["start_at"])  # the reservation being moved does not count twice
+    if enforce.over_limit(policy, zone, existing, [start]):
+        raise enforce.refuse([enforce.limit_violation(policy)])
 
 
 async def sweep_expired(svc: Services, *, batch: int = 500) -> int:
@@ -439,9 +563,10 @@ async def sweep_expired(svc: Services, *, batch: int = 500) -> int:
     total = 0
     while True:
         async with svc.db.transaction() as conn:
-            n = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
-        total += n
-        if n < batch:
+            rows = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
+        await map_after_commit(svc, fastmap.changes(rows, live=False))
+        total += len(rows)
+        if len(rows) < batch:
             break
     if total:
         metrics.RESERVATIONS_EXPIRED.labels("sweeper").inc(total)

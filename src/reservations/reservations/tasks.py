@@ -1,4 +1,4 @@
-"""Background work: expire holds and purge old idempotency records.
+"""Background work: expire holds, purge old idempotency records, repair the availability map.
 
 Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
 of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED, no leader."""
@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import defaultdict
+from uuid import UUID
 
 import psycopg
 
 from reservations.deps import Services
 from reservations.kit.idempotency import purge_expired
+from reservations.kit.metrics import MAP_REPAIRS
+from reservations.reservations import fastmap, repository
 from reservations.reservations.service import sweep_expired
 
 log = logging.getLogger(__name__)
@@ -23,14 +28,45 @@ async def purge_idempotency(svc: Services) -> int:
         return await purge_expired(conn, before=svc.clock.now() - svc.settings.idempotency_ttl)
 
 
+async def repair_map(svc: Services, *, resource_id: UUID | None = None) -> int:
+    """Rebuild every (resource, day) the availability map holds from PostgreSQL (or only
+    those of one resource); returns how many entries were wrong. This bounds how long a lost
+    clear can refuse a free range."""
+    if svc.fastmap is None:
+        return 0
+    days: dict[UUID, list[int]] = defaultdict(list)
+    for rid, day in await svc.fastmap.days_in_use(resource_id=resource_id):
+        days[rid].append(day)
+    fixed = 0
+    now = svc.clock.now()
+    for rid, in_use in days.items():
+        start, end = fastmap.day_bounds(min(in_use))[0], fastmap.day_bounds(max(in_use))[1]
+        async with svc.db.connection() as conn:
+            rows = await repository.live_unit_rows(
+                conn, resource_id=rid, start=start, end=end, now=now
+            )
+        for day in in_use:
+            lo, hi = fastmap.day_bounds(day)
+            on_day = [r for r in rows if r["during_start"] < hi and lo < r["during_end"]]
+            fixed += await svc.fastmap.repair_day(rid, day, on_day) or 0
+    if fixed:
+        MAP_REPAIRS.inc(fixed)
+    return fixed
+
+
 async def run_forever(svc: Services) -> None:
     interval = svc.settings.sweep_interval_seconds
+    repair_every = svc.settings.availability_map_repair_interval_seconds
+    last_repair = time.monotonic()
     rounds = 0
     while True:
         try:
             await sweep_expired(svc)
             if rounds % 60 == 0:
                 await purge_idempotency(svc)
+            if time.monotonic() - last_repair >= repair_every:
+                last_repair = time.monotonic()
+                await repair_map(svc)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             # The database may be restarting; the next round tries again.
             log.warning("background sweep failed: %s", exc)

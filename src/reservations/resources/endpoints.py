@@ -65,13 +65,14 @@ async def get_resource(resource_id: UUID, caller: Caller, svc: Svc) -> Response:
 @router.patch(
     "/{resource_id}",
     response_model=ResourceRead,
-    responses=problems(401, 403, 404, 412, 413, 422),
+    responses=problems(401, 403, 404, 409, 412, 413, 422),
 )
 async def update_resource(
     resource_id: UUID, body: ResourceUpdate, caller: Admin, svc: Svc, version: IfMatch
 ) -> Response:
     """Change fields of a resource (admin). Send If-Match to avoid overwriting a change you
-    have not seen."""
+    have not seen. Lowering `capacity` below what live reservations use at once is 409
+    `capacity-in-use`."""
     resource = await service.update(svc, caller, resource_id, body, version)
     return Response(
         resource.model_dump_json(), media_type="application/json", headers=_etag(resource)

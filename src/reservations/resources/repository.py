@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from reservations.kit.db import Conn
 
-COLUMNS = "id, name, capacity, timezone, tags, metadata, version, created_at, updated_at"
+COLUMNS = "id, name, capacity, timezone, tags, metadata, policy, version, created_at, updated_at"
 
 
 async def insert(
@@ -24,13 +24,25 @@ async def insert(
     timezone: str,
     tags: list[str],
     metadata: dict[str, Any],
+    policy: dict[str, Any],
     now: datetime,
 ) -> DictRow:
     cur = await conn.execute(
-        "INSERT INTO resource (id, tenant_id, name, capacity, timezone, tags, metadata,"
-        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        "INSERT INTO resource (id, tenant_id, name, capacity, timezone, tags, metadata, policy,"
+        " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         f" RETURNING {COLUMNS}",
-        (resource_id, tenant_id, name, capacity, timezone, tags, Jsonb(metadata), now, now),
+        (
+            resource_id,
+            tenant_id,
+            name,
+            capacity,
+            timezone,
+            tags,
+            Jsonb(metadata),
+            Jsonb(policy),
+            now,
+            now,
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -43,6 +55,29 @@ async def get(conn: Conn, *, tenant_id: UUID, resource_id: UUID) -> DictRow | No
         (resource_id, tenant_id),
     )
     return await cur.fetchone()
+
+
+async def get_many(conn: Conn, *, tenant_id: UUID, resource_ids: list[UUID]) -> list[DictRow]:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM resource WHERE id = ANY(%s) AND tenant_id = %s"
+        " AND archived_at IS NULL ORDER BY id",
+        (resource_ids, tenant_id),
+    )
+    return await cur.fetchall()
+
+
+async def candidates(
+    conn: Conn, *, tenant_id: UUID, tags: list[str], min_capacity: int, limit: int
+) -> list[DictRow]:
+    """Live resources with all `tags` and at least `min_capacity`, for a search."""
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM resource WHERE tenant_id = %(tenant)s AND archived_at IS NULL"
+        " AND capacity >= %(cap)s"
+        " AND (cardinality(%(tags)s::text[]) = 0 OR tags @> %(tags)s::text[])"
+        " ORDER BY id LIMIT %(limit)s",
+        {"tenant": tenant_id, "tags": tags, "cap": min_capacity, "limit": limit},
+    )
+    return await cur.fetchall()
 
 
 async def page(
@@ -81,11 +116,11 @@ async def update(
         "expected": expected_version,
         "now": now,
     }
-    for column in ("name", "capacity", "timezone", "tags", "metadata"):
+    for column in ("name", "capacity", "timezone", "tags", "metadata", "policy"):
         if column in changes:
             sets.append(f"{column} = %({column})s")
             value = changes[column]
-            params[column] = Jsonb(value) if column == "metadata" else value
+            params[column] = Jsonb(value) if column in ("metadata", "policy") else value
     sets.append("version = version + 1")
     sets.append("updated_at = %(now)s")
     cur = await conn.execute(
@@ -98,10 +133,12 @@ async def update(
     return await cur.fetchone()
 
 
-async def archive(conn: Conn, *, tenant_id: UUID, resource_id: UUID, now: datetime) -> bool:
+async def archive(conn: Conn, *, tenant_id: UUID, resource_id: UUID, now: datetime) -> int | None:
+    """Archive; the new version, or None if there was no live resource to archive."""
     cur = await conn.execute(
         "UPDATE resource SET archived_at = %s, version = version + 1, updated_at = %s"
-        " WHERE id = %s AND tenant_id = %s AND archived_at IS NULL",
+        " WHERE id = %s AND tenant_id = %s AND archived_at IS NULL RETURNING version",
         (now, now, resource_id, tenant_id),
     )
-    return cur.rowcount == 1
+    row = await cur.fetchone()
+    return int(row["version"]) if row else None

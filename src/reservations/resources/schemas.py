@@ -6,6 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reservations.availability.policy import Policy
 from reservations.kit.fields import Metadata, Name, Tag, TimeZoneName
 
 MAX_TAGS = 32
@@ -25,11 +26,15 @@ class ResourceCreate(BaseModel):
         default=1,
         ge=1,
         le=1_000_000,
-        description="How many reservations may overlap. Only 1 is supported in this version.",
+        description="Units that may be in use at once: at every instant the quantities of "
+        "live reservations sum to at most this.",
     )
-    timezone: TimeZoneName = Field(default="UTC", description="IANA time zone of the resource.")
+    timezone: TimeZoneName = Field(
+        default="UTC", description="IANA time zone; opening hours and slot grids use it."
+    )
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     metadata: Metadata = Field(default_factory=dict)
+    policy: Policy = Field(default_factory=Policy, description="Booking rules.")
 
     _tags = field_validator("tags")(_unique_tags)
 
@@ -44,6 +49,11 @@ class ResourceUpdate(BaseModel):
     timezone: TimeZoneName | None = None
     tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS)
     metadata: Metadata | None = None
+    policy: Policy | None = Field(
+        default=None,
+        description="Replaces the whole policy. Buffers apply to bookings made or moved "
+        "afterwards; existing reservations keep the turnover they were booked with.",
+    )
 
     _tags = field_validator("tags")(_unique_tags)
 
@@ -55,6 +65,7 @@ class ResourceRead(BaseModel):
     timezone: str
     tags: list[str]
     metadata: dict[str, Any]
+    policy: Policy
     version: int
     created_at: datetime
     updated_at: datetime

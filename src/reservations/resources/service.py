@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
+
+from psycopg import errors as pg_errors
 
 from reservations.deps import Services
 from reservations.errors import (
-    CapacityNotSupported,
+    CapacityInUse,
     NotFound,
     PreconditionFailed,
     ResourceHasFutureReservations,
@@ -14,6 +17,7 @@ from reservations.errors import (
 from reservations.kit.db import lock_resource
 from reservations.kit.ids import lock_key, uuid7
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.reservations import fastmap, tasks
 from reservations.reservations import repository as reservation_repo
 from reservations.resources import repository
 from reservations.resources.schemas import (
@@ -29,17 +33,7 @@ def _not_found(resource_id: UUID) -> NotFound:
     return NotFound(f"No resource {resource_id} in your tenant.")
 
 
-def _check_capacity(capacity: int | None) -> None:
-    if capacity is not None and capacity > 1:
-        raise CapacityNotSupported(
-            "This version books resources one reservation at a time: set capacity to 1, or "
-            "create one resource per unit. Pooled capacity arrives in a later version.",
-            errors=[{"field": "capacity", "in": "body", "message": "must be 1 for now"}],
-        )
-
-
 async def create(svc: Services, caller: Principal, body: ResourceCreate) -> ResourceRead:
-    _check_capacity(body.capacity)
     async with svc.db.transaction() as conn:
         row = await repository.insert(
             conn,
@@ -50,16 +44,31 @@ async def create(svc: Services, caller: Principal, body: ResourceCreate) -> Reso
             timezone=body.timezone,
             tags=body.tags,
             metadata=body.metadata,
+            policy=body.policy.model_dump(mode="json", exclude_defaults=True),
             now=svc.clock.now(),
         )
+    await _cache(svc, caller, row)
     return ResourceRead.model_validate(row)
 
 
+async def _cache(svc: Services, caller: Principal, row: dict[str, Any]) -> None:
+    """After COMMIT: offer the row to the cache (a newer version there wins)."""
+    if svc.resource_cache is not None:
+        await svc.resource_cache.put(row, tenant_id=caller.tenant_id, essential=True)
+
+
 async def get(svc: Services, caller: Principal, resource_id: UUID) -> ResourceRead:
-    async with svc.db.connection() as conn:
-        row = await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+    if svc.resource_cache is not None:
+        cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
+        if cached is not None:
+            return ResourceRead.model_validate(cached)
+    row = await svc.db.read(
+        lambda conn: repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+    )
     if row is None:
         raise _not_found(resource_id)
+    if svc.db.replicas is None:  # a replica's copy may be stale: only the primary fills
+        await _cache(svc, caller, row)
     return ResourceRead.model_validate(row)
 
 
@@ -73,10 +82,11 @@ async def list_page(
             after = UUID(raw)
         except ValueError:
             raise invalid_cursor() from None
-    async with svc.db.connection() as conn:
-        rows = await repository.page(
+    rows = await svc.db.read(
+        lambda conn: repository.page(
             conn, tenant_id=caller.tenant_id, tags=tags, after=after, limit=limit + 1
         )
+    )
     items = [ResourceRead.model_validate(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return ResourcePage(items=items, next_cursor=next_cursor)
@@ -89,20 +99,43 @@ async def update(
     body: ResourceUpdate,
     expected_version: int | None,
 ) -> ResourceRead:
-    _check_capacity(body.capacity)
     changes = body.model_dump(exclude_unset=True)
-    for field in ("name", "capacity", "timezone", "tags", "metadata"):
+    for field in ("name", "capacity", "timezone", "tags", "metadata", "policy"):
         if field in changes and changes[field] is None:
             del changes[field]  # explicit null means "leave as is" for required fields
+    if body.policy is not None:
+        changes["policy"] = body.policy.model_dump(mode="json", exclude_defaults=True)
+    expired: list[dict[str, Any]] = []
     async with svc.db.transaction() as conn:
-        row = await repository.update(
-            conn,
-            tenant_id=caller.tenant_id,
-            resource_id=resource_id,
-            changes=changes,
-            expected_version=expected_version,
-            now=svc.clock.now(),
-        )
+        if "capacity" in changes:
+            if (
+                await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+                is None
+            ):
+                raise _not_found(resource_id)  # before touching anything of another tenant's
+            # Writers of this resource take this lock first; a capacity change must not
+            # interleave with a booking that counted against the old capacity. Holds past
+            # their expiry must not count against the new capacity either.
+            await lock_resource(conn, lock_key(resource_id))
+            expired = await reservation_repo.expire_all_stale_holds(
+                conn, resource_id=resource_id, now=svc.clock.now()
+            )
+            peak = await reservation_repo.peak_usage(conn, resource_id=resource_id)
+            if peak > changes["capacity"]:  # overlaps and quantities alike
+                raise _capacity_in_use(changes["capacity"], peak)
+        try:
+            row = await repository.update(
+                conn,
+                tenant_id=caller.tenant_id,
+                resource_id=resource_id,
+                changes=changes,
+                expected_version=expected_version,
+                now=svc.clock.now(),
+            )
+        except pg_errors.ExclusionViolation:
+            # The database's own check (trigger resource_capacity_changed): overlapping live
+            # reservations cannot move under unit capacity.
+            raise _capacity_in_use(changes["capacity"], None) from None
         if row is None:
             current = await repository.get(
                 conn, tenant_id=caller.tenant_id, resource_id=resource_id
@@ -113,7 +146,22 @@ async def update(
                 f"The resource is at version {current['version']}; fetch it again and retry.",
                 current_version=current["version"],
             )
+    if svc.fastmap is not None:
+        await svc.fastmap.apply(fastmap.changes(expired, live=False))
+        if "capacity" in changes:
+            # Which reservations the map may hold just changed: rebuild this resource's days.
+            await tasks.repair_map(svc, resource_id=resource_id)
+    await _cache(svc, caller, row)
     return ResourceRead.model_validate(row)
+
+
+def _capacity_in_use(capacity: int, peak: int | None) -> CapacityInUse:
+    used = f"up to {peak} units" if peak is not None else "overlapping ranges"
+    return CapacityInUse(
+        f"Live reservations (past or future) use {used} at once, more than the new capacity "
+        f"of {capacity}. Cancel or move them first.",
+        peak_usage=peak,
+    )
 
 
 async def archive(
@@ -127,8 +175,9 @@ async def archive(
             raise _not_found(resource_id)
         # Same lock as the writers: no booking can slip in between the count and the archive.
         await lock_resource(conn, lock_key(resource_id))
+        cancelled = []
         if cancel_reservations:
-            await reservation_repo.cancel_future(conn, resource_id=resource_id, now=now)
+            cancelled = await reservation_repo.cancel_future(conn, resource_id=resource_id, now=now)
         else:
             count = await reservation_repo.count_future_live(conn, resource_id=resource_id, now=now)
             if count:
@@ -137,7 +186,12 @@ async def archive(
                     "DELETE with ?cancel_reservations=true to cancel them with the archive.",
                     live_reservations=count,
                 )
-        if not await repository.archive(
+        version = await repository.archive(
             conn, tenant_id=caller.tenant_id, resource_id=resource_id, now=now
-        ):
+        )
+        if version is None:
             raise _not_found(resource_id)
+    if svc.resource_cache is not None:
+        await svc.resource_cache.archived(resource_id, version)
+    if svc.fastmap is not None:
+        await svc.fastmap.apply(fastmap.changes(cancelled, live=False))

@@ -12,6 +12,7 @@ from psycopg.rows import DictRow
 from reservations.kit.db import Database
 from reservations.kit.ids import uuid7
 from reservations.tenancy import keys, repository
+from reservations.tenancy.cache import KeyCache, KeyRecord
 
 
 class Role(StrEnum):
@@ -30,6 +31,10 @@ class Principal:
 
     def sees_all(self) -> bool:
         return self.role is not Role.booker
+
+    def owner(self) -> UUID | None:
+        """The creator a query must filter by: bookers see only their own; None for the rest."""
+        return None if self.sees_all() else self.api_key_id
 
 
 @dataclass(frozen=True)
@@ -79,20 +84,40 @@ async def list_keys(db: Database, tenant: str | None) -> list[DictRow]:
         return await repository.list_keys(conn, tenant)
 
 
-async def revoke_key(db: Database, prefix: str) -> DictRow | None:
+async def revoke_key(db: Database, prefix: str, *, cache: KeyCache | None) -> DictRow | None:
+    """Revoke a key. `cache` is required (None only where no API process caches keys): with
+    it, the key is refused from the next request on in every API process sharing the Redis.
+    `cache_invalidated` in the result says whether Redis was told (if not, cached copies live
+    until their TTL)."""
     async with db.transaction() as conn:
-        return await repository.revoke_key(conn, prefix=prefix, at=datetime.now(UTC))
+        row = await repository.revoke_key(conn, prefix=prefix, at=datetime.now(UTC))
+    if row is not None:
+        # After COMMIT: invalidating earlier would let a concurrent request re-cache the row
+        # as it was before the revocation.
+        row["cache_invalidated"] = await cache.invalidate(prefix) if cache else None
+    return row
 
 
-async def authenticate(db: Database, token: str, *, now: datetime) -> Principal | None:
+async def authenticate(
+    db: Database, token: str, *, now: datetime, cache: KeyCache | None = None
+) -> Principal | None:
     parsed = keys.parse(token)
     if parsed is None:
         return None
     prefix, secret = parsed
-    async with db.connection() as conn:
-        row = await repository.key_by_prefix(conn, prefix)
-    if row is None or not keys.secret_matches(secret, bytes(row["secret_hash"])):
+    record = await cache.get(prefix) if cache else None
+    if record is None:
+        async with db.connection() as conn:
+            row = await repository.key_by_prefix(conn, prefix)
+        if row is None:
+            return None
+        record = KeyRecord.from_row(row)
+        if cache:
+            await cache.fill(prefix, record)
+    if record.revoked or not keys.secret_matches(secret, record.secret_hash):
         return None
-    if row["revoked_at"] is not None or (row["expires_at"] and row["expires_at"] <= now):
+    if record.expires_at and record.expires_at <= now:
         return None
-    return Principal(tenant_id=row["tenant_id"], api_key_id=row["id"], role=Role(row["role"]))
+    return Principal(
+        tenant_id=record.tenant_id, api_key_id=record.api_key_id, role=Role(record.role)
+    )

@@ -1,0 +1,44 @@
+"""`python -m bench SCENARIO [options]`: one entry point for the load scenarios.
+
+Every scenario starts its own `reservations serve` on a fresh embedded data directory (or the
+URLs given with --database-url/--redis-url where it takes them), seeds its data, runs the load
+and writes JSON (and, with matplotlib, PNG plots) into bench/results/ or --out.
+`python -m bench SCENARIO --help` lists a scenario's options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SCENARIOS = {
+    "create": ("bench.create", "create throughput/latency at 1-64 clients vs the pgbench ceiling"),
+    "memory": ("bench.memory", "RSS per API worker, idle and under the create load"),
+    "availability": ("bench.availability", "availability and search latency (issue 3)"),
+    "hot-slot": ("bench.hot_slot", "64 clients on one taken slot, availability map on/off"),
+    "create-rate": ("bench.create_rate", "one wrk point of the create load (first probe)"),
+    "auth-latency": ("bench.auth_latency", "authentication and rate-limit cost in-process"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m bench SCENARIO [--quick] [--out DIR] [options]", "", "scenarios:"]
+    lines += [f"  {name:<14} {text}" for name, (_, text) in SCENARIOS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name = argv[0].replace("_", "-")
+    if name not in SCENARIOS:
+        print(f"unknown scenario {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SCENARIOS[name][0])
+    module.main(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,177 @@
+"""The booking rules as pure functions of (policy, zone, range, now): no I/O.
+
+Availability (slots.py) is built from exactly these functions, so what it offers and what a
+booking accepts cannot drift apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from reservations.availability.policy import Policy
+from reservations.kit.localtime import local_dates, minutes_after_midnight, wall_span_instants
+from reservations.kit.spans import Span, clip, covering, normalize, overlapping, subtract
+
+_DAY = timedelta(days=1)
+
+
+class Reason(StrEnum):
+    outside_opening_hours = "outside-opening-hours"
+    in_blackout = "in-blackout"
+    off_grid = "off-grid"
+    too_short = "too-short"
+    too_long = "too-long"
+    too_soon = "too-soon"
+    too_far_ahead = "too-far-ahead"
+    booker_limit = "booker-limit"
+    booked = "booked"
+    buffer = "buffer"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    reason: Reason
+    detail: str
+
+
+def open_spans(policy: Policy, zone: str, start: datetime, end: datetime) -> list[Span]:
+    """The instants in [start, end) at which the resource is open."""
+    if start >= end:
+        return []
+    if policy.weekly_hours is None and not policy.date_overrides:
+        return [(start, end)]
+    spans: list[Span] = []
+    for day in local_dates(zone, start - _DAY, end + _DAY):
+        hours = policy.hours_on(day)
+        if hours is None:
+            hours = [(0, 1440)]
+        for a, b in hours:
+            spans.extend(wall_span_instants(zone, day, a, b))
+    return clip(normalize(spans), start, end)
+
+
+def blackout_spans(policy: Policy) -> list[Span]:
+    return normalize((b.start, b.end) for b in policy.blackouts)
+
+
+def allowed_spans(policy: Policy, zone: str, start: datetime, end: datetime) -> list[Span]:
+    """Open and not blacked out: where a customer's range may lie."""
+    return subtract(open_spans(policy, zone, start, end), blackout_spans(policy))
+
+
+def on_grid(policy: Policy, zone: str, instant: datetime, step_minutes: int | None) -> bool:
+    """Whether the instant's local wall time is a multiple of the grid after midnight."""
+    step = policy.slot_grid_minutes or step_minutes
+    if step is None:
+        return True
+    _, mins = minutes_after_midnight(zone, instant)
+    return mins == int(mins) and int(mins) % step == 0
+
+
+def duration_violation(policy: Policy, duration: timedelta) -> Violation | None:
+    if policy.min_duration is not None and duration < policy.min_duration:
+        return Violation(
+            Reason.too_short, f"bookings must last at least {_iso(policy.min_duration)}"
+        )
+    if policy.max_duration is not None and duration > policy.max_duration:
+        return Violation(Reason.too_long, f"bookings may last at most {_iso(policy.max_duration)}")
+    return None
+
+
+def start_bounds(policy: Policy, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """Earliest and latest allowed start (inclusive), from notice and advance."""
+    earliest = now + policy.min_notice if policy.min_notice is not None else None
+    latest = now + policy.max_advance if policy.max_advance is not None else None
+    return earliest, latest
+
+
+def check(
+    policy: Policy, zone: str, *, start: datetime, end: datetime, now: datetime
+) -> list[Violation]:
+    """Every rule [start, end) breaks (the booker limit aside, which needs counts)."""
+    out: list[Violation] = []
+    if (v := duration_violation(policy, end - start)) is not None:
+        out.append(v)
+    if not on_grid(policy, zone, start, None):
+        out.append(
+            Violation(
+                Reason.off_grid,
+                f"starts must fall on a {policy.slot_grid_minutes}-minute grid from local "
+                f"midnight in {zone}",
+            )
+        )
+    earliest, latest = start_bounds(policy, now)
+    if earliest is not None and start < earliest:
+        out.append(
+            Violation(
+                Reason.too_soon,
+                f"book at least {_iso(policy.min_notice)} ahead: start at {earliest.isoformat()}"
+                " or later",
+            )
+        )
+    if latest is not None and start > latest:
+        out.append(
+            Violation(
+                Reason.too_far_ahead,
+                f"book at most {_iso(policy.max_advance)} ahead: start at {latest.isoformat()} "
+                "or earlier",
+            )
+        )
+    if covering(open_spans(policy, zone, start, end), start, end) is None:
+        out.append(
+            Violation(
+                Reason.outside_opening_hours,
+                f"the resource is not open for all of this range (opening hours are local "
+                f"time in {zone})",
+            )
+        )
+    for b in policy.blackouts:
+        if overlapping([(b.start, b.end)], start, end):
+            why = f" ({b.reason})" if b.reason else ""
+            out.append(
+                Violation(
+                    Reason.in_blackout,
+                    f"the resource is blacked out from {b.start.isoformat()} to "
+                    f"{b.end.isoformat()}{why}",
+                )
+            )
+            break
+    return out
+
+
+def period_span(period: str | None, zone: str, instant: datetime) -> Span | None:
+    """The local calendar day, week (Monday first) or month containing the instant."""
+    if period is None:
+        return None
+    tz = ZoneInfo(zone)
+    day = instant.astimezone(tz).date()
+    if period == "day":
+        first, last = day, day + _DAY
+    elif period == "week":
+        first = day - timedelta(days=day.weekday())
+        last = first + timedelta(days=7)
+    else:
+        first = day.replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1)
+    return _local_midnight(first, tz), _local_midnight(last, tz)
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    # A zone may skip midnight itself (a DST gap at 00:00): fold=0 then maps to after it.
+    return datetime.combine(day, time(), tz).astimezone(UTC)
+
+
+def _iso(value: timedelta | None) -> str:
+    if value is None:
+        return "0"
+    secs = int(value.total_seconds())
+    days, rest = divmod(secs, 86400)
+    hours, rest = divmod(rest, 3600)
+    mins, secs = divmod(rest, 60)
+    out = "P" + (f"{days}D" if days else "")
+    if hours or mins or secs or not days:
+        out += "T" + (f"{hours}H" if hours else "") + (f"{mins}M" if mins else "")
+        out += f"{secs}S" if secs or (not hours and not mins) else ""
+    return out

@@ -1,0 +1,274 @@
+"""Availability use cases: read-only, on one autocommit connection; the pure work is in
+slots.compute, fed with the rows it needs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from reservations.availability import enforce, rules
+from reservations.availability.policy import Policy
+from reservations.availability.schemas import (
+    MAX_SEARCH_RESOURCES,
+    MAX_WINDOW,
+    AvailabilityRead,
+    ResourceBrief,
+    SearchHit,
+    SearchPage,
+    SearchRequest,
+    SlotRead,
+    SpanRead,
+    UnavailableRead,
+)
+from reservations.availability.slots import Availability, Busy, Usage, compute
+from reservations.deps import Services
+from reservations.errors import InvalidInput, NotFound
+from reservations.kit.db import Conn
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.spans import Span
+from reservations.reservations import repository as reservations
+from reservations.resources import repository as resources
+from reservations.tenancy.service import Principal
+
+
+def _window_errors(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise InvalidInput(
+            "'to' must be after 'from'.",
+            errors=[{"field": "to", "in": "query", "message": "must be after from"}],
+        )
+    if end - start > MAX_WINDOW:
+        raise InvalidInput(
+            f"The window may span at most {MAX_WINDOW.days} days; ask for several windows.",
+            errors=[{"field": "to", "in": "query", "message": "window too long"}],
+        )
+
+
+def _bookable_length(svc: Services, duration: timedelta | None, where: str) -> None:
+    """A slot longer than any reservation may be could never be booked: refuse the ask."""
+    if duration is not None and duration > svc.settings.max_reservation:
+        raise InvalidInput(
+            f"duration may be at most {svc.settings.max_reservation}, the longest reservation.",
+            errors=[{"field": "duration", "in": where, "message": "too long"}],
+        )
+
+
+def _busy(rows: list[Any]) -> list[Busy]:
+    return [Busy(r["during_start"], r["during_end"], r["quantity"]) for r in rows]
+
+
+async def _booker_blocked(
+    conn: Conn,
+    policy: Policy,
+    zone: str,
+    *,
+    resource_id: UUID,
+    caller: Principal,
+    customer: str | None,
+    window: Span,
+    now: datetime,
+) -> list[Span]:
+    limit = policy.booker_limit
+    if limit is None:
+        return []
+    existing = await enforce.booker_existing(
+        conn,
+        policy,
+        zone,
+        resource_id=resource_id,
+        api_key_id=caller.api_key_id,
+        customer=customer,
+        starts=list(window),
+        now=now,
+    )
+    if limit.period is None:
+        return [window] if len(existing) >= limit.max_live else []
+    return enforce.blocked_periods(policy, zone, existing)
+
+
+async def for_resource(
+    svc: Services,
+    caller: Principal,
+    resource_id: UUID,
+    *,
+    window_start: datetime,
+    window_end: datetime,
+    duration: timedelta | None,
+    quantity: int,
+    step_minutes: int,
+    customer: str | None,
+    explain: bool,
+) -> AvailabilityRead:
+    _window_errors(window_start, window_end)
+    if duration is not None and duration <= timedelta(0):
+        raise InvalidInput(
+            "duration must be positive, such as PT1H.",
+            errors=[{"field": "duration", "in": "query", "message": "must be positive"}],
+        )
+    _bookable_length(svc, duration, "query")
+    now = svc.clock.now()
+
+    async def read(conn: Conn) -> tuple[Any, list[Any], list[Span]]:
+        row = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+        if row is None:
+            return None, [], []
+        policy = enforce.policy_of(row["policy"])
+        lo, hi = policy.guarded(window_start, window_end)
+        busy = await reservations.busy_between(
+            conn, resource_ids=[resource_id], start=lo, end=hi, now=now
+        )
+        blocked = await _booker_blocked(
+            conn,
+            policy,
+            row["timezone"],
+            resource_id=resource_id,
+            caller=caller,
+            customer=customer,
+            window=(window_start, window_end),
+            now=now,
+        )
+        return row, busy, blocked
+
+    row, busy, blocked = await svc.db.read(read)
+    if row is None:
+        raise NotFound(f"No resource {resource_id} in your tenant.")
+    policy, zone = enforce.policy_of(row["policy"]), row["timezone"]
+    if duration is not None and (v := rules.duration_violation(policy, duration)) is not None:
+        raise enforce.refuse([v])
+    result = compute(
+        policy,
+        zone,
+        row["capacity"],
+        _busy(busy),
+        window_start=window_start,
+        window_end=window_end,
+        duration=duration,
+        quantity=quantity,
+        now=now,
+        step_minutes=step_minutes,
+        booker_blocked=blocked,
+        explain=explain,
+    )
+    return _read(row, result, window_start, window_end, duration, quantity, explain)
+
+
+def _read(
+    row: dict[str, Any],
+    result: Availability,
+    window_start: datetime,
+    window_end: datetime,
+    duration: timedelta | None,
+    quantity: int,
+    explain: bool,
+) -> AvailabilityRead:
+    return AvailabilityRead(
+        resource_id=row["id"],
+        timezone=row["timezone"],
+        capacity=row["capacity"],
+        from_=window_start,
+        to=window_end,
+        duration=duration,
+        quantity=quantity,
+        slots=[SlotRead(start=s.start, end=s.end, remaining=s.remaining) for s in result.slots]
+        if duration is not None
+        else [],
+        free=[SpanRead(start=a, end=b) for a, b in result.free],
+        unavailable=[
+            UnavailableRead(start=u.start, end=u.end, reason=u.reason, detail=u.detail)
+            for u in result.unavailable
+        ]
+        if explain
+        else None,
+    )
+
+
+def _earliest(
+    row: dict[str, Any], policy: Policy, busy: list[Busy], body: SearchRequest, now: datetime
+) -> SlotRead | None:
+    zone = row["timezone"]
+    if body.quantity > row["capacity"]:
+        return None
+    if body.duration is None:
+        # Free for the whole window: the window itself must be a bookable range.
+        if rules.check(policy, zone, start=body.from_, end=body.to, now=now):
+            return None
+        during = policy.guarded(body.from_, body.to)
+        peak = Usage(busy, *during).peak(*during)
+        if peak + body.quantity > row["capacity"]:
+            return None
+        return SlotRead(start=body.from_, end=body.to, remaining=row["capacity"] - peak)
+    if rules.duration_violation(policy, body.duration) is not None:
+        return None
+    found = compute(
+        policy,
+        zone,
+        row["capacity"],
+        busy,
+        window_start=body.from_,
+        window_end=body.to,
+        duration=body.duration,
+        quantity=body.quantity,
+        now=now,
+        step_minutes=body.step_minutes,
+        max_slots=1,
+    )
+    if not found.slots:
+        return None
+    s = found.slots[0]
+    return SlotRead(start=s.start, end=s.end, remaining=s.remaining)
+
+
+async def search(svc: Services, caller: Principal, body: SearchRequest) -> SearchPage:
+    _bookable_length(svc, body.duration, "body")
+    after: tuple[datetime, UUID] | None = None
+    if body.cursor is not None:
+        raw_start, raw_id = decode_cursor(body.cursor, 2)
+        try:
+            after = (datetime.fromisoformat(raw_start), UUID(raw_id))
+        except ValueError:
+            raise invalid_cursor() from None
+        if after[0].tzinfo is None:
+            raise invalid_cursor()
+    now = svc.clock.now()
+
+    async def read(conn: Conn) -> tuple[list[Any], dict[UUID, Policy], list[Any]]:
+        rows = await resources.candidates(
+            conn,
+            tenant_id=caller.tenant_id,
+            tags=body.tags,
+            min_capacity=max(body.min_capacity, body.quantity),
+            limit=MAX_SEARCH_RESOURCES,
+        )
+        policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
+        if not rows:
+            return rows, policies, []
+        zero = timedelta(0)
+        busy_rows = await reservations.busy_between(
+            conn,
+            resource_ids=list(policies),
+            start=body.from_ - max((p.buffer_before for p in policies.values()), default=zero),
+            end=body.to + max((p.buffer_after for p in policies.values()), default=zero),
+            now=now,
+        )
+        return rows, policies, busy_rows
+
+    rows, policies, busy_rows = await svc.db.read(read)
+    by_resource: dict[UUID, list[Busy]] = {}
+    for b in busy_rows:
+        by_resource.setdefault(b["resource_id"], []).append(
+            Busy(b["during_start"], b["during_end"], b["quantity"])
+        )
+    hits = []
+    for row in rows:
+        earliest = _earliest(row, policies[row["id"]], by_resource.get(row["id"], []), body, now)
+        if earliest is not None and (after is None or (earliest.start, row["id"]) > after):
+            hits.append(SearchHit(resource=ResourceBrief.model_validate(row), earliest=earliest))
+    hits.sort(key=lambda h: (h.earliest.start, h.resource.id))
+    page = hits[: body.limit]
+    next_cursor = (
+        encode_cursor(page[-1].earliest.start, page[-1].resource.id)
+        if len(hits) > body.limit
+        else None
+    )
+    return SearchPage(items=page, next_cursor=next_cursor)

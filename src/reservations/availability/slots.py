@@ -1,0 +1,198 @@
+"""Availability as a pure function: rules (rules.py), live reservations and capacity in;
+bookable slots, free spans and (on request) the reasons for everything else out."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from reservations.availability import rules
+from reservations.availability.policy import Policy
+from reservations.availability.rules import Reason
+from reservations.kit.localtime import grid_instants
+from reservations.kit.spans import Span, clip, covering, intersect, normalize, subtract
+
+DEFAULT_STEP_MINUTES = 15
+_TINY = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """A live reservation as the constraint sees it: its range widened by buffers."""
+
+    start: datetime
+    end: datetime
+    quantity: int = 1
+
+
+class Usage:
+    """How many units are in use, as a step function over [lo, hi)."""
+
+    def __init__(self, busy: Sequence[Busy], lo: datetime, hi: datetime) -> None:
+        deltas: dict[datetime, int] = {lo: 0}
+        for b in busy:
+            start, end = max(b.start, lo), min(b.end, hi)
+            if start < end:
+                deltas[start] = deltas.get(start, 0) + b.quantity
+                deltas[end] = deltas.get(end, 0) - b.quantity
+        self.times: list[datetime] = []
+        self.used: list[int] = []
+        running = 0
+        for t in sorted(deltas):
+            running += deltas[t]
+            if t >= hi:
+                break
+            if self.used and self.used[-1] == running:
+                continue
+            self.times.append(t)
+            self.used.append(running)
+        self.hi = hi
+
+    def steps(self) -> list[tuple[datetime, datetime, int]]:
+        ends = [*self.times[1:], self.hi]
+        return list(zip(self.times, ends, self.used, strict=True))
+
+    def peak(self, start: datetime, end: datetime) -> int:
+        i = max(bisect_right(self.times, start) - 1, 0)
+        top = 0
+        while i < len(self.times) and self.times[i] < end:
+            top = max(top, self.used[i])
+            i += 1
+        return top
+
+    def room_for(self, capacity: int, quantity: int) -> list[Span]:
+        return normalize((a, b) for a, b, u in self.steps() if u + quantity <= capacity)
+
+    def full_for(self, capacity: int, quantity: int) -> list[Span]:
+        return normalize((a, b) for a, b, u in self.steps() if u + quantity > capacity)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    start: datetime
+    end: datetime
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    start: datetime
+    end: datetime
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass
+class Availability:
+    slots: list[Slot] = field(default_factory=list)
+    free: list[Span] = field(default_factory=list)
+    unavailable: list[Unavailable] = field(default_factory=list)
+
+
+def compute(
+    policy: Policy,
+    zone: str,
+    capacity: int,
+    busy: Sequence[Busy],
+    *,
+    window_start: datetime,
+    window_end: datetime,
+    duration: timedelta | None,
+    quantity: int,
+    now: datetime,
+    step_minutes: int = DEFAULT_STEP_MINUTES,
+    booker_blocked: Sequence[Span] = (),
+    explain: bool = False,
+    max_slots: int | None = None,
+) -> Availability:
+    """Slots of `duration` for `quantity` units whose start lies on the grid (the policy's,
+    else `step_minutes` from local midnight) and which fit entirely in the window; each is
+    exactly a range that `rules.check` accepts and the database would take. Without a
+    duration, only the free spans (and the explanation) are computed."""
+    out = Availability()
+    bb, ba = policy.buffer_before, policy.buffer_after
+    usage = Usage(busy, window_start - bb, window_end + ba)
+    # A booking [s, e) needs room on [s - bb, e + ba): shrink each roomy span by the buffers.
+    room = [(a + bb, b - ba) for a, b in usage.room_for(capacity, quantity) if a + bb < b - ba]
+    allowed = rules.allowed_spans(policy, zone, window_start, window_end)
+    bookable = intersect(allowed, clip(normalize(room), window_start, window_end))
+    earliest, latest = rules.start_bounds(policy, now)
+    out.free = clip(bookable, max(window_start, earliest or window_start), window_end)
+    blocked = normalize(booker_blocked)
+    too_long = rules.duration_violation(policy, duration) if duration is not None else None
+    if duration is not None and too_long is None and quantity <= capacity:
+        step = policy.slot_grid_minutes or step_minutes
+        for span_start, span_end in bookable:
+            lo = max(span_start, earliest or span_start)
+            hi = span_end - duration + _TINY
+            if latest is not None:
+                hi = min(hi, latest + _TINY)
+            for t in grid_instants(zone, step, lo, hi):
+                if blocked and covering(blocked, t, t + _TINY) is not None:
+                    continue
+                remaining = capacity - usage.peak(t - bb, t + duration + ba)
+                out.slots.append(Slot(t, t + duration, remaining))
+                if max_slots is not None and len(out.slots) >= max_slots:
+                    break
+            if max_slots is not None and len(out.slots) >= max_slots:
+                break
+    if explain:
+        out.unavailable = _explain(
+            policy,
+            zone,
+            usage,
+            capacity,
+            quantity,
+            room=normalize(room),
+            window=(window_start, window_end),
+            bounds=(earliest, latest),
+            blocked=blocked,
+            duration_problem=too_long,
+        )
+    return out
+
+
+def _explain(
+    policy: Policy,
+    zone: str,
+    usage: Usage,
+    capacity: int,
+    quantity: int,
+    *,
+    room: list[Span],
+    window: Span,
+    bounds: tuple[datetime | None, datetime | None],
+    blocked: list[Span],
+    duration_problem: rules.Violation | None,
+) -> list[Unavailable]:
+    ws, we = window
+    out: list[Unavailable] = []
+    if duration_problem is not None:
+        out.append(Unavailable(ws, we, duration_problem.reason, duration_problem.detail))
+    earliest, latest = bounds
+    if earliest is not None and earliest > ws:
+        out.append(Unavailable(ws, min(earliest, we), Reason.too_soon, "inside the minimum notice"))
+    if latest is not None and latest < we:
+        out.append(
+            Unavailable(
+                max(latest, ws), we, Reason.too_far_ahead, "starts beyond the maximum advance"
+            )
+        )
+    for a, b in subtract([window], rules.open_spans(policy, zone, ws, we)):
+        out.append(Unavailable(a, b, Reason.outside_opening_hours, "closed"))
+    for blk in policy.blackouts:
+        for a, b in clip([(blk.start, blk.end)], ws, we):
+            out.append(Unavailable(a, b, Reason.in_blackout, blk.reason))
+    full = clip(usage.full_for(capacity, quantity), ws, we)
+    for a, b in full:
+        used = usage.peak(a, b)
+        detail = "booked" if capacity == 1 else f"{used} of {capacity} units in use"
+        out.append(Unavailable(a, b, Reason.booked, detail))
+    for a, b in subtract(subtract([window], room), full):
+        out.append(Unavailable(a, b, Reason.buffer, "turnover time next to a booking"))
+    for a, b in clip(blocked, ws, we):
+        out.append(Unavailable(a, b, Reason.booker_limit, "you hold the most bookings allowed"))
+    out.sort(key=lambda u: (u.start, u.end, u.reason))
+    return out

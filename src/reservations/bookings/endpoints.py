@@ -1,0 +1,85 @@
+"""HTTP for bookings: series and multi-resource groups made, read, confirmed, moved and
+cancelled as one."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+
+from reservations.bookings import service
+from reservations.bookings.schemas import BookingCancel, BookingCreate, BookingMove, BookingRead
+from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
+from reservations.kit.openapi import problems
+
+router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=BookingRead,
+    responses=problems(401, 403, 404, 409, 413, 422),
+)
+async def create_booking(
+    request: Request, body: BookingCreate, caller: Writer, svc: Svc, key: IdemKey
+) -> Response:
+    """Book several resources for the same range, a recurring series (RRULE), or both, in
+    one transaction. `all-or-nothing` (default) books every occurrence on every resource or
+    nothing (409 / 422 listing each failing occurrence); `skip-conflicts` books what it can
+    and reports the rest. With `hold_seconds` everything is held; confirm it as one."""
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.create(svc, caller, body, idem))
+
+
+@router.get("/{booking_id}", response_model=BookingRead, responses=problems(401, 404, 422))
+async def get_booking(booking_id: UUID, caller: Caller, svc: Svc) -> Response:
+    return send(await service.get(svc, caller, booking_id))
+
+
+@router.post(
+    "/{booking_id}/confirm",
+    response_model=BookingRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def confirm_booking(
+    request: Request, booking_id: UUID, caller: Writer, svc: Svc, version: IfMatch, key: IdemKey
+) -> Response:
+    """Confirm all held reservations of the booking atomically; 409 hold-expired (and
+    nothing confirmed) if any hold has expired."""
+    idem = idempotency(request, caller, key, None)
+    return send(await service.confirm(svc, caller, booking_id, version, idem))
+
+
+@router.post(
+    "/{booking_id}/cancel",
+    response_model=BookingRead,
+    responses=problems(401, 403, 404, 412, 413, 422),
+)
+async def cancel_booking(
+    request: Request,
+    booking_id: UUID,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+    body: BookingCancel | None = None,
+) -> Response:
+    """Cancel the whole booking (default), one occurrence, or one and the following
+    (`scope`, `occurrence` = its start). Repeatable."""
+    change = body or BookingCancel()
+    idem = idempotency(request, caller, key, change.model_dump(mode="json"))
+    return send(await service.cancel(svc, caller, booking_id, change, version, idem))
+
+
+@router.patch(
+    "/{booking_id}",
+    response_model=BookingRead,
+    responses=problems(401, 403, 404, 409, 412, 413, 422),
+)
+async def move_booking(
+    booking_id: UUID, body: BookingMove, caller: Writer, svc: Svc, version: IfMatch
+) -> Response:
+    """Reschedule the whole booking, one occurrence, or one and the following: `shift`
+    moves each start in local wall time, `duration` sets each length. All or nothing."""
+    return send(await service.move(svc, caller, booking_id, body, version))

@@ -1,0 +1,128 @@
+"""SQL for bookings. Every statement is scoped by tenant_id (and by creator for bookers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from reservations.kit.db import Conn
+from reservations.reservations.repository import BUFFER_AFTER, BUFFER_BEFORE, CHANGED
+from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
+
+COLUMNS = (
+    "id, rrule, exdates, timezone, mode, customer, metadata, version, created_by,"
+    " created_at, updated_at"
+)
+
+
+async def insert(
+    conn: Conn,
+    *,
+    booking_id: UUID,
+    tenant_id: UUID,
+    rrule: str | None,
+    exdates: list[str],
+    timezone: str,
+    mode: str,
+    customer: str | None,
+    metadata: dict[str, Any],
+    created_by: UUID,
+    now: datetime,
+) -> DictRow:
+    cur = await conn.execute(
+        "INSERT INTO booking (id, tenant_id, rrule, exdates, timezone, mode, customer,"
+        " metadata, created_by, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f" RETURNING {COLUMNS}",
+        (
+            booking_id,
+            tenant_id,
+            rrule,
+            Jsonb(exdates),
+            timezone,
+            mode,
+            customer,
+            Jsonb(metadata),
+            created_by,
+            now,
+            now,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def get(
+    conn: Conn, *, tenant_id: UUID, booking_id: UUID, owner: UUID | None, lock: bool = False
+) -> DictRow | None:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM booking WHERE id = %(id)s AND tenant_id = %(tenant)s"
+        + (" AND created_by = %(owner)s" if owner is not None else "")
+        + (" FOR UPDATE" if lock else ""),
+        {"id": booking_id, "tenant": tenant_id, "owner": owner},
+    )
+    return await cur.fetchone()
+
+
+async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> DictRow:
+    cur = await conn.execute(
+        "UPDATE booking SET version = version + 1, updated_at = %s WHERE id = %s"
+        f" RETURNING {COLUMNS}",
+        (now, booking_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> list[DictRow]:
+    cur = await conn.execute(
+        f"SELECT {RESERVATION_COLUMNS} FROM reservation WHERE booking_id = %s"
+        " ORDER BY start_at, resource_id" + (" FOR UPDATE" if lock else ""),
+        (booking_id,),
+    )
+    return await cur.fetchall()
+
+
+async def set_status(
+    conn: Conn, *, reservation_ids: list[UUID], status: str, now: datetime
+) -> list[DictRow]:
+    cur = await conn.execute(
+        "UPDATE reservation SET status = %s, expires_at = NULL, version = version + 1,"
+        f" updated_at = %s WHERE id = ANY(%s) RETURNING {CHANGED}",
+        (status, now, reservation_ids),
+    )
+    return await cur.fetchall()
+
+
+async def defer_guards(conn: Conn) -> None:
+    """Check overlap and capacity at COMMIT instead of per row, for this transaction only:
+    a series moved row by row may pass through states where its own occurrences overlap."""
+    await conn.execute(
+        "SET CONSTRAINTS reservation_no_overlap, reservation_capacity,"
+        " reservation_capacity_update DEFERRED"
+    )
+
+
+async def move(
+    conn: Conn, *, moves: list[tuple[UUID, datetime, datetime]], now: datetime
+) -> list[DictRow]:
+    """Set (id, start, end) for rows the caller holds locked; `during` follows with the
+    resource's current buffers."""
+    ids, starts, ends = (list(col) for col in zip(*moves, strict=True))
+    cur = await conn.execute(
+        "UPDATE reservation SET start_at = m.start_at, end_at = m.end_at,"
+        f" during = tstzrange(m.start_at - {BUFFER_BEFORE}, m.end_at + {BUFFER_AFTER}),"
+        " version = reservation.version + 1, updated_at = %(now)s"
+        " FROM unnest(%(ids)s::uuid[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])"
+        " AS m(id, start_at, end_at), resource r"
+        " WHERE reservation.id = m.id AND r.id = reservation.resource_id"
+        f" RETURNING {CHANGED}",
+        {"ids": ids, "starts": starts, "ends": ends, "now": now},
+    )
+    return await cur.fetchall()

@@ -1,0 +1,474 @@
+"""Booking use cases: a series, a multi-resource group, or both, made, confirmed, moved and
+cancelled atomically. Each function owns one transaction.
+
+Every writer of a resource takes its advisory lock first; a booking takes the locks of all
+its resources up front, in ascending lock-key order, so two bookings that share resources
+always queue in the same order and never deadlock. With the locks held, the live rows read
+are the truth (no other writer can change them), and the database guards still check every
+row written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from psycopg import errors as pg_errors
+
+from reservations.availability import enforce, rules
+from reservations.bookings import repository
+from reservations.bookings.evaluation import check_shape, evaluate, occurrences_of
+from reservations.bookings.schemas import (
+    BookingCancel,
+    BookingCreate,
+    BookingMove,
+    BookingRead,
+    Mode,
+    OccurrenceReport,
+    Scope,
+)
+from reservations.deps import Services
+from reservations.errors import (
+    HoldExpired,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    ReservationConflict,
+    ReservationNotLive,
+)
+from reservations.kit import metrics
+from reservations.kit.db import Conn, lock_resource
+from reservations.kit.fields import EARLIEST, LATEST
+from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.ids import lock_key, uuid7
+from reservations.reservations import fastmap
+from reservations.reservations import repository as reservation_repo
+from reservations.reservations.conflicts import blocking, items
+from reservations.reservations.schemas import ReservationRead, Status, is_stale_hold
+from reservations.reservations.service import (
+    check_hold_limit,
+    check_override,
+    check_quantity,
+    map_after_commit,
+)
+from reservations.resources import repository as resource_repo
+from reservations.tenancy.service import Principal
+
+
+def _reply(
+    booking: dict[str, Any],
+    rows: list[dict[str, Any]],
+    now: datetime,
+    *,
+    status: int = 200,
+    report: list[OccurrenceReport] | None = None,
+) -> Reply:
+    reads = [ReservationRead.from_row(r, now) for r in rows]
+    live = {r.status for r in reads}
+    state = (
+        "held" if Status.held in live else "confirmed" if Status.confirmed in live else "cancelled"
+    )
+    body = BookingRead(
+        id=booking["id"],
+        status=state,
+        rrule=booking["rrule"],
+        exdates=booking["exdates"],
+        timezone=booking["timezone"],
+        mode=booking["mode"],
+        customer=booking["customer"],
+        metadata=booking["metadata"],
+        version=booking["version"],
+        created_at=booking["created_at"],
+        updated_at=booking["updated_at"],
+        reservations=reads,
+        report=report,
+    )
+    headers = {"ETag": f'"{booking["version"]}"'}
+    if status == 201:
+        headers["Location"] = f"/v1/bookings/{booking['id']}"
+    dumped = body.model_dump_json(exclude={"report"} if report is None else None)
+    return Reply(status=status, body=dumped, headers=headers)
+
+
+def _not_found(booking_id: UUID) -> NotFound:
+    return NotFound(f"No booking {booking_id} that your key may see.")
+
+
+async def _lock_all(conn: Conn, resource_ids: list[UUID]) -> None:
+    for key in sorted({lock_key(r) for r in resource_ids}):
+        await lock_resource(conn, key)
+
+
+async def create(
+    svc: Services, caller: Principal, body: BookingCreate, idem: Idempotency | None
+) -> Reply:
+    check_override(caller, body.override_rules)
+    if body.end - body.start > svc.settings.max_reservation:
+        raise InvalidInput(
+            f"Each occurrence may last at most {svc.settings.max_reservation}.",
+            errors=[{"field": "end", "in": "body", "message": "too long"}],
+        )
+    if body.hold_seconds is not None and body.hold_seconds > svc.settings.max_hold_seconds:
+        raise InvalidInput(
+            f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
+            errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
+        )
+    try:
+        return await _create(svc, caller, body, idem)
+    except pg_errors.ExclusionViolation:
+        # Only a writer that skips the resource locks can get here; the guard held.
+        metrics.RESERVATIONS_CONFLICTED.labels("constraint").inc()
+        raise ReservationConflict(
+            "A concurrent change took part of these ranges; nothing was booked. Retry."
+        ) from None
+
+
+async def _create(
+    svc: Services, caller: Principal, body: BookingCreate, idem: Idempotency | None
+) -> Reply:
+    now = svc.clock.now()
+    ids = [r.resource_id for r in body.resources]
+    async with svc.db.transaction() as conn:
+        if idem is not None and (
+            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
+        ):
+            return replay
+        # The locks first: what is read below (capacity, archived or not) then holds until
+        # COMMIT. (Locking ids of another tenant's resources reveals nothing: 404 follows.)
+        await _lock_all(conn, ids)
+        found = {
+            r["id"]: r
+            for r in await resource_repo.get_many(
+                conn, tenant_id=caller.tenant_id, resource_ids=ids
+            )
+        }
+        if missing := [str(i) for i in ids if i not in found]:
+            raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
+        for units in body.resources:
+            check_quantity(units.quantity, found[units.resource_id]["capacity"])
+        policies = {i: enforce.policy_of(found[i]["policy"]) for i in ids}
+        occurrences = await occurrences_of(body, body.timezone or found[ids[0]]["timezone"])
+        check_shape(occurrences, policies)
+
+        evaluation = await evaluate(conn, caller, body, found, policies, occurrences, now)
+        ok = evaluation.ok()
+        if not ok or (len(ok) < len(occurrences) and body.mode is Mode.all_or_nothing):
+            raise evaluation.refusal()
+
+        booking = await repository.insert(
+            conn,
+            booking_id=uuid7(),
+            tenant_id=caller.tenant_id,
+            rrule=body.rrule,
+            exdates=[d.isoformat() for d in body.exdates],
+            timezone=body.timezone or found[ids[0]]["timezone"],
+            mode=body.mode.value,
+            customer=body.customer,
+            metadata=body.metadata,
+            created_by=caller.api_key_id,
+            now=now,
+        )
+        hold = body.hold_seconds
+        if hold is not None:
+            await check_hold_limit(svc, conn, caller, new_holds=len(ok) * len(ids), now=now)
+        rows = await reservation_repo.insert_many(
+            conn,
+            tenant_id=caller.tenant_id,
+            booking_id=booking["id"],
+            items=[
+                (uuid7(), u.resource_id, occurrences[i].start, occurrences[i].end, u.quantity)
+                for i in ok
+                for u in body.resources
+            ],
+            status=Status.held if hold is not None else Status.confirmed,
+            expires_at=now + timedelta(seconds=hold) if hold is not None else None,
+            customer=body.customer,
+            metadata=body.metadata,
+            created_by=caller.api_key_id,
+            now=now,
+        )
+        if len(rows) != len(ok) * len(ids):  # cannot happen under the locks; never half-book
+            raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
+        rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
+        reply = _reply(booking, rows, now, status=201, report=evaluation.report())
+        if idem is not None:
+            await idem.save(conn, reply, now=now)
+    metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
+    await map_after_commit(
+        svc,
+        fastmap.changes(rows, live=True) + fastmap.changes(evaluation.expired, live=False),
+    )
+    return reply
+
+
+async def get(svc: Services, caller: Principal, booking_id: UUID) -> Reply:
+    async def read(conn: Conn) -> tuple[Any, list[Any]]:
+        booking = await repository.get(
+            conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
+        )
+        if booking is None:
+            return None, []
+        return booking, await repository.reservations(conn, booking_id=booking_id)
+
+    booking, rows = await svc.db.read(read)
+    if booking is None:
+        raise _not_found(booking_id)
+    return _reply(booking, rows, svc.clock.now())
+
+
+async def _locked_booking(
+    conn: Conn, caller: Principal, booking_id: UUID, expected_version: int | None
+) -> dict[str, Any]:
+    booking = await repository.get(
+        conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner(), lock=True
+    )
+    if booking is None:
+        raise _not_found(booking_id)
+    if expected_version is not None and booking["version"] != expected_version:
+        raise PreconditionFailed(
+            f"The booking is at version {booking['version']}; fetch it again and retry.",
+            current_version=booking["version"],
+        )
+    return booking
+
+
+async def confirm(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
+    """Confirm every held reservation of the booking, or none: if any hold has expired, the
+    whole confirm is refused (409 hold-expired) and nothing changes."""
+    now = svc.clock.now()
+    async with svc.db.transaction() as conn:
+        if idem is not None and (
+            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
+        ):
+            return replay
+        booking = await _locked_booking(conn, caller, booking_id, expected_version)
+        rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
+        now = svc.clock.now()  # after the locks: a hold may have run out while we waited
+        held = [r for r in rows if r["status"] == Status.held]
+        gone = [r for r in held if is_stale_hold(r, now)]
+        gone += [r for r in rows if r["status"] == Status.expired] if held else []
+        if gone:
+            raise HoldExpired(
+                f"{len(gone)} hold(s) of this booking expired; nothing was confirmed. Book again."
+            )
+        if not held and not any(r["status"] == Status.confirmed for r in rows):
+            if any(r["status"] == Status.expired for r in rows):
+                raise HoldExpired("The holds of this booking expired; nothing was confirmed.")
+            raise ReservationNotLive("Nothing in this booking is live; book again.")
+        confirmed = []
+        if held:
+            confirmed = await repository.set_status(
+                conn, reservation_ids=[r["id"] for r in held], status="confirmed", now=now
+            )
+            booking = await repository.touch(conn, booking_id=booking_id, now=now)
+            rows = await repository.reservations(conn, booking_id=booking_id)
+        reply = _reply(booking, rows, now)
+        if idem is not None:
+            await idem.save(conn, reply, now=now)
+    await map_after_commit(svc, fastmap.changes(confirmed, live=True))
+    return reply
+
+
+def _in_scope(rows: list[dict[str, Any]], change: BookingCancel | BookingMove) -> list[Any]:
+    if change.scope is Scope.all:
+        return rows
+    assert change.occurrence is not None
+    if change.scope is Scope.occurrence:
+        picked = [r for r in rows if r["start_at"] == change.occurrence]
+    else:
+        picked = [r for r in rows if r["start_at"] >= change.occurrence]
+    if not picked:
+        raise NotFound(
+            f"No occurrence of this booking starts at {change.occurrence.isoformat()}; use "
+            "the `start` of one of its reservations."
+        )
+    return picked
+
+
+async def cancel(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    change: BookingCancel,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
+    """Cancel the live reservations in scope; cancelling again changes nothing."""
+    now = svc.clock.now()
+    async with svc.db.transaction() as conn:
+        if idem is not None and (
+            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
+        ):
+            return replay
+        booking = await _locked_booking(conn, caller, booking_id, expected_version)
+        rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
+        live = [
+            r
+            for r in _in_scope(rows, change)
+            if r["status"] in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
+        ]
+        changed = []
+        if live:
+            changed = await repository.set_status(
+                conn, reservation_ids=[r["id"] for r in live], status="cancelled", now=now
+            )
+            booking = await repository.touch(conn, booking_id=booking_id, now=now)
+            rows = await repository.reservations(conn, booking_id=booking_id)
+        reply = _reply(booking, rows, now)
+        if idem is not None:
+            await idem.save(conn, reply, now=now)
+    await map_after_commit(svc, fastmap.changes(changed, live=False))
+    return reply
+
+
+def _moved(row: dict[str, Any], move: BookingMove, zone: str) -> tuple[datetime, datetime]:
+    """Shift the start in local wall time (RFC 5545 placement for gaps and folds)."""
+    start = row["start_at"]
+    if move.shift:  # no shift: keep the instant (it may be the second pass of a fold)
+        tz = ZoneInfo(zone)
+        wall = start.astimezone(tz).replace(tzinfo=None) + move.shift
+        start = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    end = start + (move.duration or row["end_at"] - row["start_at"])
+    if not (start >= EARLIEST and end < LATEST):
+        raise InvalidInput(
+            "The moved booking would fall outside 1970-9000; use a smaller shift.",
+            errors=[{"field": "shift", "in": "body", "message": "out of range"}],
+        )
+    return start, end
+
+
+async def move(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    change: BookingMove,
+    expected_version: int | None,
+) -> Reply:
+    """Reschedule the live reservations in scope, all or none."""
+    check_override(caller, change.override_rules)
+    try:
+        return await _move(svc, caller, booking_id, change, expected_version)
+    except pg_errors.ExclusionViolation:
+        metrics.RESERVATIONS_CONFLICTED.labels("constraint").inc()
+        raise ReservationConflict(
+            "The moved occurrences would overlap each other or other reservations; nothing "
+            "was moved."
+        ) from None
+
+
+async def _move(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    change: BookingMove,
+    expected_version: int | None,
+) -> Reply:
+    now = svc.clock.now()
+    async with svc.db.transaction() as conn:
+        booking = await repository.get(
+            conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
+        )
+        if booking is None:
+            raise _not_found(booking_id)
+        rows = await repository.reservations(conn, booking_id=booking_id)
+        resource_ids = sorted({r["resource_id"] for r in rows})
+        await _lock_all(conn, resource_ids)  # resource locks before row locks, as everywhere
+        booking = await _locked_booking(conn, caller, booking_id, expected_version)
+        rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
+        live = [
+            r
+            for r in _in_scope(rows, change)
+            if r["status"] in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
+        ]
+        if not live:
+            raise ReservationNotLive("No live reservation of this booking is in scope.")
+        found = {
+            r["id"]: r
+            for r in await resource_repo.get_many(
+                conn, tenant_id=caller.tenant_id, resource_ids=resource_ids
+            )
+        }
+        moves = []
+        for row in live:
+            start, end = _moved(row, change, booking["timezone"])
+            if end - start > svc.settings.max_reservation:
+                raise InvalidInput(
+                    f"Each occurrence may last at most {svc.settings.max_reservation}."
+                )
+            resource = found.get(row["resource_id"])
+            if resource is None:
+                raise ReservationNotLive("A resource of this booking is archived.")
+            if not change.override_rules and resource["policy"]:
+                policy = enforce.policy_of(resource["policy"])
+                if violations := rules.check(
+                    policy, resource["timezone"], start=start, end=end, now=now
+                ):
+                    raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
+            moves.append((row["id"], start, end))
+        expired = []
+        for rid in resource_ids:  # holds past their expiry must not stand in the way
+            mine = [m for m, r in zip(moves, live, strict=True) if r["resource_id"] == rid]
+            if mine:
+                expired += await reservation_repo.expire_stale_holds(
+                    conn,
+                    resource_id=rid,
+                    start=min(m[1] for m in mine),
+                    end=max(m[2] for m in mine),
+                    now=now,
+                )
+        await _refuse_overlaps(conn, caller, live, moves, found, now)
+        await repository.defer_guards(conn)
+        moved = await repository.move(conn, moves=moves, now=now)
+        booking = await repository.touch(conn, booking_id=booking_id, now=now)
+        rows = await repository.reservations(conn, booking_id=booking_id)
+    was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
+    await map_after_commit(
+        svc, fastmap.changes(moved, live=True, was=was) + fastmap.changes(expired, live=False)
+    )
+    return _reply(booking, rows, now)
+
+
+async def _refuse_overlaps(
+    conn: Conn,
+    caller: Principal,
+    live: list[dict[str, Any]],
+    moves: list[tuple[UUID, datetime, datetime]],
+    found: dict[UUID, dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Name the reservations (outside the moved set) that the new ranges would meet."""
+    moving = {m[0] for m in moves}
+    lo = min(m[1] for m in moves) - timedelta(days=1)
+    hi = max(m[2] for m in moves) + timedelta(days=1)
+    busy: dict[UUID, list[dict[str, Any]]] = {}
+    for row in await reservation_repo.busy_between(
+        conn, resource_ids=list(found), start=lo, end=hi, now=now
+    ):
+        if row["id"] not in moving:
+            busy.setdefault(row["resource_id"], []).append(row)
+    clashes = []
+    for row, (_, start, end) in zip(live, moves, strict=True):
+        resource = found[row["resource_id"]]
+        policy = enforce.policy_of(resource["policy"])
+        during = policy.guarded(start, end)
+        near = [
+            b
+            for b in busy.get(row["resource_id"], [])
+            if b["during_start"] < during[1] and during[0] < b["during_end"]
+        ]
+        clashes += blocking(
+            near, now=now, capacity=resource["capacity"], quantity=row["quantity"], during=during
+        )
+    if clashes:
+        metrics.RESERVATIONS_CONFLICTED.labels("precheck").inc()
+        raise ReservationConflict(
+            "The new ranges overlap live reservations; nothing was moved.",
+            conflicts=items(clashes, caller),
+        )

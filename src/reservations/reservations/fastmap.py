@@ -1,0 +1,321 @@
+"""The availability map: a fast, database-free refusal for creates on a taken range.
+
+Per unit-capacity resource and UTC day, a Redis bitmap of 5-minute granules. A granule's bit is
+set only while a *confirmed* reservation's guarded range (`during`, buffers included) covers it
+entirely; bits are written after COMMIT and cleared when the reservation is cancelled or moves.
+A create is refused from the map only when its own guarded range fully covers a set granule:
+then it overlaps a live reservation for certain. The map never accepts anything, so the
+database still decides every accept. Holds set no bits (an expired hold must never block
+anyone, and the map cannot see a clock run out); they are kept in the details only, so a
+refusal can name every range in the way, as the database path does.
+
+Staleness only ever errs one way or is bounded:
+- a lost or late *mark* (Redis down, a crash after COMMIT) means no fast refusal: the database
+  path answers, correctly;
+- a late *mark* of a reservation already cleared is refused by the per-reservation version kept
+  beside the bits (a clear records a newer version), so it cannot resurrect;
+- a lost *clear* (a crash after COMMIT, a change made outside the API) leaves a stale bit: a
+  false refusal until the repair job rebuilds that day from PostgreSQL (every
+  `RESERVATIONS_AVAILABILITY_MAP_REPAIR_INTERVAL_SECONDS`) or the key's TTL ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from reservations.kit.metrics import MAP_DECISIONS
+from reservations.kit.redis import UNAVAILABLE, Client, RedisTier
+
+GRANULE = timedelta(minutes=5)
+PER_DAY = int(timedelta(days=1) / GRANULE)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# KEYS: bits, members, details. ARGV: id, version, lo, hi, ttl, detail ('' = not live).
+# Bits lo..hi-1 are the granules this version covers (none for a hold).
+_PUT = """
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur then
+  local cv, clo, chi = string.match(cur, '^(%d+):(%d+):(%d+)$')
+  if tonumber(cv) >= tonumber(ARGV[2]) then return 0 end
+  for i = tonumber(clo), tonumber(chi) - 1 do redis.call('SETBIT', KEYS[1], i, 0) end
+end
+for i = tonumber(ARGV[3]), tonumber(ARGV[4]) - 1 do redis.call('SETBIT', KEYS[1], i, 1) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4])
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+else
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+end
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[5]) end
+return 1
+"""
+
+# KEYS: bits, members, details. ARGV: ttl, then (id, version, lo, hi, detail) for every live
+# reservation of the day according to PostgreSQL. An entry Redis holds at a newer version than
+# the database read is kept (a change committed after that read got there first); members the
+# database no longer has live are forgotten with a newer version (so a late mark of theirs stays
+# refused). The bits are rebuilt from the result.
+_REPAIR = """
+local live = {}
+for i = 2, #ARGV, 5 do
+  live[ARGV[i]] = {ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]}
+end
+local members = redis.call('HGETALL', KEYS[2])
+local final, seen, wrong = {}, {}, 0
+for i = 1, #members, 2 do
+  local id, cur = members[i], members[i + 1]
+  seen[id] = true
+  local cv, clo, chi = string.match(cur, '^(%d+):(%d+):(%d+)$')
+  local want = live[id]
+  if want and tonumber(want[1]) >= tonumber(cv) then
+    if want[2] ~= clo or want[3] ~= chi then wrong = wrong + 1 end
+    final[id] = {want[1], want[2], want[3]}
+    redis.call('HSET', KEYS[3], id, want[4])
+  elseif want then
+    final[id] = {cv, clo, chi}
+  else
+    if clo ~= chi or redis.call('HEXISTS', KEYS[3], id) == 1 then wrong = wrong + 1 end
+    final[id] = {tostring(tonumber(cv) + 1), '0', '0'}
+    redis.call('HDEL', KEYS[3], id)
+  end
+end
+for id, want in pairs(live) do
+  if not seen[id] then
+    final[id] = {want[1], want[2], want[3]}
+    redis.call('HSET', KEYS[3], id, want[4])
+    if want[2] ~= want[3] then wrong = wrong + 1 end
+  end
+end
+redis.call('DEL', KEYS[1])
+for id, f in pairs(final) do
+  redis.call('HSET', KEYS[2], id, f[1] .. ':' .. f[2] .. ':' .. f[3])
+  for b = tonumber(f[2]), tonumber(f[3]) - 1 do redis.call('SETBIT', KEYS[1], b, 1) end
+end
+for k = 1, 3 do redis.call('EXPIRE', KEYS[k], ARGV[1]) end
+return wrong
+"""
+
+
+def covered(start: datetime, end: datetime) -> dict[int, tuple[int, int]]:
+    """The granules [start, end) covers entirely, by day number: {day: (first, last + 1)}."""
+    first = -(-(start - _EPOCH) // GRANULE)  # ceil
+    last = (end - _EPOCH) // GRANULE  # exclusive
+    out: dict[int, tuple[int, int]] = {}
+    g = first
+    while g < last:
+        day = g // PER_DAY
+        stop = min(last, (day + 1) * PER_DAY)
+        out[day] = (g - day * PER_DAY, stop - day * PER_DAY)
+        g = stop
+    return out
+
+
+def day_bounds(day: int) -> tuple[datetime, datetime]:
+    start = _EPOCH + timedelta(days=day)
+    return start, start + timedelta(days=1)
+
+
+def touched(start: datetime, end: datetime) -> list[int]:
+    """Day numbers [start, end) touches (a change must reach each, marking or clearing)."""
+    first = (start - _EPOCH) // timedelta(days=1)
+    last = (end - _EPOCH - timedelta(microseconds=1)) // timedelta(days=1)
+    return list(range(first, last + 1))
+
+
+def _detail(row: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {
+            "id": str(row["id"]),
+            "start_at": row["start_at"].isoformat(),
+            "end_at": row["end_at"].isoformat(),
+            "during_start": row["during_start"].isoformat(),
+            "during_end": row["during_end"].isoformat(),
+            "status": row["status"],
+            "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
+            "created_by": str(row["created_by"]),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A reservation after a committed change: what it covers now (nothing unless `live`),
+    its details, and the range it had before if it moved (those days must be cleared)."""
+
+    resource_id: UUID
+    reservation_id: UUID
+    version: int
+    start: datetime
+    end: datetime
+    live: bool
+    confirmed: bool
+    detail: bytes
+    was: tuple[datetime, datetime] | None = None
+
+    def days(self) -> list[int]:
+        days = set(touched(self.start, self.end))
+        if self.was is not None:
+            days.update(touched(*self.was))
+        return sorted(days)
+
+    def put_args(self, day: int, ttl: int) -> list[str]:
+        """The PUT script's arguments for one day: bits (confirmed only) and details."""
+        lo, hi = covered(self.start, self.end).get(day, (0, 0)) if self.confirmed else (0, 0)
+        live = self.live and day in touched(self.start, self.end)
+        detail = self.detail.decode() if live else ""
+        return [str(self.reservation_id), str(self.version), str(lo), str(hi), str(ttl), detail]
+
+
+def changes(
+    rows: Iterable[dict[str, Any]],
+    *,
+    live: bool,
+    was: dict[UUID, tuple[datetime, datetime]] | None = None,
+) -> list[Change]:
+    """Map changes for committed rows (which carry repository.CHANGED's columns). Rows of
+    pooled resources are never marked (a covered granule there does not mean full), but one
+    that stops being live is still cleared: it may carry a mark from when its resource had
+    capacity 1. (A capacity change also repairs the resource's days; see resources.service.)"""
+    out = []
+    for row in rows:
+        if live and row["pooled"]:
+            continue
+        mark = live
+        out.append(
+            Change(
+                resource_id=row["resource_id"],
+                reservation_id=row["id"],
+                version=row["version"],
+                start=row["during_start"],
+                end=row["during_end"],
+                live=mark,
+                confirmed=mark and row["status"] == "confirmed",
+                detail=_detail(row) if mark else b"",
+                was=(was or {}).get(row["id"]),
+            )
+        )
+    return out
+
+
+class AvailabilityMap:
+    def __init__(self, tier: RedisTier, *, ttl_seconds: int) -> None:
+        self.tier = tier
+        self.ttl = ttl_seconds
+        self._put: Any = None
+        self._repair: Any = None
+
+    def _keys(self, resource_id: UUID, day: int) -> list[str]:
+        base = self.tier.key("map", str(resource_id), str(day))
+        return [base + ":b", base + ":m", base + ":d"]
+
+    async def refusal(
+        self, resource_id: UUID, start: datetime, end: datetime, *, now: datetime
+    ) -> list[dict[str, Any]] | None:
+        """The live reservations in the way of guarded range [start, end), if the map is
+        certain there are some (the range fully covers a marked granule); else None."""
+        spans = covered(start, end)
+        if not spans:
+            MAP_DECISIONS.labels("pass").inc()
+            return None
+        days = touched(start, end)
+
+        async def call(client: Client) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for day, (lo, hi) in spans.items():
+                pipe.bitcount(self._keys(resource_id, day)[0], lo, hi - 1, mode="BIT")
+            for day in days:
+                pipe.hvals(self._keys(resource_id, day)[2])
+            return list(await pipe.execute())
+
+        result = await self.tier.run("map_check", call)
+        if result is UNAVAILABLE:
+            MAP_DECISIONS.labels("unavailable").inc()
+            return None
+        if not any(result[: len(spans)]):
+            MAP_DECISIONS.labels("pass").inc()
+            return None
+        in_way: dict[str, dict[str, Any]] = {}
+        for values in result[len(spans) :]:
+            for raw in values:
+                d = orjson.loads(raw)
+                for key in ("start_at", "end_at", "during_start", "during_end", "expires_at"):
+                    if d[key] is not None:
+                        d[key] = datetime.fromisoformat(d[key])
+                stale = d["status"] == "held" and d["expires_at"] <= now
+                if not stale and d["during_start"] < end and start < d["during_end"]:
+                    in_way[d["id"]] = d
+        if not any(d["status"] == "confirmed" for d in in_way.values()):
+            MAP_DECISIONS.labels("pass").inc()  # bits without details: let the database say
+            return None
+        MAP_DECISIONS.labels("refuse").inc()
+        return sorted(in_way.values(), key=lambda d: (d["start_at"], d["id"]))
+
+    async def apply(self, changes: Iterable[Change]) -> None:
+        """Record committed changes (after COMMIT). Failures are left to the repair job.
+
+        Clears are tried even while Redis is in its cool-down (a lost clear means false
+        refusals until the repair job runs); marks are not (a lost mark costs nothing but
+        a database round trip)."""
+        changes = list(changes)
+        ops = [
+            (self._keys(ch.resource_id, day), ch.put_args(day, self.ttl))
+            for ch in changes
+            for day in ch.days()
+        ]
+        clears = any(not ch.live or ch.was is not None for ch in changes)
+        if not ops:
+            return
+
+        async def call(client: Client) -> object:
+            if self._put is None:
+                self._put = client.register_script(_PUT)
+            pipe = client.pipeline(transaction=False)
+            for keys, args in ops:
+                await self._put(keys=keys, args=args, client=pipe)
+            return await pipe.execute()
+
+        await self.tier.run("map_apply", call, essential=clears)
+
+    async def repair_day(
+        self, resource_id: UUID, day: int, live: Sequence[dict[str, Any]]
+    ) -> int | None:
+        """Rebuild one day of a resource from its live rows (repository.CHANGED columns).
+        Returns how many entries were wrong, or None if Redis could not be reached."""
+        args: list[str] = [str(self.ttl)]
+        for ch in changes(live, live=True):
+            args += [*ch.put_args(day, self.ttl)[:4], ch.detail.decode()]
+        keys = self._keys(resource_id, day)
+
+        async def call(client: Client) -> int:
+            if self._repair is None:
+                self._repair = client.register_script(_REPAIR)
+            return int(await self._repair(keys=keys, args=args))
+
+        result = await self.tier.run("map_repair", call, essential=True)
+        return None if result is UNAVAILABLE else result
+
+    async def days_in_use(
+        self, *, resource_id: UUID | None = None, limit: int = 10_000
+    ) -> list[tuple[UUID, int]]:
+        """(resource, day) pairs the map holds (of one resource, if given), for repairs."""
+        which = str(resource_id) if resource_id is not None else "*"
+        pattern = self.tier.key("map", which, "*") + ":m"
+
+        async def call(client: Client) -> list[tuple[UUID, int]]:
+            out = []
+            async for raw in client.scan_iter(match=pattern, count=1000):
+                key = raw.decode() if isinstance(raw, bytes) else raw
+                parts = key[len(self.tier.prefix) :].split(":")
+                out.append((UUID(parts[1]), int(parts[2])))
+                if len(out) >= limit:
+                    break
+            return out
+
+        result = await self.tier.run("map_scan", call, essential=True)
+        return [] if result is UNAVAILABLE else result
