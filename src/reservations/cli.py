@@ -172,7 +172,8 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 @app.command()
 def worker() -> None:
-    """Run the background jobs (hold expiry, idempotency purge) without serving HTTP."""
+    """Run the background jobs (hold expiry, idempotency purge, map repair, history) without
+    serving HTTP."""
     from reservations.deps import Services
     from reservations.kit.clock import Clock
     from reservations.reservations import tasks
@@ -197,6 +198,27 @@ def worker() -> None:
 
         typer.echo("worker running; Ctrl-C to stop", err=True)
         asyncio.run(main())
+
+
+@app.command()
+def history() -> None:
+    """Move ended reservations to the history now (workers do it every
+    RESERVATIONS_HISTORY_INTERVAL_SECONDS) and print what was done."""
+    from reservations.deps import Services
+    from reservations.history import service as history_service
+    from reservations.kit.clock import Clock
+
+    settings = _settings()
+    with _database_url(settings) as url:
+        run = _run_db(
+            settings,
+            url,
+            lambda db: history_service.run_once(Services(settings=settings, db=db, clock=Clock())),
+        )
+    typer.echo(f"horizon: {run.horizon.isoformat()}")
+    typer.echo(f"moved: {run.moved}")
+    typer.echo(f"partitions made: {', '.join(run.created) or 'none'}")
+    typer.echo(f"partitions detached: {', '.join(run.detached) or 'none'}")
 
 
 @app.command()

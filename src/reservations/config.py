@@ -59,6 +59,15 @@ class Settings(BaseSettings):
 
     run_worker: bool = True
     sweep_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    # History (reservations.history): reservations whose guarded range ended this many days
+    # ago move to the monthly history table; nothing can be booked or moved before that.
+    history_after_days: int = Field(default=90, ge=1, le=36_500)
+    history_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    history_batch: int = Field(default=1_000, ge=1, le=100_000)
+    # Month partitions made ahead of the horizon, and (0: never) how many months of history
+    # before the horizon stay attached; older ones are detached, kept as plain tables.
+    history_months_ahead: int = Field(default=2, ge=0, le=24)
+    history_detach_after_months: int = Field(default=0, ge=0, le=1_200)
 
     # Unset: `reservations serve` starts the embedded Valkey; "none": no cache tier at all.
     redis_url: str | None = Field(

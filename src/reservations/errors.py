@@ -11,10 +11,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from psycopg import errors as pg_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
+# The name under which migration 0003's trigger refuses a range before the history horizon.
+HISTORY_HORIZON = "reservation_history_horizon"
 
 
 def problem_response(
@@ -102,6 +105,11 @@ class HoldExpired(DomainError):
 
 class ReservationNotLive(DomainError):
     status, slug, title = 409, "reservation-not-live", "The reservation is cancelled or expired"
+
+
+class ReservationInHistory(DomainError):
+    status, slug = 409, "reservation-in-history"
+    title = "The reservation has moved to history and is read-only"
 
 
 class ResourceHasFutureReservations(DomainError):
@@ -229,6 +237,25 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    async def database_guard(_: Request, exc: Exception) -> Response:
+        """The one database refusal that is the caller's to fix wherever it comes from (a
+        create, a move, a booking): a guarded range that starts before the history horizon
+        (migration 0003). Anything else stays a server error."""
+        assert isinstance(exc, pg_errors.CheckViolation)
+        if exc.diag.constraint_name != HISTORY_HORIZON:
+            raise exc
+        detail = (
+            "The range (with the resource's buffers) starts before the history horizon:"
+            " reservations that ended that long ago have moved to history and none can be"
+            " added or moved there. Choose a later range."
+        )
+        return BookingRuleViolated(
+            detail,
+            reason="in-history",
+            violations=[{"reason": "in-history", "detail": detail}],
+        ).response()
+
+    app.add_exception_handler(pg_errors.CheckViolation, database_guard)
     app.add_exception_handler(DomainError, domain)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http)

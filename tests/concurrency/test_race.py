@@ -126,10 +126,17 @@ def test_racing_creates_have_exactly_one_winner(live_server: LiveServer) -> None
 
 @pytest.fixture
 def unguarded_server(pg_server: PgServer) -> Iterator[LiveServer]:
-    """A server on a database without the exclusion constraint: the guard disabled."""
+    """A server on a database without the exclusion constraint (one per partition of the
+    live table): the guard disabled."""
     url = pg_server.create_database("rsv_control")
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ALTER TABLE reservation DROP CONSTRAINT reservation_no_overlap")
+        guards = conn.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint"
+            " WHERE contype = 'x' AND conrelid::regclass::text LIKE 'reservation%'"
+        ).fetchall()
+        assert len(guards) == 16, guards
+        for table, name in guards:
+            conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
     server = start_live_server(url)
     yield server
     stop_live_server(server)

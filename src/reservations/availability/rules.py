@@ -28,6 +28,7 @@ class Reason(StrEnum):
     booker_limit = "booker-limit"
     booked = "booked"
     buffer = "buffer"
+    in_history = "in-history"
 
 
 @dataclass(frozen=True, slots=True)

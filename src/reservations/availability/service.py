@@ -24,6 +24,7 @@ from reservations.availability.schemas import (
 from reservations.availability.slots import Availability, Busy, Usage, compute
 from reservations.deps import Services
 from reservations.errors import InvalidInput, NotFound
+from reservations.history import repository as history
 from reservations.kit.db import Conn
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
 from reservations.kit.spans import Span
@@ -109,10 +110,10 @@ async def for_resource(
     _bookable_length(svc, duration, "query")
     now = svc.clock.now()
 
-    async def read(conn: Conn) -> tuple[Any, list[Any], list[Span]]:
+    async def read(conn: Conn) -> tuple[Any, list[Any], list[Span], datetime | None]:
         row = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
         if row is None:
-            return None, [], []
+            return None, [], [], None
         policy = enforce.policy_of(row["policy"])
         lo, hi = policy.guarded(window_start, window_end)
         busy = await reservations.busy_between(
@@ -128,9 +129,9 @@ async def for_resource(
             window=(window_start, window_end),
             now=now,
         )
-        return row, busy, blocked
+        return row, busy, blocked, await history.horizon(conn)
 
-    row, busy, blocked = await svc.db.read(read)
+    row, busy, blocked, history_before = await svc.db.read(read)
     if row is None:
         raise NotFound(f"No resource {resource_id} in your tenant.")
     policy, zone = enforce.policy_of(row["policy"]), row["timezone"]
@@ -149,6 +150,7 @@ async def for_resource(
         step_minutes=step_minutes,
         booker_blocked=blocked,
         explain=explain,
+        history_before=history_before,
     )
     return _read(row, result, window_start, window_end, duration, quantity, explain)
 
@@ -184,7 +186,12 @@ def _read(
 
 
 def _earliest(
-    row: dict[str, Any], policy: Policy, busy: list[Busy], body: SearchRequest, now: datetime
+    row: dict[str, Any],
+    policy: Policy,
+    busy: list[Busy],
+    body: SearchRequest,
+    now: datetime,
+    history_before: datetime | None,
 ) -> SlotRead | None:
     zone = row["timezone"]
     if body.quantity > row["capacity"]:
@@ -194,6 +201,8 @@ def _earliest(
         if rules.check(policy, zone, start=body.from_, end=body.to, now=now):
             return None
         during = policy.guarded(body.from_, body.to)
+        if history_before is not None and during[0] < history_before:
+            return None
         peak = Usage(busy, *during).peak(*during)
         if peak + body.quantity > row["capacity"]:
             return None
@@ -212,6 +221,7 @@ def _earliest(
         now=now,
         step_minutes=body.step_minutes,
         max_slots=1,
+        history_before=history_before,
     )
     if not found.slots:
         return None
@@ -232,7 +242,9 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
             raise invalid_cursor()
     now = svc.clock.now()
 
-    async def read(conn: Conn) -> tuple[list[Any], dict[UUID, Policy], list[Any]]:
+    async def read(
+        conn: Conn,
+    ) -> tuple[list[Any], dict[UUID, Policy], list[Any], datetime | None]:
         rows = await resources.candidates(
             conn,
             tenant_id=caller.tenant_id,
@@ -242,7 +254,7 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
         )
         policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
         if not rows:
-            return rows, policies, []
+            return rows, policies, [], None
         zero = timedelta(0)
         busy_rows = await reservations.busy_between(
             conn,
@@ -251,9 +263,9 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
             end=body.to + max((p.buffer_after for p in policies.values()), default=zero),
             now=now,
         )
-        return rows, policies, busy_rows
+        return rows, policies, busy_rows, await history.horizon(conn)
 
-    rows, policies, busy_rows = await svc.db.read(read)
+    rows, policies, busy_rows, history_before = await svc.db.read(read)
     by_resource: dict[UUID, list[Busy]] = {}
     for b in busy_rows:
         by_resource.setdefault(b["resource_id"], []).append(
@@ -261,7 +273,8 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
         )
     hits = []
     for row in rows:
-        earliest = _earliest(row, policies[row["id"]], by_resource.get(row["id"], []), body, now)
+        busy = by_resource.get(row["id"], [])
+        earliest = _earliest(row, policies[row["id"]], busy, body, now, history_before)
         if earliest is not None and (after is None or (earliest.start, row["id"]) > after):
             hits.append(SearchHit(resource=ResourceBrief.model_validate(row), earliest=earliest))
     hits.sort(key=lambda h: (h.earliest.start, h.resource.id))

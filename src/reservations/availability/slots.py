@@ -106,11 +106,13 @@ def compute(
     booker_blocked: Sequence[Span] = (),
     explain: bool = False,
     max_slots: int | None = None,
+    history_before: datetime | None = None,
 ) -> Availability:
     """Slots of `duration` for `quantity` units whose start lies on the grid (the policy's,
     else `step_minutes` from local midnight) and which fit entirely in the window; each is
     exactly a range that `rules.check` accepts and the database would take. Without a
-    duration, only the free spans (and the explanation) are computed."""
+    duration, only the free spans (and the explanation) are computed. `history_before`: the
+    database's history horizon; no guarded range may start before it."""
     out = Availability()
     bb, ba = policy.buffer_before, policy.buffer_after
     usage = Usage(busy, window_start - bb, window_end + ba)
@@ -119,13 +121,16 @@ def compute(
     allowed = rules.allowed_spans(policy, zone, window_start, window_end)
     bookable = intersect(allowed, clip(normalize(room), window_start, window_end))
     earliest, latest = rules.start_bounds(policy, now)
-    out.free = clip(bookable, max(window_start, earliest or window_start), window_end)
+    first = earliest  # the earliest start the notice and the history horizon both allow
+    if history_before is not None and (first is None or first < history_before + bb):
+        first = history_before + bb
+    out.free = clip(bookable, max(window_start, first or window_start), window_end)
     blocked = normalize(booker_blocked)
     too_long = rules.duration_violation(policy, duration) if duration is not None else None
     if duration is not None and too_long is None and quantity <= capacity:
         step = policy.slot_grid_minutes or step_minutes
         for span_start, span_end in bookable:
-            lo = max(span_start, earliest or span_start)
+            lo = max(span_start, first or span_start)
             hi = span_end - duration + _TINY
             if latest is not None:
                 hi = min(hi, latest + _TINY)
@@ -150,6 +155,7 @@ def compute(
             bounds=(earliest, latest),
             blocked=blocked,
             duration_problem=too_long,
+            history_before=history_before,
         )
     return out
 
@@ -166,12 +172,18 @@ def _explain(
     bounds: tuple[datetime | None, datetime | None],
     blocked: list[Span],
     duration_problem: rules.Violation | None,
+    history_before: datetime | None,
 ) -> list[Unavailable]:
     ws, we = window
     out: list[Unavailable] = []
     if duration_problem is not None:
         out.append(Unavailable(ws, we, duration_problem.reason, duration_problem.detail))
     earliest, latest = bounds
+    history_end = history_before + policy.buffer_before if history_before is not None else None
+    if history_end is not None and history_end > ws:
+        out.append(
+            Unavailable(ws, min(history_end, we), Reason.in_history, "moved to history; read-only")
+        )
     if earliest is not None and earliest > ws:
         out.append(Unavailable(ws, min(earliest, we), Reason.too_soon, "inside the minimum notice"))
     if latest is not None and latest < we:

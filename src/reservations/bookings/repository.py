@@ -81,8 +81,11 @@ async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> DictRow:
 
 
 async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> list[DictRow]:
+    """The booking's reservations, with those in history; with lock, only the live ones (the
+    history is read-only), FOR UPDATE."""
     cur = await conn.execute(
-        f"SELECT {RESERVATION_COLUMNS} FROM reservation WHERE booking_id = %s"
+        f"SELECT {RESERVATION_COLUMNS} FROM {'reservation' if lock else 'reservation_all'}"
+        " WHERE booking_id = %s"
         " ORDER BY start_at, resource_id" + (" FOR UPDATE" if lock else ""),
         (booking_id,),
     )
@@ -103,10 +106,9 @@ async def set_status(
 async def defer_guards(conn: Conn) -> None:
     """Check overlap and capacity at COMMIT instead of per row, for this transaction only:
     a series moved row by row may pass through states where its own occurrences overlap."""
-    await conn.execute(
-        "SET CONSTRAINTS reservation_no_overlap, reservation_capacity,"
-        " reservation_capacity_update DEFERRED"
-    )
+    # ALL: the exclusion constraint is one per partition (migration 0003); the capacity
+    # triggers are the only other deferrable constraints.
+    await conn.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 async def move(

@@ -61,6 +61,10 @@ MAP_DECISIONS = Counter(
     "unavailable (Redis could not answer)",
     ["decision"],
 )
+HISTORY_MOVED = Counter(
+    "reservations_moved_to_history_total",
+    "Reservations the history job moved out of the live table",
+)
 MAP_REPAIRS = Counter(
     "availability_map_repaired_total", "Map entries the repair job found wrong and rebuilt"
 )

@@ -30,6 +30,10 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
 def current(url: str) -> str | None:
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError

@@ -6,7 +6,11 @@ indexes answer them (DESIGN.md, "The status predicate"): unit resources' rows si
 exclusion constraint (`... AND NOT pooled`), pooled ones under `reservation_pooled_live`.
 
 `during` is the booked range widened by the resource's buffers, which PostgreSQL reads from
-the policy (ISO 8601 durations are valid interval input) when it writes the row."""
+the policy (ISO 8601 durations are valid interval input) when it writes the row.
+
+Writes go to `reservation` (the live rows, hash-partitioned by resource); reads of single
+reservations and lists go to `reservation_all`, which adds the history (reservations that
+ended before the history horizon, migration 0003) and says which rows are there."""
 
 from __future__ import annotations
 
@@ -264,9 +268,11 @@ def _owner_clause(owner: UUID | None) -> str:
 async def get(
     conn: Conn, *, tenant_id: UUID, reservation_id: UUID, owner: UUID | None, lock: bool = False
 ) -> DictRow | None:
-    """One reservation of the tenant (and of `owner`, for bookers); FOR UPDATE with lock."""
+    """One reservation of the tenant (and of `owner`, for bookers), with `in_history`. With
+    lock, only a live-table row, FOR UPDATE: history is read-only."""
+    source = "false AS in_history FROM reservation" if lock else "in_history FROM reservation_all"
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM reservation WHERE id = %(id)s AND tenant_id = %(tenant)s"
+        f"SELECT {COLUMNS}, {source} WHERE id = %(id)s AND tenant_id = %(tenant)s"
         + _owner_clause(owner)
         + (" FOR UPDATE" if lock else ""),
         {"id": reservation_id, "tenant": tenant_id, "owner": owner},
@@ -357,7 +363,7 @@ async def page(
         where.append("(start_at, id) > (%(after_start)s, %(after_id)s)")
         params["after_start"], params["after_id"] = after
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM reservation WHERE {' AND '.join(where)}"
+        f"SELECT {COLUMNS} FROM reservation_all WHERE {' AND '.join(where)}"
         " ORDER BY start_at, id LIMIT %(limit)s",
         params,
     )
@@ -375,7 +381,8 @@ async def booker_starts(
     now: datetime,
 ) -> list[datetime]:
     """Starts of the booker's live reservations of a resource: by customer when given,
-    else by API key; within [start, end) if given, else those not yet ended."""
+    else by API key; within [start, end) if given, else those not yet ended. A period may
+    reach back past the history horizon, so the history counts too."""
     who = "customer = %(customer)s" if customer is not None else "created_by = %(key)s"
     window = (
         "start_at >= %(start)s AND start_at < %(end)s"
@@ -383,7 +390,7 @@ async def booker_starts(
         else "end_at > %(now)s"
     )
     cur = await conn.execute(
-        f"SELECT start_at FROM reservation WHERE resource_id = %(resource)s AND {who}"
+        f"SELECT start_at FROM reservation_all WHERE resource_id = %(resource)s AND {who}"
         f" AND {LIVE} AND NOT {STALE_HOLD} AND {window}",
         {
             "resource": resource_id,

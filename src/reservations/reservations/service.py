@@ -28,6 +28,7 @@ from reservations.errors import (
     InvalidInput,
     NotFound,
     PreconditionFailed,
+    ReservationInHistory,
     ReservationNotLive,
 )
 from reservations.kit import metrics
@@ -257,6 +258,13 @@ def _not_found(reservation_id: UUID) -> NotFound:
     return NotFound(f"No reservation {reservation_id} that your key may see.")
 
 
+def _in_history(row: dict[str, Any]) -> ReservationInHistory:
+    return ReservationInHistory(
+        f"Reservation {row['id']} ended long ago and has moved to history, which is read-only;"
+        " it can still be read and listed."
+    )
+
+
 async def get(svc: Services, caller: Principal, reservation_id: UUID) -> Reply:
     row = await svc.db.read(
         lambda conn: repository.get(
@@ -332,7 +340,10 @@ async def _locked(
         lock=True,
     )
     if row is None:
-        raise _not_found(reservation_id)
+        seen = await repository.get(
+            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
+        )
+        raise _in_history(seen) if seen is not None else _not_found(reservation_id)
     if expected_version is not None and row["version"] != expected_version:
         raise PreconditionFailed(
             f"The reservation is at version {row['version']}; fetch it again and retry.",
@@ -476,6 +487,8 @@ async def _update_once(
         )
         if current is None:
             raise _not_found(reservation_id)
+        if current["in_history"]:
+            raise _in_history(current)
         changes: dict[str, Any] = {}
         if "customer" in fields:
             changes["customer"] = body.customer

@@ -1,4 +1,5 @@
-"""Background work: expire holds, purge old idempotency records, repair the availability map.
+"""Background work: expire holds, purge old idempotency records, repair the availability map,
+move ended reservations to history.
 
 Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
 of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED, no leader."""
@@ -15,6 +16,7 @@ from uuid import UUID
 import psycopg
 
 from reservations.deps import Services
+from reservations.history import service as history
 from reservations.kit.idempotency import purge_expired
 from reservations.kit.metrics import MAP_REPAIRS
 from reservations.reservations import fastmap, repository
@@ -57,7 +59,8 @@ async def repair_map(svc: Services, *, resource_id: UUID | None = None) -> int:
 async def run_forever(svc: Services) -> None:
     interval = svc.settings.sweep_interval_seconds
     repair_every = svc.settings.availability_map_repair_interval_seconds
-    last_repair = time.monotonic()
+    history_every = svc.settings.history_interval_seconds
+    last_repair = last_history = time.monotonic()
     rounds = 0
     while True:
         try:
@@ -67,6 +70,17 @@ async def run_forever(svc: Services) -> None:
             if time.monotonic() - last_repair >= repair_every:
                 last_repair = time.monotonic()
                 await repair_map(svc)
+            if time.monotonic() - last_history >= history_every:
+                last_history = time.monotonic()
+                run = await history.run_once(svc)
+                if run.moved or run.created or run.detached:
+                    log.info(
+                        "history: horizon %s, moved %d, partitions made %s, detached %s",
+                        run.horizon.isoformat(),
+                        run.moved,
+                        run.created,
+                        run.detached,
+                    )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             # The database may be restarting; the next round tries again.
             log.warning("background sweep failed: %s", exc)

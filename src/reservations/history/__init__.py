@@ -1,0 +1,1 @@
+"""Reservations that ended long ago, moved out of the live table into monthly history."""
