@@ -9,6 +9,7 @@ from uuid import UUID
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from reservations.events import repository as events
 from reservations.kit.db import Conn
 from reservations.reservations.repository import BUFFER_AFTER, BUFFER_BEFORE, CHANGED
 from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
@@ -95,6 +96,7 @@ async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> l
 async def set_status(
     conn: Conn, *, reservation_ids: list[UUID], status: str, now: datetime
 ) -> list[DictRow]:
+    await events.lock_sequences(conn, reservation_ids=reservation_ids)
     cur = await conn.execute(
         "UPDATE reservation SET status = %s, expires_at = NULL, version = version + 1,"
         f" updated_at = %s WHERE id = ANY(%s) RETURNING {CHANGED}",
@@ -117,6 +119,7 @@ async def move(
     """Set (id, start, end) for rows the caller holds locked; `during` follows with the
     resource's current buffers."""
     ids, starts, ends = (list(col) for col in zip(*moves, strict=True))
+    await events.lock_sequences(conn, reservation_ids=ids)
     cur = await conn.execute(
         "UPDATE reservation SET start_at = m.start_at, end_at = m.end_at,"
         f" during = tstzrange(m.start_at - {BUFFER_BEFORE}, m.end_at + {BUFFER_AFTER}),"

@@ -21,6 +21,7 @@ from uuid import UUID
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from reservations.events import repository as events
 from reservations.kit.db import Conn
 
 _COLUMN_NAMES = (
@@ -236,6 +237,7 @@ async def insert_many(
     """Insert (id, resource_id, start, end, quantity) rows of one booking in one statement;
     rows of archived resources are left out (the caller compares counts)."""
     ids, resources, starts, ends, quantities = (list(col) for col in zip(*items, strict=True))
+    await events.lock_sequences(conn, resource_ids=sorted(set(resources)))
     cur = await conn.execute(
         _INSERT + " FROM unnest(%(ids)s::uuid[], %(resources)s::uuid[], %(starts)s::timestamptz[],"
         " %(ends)s::timestamptz[], %(quantities)s::int[])"
@@ -451,13 +453,21 @@ async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> list
 
 async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[DictRow]:
     """The sweeper's step: expire up to `batch` holds past their expiry. SKIP LOCKED lets any
-    number of workers sweep side by side, and never waits on a row a request is changing."""
+    number of workers sweep side by side, and never waits on a row a request is changing.
+    The event counters of the batch's resources are locked in order first (the outbox)."""
+    cur = await conn.execute(
+        "SELECT id, resource_id FROM reservation WHERE status = 'held'"
+        " AND expires_at <= %(now)s ORDER BY expires_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED",
+        {"now": now, "batch": batch},
+    )
+    due = await cur.fetchall()
+    if not due:
+        return []
+    await events.lock_sequences(conn, resource_ids=sorted({r["resource_id"] for r in due}))
     cur = await conn.execute(
         "UPDATE reservation SET status = 'expired', version = version + 1, updated_at = %(now)s"
-        " WHERE id IN (SELECT id FROM reservation WHERE status = 'held'"
-        " AND expires_at <= %(now)s ORDER BY expires_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"
-        f" RETURNING {CHANGED}",
-        {"now": now, "batch": batch},
+        f" WHERE id = ANY(%(ids)s) RETURNING {CHANGED}",
+        {"now": now, "ids": [r["id"] for r in due]},
     )
     return await cur.fetchall()
 

@@ -1,0 +1,93 @@
+"""Reading the tenant's event stream: pages, and the live Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from reservations.deps import Services
+from reservations.errors import Forbidden
+from reservations.events import repository
+from reservations.events.schemas import EventPage, EventRead
+from reservations.kit.db import Conn
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.tenancy.service import Principal, Role
+
+# How often an open stream asks the database for new events, and sends a comment line when
+# there was nothing (so proxies and clients see the connection is alive).
+POLL_SECONDS = 0.5
+HEARTBEAT_SECONDS = 15.0
+
+
+def check_reader(caller: Principal) -> None:
+    if caller.role is Role.booker:
+        raise Forbidden(
+            "The event stream shows every reservation of the tenant; use an admin or viewer key."
+        )
+
+
+def parse_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if cursor is None or cursor == "":
+        return None
+    txid, event_id = decode_cursor(cursor, 2)
+    if not (txid.isdigit() and event_id.isdigit()):
+        raise invalid_cursor()
+    return int(txid), int(event_id)
+
+
+def _read(row: dict[str, Any]) -> EventRead:
+    return EventRead(
+        id=encode_cursor(row["txid"], row["id"]),
+        type=row["type"],
+        resource_id=row["resource_id"],
+        resource_seq=row["resource_seq"],
+        subject_id=row["subject_id"],
+        data=row["data"],
+        created_at=row["created_at"],
+    )
+
+
+async def _batch(conn: Conn, *, caller: Principal, cursor: tuple[int, int] | None) -> list[Any]:
+    return await repository.after(conn, tenant_id=caller.tenant_id, cursor=cursor, limit=500)
+
+
+async def page(svc: Services, caller: Principal, *, after: str | None, limit: int) -> EventPage:
+    check_reader(caller)
+    cursor = parse_cursor(after)
+    rows = await svc.db.read(
+        lambda conn: repository.after(conn, tenant_id=caller.tenant_id, cursor=cursor, limit=limit)
+    )
+    items = [_read(r) for r in rows]
+    return EventPage(items=items, next_cursor=items[-1].id if items else after)
+
+
+async def stream(svc: Services, caller: Principal, *, after: str | None) -> AsyncIterator[bytes]:
+    """SSE frames: `id` (the cursor), `event` (the type), `data` (the event as JSON). Runs
+    until the client goes away; reconnecting with Last-Event-ID resumes after that event."""
+    check_reader(caller)
+    cursor = parse_cursor(after)
+    yield b"retry: 1000\n\n"
+    quiet = 0.0
+    while True:
+        rows = await svc.db.read(functools.partial(_batch, caller=caller, cursor=cursor))
+        for row in rows:
+            event = _read(row)
+            body = orjson.dumps(event.model_dump(mode="json"))
+            yield b"id: %s\nevent: %s\ndata: %s\n\n" % (
+                event.id.encode(),
+                event.type.encode(),
+                body,
+            )
+            cursor = (int(row["txid"]), int(row["id"]))
+        if rows:
+            quiet = 0.0
+            continue
+        await asyncio.sleep(POLL_SECONDS)
+        quiet += POLL_SECONDS
+        if quiet >= HEARTBEAT_SECONDS:
+            quiet = 0.0
+            yield b": keep-alive\n\n"
