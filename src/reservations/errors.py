@@ -107,6 +107,16 @@ class ReservationNotLive(DomainError):
     status, slug, title = 409, "reservation-not-live", "The reservation is cancelled or expired"
 
 
+class ApprovalRequired(DomainError):
+    status, slug = 409, "approval-required"
+    title = "The reservation awaits an admin's approval"
+
+
+class ReservationNotPending(DomainError):
+    status, slug = 409, "reservation-not-pending"
+    title = "The reservation is not awaiting approval"
+
+
 class ReservationInHistory(DomainError):
     status, slug = 409, "reservation-in-history"
     title = "The reservation has moved to history and is read-only"

@@ -160,6 +160,22 @@ class Policy(BaseModel):
         default=None, description="Book at most this far ahead (measured to the start)."
     )
     booker_limit: BookerLimit | None = None
+    requires_approval: bool = Field(
+        default=False,
+        description="Bookings by booker keys are `pending` (a hold that keeps the range) "
+        "until an admin approves or declines them; admins' own bookings are not.",
+    )
+    approval_window: Duration = Field(
+        default=timedelta(days=1),
+        description="How long a pending booking keeps its range before it expires.",
+    )
+
+    @field_validator("approval_window")
+    @classmethod
+    def _approval_window(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=7):
+            raise ValueError("must be between PT1M and P7D")
+        return value
 
     @field_validator("buffer_before", "buffer_after")
     @classmethod

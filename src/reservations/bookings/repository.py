@@ -98,7 +98,8 @@ async def set_status(
 ) -> list[DictRow]:
     await events.lock_sequences(conn, reservation_ids=reservation_ids)
     cur = await conn.execute(
-        "UPDATE reservation SET status = %s, expires_at = NULL, version = version + 1,"
+        "UPDATE reservation SET status = %s, expires_at = NULL, needs_approval = false,"
+        " version = version + 1,"
         f" updated_at = %s WHERE id = ANY(%s) RETURNING {CHANGED}",
         (status, now, reservation_ids),
     )

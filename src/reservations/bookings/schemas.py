@@ -151,7 +151,10 @@ class OccurrenceReport(BaseModel):
 
 class BookingRead(BaseModel):
     id: UUID
-    status: str = Field(description="held, confirmed, or cancelled when nothing is live.")
+    status: str = Field(
+        description="pending (awaiting approval), held, confirmed, or cancelled when nothing"
+        " is live."
+    )
     rrule: str | None
     exdates: list[Any]
     timezone: str

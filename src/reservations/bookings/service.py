@@ -30,6 +30,7 @@ from reservations.bookings.schemas import (
 )
 from reservations.deps import Services
 from reservations.errors import (
+    ApprovalRequired,
     HoldExpired,
     InvalidInput,
     NotFound,
@@ -53,7 +54,7 @@ from reservations.reservations.service import (
     map_after_commit,
 )
 from reservations.resources import repository as resource_repo
-from reservations.tenancy.service import Principal
+from reservations.tenancy.service import Principal, Role
 
 
 def _reply(
@@ -67,7 +68,13 @@ def _reply(
     reads = [ReservationRead.from_row(r, now) for r in rows]
     live = {r.status for r in reads}
     state = (
-        "held" if Status.held in live else "confirmed" if Status.confirmed in live else "cancelled"
+        "pending"
+        if Status.pending in live
+        else "held"
+        if Status.held in live
+        else "confirmed"
+        if Status.confirmed in live
+        else "cancelled"
     )
     body = BookingRead(
         id=booking["id"],
@@ -170,7 +177,13 @@ async def _create(
             now=now,
         )
         hold = body.hold_seconds
-        if hold is not None:
+        expires = now + timedelta(seconds=hold) if hold is not None else None
+        # Pending (a hold awaiting approval) when any resource needs approval for this key.
+        windows = [p.approval_window for p in policies.values() if p.requires_approval]
+        pending = bool(windows) and caller.role is not Role.admin
+        if pending:
+            expires = now + min(windows)
+        if expires is not None:
             await check_hold_limit(svc, conn, caller, new_holds=len(ok) * len(ids), now=now)
         rows = await reservation_repo.insert_many(
             conn,
@@ -181,12 +194,13 @@ async def _create(
                 for i in ok
                 for u in body.resources
             ],
-            status=Status.held if hold is not None else Status.confirmed,
-            expires_at=now + timedelta(seconds=hold) if hold is not None else None,
+            status=Status.held if expires is not None else Status.confirmed,
+            expires_at=expires,
             customer=body.customer,
             metadata=body.metadata,
             created_by=caller.api_key_id,
             now=now,
+            needs_approval=pending,
         )
         if len(rows) != len(ok) * len(ids):  # cannot happen under the locks; never half-book
             raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
@@ -252,6 +266,10 @@ async def confirm(
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         now = svc.clock.now()  # after the locks: a hold may have run out while we waited
         held = [r for r in rows if r["status"] == Status.held]
+        if any(r["needs_approval"] for r in held) and caller.role is not Role.admin:
+            raise ApprovalRequired(
+                "An admin must approve this booking's reservations (or confirm the booking)."
+            )
         gone = [r for r in held if is_stale_hold(r, now)]
         gone += [r for r in rows if r["status"] == Status.expired] if held else []
         if gone:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
 
-from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
+from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import problems
 from reservations.reservations import service
@@ -104,6 +104,32 @@ async def confirm_reservation(
     confirming a confirmed reservation changes nothing."""
     idem = idempotency(request, caller, key, None)
     return send(await service.confirm(svc, caller, reservation_id, version, idem))
+
+
+@router.post(
+    "/{reservation_id}/approve",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def approve_reservation(
+    reservation_id: UUID, caller: Admin, svc: Svc, version: IfMatch
+) -> Response:
+    """Approve a `pending` booking (on a resource whose policy has `requires_approval`): it
+    is confirmed. 409 `reservation-not-pending` otherwise. Admin keys."""
+    return send(await service.approve(svc, caller, reservation_id, version))
+
+
+@router.post(
+    "/{reservation_id}/decline",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def decline_reservation(
+    reservation_id: UUID, caller: Admin, svc: Svc, version: IfMatch
+) -> Response:
+    """Decline a `pending` booking: it becomes `declined` and its range is free again (the
+    first waitlist entry that fits is offered it). Admin keys."""
+    return send(await service.decline(svc, caller, reservation_id, version))
 
 
 @router.post(

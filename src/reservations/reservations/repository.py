@@ -40,6 +40,7 @@ _COLUMN_NAMES = (
     "created_at",
     "updated_at",
     "pooled",
+    "needs_approval",
 )
 
 
@@ -171,11 +172,12 @@ async def expire_stale_holds(
 
 _INSERT = (
     "INSERT INTO reservation (id, tenant_id, resource_id, booking_id, start_at, end_at, during,"
-    " status, quantity, expires_at, customer, metadata, created_by, created_at, updated_at)"
+    " status, needs_approval, quantity, expires_at, customer, metadata, created_by, created_at,"
+    " updated_at)"
     " SELECT x.id, r.tenant_id, r.id, %(booking)s, x.start_at, x.end_at,"
     f" tstzrange(x.start_at - {BUFFER_BEFORE}, x.end_at + {BUFFER_AFTER}),"
-    " %(status)s, x.quantity, %(expires)s, %(customer)s, %(metadata)s, %(created_by)s,"
-    " %(now)s, %(now)s"
+    " %(status)s, %(pending)s, x.quantity, %(expires)s, %(customer)s, %(metadata)s,"
+    " %(created_by)s, %(now)s, %(now)s"
 )
 
 
@@ -194,6 +196,7 @@ async def insert(
     metadata: dict[str, Any],
     created_by: UUID,
     now: datetime,
+    needs_approval: bool = False,
 ) -> DictRow | None:
     """Insert under the guards; None if the resource was archived meanwhile.
     Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity."""
@@ -207,6 +210,7 @@ async def insert(
             "tenant": tenant_id,
             "resource": resource_id,
             "booking": None,
+            "pending": needs_approval,
             "start": start,
             "end": end,
             "status": status,
@@ -233,6 +237,7 @@ async def insert_many(
     metadata: dict[str, Any],
     created_by: UUID,
     now: datetime,
+    needs_approval: bool = False,
 ) -> list[DictRow]:
     """Insert (id, resource_id, start, end, quantity) rows of one booking in one statement;
     rows of archived resources are left out (the caller compares counts)."""
@@ -252,6 +257,7 @@ async def insert_many(
             "quantities": quantities,
             "tenant": tenant_id,
             "booking": booking_id,
+            "pending": needs_approval,
             "status": status,
             "expires": expires_at,
             "customer": customer,
@@ -289,7 +295,15 @@ async def update(
     Changing start_at/end_at also moves `during` (and may raise ExclusionViolation)."""
     sets = ["version = reservation.version + 1", "updated_at = %(now)s"]
     params: dict[str, Any] = {"id": reservation_id, "now": now}
-    for column in ("status", "expires_at", "start_at", "end_at", "customer", "metadata"):
+    for column in (
+        "status",
+        "needs_approval",
+        "expires_at",
+        "start_at",
+        "end_at",
+        "customer",
+        "metadata",
+    ):
         if column in changes:
             sets.append(f"{column} = %({column})s")
             value = changes[column]
@@ -310,9 +324,11 @@ async def update(
 
 
 _STATUS_SQL = {
-    "held": "(status = 'held' AND expires_at > %(now)s)",
+    "held": "(status = 'held' AND NOT needs_approval AND expires_at > %(now)s)",
+    "pending": "(status = 'held' AND needs_approval AND expires_at > %(now)s)",
     "confirmed": "status = 'confirmed'",
     "cancelled": "status = 'cancelled'",
+    "declined": "status = 'declined'",
     "expired": f"(status = 'expired' OR {STALE_HOLD})",
 }
 

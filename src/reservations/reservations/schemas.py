@@ -12,8 +12,10 @@ from reservations.kit.fields import CustomerRef, Metadata, Timestamp
 
 class Status(StrEnum):
     held = "held"
+    pending = "pending"  # a hold awaiting an admin's approval (stored as held)
     confirmed = "confirmed"
     cancelled = "cancelled"
+    declined = "declined"
     expired = "expired"
 
 
@@ -87,6 +89,8 @@ class ReservationRead(BaseModel):
         status = Status(row["status"])
         if is_stale_hold(row, now):
             status = Status.expired  # the sweeper has not got to it yet; it blocks no one
+        elif status is Status.held and row.get("needs_approval"):
+            status = Status.pending
         return cls(
             id=row["id"],
             resource_id=row["resource_id"],

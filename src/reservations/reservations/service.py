@@ -22,6 +22,7 @@ from reservations.availability import enforce
 from reservations.availability.policy import Policy
 from reservations.deps import Services
 from reservations.errors import (
+    ApprovalRequired,
     Forbidden,
     HoldExpired,
     HoldLimitReached,
@@ -30,6 +31,7 @@ from reservations.errors import (
     PreconditionFailed,
     ReservationInHistory,
     ReservationNotLive,
+    ReservationNotPending,
 )
 from reservations.kit import metrics
 from reservations.kit.db import Conn, lock_resource
@@ -46,6 +48,7 @@ from reservations.reservations.schemas import (
     Status,
 )
 from reservations.tenancy.service import Principal, Role
+from reservations.waitlist.promotion import promote
 
 
 def etag(version: int) -> str:
@@ -220,7 +223,11 @@ async def _create_once(
                 now=now,
             )
         hold = body.hold_seconds
-        if hold is not None:
+        pending = policy.requires_approval and caller.role is not Role.admin
+        expires = now + timedelta(seconds=hold) if hold is not None else None
+        if pending:  # a hold until an admin decides, or until the approval window ends
+            expires = now + policy.approval_window
+        if expires is not None:
             await check_hold_limit(svc, conn, caller, new_holds=1, now=now)
         row = await repository.insert(
             conn,
@@ -229,13 +236,14 @@ async def _create_once(
             resource_id=body.resource_id,
             start=body.start,
             end=body.end,
-            status=Status.held if hold is not None else Status.confirmed,
+            status=Status.held if expires is not None else Status.confirmed,
             quantity=body.quantity,
-            expires_at=now + timedelta(seconds=hold) if hold is not None else None,
+            expires_at=expires,
             customer=body.customer,
             metadata=body.metadata,
             created_by=caller.api_key_id,
             now=now,
+            needs_approval=pending,
         )
         if row is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
@@ -377,12 +385,21 @@ async def confirm(
             return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
         _live_or_raise(row, now)
+        if row["needs_approval"] and caller.role is not Role.admin:
+            raise ApprovalRequired(
+                "An admin must approve this booking; it keeps its range until"
+                f" {row['expires_at'].isoformat()}."
+            )
         confirmed = row["status"] == Status.held
-        if confirmed:
+        if confirmed:  # by an admin, a pending booking's confirmation is its approval
             row = await repository.update(
                 conn,
                 reservation_id=reservation_id,
-                changes={"status": Status.confirmed.value, "expires_at": None},
+                changes={
+                    "status": Status.confirmed.value,
+                    "expires_at": None,
+                    "needs_approval": False,
+                },
                 now=now,
             )
         reply = _reply(row, now)
@@ -422,6 +439,55 @@ async def cancel(
             await idem.save(conn, reply, now=now)
     if cancelled:
         await map_after_commit(svc, fastmap.changes([row], live=False))
+        await promote(svc, row["resource_id"])
+    return reply
+
+
+async def approve(
+    svc: Services, caller: Principal, reservation_id: UUID, expected_version: int | None
+) -> Reply:
+    """An admin approves a pending booking: it is confirmed."""
+    return await _decide(svc, caller, reservation_id, expected_version, approve=True)
+
+
+async def decline(
+    svc: Services, caller: Principal, reservation_id: UUID, expected_version: int | None
+) -> Reply:
+    """An admin declines a pending booking: it is declined and its range is free again (the
+    waitlist is offered it)."""
+    return await _decide(svc, caller, reservation_id, expected_version, approve=False)
+
+
+async def _decide(
+    svc: Services,
+    caller: Principal,
+    reservation_id: UUID,
+    expected_version: int | None,
+    *,
+    approve: bool,
+) -> Reply:
+    if caller.role is not Role.admin:
+        raise Forbidden("Only admin keys may approve or decline bookings.")
+    now = svc.clock.now()
+    async with svc.db.transaction() as conn:
+        row = await _locked(conn, caller, reservation_id, expected_version)
+        if ReservationRead.from_row(row, now).status is not Status.pending:
+            raise ReservationNotPending(
+                f"The reservation is {ReservationRead.from_row(row, now).status.value}; only"
+                " pending bookings can be approved or declined."
+            )
+        status = Status.confirmed if approve else Status.declined
+        row = await repository.update(
+            conn,
+            reservation_id=reservation_id,
+            changes={"status": status.value, "expires_at": None, "needs_approval": False},
+            now=now,
+        )
+        reply = _reply(row, now)
+    if approve:
+        await map_after_commit(svc, fastmap.changes([row], live=True))
+    else:
+        await promote(svc, row["resource_id"])
     return reply
 
 
@@ -578,6 +644,8 @@ async def sweep_expired(svc: Services, *, batch: int = 500) -> int:
         async with svc.db.transaction() as conn:
             rows = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
         await map_after_commit(svc, fastmap.changes(rows, live=False))
+        for resource_id in sorted({r["resource_id"] for r in rows}):
+            await promote(svc, resource_id)
         total += len(rows)
         if len(rows) < batch:
             break

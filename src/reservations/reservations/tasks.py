@@ -1,5 +1,5 @@
 """Background work: expire holds, purge old idempotency records, repair the availability map,
-move ended reservations to history.
+move ended reservations to history, promote waitlist entries.
 
 Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
 of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED, no leader."""
@@ -21,6 +21,7 @@ from reservations.kit.idempotency import purge_expired
 from reservations.kit.metrics import MAP_REPAIRS
 from reservations.reservations import fastmap, repository
 from reservations.reservations.service import sweep_expired
+from reservations.waitlist.promotion import promote_all
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ async def run_forever(svc: Services) -> None:
             await sweep_expired(svc)
             if rounds % 60 == 0:
                 await purge_idempotency(svc)
+            if rounds % 5 == 0:
+                await promote_all(svc)
             if time.monotonic() - last_repair >= repair_every:
                 last_repair = time.monotonic()
                 await repair_map(svc)

@@ -1,0 +1,1 @@
+"""Waiting for a taken range: entries, and their promotion into holds when it frees."""

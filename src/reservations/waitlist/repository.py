@@ -1,0 +1,162 @@
+"""SQL for the waitlist. Every statement is scoped by tenant (or by a resource the caller
+already resolved within its tenant)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from reservations.kit.db import Conn
+
+COLUMNS = (
+    "id, resource_id, start_at, end_at, quantity, customer, hold_seconds, status,"
+    " reservation_id, created_by, created_at, updated_at"
+)
+
+
+async def insert(
+    conn: Conn,
+    *,
+    entry_id: UUID,
+    tenant_id: UUID,
+    resource_id: UUID,
+    start: datetime,
+    end: datetime,
+    quantity: int,
+    customer: str | None,
+    hold_seconds: int,
+    created_by: UUID,
+    now: datetime,
+) -> DictRow:
+    cur = await conn.execute(
+        "INSERT INTO waitlist_entry (id, tenant_id, resource_id, start_at, end_at, quantity,"
+        " customer, hold_seconds, status, created_by, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'waiting', %s, %s, %s)"
+        f" RETURNING {COLUMNS}",
+        (
+            entry_id,
+            tenant_id,
+            resource_id,
+            start,
+            end,
+            quantity,
+            customer,
+            hold_seconds,
+            created_by,
+            now,
+            now,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def get(
+    conn: Conn, *, tenant_id: UUID, entry_id: UUID, owner: UUID | None, lock: bool = False
+) -> DictRow | None:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM waitlist_entry WHERE id = %(id)s AND tenant_id = %(tenant)s"
+        + (" AND created_by = %(owner)s" if owner is not None else "")
+        + (" FOR UPDATE" if lock else ""),
+        {"id": entry_id, "tenant": tenant_id, "owner": owner},
+    )
+    return await cur.fetchone()
+
+
+async def position(conn: Conn, *, entry: dict[str, Any]) -> int:
+    """1 for the first waiting entry of the resource, 2 for the next..."""
+    cur = await conn.execute(
+        "SELECT count(*) AS ahead FROM waitlist_entry WHERE resource_id = %s"
+        " AND status = 'waiting' AND (created_at, id) < (%s, %s)",
+        (entry["resource_id"], entry["created_at"], entry["id"]),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["ahead"]) + 1
+
+
+async def page(
+    conn: Conn,
+    *,
+    tenant_id: UUID,
+    owner: UUID | None,
+    resource_id: UUID | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[DictRow]:
+    where = ["tenant_id = %(tenant)s"]
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
+    if owner is not None:
+        where.append("created_by = %(owner)s")
+        params["owner"] = owner
+    if resource_id is not None:
+        where.append("resource_id = %(resource)s")
+        params["resource"] = resource_id
+    if after is not None:
+        where.append("(created_at, id) > (%(after_at)s, %(after_id)s)")
+        params["after_at"], params["after_id"] = after
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM waitlist_entry WHERE {' AND '.join(where)}"
+        " ORDER BY created_at, id LIMIT %(limit)s",
+        params,
+    )
+    return await cur.fetchall()
+
+
+async def waiting(conn: Conn, *, resource_id: UUID) -> list[DictRow]:
+    """The resource's waiting entries, first come first; SKIP LOCKED: one leaving right
+    now is not promoted."""
+    cur = await conn.execute(
+        f"SELECT {COLUMNS}, tenant_id FROM waitlist_entry WHERE resource_id = %s"
+        " AND status = 'waiting' ORDER BY created_at, id FOR UPDATE SKIP LOCKED",
+        (resource_id,),
+    )
+    return await cur.fetchall()
+
+
+async def resources_waiting(conn: Conn) -> list[UUID]:
+    cur = await conn.execute(
+        "SELECT DISTINCT resource_id FROM waitlist_entry WHERE status = 'waiting'"
+    )
+    return [row["resource_id"] for row in await cur.fetchall()]
+
+
+async def set_status(
+    conn: Conn, *, entry_id: UUID, status: str, now: datetime, reservation_id: UUID | None = None
+) -> DictRow:
+    cur = await conn.execute(
+        "UPDATE waitlist_entry SET status = %s, reservation_id = %s, updated_at = %s"
+        f" WHERE id = %s RETURNING {COLUMNS}",
+        (status, reservation_id, now, entry_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def promoted_event(conn: Conn, *, tenant_id: UUID, entry: dict[str, Any]) -> None:
+    """`waitlist.promoted` into the outbox, numbered with the resource's other events."""
+    await conn.execute(
+        "SELECT event_append(%s, %s, 'waitlist.promoted', %s, %s)",
+        (
+            tenant_id,
+            entry["resource_id"],
+            entry["id"],
+            Jsonb(
+                {
+                    "id": str(entry["id"]),
+                    "resource_id": str(entry["resource_id"]),
+                    "reservation_id": str(entry["reservation_id"]),
+                    "start": entry["start_at"].isoformat(),
+                    "end": entry["end_at"].isoformat(),
+                    "quantity": entry["quantity"],
+                    "customer": entry["customer"],
+                }
+            ),
+        ),
+    )

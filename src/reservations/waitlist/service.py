@@ -1,0 +1,120 @@
+"""Waitlist use cases: join, read, leave (promotion: waitlist.promotion)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from reservations.availability import enforce
+from reservations.deps import Services
+from reservations.errors import InvalidInput, NotFound
+from reservations.kit.ids import uuid7
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.reservations.service import check_quantity
+from reservations.resources import repository as resources
+from reservations.tenancy.service import Principal
+from reservations.waitlist import repository
+from reservations.waitlist.promotion import promote
+from reservations.waitlist.schemas import EntryStatus, WaitlistEntryRead, WaitlistJoin, WaitlistPage
+
+
+def _not_found(entry_id: UUID) -> NotFound:
+    return NotFound(f"No waitlist entry {entry_id} that your key may see.")
+
+
+async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> WaitlistEntryRead:
+    now = svc.clock.now()
+    if body.end <= body.start:
+        raise InvalidInput(
+            "end must be after start.",
+            errors=[{"field": "end", "in": "body", "message": "must be after start"}],
+        )
+    if body.start <= now:
+        raise InvalidInput(
+            "The range has begun; a waitlist entry is for a range in the future.",
+            errors=[{"field": "start", "in": "body", "message": "must be in the future"}],
+        )
+    if body.hold_seconds > svc.settings.max_hold_seconds:
+        raise InvalidInput(
+            f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
+            errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
+        )
+    async with svc.db.transaction() as conn:
+        resource = await resources.get(
+            conn, tenant_id=caller.tenant_id, resource_id=body.resource_id
+        )
+        if resource is None:
+            raise NotFound(f"No resource {body.resource_id} in your tenant.")
+        check_quantity(body.quantity, resource["capacity"])
+        if resource["policy"]:
+            policy = enforce.policy_of(resource["policy"])
+            enforce.enforce(policy, resource["timezone"], start=body.start, end=body.end, now=now)
+        row = await repository.insert(
+            conn,
+            entry_id=uuid7(),
+            tenant_id=caller.tenant_id,
+            resource_id=body.resource_id,
+            start=body.start,
+            end=body.end,
+            quantity=body.quantity,
+            customer=body.customer,
+            hold_seconds=body.hold_seconds,
+            created_by=caller.api_key_id,
+            now=now,
+        )
+    await promote(svc, body.resource_id)  # the range may be free already
+    return await get(svc, caller, row["id"])
+
+
+async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
+    async with svc.db.connection() as conn:
+        row = await repository.get(
+            conn, tenant_id=caller.tenant_id, entry_id=entry_id, owner=caller.owner()
+        )
+        if row is None:
+            raise _not_found(entry_id)
+        place = await repository.position(conn, entry=row) if row["status"] == "waiting" else None
+    return WaitlistEntryRead.from_row(row, place)
+
+
+async def list_page(
+    svc: Services, caller: Principal, *, resource_id: UUID | None, cursor: str | None, limit: int
+) -> WaitlistPage:
+    after: tuple[datetime, UUID] | None = None
+    if cursor is not None:
+        raw_at, raw_id = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(raw_at), UUID(raw_id))
+        except ValueError:
+            raise invalid_cursor() from None
+    async with svc.db.connection() as conn:
+        rows = await repository.page(
+            conn,
+            tenant_id=caller.tenant_id,
+            owner=caller.owner(),
+            resource_id=resource_id,
+            after=after,
+            limit=limit + 1,
+        )
+        items = [
+            WaitlistEntryRead.from_row(
+                r, await repository.position(conn, entry=r) if r["status"] == "waiting" else None
+            )
+            for r in rows[:limit]
+        ]
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
+    return WaitlistPage(items=items, next_cursor=next_cursor)
+
+
+async def leave(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
+    """Leave the list; leaving again (or after promotion) changes nothing."""
+    now = svc.clock.now()
+    async with svc.db.transaction() as conn:
+        row = await repository.get(
+            conn, tenant_id=caller.tenant_id, entry_id=entry_id, owner=caller.owner(), lock=True
+        )
+        if row is None:
+            raise _not_found(entry_id)
+        if row["status"] == EntryStatus.waiting:
+            row = await repository.set_status(conn, entry_id=entry_id, status="left", now=now)
+    return WaitlistEntryRead.from_row(row, None)
