@@ -38,6 +38,16 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return secrets.token_hex(16)
 
 
+def outside_headers(scope: Scope) -> dict[str, str]:
+    """What ObservabilityMiddleware adds to a response, for the one response sent around it:
+    Starlette's outermost ServerErrorMiddleware sends the 500 of an unhandled exception."""
+    headers = {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+    rid = scope.get("state", {}).get("request_id")
+    if rid:
+        headers["X-Request-ID"] = rid
+    return headers
+
+
 _record_factory_installed = False
 
 
