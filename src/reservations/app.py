@@ -26,8 +26,12 @@ from reservations.events.endpoints import router as events_router
 from reservations.kit.clock import Clock
 from reservations.kit.consistency import ConsistencyMiddleware
 from reservations.kit.db import Database
-from reservations.kit.http import BodyLimitMiddleware, ObservabilityMiddleware
-from reservations.kit.openapi import add_problem_schema
+from reservations.kit.http import BodyLimitMiddleware, ObservabilityMiddleware, outside_headers
+from reservations.kit.openapi import (
+    add_field_components,
+    add_problem_schema,
+    parameters_without_null,
+)
 from reservations.kit.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from reservations.kit.redis import RedisTier
 from reservations.ops.endpoints import router as ops_router
@@ -86,6 +90,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # operationIds are the endpoint functions' names (get_reservation), stable for
+        # generated clients and for the OpenAPI links between operations.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.services = svc
     install_error_handlers(app)
@@ -112,7 +119,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = add_problem_schema(schema)
+            schema = add_field_components(add_problem_schema(schema))
+            app.openapi_schema = parameters_without_null(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -170,6 +178,7 @@ def _install_infrastructure_handlers(app: FastAPI) -> None:
             slug="internal-error",
             title="Internal error",
             detail="Something went wrong on our side; it has been logged.",
+            headers=outside_headers(request.scope),
         )
 
     for exc_type in (

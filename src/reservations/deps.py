@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -86,6 +87,7 @@ async def idempotency_key(
         Header(
             alias="Idempotency-Key",
             description="Retry-safe key (1-255 printable ASCII characters), kept 24 hours.",
+            json_schema_extra={"pattern": "^[!-~]{1,255}$"},
         ),
     ] = None,
 ) -> str | None:
@@ -100,22 +102,30 @@ async def idempotency_key(
     return key
 
 
+# An ETag this API sends ("3"), weak or unquoted, or `*`; surrounding blanks are HTTP's.
+_IF_MATCH = re.compile(r'[ \t]*(?:(\*)|(?:W/)?"?([0-9]{1,9})"?)[ \t]*')
+
+
 async def if_match(
     value: Annotated[
         str | None,
-        Header(alias="If-Match", description="The ETag you last saw; 412 if it is stale."),
+        Header(
+            alias="If-Match",
+            description="The ETag you last saw; 412 if it is stale.",
+            json_schema_extra={"pattern": f"^{_IF_MATCH.pattern}$"},
+        ),
     ] = None,
 ) -> int | None:
     """The version named by an If-Match header (`"3"`, `W/"3"` or `*`), or None."""
-    if value is None or value.strip() == "*":
+    if value is None:
         return None
-    raw = value.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit() or len(raw) > 9:
+    match = _IF_MATCH.fullmatch(value)
+    if match is None:
         raise InvalidInput(
             'If-Match must be an ETag this API returned, such as "3".',
             errors=[{"field": "If-Match", "in": "header", "message": "malformed"}],
         )
-    return int(raw)
+    return None if match.group(1) else int(match.group(2))
 
 
 def idempotency(

@@ -6,6 +6,7 @@ resolved against the API's base URL). README.md lists them all.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -214,6 +215,49 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+def _unreadable_body(cause: BaseException) -> Response:
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"the body is not valid UTF-8 (byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        reason = "the body is nested too deeply"
+    else:
+        reason = "the body is not JSON this API can read (a number too long?)"
+    return problem_response(
+        status=422,
+        slug="invalid-input",
+        title="The request is not valid",
+        detail="The body is not valid JSON: send one JSON object, encoded as UTF-8.",
+        extra={
+            "errors": [
+                {
+                    "field": "body",
+                    "in": "body",
+                    "message": reason,
+                    "code": "json_invalid",
+                }
+            ]
+        },
+    )
+
+
+def allowed_methods(routes: Iterable[Any], request: Request) -> list[str]:
+    """Every method some route serves at this path, for the `Allow` header of a 405.
+
+    Starlette answers 405 from the first route whose path matches, so its `Allow` names only
+    that route's method although others (GET and POST on a collection) share the path."""
+    path = request.url.path
+    found: set[str] = set()
+    for route in routes:
+        nested = getattr(route, "original_router", None) or getattr(route, "app", None)
+        if nested is not None and hasattr(nested, "routes") and not hasattr(route, "path_regex"):
+            found.update(allowed_methods(nested.routes, request))
+            continue
+        regex, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and methods and regex.match(path):
+            found.update(methods)
+    return sorted(found)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def domain(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
@@ -235,16 +279,25 @@ def install_error_handlers(app: FastAPI) -> None:
             extra={"errors": errors},
         )
 
-    async def http(_: Request, exc: Exception) -> Response:
+    async def http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "error parsing the body" (bytes that are not UTF-8, JSON nested past
+            # the parser's recursion limit, an integer literal of thousands of digits): not
+            # JSON this API can read, a 422 like every other unreadable body.
+            return _unreadable_body(exc.__cause__)
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app.router.routes, request))
+            detail = f"{request.method} is not supported here; use {headers['Allow']}."
         return problem_response(
             status=exc.status_code,
             slug=slug,
             title=title,
             detail=detail,
-            headers=dict(exc.headers) if exc.headers else None,
+            headers=headers or None,
         )
 
     async def database_guard(_: Request, exc: Exception) -> Response:

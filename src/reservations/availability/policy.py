@@ -17,11 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from reservations.kit.fields import Duration, Timestamp
+from reservations.kit.fields import JSON_INTEGER, CalendarDate, Duration, JsonInt, Timestamp
 
 MAX_BUFFER = timedelta(days=1)
 MAX_INTERVALS_PER_DAY = 12
@@ -37,7 +38,11 @@ def _hhmm(value: str) -> str:
     return value
 
 
-WallTime = Annotated[str, AfterValidator(_hhmm)]
+WallTime = Annotated[
+    str,
+    AfterValidator(_hhmm),
+    WithJsonSchema({"type": "string", "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"}),
+]
 
 
 def minutes(value: str) -> int:
@@ -96,7 +101,7 @@ class DateOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    date: date
+    date: CalendarDate
     hours: DayHours = Field(default_factory=list)
 
 
@@ -124,7 +129,7 @@ class BookerLimit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_live: int = Field(ge=1, le=10_000)
+    max_live: JsonInt = Field(ge=1, le=10_000)
     period: Literal["day", "week", "month"] | None = None
     per: Literal["api_key", "customer"] = "api_key"
 
@@ -149,10 +154,8 @@ class Policy(BaseModel):
     )
     min_duration: Duration | None = None
     max_duration: Duration | None = None
-    slot_grid_minutes: int | None = Field(
+    slot_grid_minutes: Annotated[int, Field(ge=1, le=1440), JSON_INTEGER] | None = Field(
         default=None,
-        ge=1,
-        le=1440,
         description="Starts must be a multiple of this many minutes after local midnight.",
     )
     min_notice: Duration | None = Field(default=None, description="Book at least this early.")

@@ -6,7 +6,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reservations.availability.rules import Reason
-from reservations.kit.fields import Duration, Tag, Timestamp
+from reservations.kit.fields import Duration, JsonInt, Tag, Timestamp
 
 MAX_WINDOW = timedelta(days=31)
 MAX_SEARCH_RESOURCES = 2_000
@@ -36,7 +36,7 @@ class AvailabilityRead(BaseModel):
     capacity: int
     from_: datetime = Field(alias="from")
     to: datetime
-    duration: timedelta | None
+    duration: timedelta | None = Field(default=None, description="Absent without `duration`.")
     quantity: int
     slots: list[SlotRead] = Field(
         description="Bookable ranges of `duration`, starts on the grid, earliest first."
@@ -61,11 +61,11 @@ class SearchRequest(BaseModel):
     from_: Timestamp = Field(alias="from")
     to: Timestamp
     duration: Duration | None = None
-    quantity: int = Field(default=1, ge=1, le=1_000_000)
+    quantity: JsonInt = Field(default=1, ge=1, le=1_000_000)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
-    min_capacity: int = Field(default=1, ge=1, le=1_000_000)
-    step_minutes: int = Field(default=15, ge=1, le=1440)
-    limit: int = Field(default=20, ge=1, le=100)
+    min_capacity: JsonInt = Field(default=1, ge=1, le=1_000_000)
+    step_minutes: JsonInt = Field(default=15, ge=1, le=1440)
+    limit: JsonInt = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512)
 
     @field_validator("to")

@@ -10,16 +10,32 @@ from fastapi import APIRouter, Request, Response
 from reservations.bookings import service
 from reservations.bookings.schemas import BookingCancel, BookingCreate, BookingMove, BookingRead
 from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
-from reservations.kit.openapi import problems
+from reservations.kit.openapi import link, problems
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
+
+_THIS = {"booking_id": "$response.body#/id"}
+_CURRENT = {**_THIS, "header.If-Match": "$response.header.ETag"}
+LINKS = {
+    "links": {
+        "get": link("get_booking", "Read the booking.", parameters=_THIS),
+        "move": link("move_booking", "Reschedule it.", parameters=_CURRENT),
+        "confirm": link("confirm_booking", "Confirm its holds.", parameters=_CURRENT),
+        "cancel": link("cancel_booking", "Cancel it.", parameters=_CURRENT),
+        "first_reservation": link(
+            "get_reservation",
+            "Its first reservation.",
+            parameters={"reservation_id": "$response.body#/reservations/0/id"},
+        ),
+    }
+}
 
 
 @router.post(
     "",
     status_code=201,
     response_model=BookingRead,
-    responses=problems(401, 403, 404, 409, 413, 422),
+    responses={201: LINKS, **problems(401, 403, 404, 409, 413, 422)},
 )
 async def create_booking(
     request: Request, body: BookingCreate, caller: Writer, svc: Svc, key: IdemKey
@@ -32,7 +48,11 @@ async def create_booking(
     return send(await service.create(svc, caller, body, idem))
 
 
-@router.get("/{booking_id}", response_model=BookingRead, responses=problems(401, 404, 422))
+@router.get(
+    "/{booking_id}",
+    response_model=BookingRead,
+    responses={200: LINKS, **problems(401, 404, 422)},
+)
 async def get_booking(booking_id: UUID, caller: Caller, svc: Svc) -> Response:
     return send(await service.get(svc, caller, booking_id))
 

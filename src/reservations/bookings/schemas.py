@@ -1,16 +1,19 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reservations.bookings.recurrence import MAX_OCCURRENCES
 from reservations.kit.fields import (
+    JSON_INTEGER,
+    CalendarDate,
     CustomerRef,
     Duration,
+    JsonInt,
     Metadata,
     SignedDuration,
     Timestamp,
@@ -36,7 +39,7 @@ class ResourceUnits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     resource_id: UUID
-    quantity: int = Field(default=1, ge=1, le=1_000_000)
+    quantity: JsonInt = Field(default=1, ge=1, le=1_000_000)
 
 
 class BookingCreate(BaseModel):
@@ -54,7 +57,7 @@ class BookingCreate(BaseModel):
         description="RFC 5545 RRULE, e.g. FREQ=WEEKLY;BYDAY=MO,WE;COUNT=20, expanded in "
         f"`timezone`'s wall time; at most {MAX_OCCURRENCES} occurrences.",
     )
-    exdates: list[Timestamp | date] = Field(
+    exdates: list[Timestamp | CalendarDate] = Field(
         default_factory=list,
         max_length=MAX_OCCURRENCES,
         description="Occurrences to leave out: by start instant, or by local date.",
@@ -68,10 +71,14 @@ class BookingCreate(BaseModel):
         description="all-or-nothing: book every occurrence or none (409/422 naming each "
         "failure). skip-conflicts: book what can be booked and report the rest.",
     )
-    hold_seconds: int | None = Field(default=None, ge=1)
+    hold_seconds: Annotated[int, Field(ge=1), JSON_INTEGER] | None = Field(
+        default=None,
+        description="Hold everything for this many seconds (at most the "
+        "configured RESERVATIONS_MAX_HOLD_SECONDS) instead of confirming it at once.",
+    )
     customer: CustomerRef | None = None
     metadata: Metadata = Field(default_factory=dict)
-    override_rules: bool = Field(default=False, description="Admin keys only.")
+    override_rules: bool = Field(default=False, strict=True, description="Admin keys only.")
 
     @field_validator("resources")
     @classmethod
@@ -123,7 +130,7 @@ class BookingMove(BookingChange):
     duration: Duration | None = Field(
         default=None, description="New length of each occurrence; default: unchanged."
     )
-    override_rules: bool = Field(default=False, description="Admin keys only.")
+    override_rules: bool = Field(default=False, strict=True, description="Admin keys only.")
 
     @model_validator(mode="after")
     def _changes_something(self) -> BookingMove:

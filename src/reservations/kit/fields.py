@@ -2,24 +2,50 @@
 
 PostgreSQL refuses NUL characters in text and jsonb and NaN in jsonb, and Python cannot
 convert every aware datetime to UTC; each would otherwise surface as a 5xx. These types turn
-them into 422s that say what to change."""
+them into 422s that say what to change.
+
+Each type's JSON Schema (and so the OpenAPI document) says as much of its rule as JSON Schema
+can: a client, or a fuzzer, that follows the schema is refused only for what no schema can say
+(the order of two fields, a duration's total length, an instant at the very edge of the range).
+Schemas shared by many fields are OpenAPI components; `component()` marks where they go and
+kit/openapi.py turns the mark into a `$ref`."""
 
 from __future__ import annotations
 
 import math
 import re
 import zoneinfo
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 METADATA_MAX_BYTES = 16_384
 METADATA_MAX_DEPTH = 8
+# PostgreSQL's jsonb keeps numbers as `numeric` and prints 1e20 as 100000000000000000000, which
+# reads back as an integer no 64-bit encoder can write; so every number stays within 64 bits.
+METADATA_NUMBER_LIMIT = 2**63
+
+# What str.strip() strips (str.isspace()), spelled out so that Python's, pydantic's (Rust) and a
+# client's (ECMA-262) regular expressions all read the same class: their `\s` differ.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL = r"^[^\x00]*$"
+COMPONENT_MARK = "x-component"
+
+
+def component(name: str) -> WithJsonSchema:
+    """The JSON Schema of a field whose schema is the OpenAPI component `name`."""
+    return WithJsonSchema({COMPONENT_MARK: name})
 
 
 def _no_nul(value: str) -> str:
@@ -60,6 +86,9 @@ def _check_json(value: Any, depth: int = 0) -> None:
         _no_nul(value)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must not contain NaN or Infinity")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not -METADATA_NUMBER_LIMIT < value < METADATA_NUMBER_LIMIT:
+            raise ValueError("must not contain numbers beyond 64 bits (±9.2e18)")
     elif isinstance(value, dict):
         for key, item in value.items():
             _no_nul(key)
@@ -130,22 +159,145 @@ def _whole_seconds(value: timedelta) -> timedelta:
     return value
 
 
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _date_text(value: Any) -> Any:
+    # Without this a number would be read as seconds since 1970.
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: 3 and 3.0, not "3" nor true (which Python would take as 1).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _stripped_name(value: str) -> str:
+    value = _no_nul(value).strip()
+    if not value:
+        raise ValueError("must contain a character other than white space")
+    return value
+
+
+# Lengths count what was sent (as the schema says); the name is stored without the white space
+# around it.
 Name = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
-    AfterValidator(_no_nul),
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_stripped_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "pattern": rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$",
+            "description": "Stored without leading and trailing white space.",
+        }
+    ),
 ]
 Tag = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s\x00]+$"),
+    StringConstraints(min_length=1, max_length=64, pattern=rf"^[^\x00{WHITESPACE}]+$"),
 ]
 CustomerRef = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(_no_nul),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL}),
 ]
-TimeZoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_zone)]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_aware_only), AfterValidator(_within_range)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
-Duration = Annotated[timedelta, BeforeValidator(_iso_duration), AfterValidator(_whole_seconds)]
+TimeZoneName = Annotated[
+    str, StringConstraints(max_length=64), AfterValidator(_known_zone), component("TimeZoneName")
+]
+# The years the range allows; the edges (1970-01-01 ahead of UTC, 8999-12-31 behind it) are left
+# to the validator, a regular expression cannot add offsets.
+_TIMESTAMP_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3})-",
+    "description": "RFC 3339 with an offset, from 1970-01-01 to 9000-01-01 (UTC).",
+}
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_aware_only),
+    AfterValidator(_within_range),
+    WithJsonSchema(_TIMESTAMP_SCHEMA),
+]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata), component("Metadata")]
+CalendarDate = Annotated[date, BeforeValidator(_date_text)]
+# For JSON bodies; query parameters arrive as text and keep plain `int`. Constraints of an
+# optional one go before JSON_INTEGER (`Annotated[int, Field(ge=1), JSON_INTEGER] | None`), else
+# pydantic leaves them out of the JSON Schema.
+JSON_INTEGER = BeforeValidator(_json_integer)
+JsonInt = Annotated[int, JSON_INTEGER]
+_DURATION_PATTERN = r"P(?!$)([0-9]+W)?([0-9]+D)?(T(?=[0-9])([0-9]+H)?([0-9]+M)?([0-9]+S)?)?$"
+_DURATION_SCHEMA = {
+    "type": "string",
+    "format": "duration",
+    "pattern": "^" + _DURATION_PATTERN,
+    "description": "ISO 8601 in weeks, days, hours, minutes and whole seconds (no months or "
+    "years), at most 366 days: PT1H30M, P7D.",
+}
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_iso_duration),
+    AfterValidator(_whole_seconds),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
 SignedDuration = Annotated[
-    timedelta, BeforeValidator(_signed_iso_duration), AfterValidator(_whole_seconds)
+    timedelta,
+    BeforeValidator(_signed_iso_duration),
+    AfterValidator(_whole_seconds),
+    WithJsonSchema(
+        {
+            **_DURATION_SCHEMA,
+            "pattern": "^-?" + _DURATION_PATTERN,
+            "description": "ISO 8601 as for durations, optionally negative: -PT30M.",
+        }
+    ),
 ]
+
+
+# Any JSON value Metadata may hold. Its depth limit is left to the validator: a schema that
+# counted levels would be eight copies of this one.
+_METADATA_VALUE: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {
+            "type": "number",
+            "exclusiveMinimum": -METADATA_NUMBER_LIMIT,
+            "exclusiveMaximum": METADATA_NUMBER_LIMIT,
+        },
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {COMPONENT_MARK: "MetadataValue"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {COMPONENT_MARK: "MetadataValue"},
+        },
+    ]
+}
+
+
+def components() -> dict[str, dict[str, Any]]:
+    """The OpenAPI components the types above refer to."""
+    out: dict[str, dict[str, Any]] = {
+        "TimeZoneName": {
+            "type": "string",
+            "enum": sorted(_zones()),
+            "description": "An IANA time zone name, such as Europe/Berlin or UTC.",
+        },
+        "Metadata": {
+            "type": "object",
+            "description": f"Any JSON object of at most {METADATA_MAX_BYTES} bytes, nested at "
+            f"most {METADATA_MAX_DEPTH} levels; no NUL characters, numbers within 64 bits.",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {COMPONENT_MARK: "MetadataValue"},
+        },
+        "MetadataValue": _METADATA_VALUE,
+    }
+    return out

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from reservations.errors import PROBLEM_JSON
+from reservations.kit.fields import COMPONENT_MARK, components
 
 
 class Problem(BaseModel):
@@ -47,6 +48,58 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def add_problem_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Register the Problem component that `problems()` refers to."""
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["Problem"] = Problem.model_json_schema()
+    registered = schema.setdefault("components", {}).setdefault("schemas", {})
+    registered["Problem"] = Problem.model_json_schema()
     return schema
+
+
+def link(
+    operation_id: str, description: str, *, parameters: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An OpenAPI link from a response to the operation that takes what it returned."""
+    out: dict[str, Any] = {"operationId": operation_id, "description": description}
+    if parameters:
+        out["parameters"] = parameters
+    return out
+
+
+def parameters_without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A header or query parameter is sent or left out; it cannot be null. FastAPI writes an
+    optional one (`str | None = None`) as `anyOf: [..., {"type": "null"}]`, which tells clients
+    (and fuzzers) to send the text "null"; keep only the non-null branch."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                param_schema = parameter.get("schema", {})
+                branches = param_schema.get("anyOf")
+                if not branches or {"type": "null"} not in branches:
+                    continue
+                rest = [b for b in branches if b != {"type": "null"}]
+                outer = {k: v for k, v in param_schema.items() if k != "anyOf"}
+                parameter["schema"] = (
+                    {**rest[0], **outer}
+                    if len(rest) == 1
+                    else {
+                        **outer,
+                        "anyOf": rest,
+                    }
+                )
+    return schema
+
+
+def add_field_components(schema: dict[str, Any]) -> dict[str, Any]:
+    """Register the components of kit/fields.py and point every field marked with one there."""
+    registered = schema.setdefault("components", {}).setdefault("schemas", {})
+    registered.update(components())
+    return _resolve_marks(schema)  # type: ignore[no-any-return]
+
+
+def _resolve_marks(node: Any) -> Any:
+    if isinstance(node, dict):
+        if COMPONENT_MARK in node:
+            rest = {k: _resolve_marks(v) for k, v in node.items() if k != COMPONENT_MARK}
+            return {"$ref": f"#/components/schemas/{node[COMPONENT_MARK]}", **rest}
+        return {k: _resolve_marks(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_marks(v) for v in node]
+    return node

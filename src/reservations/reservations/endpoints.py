@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
-from reservations.kit.openapi import problems
+from reservations.kit.openapi import link, problems
 from reservations.reservations import service
 from reservations.reservations.schemas import (
     ReservationCreate,
@@ -21,12 +21,28 @@ from reservations.reservations.schemas import (
 
 router = APIRouter(prefix="/v1/reservations", tags=["reservations"])
 
+_THIS = {"reservation_id": "$response.body#/id"}
+_CURRENT = {**_THIS, "header.If-Match": "$response.header.ETag"}
+LINKS = {
+    "links": {
+        "get": link("get_reservation", "Read the reservation.", parameters=_THIS),
+        "update": link("update_reservation", "Reschedule or edit it.", parameters=_CURRENT),
+        "confirm": link("confirm_reservation", "Confirm the hold.", parameters=_CURRENT),
+        "cancel": link("cancel_reservation", "Cancel it.", parameters=_CURRENT),
+        "resource": link(
+            "get_resource",
+            "The resource it books.",
+            parameters={"resource_id": "$response.body#/resource_id"},
+        ),
+    }
+}
+
 
 @router.post(
     "",
     status_code=201,
     response_model=ReservationRead,
-    responses=problems(401, 403, 404, 409, 413, 422),
+    responses={201: LINKS, **problems(401, 403, 404, 409, 413, 422)},
 )
 async def create_reservation(
     request: Request, body: ReservationCreate, caller: Writer, svc: Svc, key: IdemKey
@@ -69,7 +85,11 @@ async def list_reservations(
     return Response(page.model_dump_json(), media_type="application/json")
 
 
-@router.get("/{reservation_id}", response_model=ReservationRead, responses=problems(401, 404, 422))
+@router.get(
+    "/{reservation_id}",
+    response_model=ReservationRead,
+    responses={200: LINKS, **problems(401, 404, 422)},
+)
 async def get_reservation(reservation_id: UUID, caller: Caller, svc: Svc) -> Response:
     return send(await service.get(svc, caller, reservation_id))
 

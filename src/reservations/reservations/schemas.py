@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from reservations.kit.fields import CustomerRef, Metadata, Timestamp
+from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
 
 
 class Status(StrEnum):
@@ -25,14 +25,16 @@ class ReservationCreate(BaseModel):
     resource_id: UUID
     start: Timestamp = Field(description="RFC 3339 with an offset; inclusive.")
     end: Timestamp = Field(description="RFC 3339 with an offset; exclusive. Must be after start.")
-    quantity: int = Field(
-        default=1, ge=1, le=1_000_000, description="Units to book; at most the capacity."
-    )
-    hold_seconds: int | None = Field(
-        default=None,
+    quantity: JsonInt = Field(
+        default=1,
         ge=1,
-        description="Create a hold that expires after this many seconds instead of a "
-        "confirmed reservation.",
+        le=1_000_000,
+        description="Units to book; at most the capacity.",
+    )
+    hold_seconds: Annotated[int, Field(ge=1), JSON_INTEGER] | None = Field(
+        default=None,
+        description="Create a hold that expires after this many seconds (at most the "
+        "configured RESERVATIONS_MAX_HOLD_SECONDS) instead of a confirmed reservation.",
     )
     customer: CustomerRef | None = Field(
         default=None, description="Your reference for the customer (an id or an e-mail)."
@@ -40,6 +42,7 @@ class ReservationCreate(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
     override_rules: bool = Field(
         default=False,
+        strict=True,
         description="Admin keys only: book even if the resource's policy forbids it "
         "(hours, grid, notice, limits). Never overrides overlap or capacity.",
     )
@@ -63,7 +66,9 @@ class ReservationUpdate(BaseModel):
     customer: CustomerRef | None = None
     metadata: Metadata | None = None
     override_rules: bool = Field(
-        default=False, description="Admin keys only: move even if the policy forbids it."
+        default=False,
+        strict=True,
+        description="Admin keys only: move even if the policy forbids it.",
     )
 
 

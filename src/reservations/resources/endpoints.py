@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from reservations.deps import Admin, Caller, IfMatch, Svc
 from reservations.kit.fields import Tag
-from reservations.kit.openapi import problems
+from reservations.kit.openapi import link, problems
 from reservations.resources import service
 from reservations.resources.schemas import (
     ResourceCreate,
@@ -20,13 +20,27 @@ from reservations.resources.schemas import (
 
 router = APIRouter(prefix="/v1/resources", tags=["resources"])
 
+_THIS = {"resource_id": "$response.body#/id"}
+_CURRENT = {**_THIS, "header.If-Match": "$response.header.ETag"}
+LINKS = {
+    "links": {
+        "get": link("get_resource", "Read the resource.", parameters=_THIS),
+        "update": link("update_resource", "Change it.", parameters=_CURRENT),
+        "archive": link("delete_resource", "Archive it.", parameters=_THIS),
+        "availability": link("resource_availability", "Its free slots.", parameters=_THIS),
+    }
+}
+
 
 def _etag(resource: ResourceRead) -> dict[str, str]:
     return {"ETag": f'"{resource.version}"'}
 
 
 @router.post(
-    "", status_code=201, response_model=ResourceRead, responses=problems(401, 403, 413, 422)
+    "",
+    status_code=201,
+    response_model=ResourceRead,
+    responses={201: LINKS, **problems(401, 403, 413, 422)},
 )
 async def create_resource(body: ResourceCreate, caller: Admin, svc: Svc) -> Response:
     """Create a resource (admin)."""
@@ -54,7 +68,11 @@ async def list_resources(
     return Response(page.model_dump_json(), media_type="application/json")
 
 
-@router.get("/{resource_id}", response_model=ResourceRead, responses=problems(401, 404, 422))
+@router.get(
+    "/{resource_id}",
+    response_model=ResourceRead,
+    responses={200: LINKS, **problems(401, 404, 422)},
+)
 async def get_resource(resource_id: UUID, caller: Caller, svc: Svc) -> Response:
     resource = await service.get(svc, caller, resource_id)
     return Response(

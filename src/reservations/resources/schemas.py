@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reservations.availability.policy import Policy
-from reservations.kit.fields import Metadata, Name, Tag, TimeZoneName
+from reservations.kit.fields import JSON_INTEGER, JsonInt, Metadata, Name, Tag, TimeZoneName
 
 MAX_TAGS = 32
 
@@ -22,7 +22,7 @@ class ResourceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    capacity: int = Field(
+    capacity: JsonInt = Field(
         default=1,
         ge=1,
         le=1_000_000,
@@ -45,7 +45,7 @@ class ResourceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name | None = None
-    capacity: int | None = Field(default=None, ge=1, le=1_000_000)
+    capacity: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER] | None = None
     timezone: TimeZoneName | None = None
     tags: list[Tag] | None = Field(default=None, max_length=MAX_TAGS)
     metadata: Metadata | None = None
