@@ -33,6 +33,7 @@ SEMANTIC: list[tuple[str | None, str]] = [
     (None, "duration is too large"),
     (None, "at most 366 days"),
     (None, "must be at most one day"),
+    ("approval_window", "must be between PT1M and P7D"),
     (None, "must be positive"),
     ("to", "window too long"),
     (None, "the window may span at most"),
@@ -43,6 +44,8 @@ SEMANTIC: list[tuple[str | None, str]] = [
     ("end", "reservation too long"),
     ("hold_seconds", "too long"),
     ("duration", "too long"),
+    # The clock: a waitlist entry is for a range that has not begun.
+    ("start", "must be in the future"),
     # The state of other objects: a resource's capacity, a booking's occurrences.
     ("quantity", "at most"),
     ("shift", "out of range"),

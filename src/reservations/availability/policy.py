@@ -165,6 +165,7 @@ class Policy(BaseModel):
     booker_limit: BookerLimit | None = None
     requires_approval: bool = Field(
         default=False,
+        strict=True,
         description="Bookings by booker keys are `pending` (a hold that keeps the range) "
         "until an admin approves or declines them; admins' own bookings are not.",
     )

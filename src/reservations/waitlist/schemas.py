@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reservations.kit.fields import CustomerRef, Timestamp
+from reservations.kit.fields import CustomerRef, JsonInt, Timestamp
 
 
 class EntryStatus(StrEnum):
@@ -25,9 +25,9 @@ class WaitlistJoin(BaseModel):
     resource_id: UUID
     start: Timestamp
     end: Timestamp
-    quantity: int = Field(default=1, ge=1, le=1_000_000)
+    quantity: JsonInt = Field(default=1, ge=1, le=1_000_000)
     customer: CustomerRef | None = None
-    hold_seconds: int = Field(
+    hold_seconds: JsonInt = Field(
         default=900,
         ge=1,
         description="How long the hold made on promotion lasts; confirm it before then or it "
