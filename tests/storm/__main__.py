@@ -1,0 +1,68 @@
+"""python -m tests.storm --operations 100000: a long storm; writes its figures to RELIABILITY.md.
+
+Run from the repository root (the servers it starts import `reservations` the same way the
+command does)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.storm.report import render
+from tests.storm.run import run_storm
+from tests.storm.workload import FAULT_KINDS, StormConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.storm", description=__doc__)
+    parser.add_argument("--operations", type=int, default=None, help="stop after this many")
+    parser.add_argument("--duration", type=float, default=None, help="or after this many s")
+    parser.add_argument("--clients", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fault-every", type=float, default=15.0, help="seconds")
+    parser.add_argument("--crash-after-commit", default="0.002", help="probability or 'off'")
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--keep", type=Path, default=None, help="keep logs and history here")
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "RELIABILITY.md", help="'-' for stdout only"
+    )
+    args = parser.parse_args(argv)
+    if args.operations is None and args.duration is None:
+        parser.error("give --operations or --duration")
+    config = StormConfig(
+        clients=args.clients,
+        duration=args.duration,
+        operations=args.operations,
+        seed=args.seed,
+        fault_every=args.fault_every,
+        faults=FAULT_KINDS,
+        days=args.days,
+        crash_after_commit=None if args.crash_after_commit == "off" else args.crash_after_commit,
+    )
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="rsv-storm-"))
+    try:
+        result = run_storm(config, workdir)
+        if args.keep:
+            result.dump(workdir / "history.jsonl")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    command = "python -m tests.storm " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    print(json.dumps(result.figures, indent=2))
+    if result.verdict.violations:
+        print(result.verdict.details(), file=sys.stderr)
+    if str(args.output) != "-":
+        args.output.write_text(render(result, command))
+        print(f"wrote {args.output}")
+    return 1 if result.verdict.violations or result.verdict.unsettled else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
