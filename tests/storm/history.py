@@ -67,6 +67,10 @@ class Op:
     # (it had not happened and the retry did it), "refused-on-retry" (it had not happened and
     # the retry got a definite refusal), "reads-not-applied" (a reschedule that had not).
     settled_as: str = ""
+    # False: sent without the Idempotency-Key header (a create the availability map may refuse
+    # from Valkey); `key` is then only the mark in its metadata, and an unknown outcome is
+    # settled by reading, since a retry could book it twice.
+    keyed: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

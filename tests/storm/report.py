@@ -105,7 +105,8 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         "",
         f"{f['5xx']} responses with a 5xx status (first attempts and settling retries);"
         f" {f['5xx_outside_faults']} of them outside a fault window (a fault's duration plus"
-        f" {GRACE_SECONDS:g} s after it healed).",
+        f" {GRACE_SECONDS:g} s after it healed); {f['500']} were 500 (an unhandled error),"
+        " the rest 503 (the database unreachable or a lock wait cut short).",
         *(
             ["", "Outside: " + "; ".join(f["5xx_outside_detail"])]
             if f["5xx_outside_detail"]

@@ -100,14 +100,16 @@ def figures(history: list[Op], faults: list[FaultWindow], verdict: Verdict) -> d
     fault_kinds = Counter(w.kind for w in faults)
     info = [op for op in history if op.outcome == INFO]
     settled = Counter(f"{op.kind} {op.settled_as or 'unsettled'}" for op in info)
-    five = [(op.started, op.ended, op) for op in history if op.status and op.status >= 500]
+    five = [
+        (op.started, op.ended, op.status, op) for op in history if op.status and op.status >= 500
+    ]
     for op in info:
         for a in op.attempts:
             if a.status and a.status >= 500:
-                five.append((a.at, a.at, op))
+                five.append((a.at, a.at, a.status, op))
     outside = [
-        f"#{op.n} {op.kind} {op.status} at {s:.2f}s on {op.api}"
-        for s, e, op in five
+        f"#{op.n} {op.kind} {status} at {s:.2f}s on {op.api}"
+        for s, e, status, op in five
         if not _in_window(s, e, faults)
     ]
     return {
@@ -119,6 +121,7 @@ def figures(history: list[Op], faults: list[FaultWindow], verdict: Verdict) -> d
         "info_settled": dict(sorted(settled.items())),
         "settle_attempts": sum(len(op.attempts) for op in info),
         "5xx": len(five),
+        "500": sum(status == 500 for _, _, status, _ in five),
         "5xx_outside_faults": len(outside),
         "5xx_outside_detail": outside[:20],
         "checker": verdict.summary(),

@@ -61,3 +61,5 @@ def test_short_storm_with_every_fault_finds_no_violation(workdir: Path) -> None:
     assert verdict.violations == 0, verdict.details()
     assert verdict.checked_reservations > 100, verdict.summary()
     assert f["5xx_outside_faults"] == 0, f["5xx_outside_detail"]
+    # Inside a fault window a 503 is the honest answer; a 500 never is (an unhandled error).
+    assert f["500"] == 0, f

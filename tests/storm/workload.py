@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 
 from tests.storm.checker import KEY_FIELD
 from tests.storm.cluster import ApiProcess, Cluster
@@ -32,6 +33,9 @@ from tests.storm.history import FAIL, INFO, OK, Attempt, FaultWindow, Op, outcom
 DAY0 = datetime(2035, 6, 4, tzinfo=UTC)
 DURATIONS = (30, 45, 60, 90, 120)  # minutes
 FAULT_KINDS = ("pg-restart", "valkey-kill", "api-kill", "api-pause")
+# Creates sent without an Idempotency-Key: only those may be refused from the availability
+# map in Valkey (a keyed retry must get its stored reply, so keyed creates skip the map).
+KEYLESS = 0.1
 
 
 @dataclass
@@ -178,7 +182,7 @@ class Storm:
         """Send once and record the answer. A refused connection (the process is dead) never
         delivered the request, so the client tries the other processes, as a load balancer
         would, for up to its timeout; anything after delivery is final for this attempt."""
-        headers = {"Idempotency-Key": op.key}
+        headers = {"Idempotency-Key": op.key} if op.keyed else {}
         if op.if_match is not None:
             headers["If-Match"] = f'"{op.if_match}"'
         apis = [api] + [a for a in self.cluster.apis if a is not api]
@@ -244,6 +248,7 @@ class Storm:
             resource=resource,
             seq=0,
             api=api.name,
+            keyed=rng.random() >= KEYLESS,
         )
         await self._send(http, op, api)
         if op.outcome == OK and op.reply is not None:
@@ -384,8 +389,27 @@ class Storm:
         if self.cluster.valkey.process is None or self.cluster.valkey.process.poll() is not None:
             self.cluster.valkey.start()
 
+    def quiesce(self, timeout: float = 30.0) -> None:
+        """Wait until no client backend of the storm's database is running a statement or
+        sits in a transaction: nothing that was in flight can still commit."""
+        deadline = time.monotonic() + timeout
+        time.sleep(0.5)
+        with psycopg.connect(self.cluster.database_url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                    " AND (state = 'active' OR state LIKE 'idle in transaction%')"
+                ).fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                time.sleep(0.1)
+
     async def settle(self, op: Op, http: httpx.AsyncClient, deadline: float) -> None:
         """Retry an info operation with its key (and If-Match) until the answer is definite."""
+        if not op.keyed:
+            await self._settle_by_reading(op, http, deadline)
+            return
         healthy = [
             a for a in self.cluster.apis if "RESERVATIONS_FAULT_CRASH_AFTER_COMMIT" not in a.env
         ]
@@ -442,6 +466,42 @@ class Storm:
         op.final_problem = None if applied else "precondition-failed"
         op.settled_as = "reads-applied" if applied else "reads-not-applied"
 
+    async def _settle_by_reading(self, op: Op, http: httpx.AsyncClient, deadline: float) -> None:
+        """A create sent without a key: retrying could book it twice, so look for it. Its
+        metadata carries the storm's mark; the client lists its reservations around the range."""
+        assert op.body is not None
+        start = datetime.fromisoformat(op.body["start"]) - timedelta(hours=1)
+        end = datetime.fromisoformat(op.body["end"]) + timedelta(hours=1)
+        params = {
+            "resource_id": op.resource,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "limit": "500",
+        }
+        while time.monotonic() < deadline:
+            api = self.cluster.apis[0]
+            attempt = Attempt(at=self.rec.now(), status=None)
+            op.attempts.append(attempt)
+            try:
+                r = await http.get(api.url + "/v1/reservations", params=params)
+            except httpx.HTTPError as exc:
+                attempt.error = type(exc).__name__
+                await asyncio.sleep(0.5)
+                continue
+            attempt.status = r.status_code
+            if r.status_code != 200:
+                await asyncio.sleep(0.5)
+                continue
+            page = r.json()
+            assert page["next_cursor"] is None, "more than one page around one range"
+            mine = [i for i in page["items"] if i["metadata"].get(KEY_FIELD) == op.key]
+            if mine:
+                op.final, op.final_reply, op.settled_as = OK, mine[0], "reads-found"
+                op.reservation = mine[0]["id"]
+            else:
+                op.final, op.final_problem, op.settled_as = FAIL, "not-found", "reads-absent"
+            return
+
     async def settle_all(self, seconds: float = 120.0) -> None:
         todo = [op for op in self.rec.history if op.outcome == INFO]
         deadline = time.monotonic() + seconds
@@ -484,7 +544,7 @@ class Storm:
         await asyncio.to_thread(self.heal)
         # A paused process's transactions may still commit after SIGCONT, and a killed
         # process's backends roll back when PostgreSQL notices: let that finish first.
-        await asyncio.sleep(2.0)
+        await asyncio.to_thread(self.quiesce)
         self.stopping.clear()
         watchdog = threading.Thread(target=self.watchdog, name="watchdog-settle", daemon=True)
         watchdog.start()
