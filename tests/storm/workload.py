@@ -504,7 +504,7 @@ class Storm:
 
     async def settle_all(self, seconds: float = 120.0) -> None:
         todo = [op for op in self.rec.history if op.outcome == INFO]
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + max(seconds, 0.1 * len(todo))
         limit = asyncio.Semaphore(8)
         tokens = {op.n: self.setup.tokens[op.client % len(self.setup.tokens)] for op in todo}
 
