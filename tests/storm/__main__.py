@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tests.storm.report import render
-from tests.storm.run import run_storm
+from tests.storm.run import StormResult, run_storm
 from tests.storm.workload import FAULT_KINDS, StormConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,10 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-after-commit", default="0.002", help="probability or 'off'")
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and history here")
+    parser.add_argument("--note", default="", help="a paragraph to put under the title")
+    parser.add_argument(
+        "--render-from",
+        type=Path,
+        default=None,
+        help="write the report again from a kept history.jsonl, running nothing",
+    )
     parser.add_argument(
         "--output", type=Path, default=ROOT / "RELIABILITY.md", help="'-' for stdout only"
     )
     args = parser.parse_args(argv)
+    if args.render_from is not None:
+        kept = StormResult.load(args.render_from)
+        args.output.write_text(render(kept, kept.figures["command"], note=args.note))
+        print(f"wrote {args.output}")
+        return 0
     if args.operations is None and args.duration is None:
         parser.error("give --operations or --duration")
     config = StormConfig(
@@ -49,17 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="rsv-storm-"))
     try:
         result = run_storm(config, workdir)
-        if args.keep:
-            result.dump(workdir / "history.jsonl")
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     command = "python -m tests.storm " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    result.figures["command"] = command
+    if args.keep:
+        result.dump(workdir / "history.jsonl")
     print(json.dumps(result.figures, indent=2))
     if result.verdict.violations:
         print(result.verdict.details(), file=sys.stderr)
     if str(args.output) != "-":
-        args.output.write_text(render(result, command))
+        args.output.write_text(render(result, command, note=args.note))
         print(f"wrote {args.output}")
     return 1 if result.verdict.violations or result.verdict.unsettled else 0
 

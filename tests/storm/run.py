@@ -10,7 +10,7 @@ import platform
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,13 +81,38 @@ class StormResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def dump(self, path: Path) -> None:
-        """The history, one JSON object a line, then the faults and the figures."""
+        """The history, one JSON object a line, then the faults, the figures, the setup."""
         with path.open("w") as out:
             for op in self.history:
                 out.write(json.dumps({"op": op.to_json()}) + "\n")
             for w in self.faults:
                 out.write(json.dumps({"fault": w.to_json()}) + "\n")
             out.write(json.dumps({"figures": self.figures}) + "\n")
+            config = {**asdict(self.config), "faults": list(self.config.faults)}
+            out.write(json.dumps({"config": config, "machine": self.machine}) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> StormResult:
+        """A dumped run, to render again; the verdict is recomputed from the figures only."""
+        history: list[Op] = []
+        faults: list[FaultWindow] = []
+        figures: dict[str, Any] = {}
+        config, machine = StormConfig(), {}
+        for line in path.read_text().splitlines():
+            item = json.loads(line)
+            if "op" in item:
+                history.append(Op.from_json(item["op"]))
+            elif "fault" in item:
+                faults.append(FaultWindow(**item["fault"]))
+            elif "figures" in item:
+                figures = item["figures"]
+            elif "config" in item:
+                config = StormConfig(
+                    **{**item["config"], "faults": tuple(item["config"]["faults"])}
+                )
+                machine = item["machine"]
+        verdict = Verdict()  # the figures carry the checker's counts
+        return cls(config, history, faults, verdict, figures, machine)
 
 
 def _in_window(start: float, end: float, windows: list[FaultWindow]) -> bool:
