@@ -19,9 +19,10 @@ the reservation table is partitioned. What it asserts:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -51,6 +52,8 @@ class Snapshot:
     now: datetime  # the database's clock when it was read
     capacity: dict[str, int]
     rows: list[Row]
+    # Each resource's turnover buffers (before, after), as its policy says now.
+    buffers: dict[str, tuple[timedelta, timedelta]] = field(default_factory=dict)
 
     def live(self) -> list[Row]:
         return [r for r in self.rows if is_live(r, self.now)]
@@ -76,17 +79,24 @@ def read_snapshot(database_url: str, resources: list[str] | None = None) -> Snap
             " r.metadata->>%(field)s FROM reservation r" + where,
             {"ids": resources, "field": KEY_FIELD},
         ).fetchall()
-        caps = conn.execute("SELECT id::text, capacity FROM resource").fetchall()
+        caps = conn.execute(
+            "SELECT id::text, capacity,"
+            " coalesce((policy->>'buffer_before')::interval, interval '0'),"
+            " coalesce((policy->>'buffer_after')::interval, interval '0') FROM resource"
+        ).fetchall()
     return Snapshot(
         now=head[0],
-        capacity={str(i): int(c) for i, c in caps},
+        capacity={str(i): int(c) for i, c, _, _ in caps},
         rows=[Row(*r) for r in rows],
+        buffers={str(i): (before, after) for i, _, before, after in caps},
     )
 
 
 @dataclass
 class Verdict:
     over_capacity: list[str] = field(default_factory=list)  # one per maximal interval
+    # While the storm ran: reservations certainly live at the same moment over capacity.
+    realtime_over_capacity: list[str] = field(default_factory=list)
     overlapping_pairs: list[str] = field(default_factory=list)  # capacity-1 resources
     lost_ok: list[str] = field(default_factory=list)
     fail_present: list[str] = field(default_factory=list)
@@ -103,6 +113,7 @@ class Verdict:
             len(x)
             for x in (
                 self.over_capacity,
+                self.realtime_over_capacity,
                 self.overlapping_pairs,
                 self.lost_ok,
                 self.fail_present,
@@ -115,6 +126,7 @@ class Verdict:
     def summary(self) -> dict[str, int]:
         return {
             "over_capacity_instants": len(self.over_capacity),
+            "realtime_over_capacity": len(self.realtime_over_capacity),
             "overlapping_pairs": len(self.overlapping_pairs),
             "ok_writes_lost": len(self.lost_ok),
             "fail_writes_present": len(self.fail_present),
@@ -130,6 +142,7 @@ class Verdict:
         parts = []
         for name in (
             "over_capacity",
+            "realtime_over_capacity",
             "overlapping_pairs",
             "lost_ok",
             "fail_present",
@@ -320,8 +333,108 @@ def _check_reservation(
         verdict.mismatched.append(shown)
 
 
-def check(history: list[Op], snapshot: Snapshot) -> Verdict:
+# -- capacity while the storm ran -------------------------------------------------------------
+
+# A hold is taken as certainly live only until this long before its expiry (the API's clock
+# and the client's are the same machine's; the margin covers the steps between them).
+HOLD_MARGIN_SECONDS = 0.5
+LIVE = ("held", "confirmed")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A reservation certainly live with one guarded range over an interval of the run: from
+    the moment an ok answer told its state until the next operation on it was sent (or its
+    hold ran out)."""
+
+    reservation: str
+    resource: str
+    lo: datetime
+    hi: datetime
+    quantity: int
+    since: float  # seconds into the run (the history's clock)
+    until: float
+    by: int  # the operation whose answer established it
+
+
+def segments(
+    history: list[Op], buffers: dict[str, tuple[timedelta, timedelta]], t0_wall: float
+) -> list[Segment]:
+    ops_of: dict[str, list[Op]] = defaultdict(list)
+    for op in history:
+        if op.reservation is not None:
+            ops_of[op.reservation].append(op)
+    out = []
+    for rid, ops in ops_of.items():
+        ops.sort(key=lambda o: o.seq)
+        for i, op in enumerate(ops):
+            # Only first answers: a settled operation's effect has no known moment.
+            if op.outcome != OK or op.reply is None or op.reply["status"] not in LIVE:
+                continue
+            until = ops[i + 1].started if i + 1 < len(ops) else math.inf
+            if op.reply["status"] == "held":
+                expires = _instant(op.reply["expires_at"]).timestamp() - t0_wall
+                until = min(until, expires - HOLD_MARGIN_SECONDS)
+            if until <= op.ended:
+                continue
+            before, after = buffers.get(op.resource, (timedelta(0), timedelta(0)))
+            out.append(
+                Segment(
+                    reservation=rid,
+                    resource=op.resource,
+                    lo=_instant(op.reply["start"]) - before,
+                    hi=_instant(op.reply["end"]) + after,
+                    quantity=int(op.reply["quantity"]),
+                    since=op.ended,
+                    until=until,
+                    by=op.n,
+                )
+            )
+    return out
+
+
+def _peak(within: Segment, active: list[Segment]) -> tuple[int, list[Segment]]:
+    """Most units the active segments use at one instant of `within`'s range."""
+    meeting = [a for a in active if a.lo < within.hi and within.lo < a.hi]
+    events = sorted(
+        [(max(a.lo, within.lo), a.quantity) for a in meeting]
+        + [(min(a.hi, within.hi), -a.quantity) for a in meeting]
+    )
+    used = peak = 0
+    for _, delta in events:
+        used += delta
+        peak = max(peak, used)
+    return peak, meeting
+
+
+def check_realtime(history: list[Op], snapshot: Snapshot, t0_wall: float, verdict: Verdict) -> None:
+    """The capacity rule at every moment of the run, from the answers alone: whenever a
+    reservation became certainly live, the certainly-live ones of its resource must fit. (The
+    maximum over time and range is reached where some segment starts, within its range.)"""
+    by_resource: dict[str, list[Segment]] = defaultdict(list)
+    for seg in segments(history, snapshot.buffers, t0_wall):
+        by_resource[seg.resource].append(seg)
+    for resource, segs in by_resource.items():
+        capacity = snapshot.capacity.get(resource, 1)
+        segs.sort(key=lambda s: s.since)
+        active: list[Segment] = []
+        for seg in segs:
+            active = [a for a in active if a.until > seg.since]
+            active.append(seg)
+            peak, meeting = _peak(seg, active)
+            if peak > capacity:
+                verdict.realtime_over_capacity.append(
+                    f"at {seg.since:.2f}s resource {resource} had {peak} of {capacity} in use:"
+                    f" {sorted(f'{m.reservation} (op #{m.by})' for m in meeting)}"
+                )
+
+
+def check(history: list[Op], snapshot: Snapshot, t0_wall: float | None = None) -> Verdict:
+    """Everything: capacity in the final state, the history against the rows, and (given the
+    wall-clock time of the history's zero) capacity while the storm ran."""
     verdict = Verdict()
     check_capacity(snapshot, verdict)
     check_history(history, snapshot, verdict)
+    if t0_wall is not None:
+        check_realtime(history, snapshot, t0_wall, verdict)
     return verdict

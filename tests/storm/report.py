@@ -99,6 +99,10 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         _table(
             [
                 ("instants over capacity (pooled and unit)", checker["over_capacity_instants"]),
+                (
+                    "moments of the run with certainly-live reservations over capacity",
+                    checker.get("realtime_over_capacity", "not checked"),
+                ),
                 ("overlapping live pairs on capacity-1 resources", checker["overlapping_pairs"]),
                 ("ok writes lost", checker["ok_writes_lost"]),
                 ("fail writes present", checker["fail_writes_present"]),

@@ -181,7 +181,7 @@ def run_storm(config: StormConfig, workdir: Path) -> StormResult:
         seconds["settle"] = time.monotonic() - t - storm.traffic_ended
         t = time.monotonic()
         snapshot = read_snapshot(cluster.database_url)
-        verdict = check(storm.rec.history, snapshot)
+        verdict = check(storm.rec.history, snapshot, storm.rec.t0_wall)
         seconds["check"] = time.monotonic() - t
         result = StormResult(
             config=config,

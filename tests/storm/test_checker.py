@@ -98,10 +98,11 @@ def op(
         body=kw.pop("body", None),
         if_match=None,
         reservation=reservation,
-        resource="u",
+        resource=kw.pop("resource", "u"),
         seq=kw.pop("seq", 0),
         api="api0",
-        started=0.0,
+        started=kw.pop("started", 0.0),
+        ended=kw.pop("ended", 0.0),
         outcome=outcome,
         final=outcome,
         final_reply=reply if outcome == OK else None,
@@ -110,9 +111,18 @@ def op(
     return o
 
 
-def created(r: Row, **changes: Any) -> Op:
+def created(r: Row, *, started: float = 0.0, ended: float = 0.0, **changes: Any) -> Op:
     assert r.key is not None
-    return op("create", OK, reservation=r.id, key=r.key, reply=reply_of(r, **changes))
+    return op(
+        "create",
+        OK,
+        reservation=r.id,
+        key=r.key,
+        reply=reply_of(r, **changes),
+        started=started,
+        ended=ended,
+        resource=r.resource_id,
+    )
 
 
 def snap(*rows: Row, capacity: dict[str, int] | None = None) -> Snapshot:
@@ -263,6 +273,66 @@ def test_settled_info_is_checked_by_its_final_answer_and_unsettled_is_counted() 
     assert len(v.unsettled) == 1
 
 
+# -- capacity while the storm ran -------------------------------------------------------------
+
+T0_WALL = NOW.timestamp()  # the history's zero on the wall clock, for holds' expiries
+
+
+def test_a_double_booking_later_cancelled_is_caught_while_the_run_lasted() -> None:
+    # a is live from 1 s until its cancel is sent at 5 s; b is live from 2 s on: both at 2-5 s.
+    a = row("a", 0, 60, status="cancelled", version=2)
+    b = row("b", 30, 90)
+    history = [
+        created(a, status="confirmed", version=1, started=0.5, ended=1.0),
+        created(b, started=1.5, ended=2.0),
+        op("cancel", OK, reservation="a", seq=1, started=5.0, ended=5.1, reply=reply_of(a)),
+    ]
+    final_only = check(history, snap(a, b))
+    assert final_only.violations == 0  # the end state is fine
+    v = check(history, snap(a, b), T0_WALL)
+    assert len(v.realtime_over_capacity) == 1, v.details()
+    assert "2 of 1" in v.realtime_over_capacity[0]
+    assert "'a (op #" in v.realtime_over_capacity[0]
+
+
+def test_no_realtime_violation_when_lifetimes_do_not_meet() -> None:
+    a = row("a", 0, 60, status="cancelled", version=2)
+    b = row("b", 30, 90)
+    dead_hold = row("h", 0, 90, status="expired", version=2)
+    history = [
+        created(a, status="confirmed", version=1, started=0.5, ended=1.0),
+        # The cancel was sent before b's answer: a may have been gone already.
+        op("cancel", OK, reservation="a", seq=1, started=1.8, ended=2.5, reply=reply_of(a)),
+        created(b, started=1.5, ended=2.0),
+        # A hold that ran out 3 s into the run (long before b) and one still live elsewhere.
+        created(
+            dead_hold,
+            status="held",
+            version=1,
+            expires_at=iso(NOW + timedelta(seconds=0.8)),
+            started=0.1,
+            ended=0.2,
+        ),
+    ]
+    v = check(history, snap(a, b, dead_hold), T0_WALL)
+    assert v.realtime_over_capacity == [], v.details()
+
+
+def test_realtime_pooled_capacity_and_buffers() -> None:
+    rows = [
+        row("a", 0, 60, resource="p", quantity=2),
+        row("b", 60, 120, resource="p", quantity=2),  # meets a only through the buffer
+    ]
+    history = [created(r, started=i, ended=i + 0.5) for i, r in enumerate(rows)]
+    plain = snap(*rows)
+    assert check(history, plain, T0_WALL).realtime_over_capacity == []
+    buffered = snap(*rows)
+    buffered.buffers = {"p": (timedelta(minutes=10), timedelta(0))}
+    v = check(history, buffered, T0_WALL)
+    assert len(v.realtime_over_capacity) == 1, v.details()
+    assert "4 of 3" in v.realtime_over_capacity[0]
+
+
 # -- the control on a real database ---------------------------------------------------------
 
 
@@ -309,7 +379,7 @@ def test_control_the_checker_reports_tampering_behind_the_apis_back(
     storm = Storm(small_cluster, setup, config)
     asyncio.run(storm.run())
     history = storm.rec.history
-    clean = check(history, read_snapshot(small_cluster.database_url))
+    clean = check(history, read_snapshot(small_cluster.database_url), storm.rec.t0_wall)
     assert clean.violations == 0, clean.details()
     assert clean.checked_reservations > 20
 

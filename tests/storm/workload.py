@@ -102,6 +102,7 @@ class Recorder:
     history: list[Op] = field(default_factory=list)
     faults: list[FaultWindow] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
+    t0_wall: float = field(default_factory=time.time)  # the same moment on the wall clock
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def now(self) -> float:
@@ -529,7 +530,7 @@ class Storm:
             threading.Thread(target=self.nemesis, name="nemesis", daemon=True),
             threading.Thread(target=self.watchdog, name="watchdog", daemon=True),
         ]
-        self.rec.t0 = time.monotonic()
+        self.rec.t0, self.rec.t0_wall = time.monotonic(), time.time()
         for t in threads:
             t.start()
         clients = [asyncio.create_task(self.client(i)) for i in range(self.config.clients)]
