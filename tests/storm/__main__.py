@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.storm.cluster import PrivatePostgres
 from tests.storm.report import render
 from tests.storm.run import StormResult, run_storm
 from tests.storm.workload import FAULT_KINDS, StormConfig
@@ -38,9 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         help="write the report again from a kept history.jsonl, running nothing",
     )
     parser.add_argument(
+        "--recheck",
+        type=Path,
+        default=None,
+        help="a directory kept with --keep: start its PostgreSQL again, run the checker over "
+        "its history and database, and write the report",
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "RELIABILITY.md", help="'-' for stdout only"
     )
     args = parser.parse_args(argv)
+    if args.recheck is not None:
+        return recheck(args.recheck, args.output, args.note)
     if args.render_from is not None:
         kept = StormResult.load(args.render_from)
         args.output.write_text(render(kept, kept.figures["command"], note=args.note))
@@ -75,6 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(render(result, command, note=args.note))
         print(f"wrote {args.output}")
     return 1 if result.verdict.violations or result.verdict.unsettled else 0
+
+
+def recheck(workdir: Path, output: Path, note: str) -> int:
+    kept = StormResult.load(workdir / "history.jsonl")
+    postgres = PrivatePostgres.reopen(workdir / "pg")
+    postgres.start()
+    try:
+        kept.recheck(postgres.url("storm"))
+    finally:
+        postgres.stop()
+    kept.dump(workdir / "history.jsonl")
+    print(json.dumps(kept.figures["checker"], indent=2))
+    if kept.verdict.violations:
+        print(kept.verdict.details(), file=sys.stderr)
+    if str(output) != "-":
+        output.write_text(render(kept, kept.figures["command"], note=note))
+        print(f"wrote {output}")
+    return 1 if kept.verdict.violations or kept.verdict.unsettled else 0
 
 
 if __name__ == "__main__":

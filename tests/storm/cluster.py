@@ -53,6 +53,15 @@ class PrivatePostgres:
         self.port = free_port()
         self.user = PG_USER if os.geteuid() == 0 else None
 
+    @classmethod
+    def reopen(cls, workdir: Path) -> PrivatePostgres:
+        """The cluster a kept storm left in `workdir` (its port is in its configuration)."""
+        server = cls(workdir)
+        for line in (server.datadir / "postgresql.auto.conf").read_text().splitlines():
+            if line.startswith("port = "):
+                server.port = int(line.split("=")[1])
+        return server
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 

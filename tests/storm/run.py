@@ -79,6 +79,7 @@ class StormResult:
     figures: dict[str, Any]
     machine: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
+    t0_wall: float | None = None  # the history's zero on the wall clock
 
     def dump(self, path: Path) -> None:
         """The history, one JSON object a line, then the faults, the figures, the setup."""
@@ -89,7 +90,10 @@ class StormResult:
                 out.write(json.dumps({"fault": w.to_json()}) + "\n")
             out.write(json.dumps({"figures": self.figures}) + "\n")
             config = {**asdict(self.config), "faults": list(self.config.faults)}
-            out.write(json.dumps({"config": config, "machine": self.machine}) + "\n")
+            out.write(
+                json.dumps({"config": config, "machine": self.machine, "t0_wall": self.t0_wall})
+                + "\n"
+            )
 
     @classmethod
     def load(cls, path: Path) -> StormResult:
@@ -97,7 +101,7 @@ class StormResult:
         history: list[Op] = []
         faults: list[FaultWindow] = []
         figures: dict[str, Any] = {}
-        config, machine = StormConfig(), {}
+        config, machine, t0_wall = StormConfig(), {}, None
         for line in path.read_text().splitlines():
             item = json.loads(line)
             if "op" in item:
@@ -110,9 +114,28 @@ class StormResult:
                 config = StormConfig(
                     **{**item["config"], "faults": tuple(item["config"]["faults"])}
                 )
-                machine = item["machine"]
+                machine, t0_wall = item["machine"], item.get("t0_wall")
         verdict = Verdict()  # the figures carry the checker's counts
-        return cls(config, history, faults, verdict, figures, machine)
+        return cls(config, history, faults, verdict, figures, machine, t0_wall=t0_wall)
+
+    def estimated_t0_wall(self) -> float:
+        """The history's zero on the wall clock, bounded from the server's `created_at` of
+        each ok create (made after the request was sent): the earliest such bound, which is
+        never before the true zero, so hold expiries are never taken as later than they are."""
+        if self.t0_wall is not None:
+            return self.t0_wall
+        bounds = [
+            datetime.fromisoformat(op.reply["created_at"]).timestamp() - op.started
+            for op in self.history
+            if op.kind == "create" and op.reply is not None and "created_at" in op.reply
+        ]
+        return min(bounds)
+
+    def recheck(self, database_url: str) -> None:
+        """Run the checker again over this history and the database (a kept run's)."""
+        self.verdict = check(self.history, read_snapshot(database_url), self.estimated_t0_wall())
+        self.figures["checker"] = self.verdict.summary()
+        self.figures["violations"] = self.verdict.violations
 
 
 def _in_window(start: float, end: float, windows: list[FaultWindow]) -> bool:
@@ -191,6 +214,7 @@ def run_storm(config: StormConfig, workdir: Path) -> StormResult:
             figures=figures(storm.rec.history, storm.rec.faults, verdict),
             machine=machine(cluster),
             seconds=seconds,
+            t0_wall=storm.rec.t0_wall,
         )
         result.figures["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
         return result
