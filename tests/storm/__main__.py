@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    command = "python -m tests.storm " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m tests.storm " + " ".join(
+        shlex.quote(a) for a in _without_note(argv or sys.argv[1:])
+    )
     result.figures["command"] = command
     if args.keep:
         result.dump(workdir / "history.jsonl")
@@ -85,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(render(result, command, note=args.note))
         print(f"wrote {args.output}")
     return 1 if result.verdict.violations or result.verdict.unsettled else 0
+
+
+def _without_note(argv: list[str]) -> list[str]:
+    """The command as run, less the --note text (it is in the report already)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
 
 
 def recheck(workdir: Path, output: Path, note: str) -> int:

@@ -17,12 +17,13 @@ FINDINGS = [
     " to the 500 handler, breaking the promise that a failing Redis costs nothing but speed."
     " `tests/faults/test_redis_reset.py` reproduces it (about 1 call in 20 against a server"
     " that resets every connection) and the guard now treats it as Redis unavailable.",
-    "- 503s come only while PostgreSQL is down or restarting (and lock waits cut short while an"
-    " API process holding a resource's lock is paused); none were seen once it was back: the"
-    " pools drop their broken connections within a fraction of a second under load.",
-    "- Observed, not fixed (outside this change's files): the availability map's Redis"
-    " pipelines (`reservations/fastmap.py`) are not closed when Valkey fails mid-call, so the"
-    " API logs `Unclosed Pipeline client` warnings during Valkey outages; harmless so far.",
+    "- 503s came only while PostgreSQL was down or restarting (and from lock waits cut short"
+    " while a paused API process held a resource's lock), none later than 5 s after a fault"
+    " healed: the pools drop their broken connections quickly under load.",
+    "- Observed, not fixed (outside this change's files, not investigated to the end): during"
+    " Valkey outages the API logs a few `Unclosed Pipeline client` warnings from redis-py"
+    " (pipeline objects of `reservations/fastmap.py` collected with a connection still"
+    " attached, which redis-py then closes); no request failed because of it.",
 ]
 
 
@@ -152,11 +153,15 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         "",
         "## What is and is not checked",
         "",
-        "- Capacity is checked on the final state: every instant of every resource, with the"
-        " buffered `during` ranges, live meaning confirmed or held and not yet expired by the"
-        " database's clock. A violation that existed mid-run and was later cancelled away is"
-        " not seen by this check; PostgreSQL's guards are what forbid it at every moment, and"
-        " the per-reservation replay below would catch a row in a state no answer allowed.",
+        "- Capacity is checked twice. On the final state: every instant of every resource,"
+        " with the buffered `during` ranges (the buffers read from each resource's policy),"
+        " live meaning confirmed or held and not yet expired by the database's clock. And over"
+        " the run, from the answers alone: a reservation is certainly live from the moment an"
+        " ok answer told its state until its next operation was sent (or its hold ran out,"
+        " less half a second), and whenever one became certainly live, the certainly-live"
+        " ones of its resource must fit; so a double booking cancelled before the end is"
+        " still caught. Only first answers count there: a settled operation's effect has no"
+        " known moment.",
         "- Every reservation's operations are issued in sequence by one client, which leaves"
         " the reservation alone after an unknown answer; so its expected final state is the"
         " answer of its last ok operation (including settled ones), compared on status,"

@@ -51,7 +51,7 @@ def test_short_storm_with_every_fault_finds_no_violation(workdir: Path) -> None:
         assert f["faults"].get(kind, 0) >= 1, (kind, f["faults"])
     # The traffic was real: every kind of operation succeeded and was refused, and the faults
     # left operations with unknown outcomes to settle.
-    assert f["operations"] >= 500, f
+    assert f["operations"] >= 300, f  # ~3,000 on a quiet 2-core machine, ~600 on a busy one
     for kind in ("create", "confirm", "reschedule", "cancel"):
         assert f["per_kind"].get(f"{kind} ok", 0) > 0, (kind, f["per_kind"])
     assert f["per_kind"].get("create fail", 0) > 0, f["per_kind"]  # conflicts happened
