@@ -374,7 +374,10 @@ def drop_guards(conn: psycopg.Connection[Any]) -> list[str]:
 def test_control_the_checker_reports_tampering_behind_the_apis_back(
     small_cluster: Cluster,
 ) -> None:
-    config = StormConfig(clients=8, duration=8.0, faults=(), crash_after_commit=None, days=1)
+    # A count of operations, not seconds: a busy machine must still produce enough history.
+    config = StormConfig(
+        clients=8, operations=250, duration=90.0, faults=(), crash_after_commit=None, days=1
+    )
     setup = make_setup(small_cluster.apis[0].url, small_cluster.database_url, config)
     storm = Storm(small_cluster, setup, config)
     asyncio.run(storm.run())
