@@ -26,6 +26,7 @@ from reservations.events.endpoints import router as events_router
 from reservations.kit.clock import Clock
 from reservations.kit.consistency import ConsistencyMiddleware
 from reservations.kit.db import Database
+from reservations.kit.faults import CrashAfterCommit, CrashAfterCommitMiddleware
 from reservations.kit.http import BodyLimitMiddleware, ObservabilityMiddleware, outside_headers
 from reservations.kit.openapi import (
     add_field_components,
@@ -104,6 +105,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(events_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
+    crash = CrashAfterCommit.parse(settings.fault_crash_after_commit)
+    if crash is not None:  # tests only: innermost, so it sees the reply the service made
+        app.add_middleware(CrashAfterCommitMiddleware, fault=crash)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.replica_urls:
         app.add_middleware(ConsistencyMiddleware)

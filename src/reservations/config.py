@@ -10,6 +10,8 @@ import platformdirs
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reservations.kit.faults import CrashAfterCommit
+
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("reservations"))
@@ -94,6 +96,15 @@ class Settings(BaseSettings):
     availability_map_enabled: bool = True
     availability_map_ttl_seconds: int = Field(default=3_600, ge=10, le=7 * 86_400)
     availability_map_repair_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # Tests only (kit/faults.py): kill the process between a write's commit and its response.
+    # 'once', 'always' or a probability; unset (the default) turns it off.
+    fault_crash_after_commit: str | None = None
+
+    @field_validator("fault_crash_after_commit")
+    @classmethod
+    def _check_fault(cls, value: str | None) -> str | None:
+        CrashAfterCommit.parse(value)  # raises ValueError with what it should be
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -112,7 +112,11 @@ class RedisTier:
         try:
             # The socket timeout bounds each read; this bounds the whole call (connect, retry).
             return await asyncio.wait_for(call(client), timeout=self.timeout * 3)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: under uvloop, a connection the server resets as it opens (Valkey
+            # killed or restarting) fails redis-py's first write with "unable to perform
+            # operation on <TCPTransport closed=True>" instead of an OSError
+            # (tests/faults/test_redis_reset.py).
             self._failed(op, exc)
             return UNAVAILABLE
 
