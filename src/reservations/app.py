@@ -38,6 +38,7 @@ from reservations.resources.cache import ResourceCache
 from reservations.resources.endpoints import router as resources_router
 from reservations.tenancy.cache import KeyCache
 from reservations.tenancy.limits import CallerLimits
+from reservations.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(availability_router)
     app.include_router(bookings_router)
     app.include_router(events_router)
+    app.include_router(webhooks_router)
     app.include_router(ops_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.replica_urls:

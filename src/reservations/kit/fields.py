@@ -135,6 +135,8 @@ Name = Annotated[
     StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
     AfterValidator(_no_nul),
 ]
+# Free text: anything PostgreSQL can store (no NUL).
+Text = Annotated[str, AfterValidator(_no_nul)]
 Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s\x00]+$"),
