@@ -44,6 +44,7 @@ from reservations.resources.endpoints import router as resources_router
 from reservations.tenancy.cache import KeyCache
 from reservations.tenancy.limits import CallerLimits
 from reservations.waitlist.endpoints import router as waitlist_router
+from reservations.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(bookings_router)
     app.include_router(events_router)
     app.include_router(waitlist_router)
+    app.include_router(webhooks_router)
     app.include_router(ops_router)
     crash = CrashAfterCommit.parse(settings.fault_crash_after_commit)
     if crash is not None:  # tests only: innermost, so it sees the reply the service made

@@ -172,8 +172,8 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 @app.command()
 def worker() -> None:
-    """Run the background jobs (hold expiry, idempotency purge, map repair, history) without
-    serving HTTP."""
+    """Run the background jobs (hold expiry, idempotency purge, map repair, history,
+    webhook delivery) without serving HTTP."""
     from reservations.deps import Services
     from reservations.kit.clock import Clock
     from reservations.reservations import tasks

@@ -106,6 +106,28 @@ class Settings(BaseSettings):
         CrashAfterCommit.parse(value)  # raises ValueError with what it should be
         return value
 
+    # Webhooks (reservations.webhooks): the worker copies events into each endpoint's queue
+    # and delivers them. How often it looks when idle, how many requests it has in flight,
+    # and how long one request may take (connect to last byte).
+    webhooks_interval_seconds: float = Field(default=1.0, gt=0, le=3_600)
+    webhooks_concurrency: int = Field(default=16, ge=1, le=1_000)
+    webhooks_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Retries: after the n-th failed attempt wait a random time in [0, min(max, base * 2^(n-1))]
+    # (exponential backoff, full jitter); a message still failing this long after its first
+    # attempt is given up ("dead").
+    webhooks_backoff_base_seconds: float = Field(default=5.0, gt=0, le=86_400)
+    webhooks_backoff_max_seconds: float = Field(default=3_600.0, gt=0, le=7 * 86_400)
+    webhooks_give_up_after_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    # An endpoint whose every attempt has failed for this long, over at least this many
+    # attempts, is disabled (PATCH enabled=true turns it back on).
+    webhooks_disable_after_seconds: float = Field(default=5 * 86_400.0, ge=0, le=90 * 86_400)
+    webhooks_disable_after_failures: int = Field(default=10, ge=1, le=1_000_000)
+    # Endpoints may only be public addresses unless this is true (tests, local receivers);
+    # with it, plain http is accepted too.
+    webhooks_allow_private: bool = False
+    # Delivered and dead messages, with their attempts, are kept this long.
+    webhooks_retention_days: int = Field(default=30, ge=1, le=3_650)
+
     @field_validator("database_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:

@@ -199,6 +199,8 @@ Name = Annotated[
         }
     ),
 ]
+# Free text: anything PostgreSQL can store (no NUL).
+Text = Annotated[str, AfterValidator(_no_nul)]
 Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=rf"^[^\x00{WHITESPACE}]+$"),

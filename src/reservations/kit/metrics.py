@@ -69,6 +69,15 @@ MAP_REPAIRS = Counter(
     "availability_map_repaired_total", "Map entries the repair job found wrong and rebuilt"
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered (2xx), failed (will retry), dead (gave up)",
+    ["outcome"],
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "webhook_endpoints_disabled_total", "Webhook endpoints disabled after sustained failure"
+)
+
 
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

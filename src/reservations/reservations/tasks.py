@@ -1,5 +1,6 @@
 """Background work: expire holds, purge old idempotency records, repair the availability map,
-move ended reservations to history, promote waitlist entries.
+move ended reservations to history, promote waitlist entries, deliver webhooks (a loop of its
+own beside the sweep, so a slow receiver never delays hold expiry).
 
 Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
 of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED, no leader."""
@@ -7,6 +8,7 @@ of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -22,6 +24,7 @@ from reservations.kit.metrics import MAP_REPAIRS
 from reservations.reservations import fastmap, repository
 from reservations.reservations.service import sweep_expired
 from reservations.waitlist.promotion import promote_all
+from reservations.webhooks import dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,16 @@ async def repair_map(svc: Services, *, resource_id: UUID | None = None) -> int:
 
 
 async def run_forever(svc: Services) -> None:
+    webhooks = asyncio.create_task(dispatcher.run_forever(svc))
+    try:
+        await _sweep_forever(svc)
+    finally:
+        webhooks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await webhooks
+
+
+async def _sweep_forever(svc: Services) -> None:
     interval = svc.settings.sweep_interval_seconds
     repair_every = svc.settings.availability_map_repair_interval_seconds
     history_every = svc.settings.history_interval_seconds

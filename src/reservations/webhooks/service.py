@@ -1,0 +1,214 @@
+"""Webhook endpoint use cases (admin keys): register, read, change, delete, read the
+delivery log, queue a test message. Each function owns its transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+
+from reservations.deps import Services
+from reservations.errors import InvalidInput, NotFound, PreconditionFailed
+from reservations.kit.db import Conn
+from reservations.kit.ids import uuid7
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.tenancy.service import Principal
+from reservations.webhooks import addresses, messages, repository, signing
+from reservations.webhooks.schemas import (
+    AttemptPage,
+    AttemptRead,
+    TestMessage,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookPage,
+    WebhookRead,
+    WebhookUpdate,
+)
+
+ADMIN_DISABLED = "Disabled by an admin (PATCH enabled=false)."
+
+
+def _not_found(endpoint_id: UUID) -> NotFound:
+    return NotFound(f"No webhook endpoint {endpoint_id} in your tenant.")
+
+
+def _bad_url(message: str) -> InvalidInput:
+    return InvalidInput(
+        f"The url {message}.",
+        errors=[{"field": "url", "in": "body", "message": message}],
+    )
+
+
+async def check_url(svc: Services, url: str) -> None:
+    """The URL's form, and unless private receivers are allowed, that its host resolves to
+    public addresses only (422 naming `url` otherwise). Delivery checks again."""
+    allow = svc.settings.webhooks_allow_private
+    try:
+        target = addresses.parse(url, allow_private=allow)
+    except ValueError as exc:
+        raise _bad_url(str(exc)) from None
+    if not allow:
+        try:
+            await addresses.public_addresses(target)
+        except addresses.AddressRefused as exc:
+            raise _bad_url(str(exc)) from None
+
+
+async def create(svc: Services, caller: Principal, body: WebhookCreate) -> WebhookCreated:
+    await check_url(svc, body.url)
+    secret = signing.new_secret()
+    async with svc.db.transaction() as conn:
+        row = await repository.insert_endpoint(
+            conn,
+            endpoint_id=uuid7(),
+            tenant_id=caller.tenant_id,
+            url=body.url,
+            description=body.description,
+            event_types=body.event_types,
+            secret=secret,
+            now=svc.clock.now(),
+        )
+    return WebhookCreated.model_validate({**row, "secret": secret})
+
+
+async def get(svc: Services, caller: Principal, endpoint_id: UUID) -> WebhookRead:
+    row = await svc.db.read(
+        lambda conn: repository.get_endpoint(
+            conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
+        )
+    )
+    if row is None:
+        raise _not_found(endpoint_id)
+    return WebhookRead.model_validate(row)
+
+
+async def list_page(
+    svc: Services, caller: Principal, *, limit: int, cursor: str | None
+) -> WebhookPage:
+    after = None
+    if cursor is not None:
+        (raw,) = decode_cursor(cursor, 1)
+        try:
+            after = UUID(raw)
+        except ValueError:
+            raise invalid_cursor() from None
+    rows = await svc.db.read(
+        lambda conn: repository.page_endpoints(
+            conn, tenant_id=caller.tenant_id, after=after, limit=limit + 1
+        )
+    )
+    items = [WebhookRead.model_validate(r) for r in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return WebhookPage(items=items, next_cursor=next_cursor)
+
+
+async def update(
+    svc: Services,
+    caller: Principal,
+    endpoint_id: UUID,
+    body: WebhookUpdate,
+    expected_version: int | None,
+) -> WebhookRead:
+    changes: dict[str, Any] = {
+        k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None
+    }
+    if "url" in changes:
+        await check_url(svc, changes["url"])
+    if changes.get("enabled") is False:
+        changes["disabled_reason"] = ADMIN_DISABLED
+    async with svc.db.transaction() as conn:
+        row = await repository.update_endpoint(
+            conn,
+            tenant_id=caller.tenant_id,
+            endpoint_id=endpoint_id,
+            changes=changes,
+            expected_version=expected_version,
+            now=svc.clock.now(),
+        )
+        if row is None:
+            current = await repository.get_endpoint(
+                conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
+            )
+            if current is None:
+                raise _not_found(endpoint_id)
+            raise PreconditionFailed(
+                f"The endpoint is at version {current['version']}; fetch it again and retry.",
+                current_version=current["version"],
+            )
+        if changes.get("enabled") is True:
+            await repository.resume_deliveries(conn, endpoint_id=endpoint_id)
+    return WebhookRead.model_validate(row)
+
+
+async def delete(svc: Services, caller: Principal, endpoint_id: UUID) -> None:
+    async with svc.db.transaction() as conn:
+        if not await repository.delete_endpoint(
+            conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
+        ):
+            raise _not_found(endpoint_id)
+
+
+async def send_test(svc: Services, caller: Principal, endpoint_id: UUID) -> TestMessage:
+    """Queue a `webhook.test` message; the worker delivers it like any other (signed,
+    retried, logged), as soon as the endpoint is enabled."""
+    async with svc.db.transaction() as conn:
+        if (
+            await repository.get_endpoint(conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id)
+            is None
+        ):
+            raise _not_found(endpoint_id)
+        row = await repository.insert_test_message(
+            conn, delivery_id=uuid7(), endpoint_id=endpoint_id
+        )
+    return TestMessage(
+        message_id=messages.message_id(row["id"]),
+        status=row["status"],
+        created_at=row["created_at"],
+    )
+
+
+async def attempts(
+    svc: Services, caller: Principal, endpoint_id: UUID, *, limit: int, cursor: str | None
+) -> AttemptPage:
+    before = None
+    if cursor is not None:
+        (raw,) = decode_cursor(cursor, 1)
+        if not raw.isdigit() or len(raw) > 18:
+            raise invalid_cursor()
+        before = int(raw)
+
+    async def read(conn: Conn) -> list[DictRow] | None:
+        if (
+            await repository.get_endpoint(conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id)
+            is None
+        ):
+            return None
+        return await repository.attempts_page(
+            conn, endpoint_id=endpoint_id, before=before, limit=limit + 1
+        )
+
+    rows = await svc.db.read(read)
+    if rows is None:
+        raise _not_found(endpoint_id)
+    items = [
+        AttemptRead(
+            id=r["id"],
+            message_id=messages.message_id(r["delivery_id"]),
+            event_id=messages.event_id(r["event_txid"], r["event_id"]),
+            event_type=r["event_type"],
+            resource_id=r["resource_id"],
+            resource_seq=r["resource_seq"],
+            attempt=r["attempt"],
+            outcome=r["outcome"],
+            message_status=r["delivery_status"],
+            status_code=r["status_code"],
+            latency_ms=r["latency_ms"],
+            error=r["error"],
+            attempted_at=r["attempted_at"],
+            next_attempt_at=r["next_attempt_at"],
+        )
+        for r in rows[:limit]
+    ]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return AttemptPage(items=items, next_cursor=next_cursor)
