@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 
 from reservations import __version__
+from reservations.audit.endpoints import router as audit_router
 from reservations.availability.endpoints import router as availability_router
 from reservations.bookings.endpoints import router as bookings_router
 from reservations.config import Settings, load_settings
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(availability_router)
     app.include_router(bookings_router)
     app.include_router(events_router)
+    app.include_router(audit_router)
     app.include_router(ops_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.replica_urls:

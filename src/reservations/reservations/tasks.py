@@ -1,8 +1,9 @@
 """Background work: expire holds, purge old idempotency records, repair the availability map,
-move ended reservations to history.
+move ended reservations to history, seal the audit log.
 
 Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
-of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED, no leader."""
+of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED (the sealer:
+an advisory lock only one copy at a time gets), no leader."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from uuid import UUID
 
 import psycopg
 
+from reservations.audit import tasks as audit
 from reservations.deps import Services
 from reservations.history import service as history
 from reservations.kit.idempotency import purge_expired
@@ -65,6 +67,7 @@ async def run_forever(svc: Services) -> None:
     while True:
         try:
             await sweep_expired(svc)
+            await audit.seal(svc.db)
             if rounds % 60 == 0:
                 await purge_idempotency(svc)
             if time.monotonic() - last_repair >= repair_every:
