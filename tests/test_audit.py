@@ -123,6 +123,23 @@ def test_changes_are_recorded_with_actor_request_and_before_after(
     _problem(admin.get("/v1/audit", params={"cursor": "nope"}), 422, "invalid-input")
 
 
+def test_keys_and_feeds_are_recorded_without_their_secrets(
+    tenant: Tenant, app_client: TestClient
+) -> None:
+    room = tenant.admin.resource()["id"]
+    feed = _created(tenant.admin.post("/v1/feeds", json={"resource_id": room}))
+    assert tenant.admin.delete(f"/v1/feeds/{feed['id']}").status_code == 204
+    made, revoked = reversed(_audit(tenant.admin, object_id=feed["id"]))
+    assert made["action"] == "insert"
+    assert made["object_type"] == "feed"
+    assert revoked["after"]["revoked_at"] is not None
+    assert "secret_hash" not in made["after"]
+    assert feed["token"][12:] not in json.dumps([made, revoked])
+    keys = [e for e in _audit(tenant.admin) if e["object_type"] == "api_key"]
+    assert len(keys) == 3  # the tenant's three keys, made outside any request
+    assert all("secret_hash" not in e["after"] and e["actor"] is None for e in keys)
+
+
 def test_the_log_refuses_changes_from_any_connection(app_client: TestClient) -> None:
     svc: Services = app_client.app.state.services  # type: ignore[attr-defined]
     assert svc.settings.database_url is not None

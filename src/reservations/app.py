@@ -24,6 +24,8 @@ from reservations.config import Settings, load_settings
 from reservations.deps import Services
 from reservations.errors import install_error_handlers, problem_response
 from reservations.events.endpoints import router as events_router
+from reservations.feeds.endpoints import public as public_feeds_router
+from reservations.feeds.endpoints import router as feeds_router
 from reservations.kit.clock import Clock
 from reservations.kit.consistency import ConsistencyMiddleware
 from reservations.kit.db import Database
@@ -95,6 +97,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(availability_router)
     app.include_router(bookings_router)
     app.include_router(events_router)
+    app.include_router(feeds_router)
+    app.include_router(public_feeds_router)
     app.include_router(audit_router)
     app.include_router(ops_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

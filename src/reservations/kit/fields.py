@@ -139,6 +139,8 @@ Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s\x00]+$"),
 ]
+# Free text an admin may leave empty (a feed's label).
+Label = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
 CustomerRef = Annotated[
     str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_nul)
 ]
