@@ -17,12 +17,15 @@ from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 
 from reservations import __version__
+from reservations.audit.endpoints import router as audit_router
 from reservations.availability.endpoints import router as availability_router
 from reservations.bookings.endpoints import router as bookings_router
 from reservations.config import Settings, load_settings
 from reservations.deps import Services
 from reservations.errors import install_error_handlers, problem_response
 from reservations.events.endpoints import router as events_router
+from reservations.feeds.endpoints import public as public_feeds_router
+from reservations.feeds.endpoints import router as feeds_router
 from reservations.kit.clock import Clock
 from reservations.kit.consistency import ConsistencyMiddleware
 from reservations.kit.db import Database
@@ -106,6 +109,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(events_router)
     app.include_router(waitlist_router)
     app.include_router(webhooks_router)
+    app.include_router(feeds_router)
+    app.include_router(public_feeds_router)
+    app.include_router(audit_router)
     app.include_router(ops_router)
     crash = CrashAfterCommit.parse(settings.fault_crash_after_commit)
     if crash is not None:  # tests only: innermost, so it sees the reply the service made

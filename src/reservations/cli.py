@@ -1,4 +1,4 @@
-"""The `reservations` command: serve, worker, migrate, keys."""
+"""The `reservations` command: serve, worker, migrate, history, keys, audit."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import typer
 
 from reservations.config import Settings, SettingsError, load_settings
 from reservations.kit import migrate as migrations
-from reservations.kit.db import Database
+from reservations.kit.db import Database, acting_as
 from reservations.kit.embedded import EmbeddedPostgres
 from reservations.kit.embedded_valkey import EmbeddedValkey
 from reservations.kit.redis import RedisTier
@@ -31,6 +31,12 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="Seal and verify the audit log's hash chain.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+# The audit log's actor for changes made from this command line (keys) and at first start.
+CLI_ACTOR = "system:cli"
+BOOTSTRAP_ACTOR = "system:bootstrap"
 
 T = TypeVar("T")
 
@@ -135,7 +141,8 @@ def serve(
         _database_url(settings, apply_migrations=migrate) as url,
         _redis_url(settings) as redis_url,
     ):
-        created = _run_db(settings, url, tenancy.bootstrap_default)
+        with acting_as(BOOTSTRAP_ACTOR):
+            created = _run_db(settings, url, tenancy.bootstrap_default)
         if created is not None:
             typer.echo(
                 "First start: created tenant 'default' with an admin API key (shown once):\n"
@@ -244,7 +251,7 @@ def keys_create(
         raise _fail("--tenant must be 1-200 characters")
     if expires is not None and expires.tzinfo is None:
         raise _fail("--expires needs a time zone offset, e.g. 2027-01-01T00:00:00+00:00")
-    with _database_url(settings) as url:
+    with _database_url(settings) as url, acting_as(CLI_ACTOR):
         created = _run_db(
             settings,
             url,
@@ -290,7 +297,8 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
             finally:
                 await tier.close()
 
-        row = _run_db(settings, url, revoke)
+        with acting_as(CLI_ACTOR):
+            row = _run_db(settings, url, revoke)
     if row is None:
         raise _fail(f"no key with prefix {prefix}")
     typer.echo(f"revoked {row['prefix']} at {row['revoked_at']:%Y-%m-%d %H:%M:%S%z}")
@@ -300,6 +308,82 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
             f"for up to {settings.api_key_cache_ttl_seconds} s more",
             err=True,
         )
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal every audit row that can be sealed now (workers do it every second)."""
+    from reservations.audit import tasks as audit_tasks
+
+    settings = _settings()
+    with _database_url(settings) as url:
+        sealed = _run_db(settings, url, audit_tasks.seal)
+    typer.echo(f"sealed {sealed} rows")
+
+
+def _anchor(value: str | None) -> tuple[int, bytes] | None:
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    try:
+        anchor = int(seq), bytes.fromhex(digest)
+    except ValueError:
+        anchor = (0, b"")
+    if anchor[0] < 1 or len(anchor[1]) != 32:
+        raise _fail("--anchor must be POSITION:HASH as verify printed it, e.g. 1234:9f86d0...")
+    return anchor
+
+
+@audit_app.command("verify")
+def audit_verify(
+    max_unsealed_age: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds an audit row may wait for the sealer before it counts as a failure.",
+        ),
+    ] = 600.0,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            help="POSITION:HASH printed by an earlier verify and kept elsewhere: "
+            "the chain must still hold that hash there (catches a rewritten or cut chain)."
+        ),
+    ] = None,
+) -> None:
+    """Recompute the audit log's hash chain. Prints "ok N rows" and exits 0, or names the
+    first broken position (or unsealed rows that should not be) and exits 1."""
+    from reservations.audit import service as audit_service
+
+    settings = _settings()
+    expected = _anchor(anchor)
+    with _database_url(settings) as url:
+        found = _run_db(
+            settings,
+            url,
+            lambda db: audit_service.verify(
+                db, max_unsealed_age_seconds=max_unsealed_age, anchor=expected
+            ),
+        )
+    if found.broken_at is not None:
+        typer.echo(f"broken at position {found.broken_at}: {found.problem}")
+        typer.echo(f"positions 1-{found.broken_at - 1} are intact")
+        raise typer.Exit(1)
+    head = f" (head {found.rows}:{found.head.hex()})" if found.head else ""
+    typer.echo(f"ok {found.rows} rows{head}")
+    typer.echo(
+        f"unsealed: {found.pending} waiting for the sealer, {found.stale} of them older than "
+        f"{max_unsealed_age:g} s; {found.behind} behind the chain's head"
+    )
+    if found.behind:
+        typer.echo(
+            f"FAILED: {found.behind} audit rows were passed over by the sealer: written "
+            "outside the triggers, or their seals removed"
+        )
+    if found.stale:
+        typer.echo("FAILED: audit rows are waiting longer than they should; is a worker running?")
+    if not found.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from reservations.config import Settings
 from reservations.errors import Forbidden, InvalidInput, Unauthenticated
 from reservations.kit.clock import Clock
-from reservations.kit.db import Database
+from reservations.kit.db import ACTOR, Database
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ratelimit import STATE_KEY
 from reservations.kit.redis import RedisTier
@@ -62,6 +62,8 @@ async def principal(
     )
     if found is None:
         raise Unauthenticated()
+    # Every transaction this request opens is recorded in the audit log as this key's doing.
+    ACTOR.set(str(found.api_key_id))
     if svc.limits is not None:
         headers = await svc.limits.charge(found)
         if headers:

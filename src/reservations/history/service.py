@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from reservations.deps import Services
 from reservations.history import repository
 from reservations.history.repository import month_start, next_month, partition_name
+from reservations.kit.db import acting_as
 from reservations.kit.metrics import HISTORY_MOVED
 
 
@@ -29,7 +30,16 @@ def _months_back(start: datetime, months: int) -> datetime:
     return start.replace(year=index // 12, month=index % 12 + 1)
 
 
+# The audit log's actor for the history job's changes (rows leaving the live table).
+ACTOR = "system:history"
+
+
 async def run_once(svc: Services, *, now: datetime | None = None) -> HistoryRun:
+    with acting_as(ACTOR):
+        return await _run(svc, now=now)
+
+
+async def _run(svc: Services, *, now: datetime | None) -> HistoryRun:
     settings = svc.settings
     now = now or svc.clock.now()
     async with svc.db.transaction() as conn:

@@ -6,13 +6,20 @@ keeps session state between transactions (no plain SET, no session advisory lock
 LISTEN), so the same code works through PgBouncer in transaction mode; with
 `RESERVATIONS_DB_POOLER=transaction` it also drops what a transaction-mode pooler cannot
 carry (startup options, prepared statements) and sets its timeouts per transaction.
+
+Every write transaction tells the database who acts (`reservations.actor`: the caller's API
+key id, or `system:<job>` for background work) and the request id, as transaction-local
+settings (so they cannot leak to the next user of a pooled connection); the audit triggers
+(migration 0007) read them. Whoever authenticates a request, or starts a job, sets `ACTOR`
+(see `acting_as`); nothing else has to pass it along.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import psycopg
@@ -21,10 +28,25 @@ from psycopg_pool import AsyncConnectionPool
 
 from reservations.config import Settings
 from reservations.kit.consistency import CURRENT
+from reservations.kit.http import REQUEST_ID
 from reservations.kit.replicas import Replicas, stop_task
 
 Conn = psycopg.AsyncConnection[DictRow]
 T = TypeVar("T")
+
+# Who the current request or job acts as: an API key id, or "system:<job>". Per task, like the
+# request id: set by authentication, read by every transaction the request opens.
+ACTOR: ContextVar[str | None] = ContextVar("actor", default=None)
+
+
+@contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Transactions opened inside this block are recorded as done by `actor`."""
+    token = ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        ACTOR.reset(token)
 
 
 class Database:
@@ -92,7 +114,9 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """The unit of work: commits when the block ends, rolls back if it raises. With
-        replicas, the WAL position after COMMIT becomes the response's consistency token."""
+        replicas, the WAL position after COMMIT becomes the response's consistency token.
+        The actor and request id of the current task go with it (see the module's doc)."""
+        actor, request_id = ACTOR.get() or "", REQUEST_ID.get() or ""
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 if self.pooled:
@@ -101,8 +125,16 @@ class Database:
                     await conn.execute(
                         "SELECT set_config('statement_timeout', %s, true),"
                         " set_config('lock_timeout', %s, true),"
-                        " set_config('TimeZone', 'UTC', true)",
-                        self._local_timeouts,
+                        " set_config('TimeZone', 'UTC', true),"
+                        " set_config('reservations.actor', %s, true),"
+                        " set_config('reservations.request_id', %s, true)",
+                        (*self._local_timeouts, actor, request_id),
+                    )
+                elif actor or request_id:
+                    await conn.execute(
+                        "SELECT set_config('reservations.actor', %s, true),"
+                        " set_config('reservations.request_id', %s, true)",
+                        (actor, request_id),
                     )
                 yield conn
             if self.replicas is not None and (state := CURRENT.get()) is not None:

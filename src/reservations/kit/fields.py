@@ -205,6 +205,8 @@ Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=rf"^[^\x00{WHITESPACE}]+$"),
 ]
+# Free text an admin may leave empty (a feed's label).
+Label = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
 CustomerRef = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200),

@@ -68,6 +68,7 @@ HISTORY_MOVED = Counter(
 MAP_REPAIRS = Counter(
     "availability_map_repaired_total", "Map entries the repair job found wrong and rebuilt"
 )
+AUDIT_SEALED = Counter("audit_rows_sealed_total", "Audit rows the sealer added to the hash chain")
 
 WEBHOOK_ATTEMPTS = Counter(
     "webhook_deliveries_total",

@@ -34,7 +34,7 @@ from reservations.errors import (
     ReservationNotPending,
 )
 from reservations.kit import metrics
-from reservations.kit.db import Conn, lock_resource
+from reservations.kit.db import Conn, acting_as, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
@@ -637,12 +637,17 @@ async def _enforce_limit_on_move(
         raise enforce.refuse([enforce.limit_violation(policy)])
 
 
+# The audit log's actor for the hold sweeper's changes.
+SWEEPER = "system:sweeper"
+
+
 async def sweep_expired(svc: Services, *, batch: int = 500) -> int:
     """Expire holds past their expiry, in batches, until none are due."""
     total = 0
     while True:
-        async with svc.db.transaction() as conn:
-            rows = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
+        with acting_as(SWEEPER):
+            async with svc.db.transaction() as conn:
+                rows = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
         await map_after_commit(svc, fastmap.changes(rows, live=False))
         for resource_id in sorted({r["resource_id"] for r in rows}):
             await promote(svc, resource_id)

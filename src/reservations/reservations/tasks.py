@@ -1,9 +1,10 @@
 """Background work: expire holds, purge old idempotency records, repair the availability map,
-move ended reservations to history, promote waitlist entries, deliver webhooks (a loop of its
-own beside the sweep, so a slow receiver never delays hold expiry).
+move ended reservations to history, promote waitlist entries, seal the audit log, deliver
+webhooks (a loop of its own beside the sweep, so a slow receiver never delays hold expiry).
 
 Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
-of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED, no leader."""
+of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED (the sealer:
+an advisory lock only one copy at a time gets), no leader."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from uuid import UUID
 
 import psycopg
 
+from reservations.audit import tasks as audit
 from reservations.deps import Services
 from reservations.history import service as history
 from reservations.kit.idempotency import purge_expired
@@ -79,6 +81,7 @@ async def _sweep_forever(svc: Services) -> None:
     while True:
         try:
             await sweep_expired(svc)
+            await audit.seal(svc.db)
             if rounds % 60 == 0:
                 await purge_idempotency(svc)
             if rounds % 5 == 0:

@@ -1,0 +1,83 @@
+"""HTTP for calendar feeds: admins manage them under /v1/feeds; the feed itself is at
+/feeds/{token}.ics, where the token is the credential (no Authorization header)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from reservations.deps import Admin, Svc
+from reservations.feeds import service
+from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage
+from reservations.kit.openapi import problems
+
+router = APIRouter(prefix="/v1/feeds", tags=["feeds"])
+public = APIRouter(tags=["feeds"])
+
+CALENDAR = "text/calendar; charset=utf-8"
+# Calendar apps poll; a private cache may keep a copy for 5 minutes (so a revocation
+# reaches an app within that), shared caches none: the URL is a secret.
+CACHE_CONTROL = "private, max-age=300"
+
+
+@router.post(
+    "", status_code=201, response_model=FeedCreated, responses=problems(401, 403, 404, 422)
+)
+async def create_feed(body: FeedCreate, caller: Admin, svc: Svc, request: Request) -> FeedCreated:
+    """Make a calendar feed of a resource, or of everything one API key booked (admin).
+    The answer holds the feed's URL with its secret token, once: only a hash is kept.
+    Not idempotent (a stored reply would keep the token): if a retry made a second feed,
+    revoke the one you do not use."""
+    return await service.create(svc, caller, body, base_url=str(request.base_url))
+
+
+@router.get("", response_model=FeedPage, responses=problems(401, 403, 422))
+async def list_feeds(
+    caller: Admin,
+    svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> FeedPage:
+    """Your tenant's feeds, revoked ones included, oldest first; never their tokens."""
+    return await service.list_page(svc, caller, limit=limit, cursor=cursor)
+
+
+@router.delete("/{feed_id}", status_code=204, responses=problems(401, 403, 404, 422))
+async def revoke_feed(feed_id: UUID, caller: Admin, svc: Svc) -> Response:
+    """Revoke a feed: its URL answers 404 from now on. Repeatable."""
+    await service.revoke(svc, caller, feed_id)
+    return Response(status_code=204)
+
+
+@public.get(
+    "/feeds/{token}.ics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/calendar": {}}, "description": "RFC 5545 iCalendar"},
+        304: {"description": "Unchanged since the ETag in If-None-Match"},
+        **problems(404),
+    },
+)
+async def read_feed(
+    # No length limit here: every token that is not a live feed's gets the same 404.
+    token: Annotated[str, Path()],
+    svc: Svc,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1024)] = None,
+) -> Response:
+    """A feed's calendar: live reservations from 30 days ago to a year ahead (at most
+    5,000), in the resource's time zone. The token in the URL is the credential."""
+    cal = await service.calendar(svc, token)
+    headers = {"ETag": cal.etag, "Cache-Control": CACHE_CONTROL, "X-Robots-Tag": "noindex"}
+    if if_none_match is not None and cal.etag in _etags(if_none_match):
+        return Response(status_code=304, headers=headers)
+    return Response(
+        cal.body,
+        media_type=CALENDAR,
+        headers={**headers, "Content-Disposition": 'inline; filename="calendar.ics"'},
+    )
+
+
+def _etags(header: str) -> set[str]:
+    return {t.strip().removeprefix("W/") for t in header.split(",")}

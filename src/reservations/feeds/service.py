@@ -1,0 +1,160 @@
+"""Feed use cases: an admin makes, lists and revokes feeds; anyone holding a feed's token
+reads it as iCalendar."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from reservations.deps import Services
+from reservations.errors import NotFound
+from reservations.feeds import ical, repository, tokens
+from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRead
+from reservations.kit.ids import uuid7
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.tenancy.service import Principal
+
+# What a feed shows: live reservations meeting [now - 30 days, now + 365 days), the first
+# MAX_EVENTS of them by start.
+WINDOW_BEHIND = timedelta(days=30)
+WINDOW_AHEAD = timedelta(days=365)
+MAX_EVENTS = 5000
+
+
+def _read(row: dict[str, Any]) -> FeedRead:
+    return FeedRead(
+        id=row["id"],
+        kind="resource" if row["resource_id"] is not None else "booker",
+        resource_id=row["resource_id"],
+        api_key_prefix=row["api_key_prefix"],
+        label=row["label"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def create(
+    svc: Services, caller: Principal, body: FeedCreate, *, base_url: str
+) -> FeedCreated:
+    new = tokens.generate()
+    async with svc.db.transaction() as conn:
+        api_key_id = None
+        if body.resource_id is not None:
+            found = await repository.live_resource(
+                conn, tenant_id=caller.tenant_id, resource_id=body.resource_id
+            )
+            if found is None:
+                raise NotFound(f"No resource {body.resource_id} in your tenant.")
+        else:
+            assert body.api_key_prefix is not None
+            key = await repository.key_by_prefix(
+                conn, tenant_id=caller.tenant_id, prefix=body.api_key_prefix
+            )
+            if key is None:
+                raise NotFound(f"No API key with prefix {body.api_key_prefix} in your tenant.")
+            api_key_id = key["id"]
+        row = await repository.insert(
+            conn,
+            feed_id=uuid7(),
+            tenant_id=caller.tenant_id,
+            resource_id=body.resource_id,
+            api_key_id=api_key_id,
+            prefix=new.prefix,
+            secret_hash=new.secret_hash,
+            label=body.label,
+            created_by=caller.api_key_id,
+            now=svc.clock.now(),
+        )
+    return FeedCreated(
+        **_read(row).model_dump(),
+        token=new.token,
+        url=f"{base_url.rstrip('/')}/feeds/{new.token}.ics",
+    )
+
+
+async def list_page(
+    svc: Services, caller: Principal, *, limit: int, cursor: str | None
+) -> FeedPage:
+    after = None
+    if cursor is not None:
+        (raw,) = decode_cursor(cursor, 1)
+        try:
+            after = UUID(raw)
+        except ValueError:
+            raise invalid_cursor() from None
+    rows = await svc.db.read(
+        lambda conn: repository.page(conn, tenant_id=caller.tenant_id, after=after, limit=limit)
+    )
+    items = [_read(r) for r in rows]
+    more = len(items) == limit
+    return FeedPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+
+async def revoke(svc: Services, caller: Principal, feed_id: UUID) -> None:
+    """Revoke a feed; its URL answers 404 from the next request on. Repeatable."""
+    async with svc.db.transaction() as conn:
+        found = await repository.revoke(
+            conn, tenant_id=caller.tenant_id, feed_id=feed_id, at=svc.clock.now()
+        )
+    if not found:
+        raise NotFound(f"No feed {feed_id} in your tenant.")
+
+
+@dataclass(frozen=True)
+class Calendar:
+    body: bytes
+    etag: str
+
+
+def no_feed() -> NotFound:
+    # One answer for a malformed, unknown, wrong or revoked token: nothing to learn from it.
+    return NotFound("No calendar feed at this address (the link may have been revoked).")
+
+
+async def calendar(svc: Services, token: str) -> Calendar:
+    parsed = tokens.parse(token)
+    if parsed is None:
+        raise no_feed()
+    prefix, secret = parsed
+    # The primary, not a replica: a revocation must count from the next request on.
+    async with svc.db.connection() as conn:
+        feed = await repository.by_prefix(conn, prefix)
+    if (
+        feed is None
+        or not tokens.secret_matches(secret, bytes(feed["secret_hash"]))
+        or feed["revoked_at"] is not None
+    ):
+        raise no_feed()
+    now = svc.clock.now()
+    rows = await svc.db.read(
+        lambda conn: repository.events(
+            conn,
+            tenant_id=feed["tenant_id"],
+            resource_id=feed["resource_id"],
+            created_by=feed["api_key_id"],
+            start=now - WINDOW_BEHIND,
+            end=now + WINDOW_AHEAD,
+            now=now,
+            limit=MAX_EVENTS,
+        )
+    )
+    personal = feed["api_key_id"] is not None
+    if feed["label"]:
+        name = feed["label"]
+    elif personal:
+        name = f"Reservations of key {feed['api_key_prefix']}"
+    else:
+        name = feed["resource_name"]
+    # Off the event loop: a large feed takes a while to write.
+    body = await asyncio.to_thread(
+        ical.render,
+        name=name,
+        zone=None if personal else feed["resource_timezone"],
+        rows=rows,
+        personal=personal,
+    )
+    return Calendar(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
