@@ -343,12 +343,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 
-def prepare(data: Path, port: int) -> tuple[str, str]:
-    """First start: the cluster, pg_stat_statements for the next start, the resource."""
+def prepare(data: Path, port: int, *, statements: bool) -> tuple[str, str, Server | None]:
+    """First start: the cluster and the resource. With `statements`, pg_stat_statements is
+    asked for and the server stopped (it loads on the next start); without, the running
+    server is returned for the first phase (default settings: map on)."""
     server = start(data, port)
     try:
-        with psycopg.connect(server.db_url, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        if statements:
+            harness.preload_pg_stat_statements(server.db_url)
         r = httpx.post(
             server.base + "/v1/resources",
             json={"name": "hot"},
@@ -356,9 +358,13 @@ def prepare(data: Path, port: int) -> tuple[str, str]:
             timeout=30,
         )
         r.raise_for_status()
-        return r.json()["id"], server.token
-    finally:
+    except BaseException:
         server.stop(remove=False)
+        raise
+    if statements:
+        server.stop(remove=False)
+        return r.json()["id"], server.token, None
+    return r.json()["id"], server.token, server
 
 
 def take_the_slot(server: Server, body: str, *, map_on: bool) -> None:
@@ -391,6 +397,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, help="taken slot: wrk warm-up seconds (3)")
     parser.add_argument("--bursts", type=int, help="race: bursts per point (200)")
     parser.add_argument("--pause", type=float, default=0.05, help="race: seconds between bursts")
+    parser.add_argument(
+        "--statements",
+        action=argparse.BooleanOptionalAction,
+        help="count statements with pg_stat_statements (one more server start; default: on,"
+        " off with --quick)",
+    )
     args = parser.parse_args(argv)
     if args.database_url or args.redis_url:
         raise SystemExit("hot-slot runs on its own embedded servers (it restarts them)")
@@ -402,9 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
     bursts = args.bursts or (10 if quick else 200)
     settle = 1.0 if quick else 2.0
+    statements = not quick if args.statements is None else args.statements
     # The deadlock count is exact only after backends have reported (STATS_SETTLE_S); the
     # quick mode, a smoke test, waits less and says so in its table.
-    settle_db = 3.0 if quick else harness.STATS_SETTLE_S
+    settle_db = 2.0 if quick else harness.STATS_SETTLE_S
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     clock = harness.timer()
@@ -424,23 +437,22 @@ def main(argv: list[str] | None = None) -> None:
             "settle_s": settle_db,
         },
         "taken_range": SLOT,
+        "pg_stat_statements": statements,
         "phases": [],
     }
     data = Path(tempfile.mkdtemp(prefix="rsv-bench-hot-"))
     try:
-        rid, token = prepare(data, args.port)
+        rid, token, running = prepare(data, args.port, statements=statements)
         body = json.dumps({"resource_id": rid, "start": SLOT[0], "end": SLOT[1]})
         script = data / "hot.lua"
         script.write_text(LUA % {"body": body, "token": token})
         first_burst = 0
         for name, env in (("on", {}), ("off", {"RESERVATIONS_AVAILABILITY_MAP_ENABLED": "false"})):
-            server = start(data, args.port, **env)
+            server = running or start(data, args.port, **env)
+            running = None
             try:
-                with psycopg.connect(server.db_url, autocommit=True) as conn:
-                    try:
-                        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                    except psycopg.Error as exc:
-                        print(f"no pg_stat_statements ({exc}); statements not counted")
+                if statements and not harness.reset_statements(server.db_url):
+                    print("no pg_stat_statements; statements not counted", flush=True)
                 take_the_slot(server, body, map_on=name == "on")
                 db0, m0 = harness.database_stats(server.db_url), harness.scrape(server)
                 phase: dict[str, Any] = {"map": name, "env": env, "points": []}

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -362,15 +364,21 @@ def run_load(
     era: int,
     work: Path,
     threads: int = 2,
+    statements: bool = False,
 ) -> dict[str, Any]:
-    """One wrk run of the mixed load, with CPU, statuses and per-kind latencies."""
+    """One wrk run of the mixed load, with CPU, statuses and per-kind latencies; with
+    `statements`, pg_stat_statements' view of it (reset just before)."""
     script, out = lua_script(work, seeded, server.token, era=era, threads=threads)
+    if statements:
+        harness.reset_statements(server.db_url)
     m0, db0 = harness.scrape(server), harness.database_stats(server.db_url)
     with harness.CpuMeter(server) as meter:
         w = harness.wrk(server.base, script, connections=clients, seconds=seconds, threads=threads)
     time.sleep(0.5)
     m1, db1 = harness.scrape(server), harness.database_stats(server.db_url)
     per_kind = parse_ops(out) if out.exists() else {"ops": {}, "fallbacks": None}
+    if statements:
+        per_kind["statements"] = harness.statement_totals(server.db_url, top=8)
     done = sum(o["n"] for o in per_kind["ops"].values())
     for o in per_kind["ops"].values():
         o["share"] = round(o["n"] / done, 4) if done else None
@@ -435,6 +443,26 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {o['what']} | {_pct(o['share'])} | {rate:,.1f} | {_ms(o['p50_ms'])}"
             f" | {_ms(o['p90_ms'])} | {_ms(o['p99_ms'])} | {codes or '-'} |"
         )
+    st = load.get("statements")
+    if st:
+        n = load["requests"] or 1
+        lines += [
+            "",
+            f"PostgreSQL during the load (pg_stat_statements, planning tracked):"
+            f" {st['calls'] / n:.1f} statements, {st['plans'] / n:.2f} plans,"
+            f" {st['plan_ms'] / n:.2f} ms planning and {st['exec_ms'] / n:.2f} ms execution"
+            " per request. The costliest statements:",
+            "",
+            "| calls | plans | planning / call | execution / call | statement |",
+            "|---|---|---|---|---|",
+        ]
+        for t in st["top"]:
+            calls = t["calls"] or 1
+            text = t["query"][:110].replace("|", "\\|")
+            lines.append(
+                f"| {t['calls']:,} | {t['plans']:,} | {t['plan_ms'] / calls:.2f} ms"
+                f" | {t['exec_ms'] / calls:.2f} ms | `{text}…` |"
+            )
     lines += [
         "",
         "Latency per kind: from the wrk script's clock, request written to reply parsed;"
@@ -500,6 +528,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, help="warm-up seconds (5)")
     parser.add_argument("--resources", type=int, help=f"resources ({RESOURCES:,}; quick: 100)")
     parser.add_argument("--workers", type=int, default=1, help="API worker processes (1)")
+    parser.add_argument(
+        "--statements",
+        action=argparse.BooleanOptionalAction,
+        help="pg_stat_statements (with planning) over the measured load: one more server"
+        " start; default: on, off with --quick",
+    )
     args = parser.parse_args(argv)
     if not harness.have_wrk():
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
@@ -508,6 +542,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = args.seconds or (4 if quick else 60)
     warmup = args.warmup if args.warmup is not None else (1 if quick else 5)
     resources = args.resources or (100 if quick else RESOURCES)
+    statements = not quick if args.statements is None else args.statements
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     clock = harness.timer()
@@ -524,12 +559,24 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_s": warmup,
         "weights_per_1000": {name: w for name, w, _ in OPS},
     }
-    server = harness.start_server(
-        port=args.port,
-        workers=args.workers,
-        database_url=args.database_url,
-        redis_url=args.redis_url,
-    )
+    data = Path(tempfile.mkdtemp(prefix="rsv-bench-mixed-"))
+
+    def start() -> harness.Server:
+        return harness.start_server(
+            port=args.port,
+            data=data,
+            workers=args.workers,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+        )
+
+    server = start()
+    if statements and server.embedded:  # pg_stat_statements loads at the next start
+        harness.preload_pg_stat_statements(server.db_url)
+        server.stop(remove=False)
+        server = start()
+    counted = statements and harness.reset_statements(server.db_url)
+    report["pg_stat_statements"] = counted
     try:
         print(f"{clock()} server up on {server.base}", flush=True)
         seeded = seed(server, resources=resources)
@@ -541,7 +588,15 @@ def main(argv: list[str] | None = None) -> None:
             run_load(server, seeded, clients=clients, seconds=warmup, era=1, work=server.data)
         sampler = harness.RssSampler(server)
         sampler.start()
-        load = run_load(server, seeded, clients=clients, seconds=seconds, era=0, work=server.data)
+        load = run_load(
+            server,
+            seeded,
+            clients=clients,
+            seconds=seconds,
+            era=0,
+            work=server.data,
+            statements=counted,
+        )
         rss = sampler.stop()
         report["load"] = load
         report["memory"] = {
@@ -554,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
             report["rows_after"] = row[0] if row else None
     finally:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)
     print(
         f"{clock()} {load['requests_per_s']} req/s, p99 {load.get('p99_ms')} ms,"
         f" CPU {load['cpu_share']}",
