@@ -91,6 +91,13 @@ def counters(server: Server) -> dict[str, Any]:
         "map": harness.metric(samples, "reservations_conflicts_total", stage="map"),
         "precheck": harness.metric(samples, "reservations_conflicts_total", stage="precheck"),
         "constraint": harness.metric(samples, "reservations_conflicts_total", stage="constraint"),
+        # Why a create passed the map: nothing marked, or Redis did not answer in time.
+        **{
+            f"map_{d}": harness.metric(samples, "availability_map_decisions_total", decision=d)
+            for d in ("refuse", "pass", "unavailable")
+        },
+        "redis_errors": harness.metric(samples, "redis_errors_total"),
+        "redis_skipped": harness.metric(samples, "redis_skipped_total"),
         "xacts": db["xact_commit"] + db["xact_rollback"],
         "statements": statements(server),
     }
@@ -126,6 +133,11 @@ def taken_phase(
         "rejected_by_map": after["map"] - before["map"],
         "rejected_by_database_precheck": after["precheck"] - before["precheck"],
         "rejected_by_constraint": after["constraint"] - before["constraint"],
+        "map_decisions": {
+            d: after[f"map_{d}"] - before[f"map_{d}"] for d in ("refuse", "pass", "unavailable")
+        },
+        "redis_errors": after["redis_errors"] - before["redis_errors"],
+        "redis_skipped": after["redis_skipped"] - before["redis_skipped"],
         "rejections_per_s": round(rejections / seconds, 1),
         "wrk_requests_per_s": w["requests_per_s"],
         "p50_ms": w.get("p50_ms"),
@@ -242,6 +254,10 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
+def _n(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     quick = report["quick"]
     src = report["source"]
@@ -257,8 +273,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| map | clients | race: bursts with exactly 1 winner | race p50 | race p99"
         " | taken: rejections/s | taken p50 | taken p99 | DB transactions / 1k rejections"
-        " | PostgreSQL CPU s / 1k | API CPU s / 1k | load 1m |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | DB statements / 1k | PostgreSQL CPU s / 1k | API CPU s / 1k | load 1m |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase in report["phases"]:
         for pt in phase["points"]:
@@ -268,7 +284,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f" | {r['bursts_with_exactly_one_winner']} of {r['bursts']}"
                 f" | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {t['rejections_per_s']:,.0f}"
                 f" | {_ms(t['p50_ms'])} | {_ms(t['p99_ms'])} | {t['db_transactions_per_1k']:,.1f}"
-                f" | {t['postgres_cpu_s_per_1k']:.2f} | {t['api_cpu_s_per_1k']:.2f}"
+                f" | {_n(t['db_statements_per_1k'])} | {t['postgres_cpu_s_per_1k']:.2f}"
+                f" | {t['api_cpu_s_per_1k']:.2f}"
                 f" | {t['loadavg_before'][0]:.1f}→{t['loadavg_after'][0]:.1f} |"
             )
     lines.append("")

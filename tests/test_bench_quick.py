@@ -127,11 +127,14 @@ def test_hot_slot_quick_writes_results(tmp_path: Path) -> None:
         assert race["statuses"] == {"201": 5, "409": 75}
         assert taken["rejections"] > 0
         assert taken["accepted"] == 0
+        # Refused before the insert: by the map, or (map off, or Redis too slow to answer on a
+        # loaded machine: see map_decisions) by the database's pre-check.
+        by_map, by_precheck = taken["rejected_by_map"], taken["rejected_by_database_precheck"]
+        assert by_map + by_precheck == taken["rejections"]
         if phase["map"] == "on":
-            assert taken["rejected_by_map"] == taken["rejections"]
+            assert by_map > 0
         else:
-            assert taken["rejected_by_map"] == 0
-            assert taken["rejected_by_database_precheck"] == taken["rejections"]
+            assert by_map == 0
     assert report["goal"]["zero_deadlocks"] is True
     assert "exactly 1 winner" in (tmp_path / "hot_slot.md").read_text()
 
