@@ -535,18 +535,35 @@ class RawHttp:
     httpx request costs a few hundred: for bursts of many requests sent at the same instant
     by one Python process, without the client's own work spreading them out."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, base: str
+    ) -> None:
+        self.reader, self.writer, self.base = reader, writer, base
+        self.reconnects = 0
+
+    @staticmethod
+    async def _connect(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, _, port = base.removeprefix("http://").partition(":")
+        return await asyncio.open_connection(host, int(port or 80))
 
     @classmethod
     async def open(cls, base: str) -> RawHttp:
-        host, _, port = base.removeprefix("http://").partition(":")
-        reader, writer = await asyncio.open_connection(host, int(port or 80))
-        return cls(reader, writer)
+        return cls(*await cls._connect(base), base)
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request and read its reply. A connection the server closed while it was
+        idle (uvicorn's keep-alive timeout) is reopened once; nothing was sent on it."""
         self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            await self.close()
+            self.reader, self.writer = await self._connect(self.base)
+            self.reconnects += 1
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
         if m is None:

@@ -196,6 +196,7 @@ async def race(
                 latencies.append(ms)
             await asyncio.sleep(pause)
     finally:
+        reconnects = sum(c.reconnects for c in conns)
         for conn in conns:
             await conn.close()
     spread = {str(w): winners.count(w) for w in sorted(set(winners))}
@@ -205,6 +206,7 @@ async def race(
         "winners_per_burst": spread,
         "bursts_with_exactly_one_winner": winners.count(1),
         "statuses": statuses,
+        "reconnects": reconnects,
         **harness.percentiles(latencies),
     }
 
