@@ -13,9 +13,11 @@ import sys
 
 SCENARIOS = {
     "create": ("bench.create", "create throughput/latency at 1-64 clients vs the pgbench ceiling"),
-    "memory": ("bench.memory", "RSS per API worker, idle and under the create load"),
+    "memory": ("bench.memory", "RSS per API worker, idle and under the mixed-day load"),
+    "mixed-day": ("bench.mixed_day", "80% reads / 15% creates+holds / 5% changes, per-kind p99"),
+    "growth": ("bench.growth", "list and availability latency at 10^5, 10^6, 10^7 rows"),
+    "hot-slot": ("bench.hot_slot", "16 and 64 clients racing for one slot; map on/off"),
     "availability": ("bench.availability", "availability and search latency (issue 3)"),
-    "hot-slot": ("bench.hot_slot", "64 clients on one taken slot, availability map on/off"),
     "create-rate": ("bench.create_rate", "one wrk point of the create load (first probe)"),
     "auth-latency": ("bench.auth_latency", "authentication and rate-limit cost in-process"),
 }

@@ -4,11 +4,13 @@ and its output, a progress bar for seeding, py-spy, and the machine/source descr
 goes into every result file.
 
 Nothing here knows a scenario. The scenarios (bench/create.py, bench/memory.py,
-bench/availability.py, bench/hot_slot.py) import it; `python -m bench SCENARIO` dispatches.
+bench/availability.py, bench/hot_slot.py, bench/mixed_day.py, bench/growth.py) import it;
+`python -m bench SCENARIO` dispatches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,16 +21,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import fmean, median, quantiles
 from typing import Any, TypeVar
 
 import httpx
 import psutil
+import psycopg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parent.parent
@@ -301,6 +306,33 @@ def rss_mib(procs: Iterable[psutil.Process]) -> list[float]:
     return out
 
 
+class RssSampler(threading.Thread):
+    """RSS of each API worker every `interval` seconds until stopped."""
+
+    def __init__(self, server: Server, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.server, self.interval = server, interval
+        self.samples: dict[int, list[float]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for p in self.server.api_workers():
+                for mib in rss_mib([p]):
+                    self.samples.setdefault(p.pid, []).append(mib)
+            self.done.wait(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        """{pid: {peak_mib, mean_mib, samples}} per worker."""
+        self.done.set()
+        self.join(5)
+        return {
+            str(pid): {"peak_mib": max(v), "mean_mib": round(fmean(v), 1), "samples": len(v)}
+            for pid, v in self.samples.items()
+            if v
+        }
+
+
 # --- wrk ---------------------------------------------------------------------------------
 
 
@@ -356,6 +388,205 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
+# --- latency, /metrics, PostgreSQL's statistics -------------------------------------------
+
+
+def percentiles(values_ms: list[float]) -> dict[str, Any]:
+    """n, p50/p90/p95/p99, mean and max of a list of milliseconds (None when empty)."""
+    if not values_ms:
+        return {"n": 0, "p50_ms": None, "p90_ms": None, "p95_ms": None, "p99_ms": None,
+                "mean_ms": None, "max_ms": None}  # fmt: skip
+    q = quantiles(values_ms, n=100, method="inclusive") if len(values_ms) > 1 else values_ms * 99
+    return {
+        "n": len(values_ms),
+        "p50_ms": round(median(values_ms), 3),
+        "p90_ms": round(q[89], 3),
+        "p95_ms": round(q[94], 3),
+        "p99_ms": round(q[98], 3),
+        "mean_ms": round(fmean(values_ms), 3),
+        "max_ms": round(max(values_ms), 3),
+    }
+
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(server: Server) -> Samples:
+    """Every sample of the API's /metrics as (name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.base + "/metrics", timeout=30).text
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())
+    )
+
+
+def requests_by(before: Samples, after: Samples) -> dict[str, dict[str, int]]:
+    """http_requests_total between two scrapes: {"METHOD route": {status: count}}."""
+    out: dict[str, dict[str, int]] = {}
+    old = {
+        (lab.get("route"), lab.get("method"), lab.get("status")): v
+        for n, lab, v in before
+        if n == "http_requests_total"
+    }
+    for n, lab, v in after:
+        if n != "http_requests_total" or lab.get("route") == "/metrics":
+            continue
+        key = (lab.get("route"), lab.get("method"), lab.get("status"))
+        d = round(v - old.get(key, 0.0))
+        if d:
+            out.setdefault(f"{key[1]} {key[0]}", {})[str(key[2])] = d
+    return out
+
+
+# Backends send their statistics at most once a second, and an idle backend holding some
+# sends them 10 s later (PGSTAT_IDLE_INTERVAL): read pg_stat_database this long after a load.
+STATS_SETTLE_S = 11.0
+
+
+def database_stats(url: str) -> dict[str, int]:
+    """This database's pg_stat_database counters: transactions, deadlocks, conflicts."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit, xact_rollback, deadlocks, conflicts, temp_files"
+            " FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    names = ("xact_commit", "xact_rollback", "deadlocks", "conflicts", "temp_files")
+    return dict(zip(names, (int(v or 0) for v in row or (0,) * 5), strict=True))
+
+
+def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def preload_pg_stat_statements(url: str) -> None:
+    """Ask for pg_stat_statements with planning counted, from the server's next start."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        conn.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+
+
+def reset_statements(url: str) -> bool:
+    """Create pg_stat_statements if need be and zero it; False when it is not loaded."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+        except psycopg.Error:
+            return False
+    return True
+
+
+def statement_totals(url: str, *, top: int = 3) -> dict[str, Any]:
+    """Calls, plans, planning and execution time of this database's statements since the
+    last reset (pg_stat_statements' own reads left out), and the `top` costliest."""
+    where = (
+        "dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND query NOT LIKE '%%pg_stat_statements%%'"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        total = conn.execute(
+            "SELECT coalesce(sum(calls), 0), coalesce(sum(plans), 0),"
+            " coalesce(sum(total_plan_time), 0), coalesce(sum(total_exec_time), 0)"
+            f" FROM pg_stat_statements WHERE {where}"
+        ).fetchone()
+        rows = conn.execute(
+            "SELECT calls, plans, round(total_plan_time::numeric, 3),"
+            " round(total_exec_time::numeric, 3),"
+            " left(regexp_replace(query, '\\s+', ' ', 'g'), 300)"
+            f" FROM pg_stat_statements WHERE {where}"
+            " ORDER BY total_plan_time + total_exec_time DESC LIMIT %s",
+            (top,),
+        ).fetchall()
+    assert total is not None
+    return {
+        "calls": int(total[0]),
+        "plans": int(total[1]),
+        "plan_ms": round(float(total[2]), 3),
+        "exec_ms": round(float(total[3]), 3),
+        "top": [
+            {
+                "calls": r[0],
+                "plans": r[1],
+                "plan_ms": float(r[2]),
+                "exec_ms": float(r[3]),
+                "query": r[4],
+            }
+            for r in rows
+        ],
+    }
+
+
+# --- a raw HTTP/1.1 client for bursts ---------------------------------------------------------
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for the API's
+    replies (Content-Length bodies). A few microseconds of client CPU per request, where an
+    httpx request costs a few hundred: for bursts of many requests sent at the same instant
+    by one Python process, without the client's own work spreading them out."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, base: str
+    ) -> None:
+        self.reader, self.writer, self.base = reader, writer, base
+        self.reconnects = 0
+
+    @staticmethod
+    async def _connect(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, _, port = base.removeprefix("http://").partition(":")
+        return await asyncio.open_connection(host, int(port or 80))
+
+    @classmethod
+    async def open(cls, base: str) -> RawHttp:
+        return cls(*await cls._connect(base), base)
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request and read its reply. A connection the server closed while it was
+        idle (uvicorn's keep-alive timeout) is reopened once; nothing was sent on it."""
+        self.writer.write(request)
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            await self.close()
+            self.reader, self.writer = await self._connect(self.base)
+            self.reconnects += 1
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.IGNORECASE)
+        if m is None:
+            raise RuntimeError(f"reply without Content-Length: {head[:200]!r}")
+        return status, await self.reader.readexactly(int(m.group(1)))
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def raw_request(
+    method: str, path: str, *, token: str, body: str | None = None, **headers: str
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {token}"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    data = (body or "").encode()
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
 # --- seeding -----------------------------------------------------------------------------
 
 
@@ -383,6 +614,52 @@ def create_resources(server: Server, count: int, *, prefix: str = "bench") -> li
             r.raise_for_status()
             ids.append(r.json()["id"])
     return ids
+
+
+def tenant_and_key(conn: psycopg.Connection[Any], token: str) -> tuple[Any, Any]:
+    """(tenant_id, api_key id) of an API key, read from the database."""
+    row = conn.execute(
+        "SELECT tenant_id, id FROM api_key WHERE prefix = %s", (token.split("_")[1],)
+    ).fetchone()
+    if row is None:
+        raise SystemExit("the admin key is not in the database")
+    return row[0], row[1]
+
+
+def insert_resources(
+    conn: psycopg.Connection[Any], *, tenant: Any, count: int, prefix: str, tags: str = "{bench}"
+) -> list[Any]:
+    """`count` unit-capacity resources (UTC, no policy: open around the clock) by INSERT, in
+    one statement; then ANALYZE. Returns their ids in name order."""
+    from reservations.kit.ids import uuid7
+
+    ids = [uuid7() for _ in range(count)]
+    conn.execute(
+        "INSERT INTO resource (id, tenant_id, name, capacity, timezone, tags, created_at,"
+        " updated_at) SELECT id, %s, %s || lpad(n::text, 5, '0'), 1, 'UTC', %s, now(), now()"
+        " FROM unnest(%s::uuid[]) WITH ORDINALITY AS x(id, n)",
+        (tenant, prefix, tags, ids),
+    )
+    conn.execute("ANALYZE resource")
+    return ids
+
+
+RESERVATION_COLUMNS = (
+    "id, tenant_id, resource_id, start_at, end_at, during, status, quantity, created_by,"
+    " created_at, updated_at"
+)
+
+
+def copy_rows(
+    conn: psycopg.Connection[Any], table: str, columns: str, rows: Iterable[tuple[Any, ...]]
+) -> int:
+    """COPY rows into a table in the connection's current transaction; the number written."""
+    n = 0
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+            n += 1
+    return n
 
 
 # --- profiling ---------------------------------------------------------------------------
@@ -482,6 +759,11 @@ def source() -> dict[str, Any]:
         "commit": git("rev-parse", "HEAD"),
         "src_dirty": bool(git("status", "--porcelain", "src")),
     }
+
+
+def command(scenario: str, argv: list[str] | None) -> str:
+    """The command line that ran a scenario, for the result files."""
+    return " ".join([f"python -m bench {scenario}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def now_utc() -> str:

@@ -2,12 +2,13 @@
 
 For `serve --workers 1` and `--workers 2` in turn (embedded PostgreSQL and Valkey on one
 fresh data directory, or the URLs given): RSS of every API process (psutil) after start-up
-and a few requests ("idle"), then sampled every 0.25 s under the create load of
-`bench create` at 32 clients ("load": peak and mean per worker), then idle again after the
-load. The goal is under 150 MiB resident per worker under load. Until the mixed-day scenario
-(issue 7, scenario 3) exists, the create load stands in for it.
+and a few requests ("idle"), then sampled every 0.25 s under load at 32 connections ("load":
+peak and mean per worker, warm-up included), then idle again after the load. The load is the
+mixed day of `bench mixed-day` (issue 7, scenario 3: 1,000 resources seeded, 80% reads, 15%
+creates and holds, 5% confirms, cancels and reschedules), or with `--load create` the create
+load of `bench create`. The goal is under 150 MiB resident per worker under load.
 
-    python -m bench memory [--quick] [--out DIR] [--seconds 15]
+    python -m bench memory [--quick] [--out DIR] [--seconds 15] [--load mixed|create]
 
 Writes memory.json, memory.md and memory.png into --out (default bench/results/).
 """
@@ -15,46 +16,25 @@ Writes memory.json, memory.md and memory.png into --out (default bench/results/)
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
 import time
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 import httpx
 
-from bench import harness
+from bench import harness, mixed_day
 from bench.create import Eras, add_common, api_phase
 
 GOAL_MIB = 150.0
 CLIENTS = 32
+LOADS = {
+    "mixed": "the mixed-day scenario's wrk load (bench/mixed_day.py: 80% reads, 15% creates and"
+    " holds, 5% confirms, cancels, reschedules)",
+    "create": "the create scenario's wrk load (every request a new reservation)",
+}
 
 
-class Sampler(threading.Thread):
-    """RSS of each API worker every `interval` seconds until stopped."""
-
-    def __init__(self, server: harness.Server, interval: float = 0.25) -> None:
-        super().__init__(daemon=True)
-        self.server, self.interval = server, interval
-        self.samples: dict[int, list[float]] = {}
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            for p in self.server.api_workers():
-                for mib in harness.rss_mib([p]):
-                    self.samples.setdefault(p.pid, []).append(mib)
-            self.done.wait(self.interval)
-
-    def stop(self) -> dict[str, Any]:
-        self.done.set()
-        self.join(5)
-        return {
-            str(pid): {"peak_mib": max(v), "mean_mib": round(fmean(v), 1), "samples": len(v)}
-            for pid, v in self.samples.items()
-            if v
-        }
+Sampler = harness.RssSampler
 
 
 def snapshot(server: harness.Server) -> dict[str, Any]:
@@ -78,16 +58,25 @@ def measure(
     eras: Eras,
     database_url: str | None,
     redis_url: str | None,
+    load_kind: str = "mixed",
+    resources: int = mixed_day.RESOURCES,
 ) -> tuple[dict[str, Any], harness.Server]:
     server = harness.start_server(
         port=port, data=data, workers=workers, database_url=database_url, redis_url=redis_url
     )
     try:
-        ids = (
-            harness.create_resources(server, 200, prefix=f"mem{workers}")
-            if data is None
-            else _resources(server)
-        )
+        if load_kind == "mixed":
+            seeded = (
+                mixed_day.seed(server, resources=resources)
+                if data is None
+                else mixed_day.Seeded(mixed_day.resource_ids(server), mixed_day.read_week(), 0)
+            )
+        else:
+            ids = (
+                harness.create_resources(server, 200, prefix=f"mem{workers}")
+                if data is None
+                else _resources(server)
+            )
         headers = {"Authorization": f"Bearer {server.token}"}
         for _ in range(20):  # every worker has served something before "idle"
             httpx.get(server.base + "/v1/resources?limit=5", headers=headers, timeout=10)
@@ -95,10 +84,25 @@ def measure(
         idle = snapshot(server)
         sampler = Sampler(server)
         sampler.start()
-        load = api_phase(
-            server, ids, clients=clients, seconds=seconds, warmup=warmup, eras=eras,
-            work=server.data,
-        )  # fmt: skip
+        if load_kind == "mixed":
+            if warmup > 0:
+                mixed_day.run_load(
+                    server,
+                    seeded,
+                    clients=clients,
+                    seconds=warmup,
+                    era=eras.next(),
+                    work=server.data,
+                )
+            load = mixed_day.run_load(
+                server, seeded, clients=clients, seconds=seconds, era=eras.next(), work=server.data
+            )
+            load.pop("ops", None)  # per-kind latencies belong to the mixed-day scenario
+        else:
+            load = api_phase(
+                server, ids, clients=clients, seconds=seconds, warmup=warmup, eras=eras,
+                work=server.data,
+            )  # fmt: skip
         under = sampler.stop()
         time.sleep(1)
         after = snapshot(server)
@@ -129,12 +133,14 @@ def _resources(server: harness.Server) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    head = ""
+    if report["quick"]:
+        head = "**Quick-mode smoke run** (tiny durations, not a measurement to quote): "
     lines = [
-        f"Run of {report['when']} (commit {report['source']['commit'][:7]}"
+        head + f"Run of {report['when']} (commit {report['source']['commit'][:7]}"
         f"{', src/ with uncommitted changes' if report['source']['src_dirty'] else ''}),"
-        f" `{report['command']}`; {report['machine']['cpus']} cores; load: the create"
-        f" scenario's wrk load at {report['clients']} clients for"
-        f" {report['seconds']:g} s.",
+        f" `{report['command']}`; {report['machine']['cpus']} cores; load: {LOADS[report['load']]}"
+        f" at {report['clients']} connections for {report['seconds']:g} s.",
         "",
         "| `--workers` | idle RSS per worker | peak RSS per worker under load | mean under load"
         " | after load | all API processes idle (incl. supervisor) | req/s during | load 1m |",
@@ -183,8 +189,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.axhline(GOAL_MIB, color="black", lw=0.8, ls="--", label=f"goal {GOAL_MIB:.0f} MiB")
     ax.set_xticks(list(xs), labels, fontsize=8)
     ax.set_ylabel("RSS (MiB)")
-    ax.set_title(f"API worker resident memory, create load at {report['clients']} clients",
-                 fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"API worker resident memory, {report['load']} load at {report['clients']}"
+        " connections" + (" (QUICK SMOKE RUN)" if report["quick"] else ""),
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -196,6 +205,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__)
     add_common(parser, port=8772)
     parser.add_argument("--seconds", type=float, help="seconds of load (15)")
+    parser.add_argument(
+        "--load",
+        choices=sorted(LOADS),
+        default="mixed",
+        help="which load: the mixed day (default) or the create scenario's",
+    )
+    parser.add_argument(
+        "--resources",
+        type=int,
+        help=f"mixed load: resources ({mixed_day.RESOURCES:,}; quick: 100)",
+    )
     args = parser.parse_args(argv)
     if not harness.have_wrk():
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
@@ -207,11 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     clock = harness.timer()
     report: dict[str, Any] = {
         "scenario": "memory",
-        "command": " ".join(["python -m bench memory", *(sys.argv[1:] if argv is None else argv)]),
+        "command": harness.command("memory", argv),
         "when": harness.now_utc(),
         "quick": args.quick,
         "machine": harness.machine(),
         "source": harness.source(),
+        "load": args.load,
         "clients": clients,
         "seconds": seconds,
         "runs": [],
@@ -224,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             run, server = measure(
                 workers=workers, port=args.port, data=data, clients=clients, seconds=seconds,
                 warmup=warmup, eras=eras, database_url=args.database_url,
-                redis_url=args.redis_url,
+                redis_url=args.redis_url, load_kind=args.load,
+                resources=args.resources or (100 if args.quick else mixed_day.RESOURCES),
             )  # fmt: skip
             data = server.data
             server.stop(remove=False)
