@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.storm.cluster import PrivatePostgres
 from tests.storm.report import render
+from tests.storm.resettle import resettle
 from tests.storm.run import StormResult, run_storm
 from tests.storm.workload import FAULT_KINDS, StormConfig
 
@@ -46,9 +47,25 @@ def main(argv: list[str] | None = None) -> int:
         "its history and database, and write the report",
     )
     parser.add_argument(
+        "--resettle",
+        type=Path,
+        default=None,
+        help="a directory kept with --keep: settle the unknown outcomes it left, check again "
+        "and write the report (tests/storm/resettle.py)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=ROOT / "RELIABILITY.md", help="'-' for stdout only"
     )
     args = parser.parse_args(argv)
+    if args.resettle is not None:
+        kept = resettle(args.resettle)
+        print(json.dumps(kept.figures, indent=2))
+        if kept.verdict.violations:
+            print(kept.verdict.details(), file=sys.stderr)
+        if str(args.output) != "-":
+            args.output.write_text(render(kept, kept.figures["command"], note=args.note))
+            print(f"wrote {args.output}")
+        return 1 if kept.verdict.violations or kept.verdict.unsettled else 0
     if args.recheck is not None:
         return recheck(args.recheck, args.output, args.note)
     if args.render_from is not None:

@@ -506,7 +506,7 @@ class Storm:
     async def settle_all(self, per_op_seconds: float = 90.0) -> None:
         """Settle every info operation, 16 at a time; each gets `per_op_seconds` from when its
         turn comes (a fixed deadline for all would leave the last ones untried)."""
-        todo = [op for op in self.rec.history if op.outcome == INFO]
+        todo = [op for op in self.rec.history if op.final == INFO]
         limit = asyncio.Semaphore(16)
         # One client per key, shared: building an httpx client costs tens of milliseconds of
         # CPU (its TLS context), more than a settling request.
