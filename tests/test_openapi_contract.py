@@ -6,9 +6,11 @@ links) that the fuzzer relies on."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -66,6 +68,27 @@ def test_metadata_numbers_beyond_64_bits_are_refused(tenant: Tenant, where: str)
         read = tenant.admin.get(path)
         assert read.status_code == 200, read.text
         assert read.json()["metadata"] == {"n": 9200000000000000000, "m": -(2**63) + 1, "f": 1.5}
+
+
+def test_a_resource_stored_with_a_huge_number_is_still_served(
+    tenant: Tenant, settings: Settings
+) -> None:
+    """A row written before the API refused such numbers: its reads skip the cache (whose
+    encoder cannot write the number) instead of failing."""
+    assert settings.database_url is not None
+    resource_id = uuid.uuid4()
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "INSERT INTO resource (id, tenant_id, name, capacity, timezone, metadata,"
+            " created_at, updated_at)"
+            " SELECT %s, id, 'Old', 1, 'UTC', '{\"n\": 1e20}', now(), now()"
+            " FROM tenant WHERE name = %s",
+            (resource_id, tenant.name),
+        )
+    for _ in range(2):
+        r = tenant.viewer.get(f"/v1/resources/{resource_id}")
+        assert r.status_code == 200, r.text
+        assert r.json()["metadata"] == {"n": 10**20}
 
 
 # --------------------------------------------------------------------------------------------

@@ -83,7 +83,12 @@ class ResourceCache:
         self, resource_id: UUID, version: int, payload: dict[str, Any], *, essential: bool = False
     ) -> None:
         key = self._key(resource_id)
-        data = orjson.dumps(payload, default=str)
+        try:
+            data = orjson.dumps(payload, default=str)
+        except TypeError:
+            # Metadata with an integer beyond 64 bits, stored before the API refused them
+            # (kit/fields.py): not cached, its reads go to PostgreSQL.
+            return
 
         async def call(client: Client) -> object:
             if self._script is None:
