@@ -27,6 +27,7 @@ SEMANTIC: list[tuple[str | None, str]] = [
     (None, "exdates need an rrule"),
     (None, "each resource may appear once"),
     (None, "appears twice"),
+    (None, "give exactly one of"),  # a feed is of a resource or of a key
     (None, "intervals "),  # "intervals 08:00-10:00 and 09:00-11:00 overlap"
     # Totals a pattern cannot add up: a duration (366 days; buffers one day; positive where a
     # length is meant), a window (31 days), metadata (16 KiB, 8 levels).
@@ -51,6 +52,10 @@ SEMANTIC: list[tuple[str | None, str]] = [
     ("shift", "out of range"),
     # RFC 5545's grammar.
     ("rrule", ""),
+    # A webhook URL: RFC 3986's grammar beyond the scheme (credentials, fragments, host
+    # names), where the host resolves (public addresses only), and https unless the server
+    # allows private receivers (configuration). webhooks/addresses.py has every rule.
+    ("url", ""),
     # The year pattern keeps timestamps in range except on the edge days, where only the
     # offset decides (1970-01-01T00:30+01:00 is 1969 in UTC).
     (None, "must be between 1970-01-01 and 9000-01-01"),

@@ -57,7 +57,7 @@ async def revoke_feed(feed_id: UUID, caller: Admin, svc: Svc) -> Response:
     responses={
         200: {"content": {"text/calendar": {}}, "description": "RFC 5545 iCalendar"},
         304: {"description": "Unchanged since the ETag in If-None-Match"},
-        **problems(404),
+        **problems(404, 422),
     },
 )
 async def read_feed(

@@ -43,7 +43,12 @@ def _unique(values: list[str] | None) -> list[str] | None:
     return None if values is None else list(dict.fromkeys(values))
 
 
-EventType = Annotated[str, AfterValidator(_known_type)]
+# The enum is in the document too, so a client (or a fuzzer) knows the list up front.
+EventType = Annotated[
+    str,
+    AfterValidator(_known_type),
+    Field(json_schema_extra={"enum": list(EVENT_TYPES + FAMILIES)}),
+]
 EventTypes = Annotated[
     list[EventType],
     Field(
@@ -58,6 +63,7 @@ Url = Annotated[
     Field(
         min_length=1,
         max_length=2048,
+        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
         description="Where to POST. https on a public address (private and loopback "
         "addresses, and plain http, only when the server allows private receivers).",
     ),
