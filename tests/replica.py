@@ -190,7 +190,7 @@ class Replica:
             assert row is not None
             return str(row[0])
 
-    def wait_for_lsn(self, lsn: str, timeout: float = 30) -> None:
+    def wait_for_lsn(self, lsn: str, timeout: float = 60) -> None:
         """Wait until the replica has replayed up to `lsn` (a primary's WAL position)."""
         deadline = time.monotonic() + timeout
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
@@ -204,7 +204,7 @@ class Replica:
                     raise ReplicaError(f"replica did not replay {lsn} in {timeout} s")
                 time.sleep(0.05)
 
-    def catch_up(self, primary_url: str, timeout: float = 30) -> None:
+    def catch_up(self, primary_url: str, timeout: float = 60) -> None:
         """Wait until everything committed on the primary so far is visible here."""
         with psycopg.connect(primary_url, autocommit=True, connect_timeout=5) as conn:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()

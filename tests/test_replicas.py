@@ -54,7 +54,7 @@ class Setup:
         )
         return r
 
-    def wait_for_source(self, source: str, timeout: float = 15) -> float:
+    def wait_for_source(self, source: str, timeout: float = 45) -> float:
         """Poll a token-less read until it is served by `source`; return the time it took."""
         started = time.monotonic()
         while True:

@@ -46,7 +46,17 @@ from tests.conftest import (
     stop_live_server,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # The fuzzer checks the HTTP contract, which is the same whatever PostgreSQL is behind
+    # it; it runs in CI's first pass (embedded PostgreSQL 18). In the second pass (PostgreSQL
+    # 15 through PgBouncer) its minutes of writes also flooded the streaming replica that
+    # tests/test_replicas.py runs beside it on the same cluster (19 s of lag).
+    pytest.mark.skipif(
+        bool(os.environ.get("TEST_DATABASE_URL")),
+        reason="runs in the pass on the embedded servers, not again against TEST_DATABASE_URL",
+    ),
+]
 
 MAX_EXAMPLES = 8
 MAX_STEPS = 8  # per stateful scenario
