@@ -195,7 +195,7 @@ def _open(browser: Any, client: Client, **context: Any) -> tuple[Any, Browsing]:
     ctx.on("request", lambda req: seen.requests.append(req.url))
     page = ctx.new_page()
     page.on("pageerror", lambda e: seen.errors.append(str(e)))
-    page.set_default_timeout(5000)
+    page.set_default_timeout(10_000)  # generous: CI shares 2 cores with other tests
     seen.page = page
     return ctx, seen
 
@@ -452,15 +452,15 @@ def test_a_booking_made_elsewhere_appears_live(browsing: Browsing, client: Clien
     )
     started = time.monotonic()
     client.book(court["id"], at(DAY, "15:00"), at(DAY, "16:00"))
-    row(page, court).locator(".booking.confirmed").wait_for(timeout=3000)
+    row(page, court).locator(".booking.confirmed").wait_for()
     elapsed = time.monotonic() - started
     print(f"a booking made through the API appeared after {elapsed:.2f} s")
-    assert elapsed < 2.0
+    assert elapsed < 2.0, f"took {elapsed:.2f} s"  # the stream polls every 0.5 s
     # ...and a cancellation elsewhere disappears the same way, without a reload.
     (res,) = client.reservations(court["id"])
     r = client.http.post(f"/v1/reservations/{res['id']}/cancel")
     assert r.status_code == 200
-    row(page, court).locator(".booking").wait_for(state="detached", timeout=3000)
+    row(page, court).locator(".booking").wait_for(state="detached", timeout=2000)
 
 
 def test_the_free_slot_finder_jumps_to_the_earliest_fit(browsing: Browsing, client: Client) -> None:
