@@ -929,6 +929,9 @@ def test_every_served_route_is_documented(app_client: TestClient) -> None:
         ("/openapi.json", "GET"),
         ("/docs", "GET"),
         ("/docs/oauth2-redirect", "GET"),
+        # The booking page (src/reservations/web): HTML for people, not API.
+        ("/", "GET"),
+        ("/app", "GET"),
     }
     assert documented <= served
     # /feeds/{token}.ics: the calendar URL, outside /v1 on purpose (its token is the

@@ -47,6 +47,7 @@ from reservations.resources.endpoints import router as resources_router
 from reservations.tenancy.cache import KeyCache
 from reservations.tenancy.limits import CallerLimits
 from reservations.waitlist.endpoints import router as waitlist_router
+from reservations.web import endpoints as web
 from reservations.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(public_feeds_router)
     app.include_router(audit_router)
     app.include_router(ops_router)
+    web.install(app)
     crash = CrashAfterCommit.parse(settings.fault_crash_after_commit)
     if crash is not None:  # tests only: innermost, so it sees the reply the service made
         app.add_middleware(CrashAfterCommitMiddleware, fault=crash)

@@ -1,4 +1,4 @@
-"""The `reservations` command: serve, worker, migrate, history, keys, audit."""
+"""The `reservations` command: serve, worker, migrate, history, keys, audit, demo."""
 
 from __future__ import annotations
 
@@ -234,6 +234,34 @@ def migrate() -> None:
     settings = _settings()
     with _database_url(settings) as url:
         typer.echo(f"database at revision {migrations.current(url)}")
+
+
+@app.command()
+def demo() -> None:
+    """Seed tenant 'demo' (a dozen resources and a week of bookings) for the booking page at
+    /app. Seeds once; run again, it only prints a new admin key for the tenant. The key is
+    printed alone on the last line of stdout."""
+    from reservations import demo as demo_data
+    from reservations.deps import Services
+    from reservations.kit.clock import Clock
+
+    settings = _settings()
+    with _database_url(settings) as url, acting_as(CLI_ACTOR):
+        seeded = _run_db(
+            settings,
+            url,
+            lambda db: demo_data.seed(Services(settings=settings, db=db, clock=Clock())),
+        )
+    if seeded.created:
+        made = ", ".join(f"{n} {status}" for status, n in seeded.bookings.items())
+        typer.echo(f"seeded tenant '{demo_data.TENANT}': {seeded.resources} resources; {made}")
+    else:
+        typer.echo(
+            f"tenant '{demo_data.TENANT}' is already seeded ({seeded.resources} resources): "
+            "nothing added; a new admin key for it follows"
+        )
+    typer.echo(f"open http://{settings.host}:{settings.port}/app and sign in with this admin key:")
+    typer.echo(seeded.token)
 
 
 @keys_app.command("create")

@@ -42,10 +42,11 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=512)] = None,
 ) -> StreamingResponse:
     """The tenant's events as Server-Sent Events, live. Resume with the `Last-Event-ID`
-    header (browsers send it when they reconnect) or `after`. Admin and viewer keys."""
+    header (browsers send it when they reconnect) or `after`; `after=now` skips the history
+    and starts with the events committed from now on. Admin and viewer keys."""
     start = last_event_id or after
     service.check_reader(caller)
-    service.parse_cursor(start)  # a bad cursor is a 422 before the stream starts
+    service.parse_cursor(start, now_allowed=True)  # a bad cursor is a 422 before the stream
     return StreamingResponse(
         service.stream(svc, caller, after=start),
         media_type="text/event-stream",

@@ -50,3 +50,15 @@ async def after(
         params,
     )
     return await cur.fetchall()
+
+
+async def head(conn: Conn, *, tenant_id: UUID) -> DictRow | None:
+    """The tenant's last event a reader may see now (same visibility rule as `after`): a
+    cursor after which only events committed later, or still running, can appear."""
+    cur = await conn.execute(
+        "SELECT txid::text AS txid, id FROM event WHERE tenant_id = %(tenant)s"
+        " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+        " ORDER BY txid DESC, id DESC LIMIT 1",
+        {"tenant": tenant_id},
+    )
+    return await cur.fetchone()

@@ -21,6 +21,8 @@ from reservations.tenancy.service import Principal, Role
 # there was nothing (so proxies and clients see the connection is alive).
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
+# `after=now` on the stream: start at the end, without paging through the tenant's history.
+NOW = "now"
 
 
 def check_reader(caller: Principal) -> None:
@@ -30,8 +32,8 @@ def check_reader(caller: Principal) -> None:
         )
 
 
-def parse_cursor(cursor: str | None) -> tuple[int, int] | None:
-    if cursor is None or cursor == "":
+def parse_cursor(cursor: str | None, *, now_allowed: bool = False) -> tuple[int, int] | None:
+    if cursor is None or cursor == "" or (now_allowed and cursor == NOW):
         return None
     txid, event_id = decode_cursor(cursor, 2)
     if not (txid.isdigit() and event_id.isdigit()):
@@ -65,12 +67,27 @@ async def page(svc: Services, caller: Principal, *, after: str | None, limit: in
     return EventPage(items=items, next_cursor=items[-1].id if items else after)
 
 
+async def _head(conn: Conn, *, caller: Principal) -> tuple[int, int]:
+    row = await repository.head(conn, tenant_id=caller.tenant_id)
+    return (0, 0) if row is None else (int(row["txid"]), int(row["id"]))
+
+
 async def stream(svc: Services, caller: Principal, *, after: str | None) -> AsyncIterator[bytes]:
     """SSE frames: `id` (the cursor), `event` (the type), `data` (the event as JSON). Runs
-    until the client goes away; reconnecting with Last-Event-ID resumes after that event."""
+    until the client goes away; reconnecting with Last-Event-ID resumes after that event.
+
+    `after=now` starts at the end and says where that is first, in a frame with only an `id`
+    (it dispatches no event, but a client that reconnects sends it back as Last-Event-ID,
+    so nothing committed in between is missed)."""
     check_reader(caller)
-    cursor = parse_cursor(after)
     yield b"retry: 1000\n\n"
+    cursor: tuple[int, int] | None
+    if after == NOW:
+        head = await svc.db.read(functools.partial(_head, caller=caller))
+        yield b"id: %s\n\n" % encode_cursor(*head).encode()
+        cursor = head
+    else:
+        cursor = parse_cursor(after)
     quiet = 0.0
     while True:
         rows = await svc.db.read(functools.partial(_batch, caller=caller, cursor=cursor))
