@@ -562,15 +562,18 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
             Busy(b["during_start"], b["during_end"], b["quantity"])
         )
 
+    # history_before=None: the windows lie weeks ahead, after any history horizon.
     def earliest_all() -> int:
         hits = 0
         for r in rows:
-            found = service._earliest(r, policies[r["id"]], by_resource.get(r["id"], []), body, now)
+            found = service._earliest(
+                r, policies[r["id"]], by_resource.get(r["id"], []), body, now, None
+            )
             hits += found is not None
         return hits
 
     found = [
-        (r, service._earliest(r, policies[r["id"]], by_resource.get(r["id"], []), body, now))
+        (r, service._earliest(r, policies[r["id"]], by_resource.get(r["id"], []), body, now, None))
         for r in rows
     ]
 
