@@ -229,3 +229,55 @@ def test_a_fill_racing_a_revocation_cannot_resurrect_the_key(redis_server: Redis
     first, after = asyncio.run(run())
     assert first == record
     assert after is REVOKED
+
+
+def test_a_resource_entry_is_only_replaced_by_a_newer_version(redis_server: RedisServer) -> None:
+    """The resource cache's compare-and-set: a slow request that read version 1 and writes it
+    back after a PATCH cached version 2 must not win; nor may any fill older than an
+    archive's tombstone. A plain SET in `_PUT` fails every assertion after the first put."""
+    import asyncio
+    import uuid
+
+    from reservations.kit.redis import RedisTier
+    from reservations.resources.cache import ResourceCache
+
+    tenant, rid = uuid.uuid4(), uuid.uuid4()
+
+    def row(version: int, name: str) -> dict[str, object]:
+        return {"id": rid, "version": version, "name": name, "capacity": 1, "timezone": "UTC"}
+
+    async def run() -> list[object]:
+        tier = RedisTier(redis_server.url, prefix=redis_server.prefix + "rescas:")
+        await tier.open()
+        try:
+            cache = ResourceCache(tier, ttl_seconds=60)
+            seen: list[object] = []
+
+            async def name() -> object:
+                entry = await cache.get(tenant, rid)
+                return None if entry is None else (entry["version"], entry["name"])
+
+            await cache.put(row(2, "after the PATCH"), tenant_id=tenant)
+            seen.append(await name())
+            await cache.put(row(1, "read before the PATCH"), tenant_id=tenant)  # the slow writer
+            seen.append(await name())
+            await cache.put(row(2, "same version, other bytes"), tenant_id=tenant)
+            seen.append(await name())
+            await cache.archived(rid, 3)
+            seen.append(await name())
+            await cache.put(row(2, "a fill from before the archive"), tenant_id=tenant)
+            seen.append(await name())
+            await cache.put(row(4, "restored"), tenant_id=tenant)
+            seen.append(await name())
+            return seen
+        finally:
+            await tier.close()
+
+    assert asyncio.run(run()) == [
+        (2, "after the PATCH"),
+        (2, "after the PATCH"),  # the older version is refused
+        (2, "after the PATCH"),  # an equal version does not replace either
+        None,  # the tombstone hides the resource
+        None,  # and an older fill cannot bring it back
+        (4, "restored"),  # a newer version replaces the tombstone
+    ]
