@@ -318,3 +318,66 @@ def test_redis_restart_under_hot_slot_traffic(
         assert after == refused + 20
     finally:
         stop_live_server(server)
+
+
+# --------------------------------------------------------------------------------------------
+# the repair job pages through a map larger than one round's page
+
+
+@pytest.fixture
+def private_map_client(database_url: str, redis_server: RedisServer) -> Iterator[TestClient]:
+    """An app whose map lives under a prefix of its own, so this test alone decides how many
+    (resource, day) entries the repair job has to page through."""
+    from reservations.app import create_app
+    from reservations.kit.clock import Clock
+    from tests.conftest import make_settings
+
+    own = make_settings(
+        database_url,
+        redis_url=redis_server.url,
+        redis_key_prefix=f"{redis_server.prefix}pages-{secrets.token_hex(3)}:",
+    )
+    with TestClient(create_app(own, Clock()), raise_server_exceptions=False) as client:
+        yield client
+
+
+ENTRIES, PAGE = 12, 3
+
+
+@pytest.mark.parametrize("carry_cursor", [True, False], ids=["paged", "control-from-zero"])
+def test_every_stale_entry_is_repaired_within_the_page_bound(
+    private_map_client: TestClient, database_url: str, carry_cursor: bool
+) -> None:
+    from reservations.reservations import tasks
+
+    client = private_map_client
+    svc = client.app.state.services  # type: ignore[attr-defined]
+    admin = new_tenant(client).admin
+    for n in range(ENTRIES):
+        room = admin.resource(name=f"room {n}")["id"]
+        r = admin.post(
+            "/v1/reservations",
+            json={
+                "resource_id": room,
+                "start": "2031-06-02T09:00:00Z",
+                "end": "2031-06-02T10:00:00Z",
+            },
+        )
+        assert r.status_code == 201, r.text
+        cancel_behind_the_api(database_url, r.json()["id"])  # every entry is now stale
+
+    def one_round() -> int:
+        if not carry_cursor:  # the old job: every round starts its SCAN from 0
+            client.portal.call(
+                svc.fastmap.tier.client.delete, svc.fastmap.tier.key("map-repair", "cursor")
+            )  # type: ignore[union-attr]
+        fixed: int = client.portal.call(lambda: tasks.repair_map(svc, page=PAGE))  # type: ignore[union-attr]
+        return fixed
+
+    rounds = [one_round() for _ in range(-(-ENTRIES // PAGE) + 1)]
+    print(f"\nstale entries fixed per round ({'paged' if carry_cursor else 'from zero'}): {rounds}")
+    assert 0 < rounds[0] < ENTRIES  # one round is one page, not the whole map
+    if carry_cursor:
+        assert sum(rounds) == ENTRIES, rounds
+    else:  # the same first page every round: the rest stays stale (what the cursor fixes)
+        assert sum(rounds) < ENTRIES, rounds

@@ -303,18 +303,33 @@ class AvailabilityMap:
     async def days_in_use(
         self, *, resource_id: UUID | None = None, limit: int = 10_000
     ) -> list[tuple[UUID, int]]:
-        """(resource, day) pairs the map holds (of one resource, if given), for repairs."""
+        """(resource, day) pairs the map holds, for repairs. Of one resource: all of them. Of
+        every resource: the next page of about `limit` pairs (whole SCAN batches), starting
+        where the previous page, taken by any worker, stopped; the SCAN cursor lives in Redis
+        beside the map. A SCAN from 0 back to 0 returns every key that exists throughout, so a
+        pair that stays is visited within ceil(pairs / limit) + 1 pages. Workers racing on
+        the cursor may repeat a page, never skip one."""
         which = str(resource_id) if resource_id is not None else "*"
         pattern = self.tier.key("map", which, "*") + ":m"
+        shared = resource_id is None
+        cursor_key = self.tier.key("map-repair", "cursor")
+        count = min(1000, max(10, limit))  # hash buckets SCAN looks at per call
+
+        def pair(raw: bytes | str) -> tuple[UUID, int]:
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            parts = key[len(self.tier.prefix) :].split(":")
+            return UUID(parts[1]), int(parts[2])
 
         async def call(client: Client) -> list[tuple[UUID, int]]:
-            out = []
-            async for raw in client.scan_iter(match=pattern, count=1000):
-                key = raw.decode() if isinstance(raw, bytes) else raw
-                parts = key[len(self.tier.prefix) :].split(":")
-                out.append((UUID(parts[1]), int(parts[2])))
-                if len(out) >= limit:
+            cursor = int(await client.get(cursor_key) or 0) if shared else 0
+            out: list[tuple[UUID, int]] = []
+            while True:
+                cursor, batch = await client.scan(cursor, match=pattern, count=count)
+                out += [pair(raw) for raw in batch]
+                if cursor == 0 or (shared and len(out) >= limit):
                     break
+            if shared:
+                await client.set(cursor_key, cursor)
             return out
 
         result = await self.tier.run("map_scan", call, essential=True)

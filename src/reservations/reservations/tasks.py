@@ -36,14 +36,18 @@ async def purge_idempotency(svc: Services) -> int:
         return await purge_expired(conn, before=svc.clock.now() - svc.settings.idempotency_ttl)
 
 
-async def repair_map(svc: Services, *, resource_id: UUID | None = None) -> int:
-    """Rebuild every (resource, day) the availability map holds from PostgreSQL (or only
-    those of one resource); returns how many entries were wrong. This bounds how long a lost
-    clear can refuse a free range."""
+async def repair_map(
+    svc: Services, *, resource_id: UUID | None = None, page: int = 10_000
+) -> int:
+    """Rebuild from PostgreSQL the next page of (resource, day) entries the availability map
+    holds (or every entry of one resource); returns how many entries were wrong. Pages
+    continue across rounds and workers, so every entry is rebuilt within
+    ceil(entries / page) + 1 rounds: that bounds how long a lost clear can refuse a free
+    range."""
     if svc.fastmap is None:
         return 0
     days: dict[UUID, list[int]] = defaultdict(list)
-    for rid, day in await svc.fastmap.days_in_use(resource_id=resource_id):
+    for rid, day in await svc.fastmap.days_in_use(resource_id=resource_id, limit=page):
         days[rid].append(day)
     fixed = 0
     now = svc.clock.now()
