@@ -635,7 +635,12 @@ def test_a_move_into_a_conflict_moves_nothing(tenant: Tenant, settings: Settings
     r = tenant.booker.patch(path, json={"shift": "PT1H"})
     conflict = _problem(r, 409, "reservation-conflict")
     assert conflict["conflicts"] == [
-        {"start": blocker["start"], "end": blocker["end"], "status": "confirmed"}
+        {
+            "start": blocker["start"],
+            "end": blocker["end"],
+            "status": "confirmed",
+            "resource_id": room["id"],  # a booking's move names the resource of each conflict
+        }
     ]
     assert reservation_rows(settings, room["id"]) == before
     assert tenant.booker.get(path).json()["version"] == 1
@@ -759,3 +764,131 @@ def test_a_bookings_reservations_read_like_reservations(
     schema = app_client.get("/openapi.json").json()["components"]["schemas"]["ReservationRead"]
     assert set(schema["required"]) <= set(item)
     assert item == tenant.booker.get(f"/v1/reservations/{item['id']}").json()
+
+
+# --- moves and cancels of whole bookings: limits and groups -------------------------------------
+
+
+def _starts(body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return sorted((r["resource_id"], r["start"], r["status"]) for r in body["reservations"])
+
+
+def test_moving_a_booking_respects_the_booker_limit(tenant: Tenant) -> None:
+    room = tenant.admin.resource(policy={"booker_limit": {"max_live": 1, "period": "day"}})
+    assert (
+        tenant.booker.book(room["id"], "2030-06-03T09:00:00Z", "2030-06-03T10:00:00Z").status_code
+        == 201
+    )
+    series = _created(
+        book(
+            tenant.booker,
+            [room["id"]],
+            "2030-06-04T13:00:00Z",
+            "2030-06-04T14:00:00Z",
+            rrule="FREQ=DAILY;COUNT=2",
+        )
+    )
+    path = f"/v1/bookings/{series['id']}"
+    # The whole series a day later: June 5 holds the occurrence moving away and the one moving
+    # in, and the one moving away does not count.
+    r = tenant.booker.patch(path, json={"shift": "PT24H"})
+    assert r.status_code == 200, r.text
+    moved = r.json()
+    assert [x["start"] for x in moved["reservations"]] == [
+        "2030-06-05T13:00:00Z",
+        "2030-06-06T13:00:00Z",
+    ]
+    # One occurrence into June 3, where this key already has its one reservation: refused,
+    # and nothing moves.
+    r = tenant.booker.patch(
+        path,
+        json={"shift": "-PT48H", "scope": "occurrence", "occurrence": "2030-06-05T13:00:00Z"},
+    )
+    body = _problem(r, 422, "booking-rule-violated")
+    assert body["reason"] == "booker-limit"
+    after = tenant.booker.get(path).json()
+    assert _starts(after) == _starts(moved)
+    assert after["version"] == moved["version"]
+    # Another key is not limited by this one's reservations.
+    other = tenant.another_booker()
+    mine = _created(book(other, [room["id"]], "2030-06-07T13:00:00Z", "2030-06-07T14:00:00Z"))
+    r = other.patch(f"/v1/bookings/{mine['id']}", json={"shift": "-PT96H"})  # to June 3, 13:00
+    assert r.status_code == 200, r.text
+
+
+def test_a_group_is_cancelled_and_moved_as_one(tenant: Tenant, settings: Settings) -> None:
+    room, projector = tenant.admin.resource(name="Room"), tenant.admin.resource(name="Projector")
+    both = [room["id"], projector["id"]]
+    group = _created(book(tenant.booker, both, "2030-06-03T09:00:00Z", "2030-06-03T10:00:00Z"))
+    path = f"/v1/bookings/{group['id']}"
+
+    r = tenant.booker.patch(path, json={"shift": "PT2H"})
+    assert r.status_code == 200, r.text
+    assert _starts(r.json()) == sorted((rid, "2030-06-03T11:00:00Z", "confirmed") for rid in both)
+    # both old ranges are free again, both new ones taken
+    for rid in both:
+        assert (
+            tenant.another_booker()
+            .book(rid, "2030-06-03T09:00:00Z", "2030-06-03T10:00:00Z")
+            .status_code
+            == 201
+        )
+        assert (
+            tenant.another_booker()
+            .book(rid, "2030-06-03T11:00:00Z", "2030-06-03T12:00:00Z")
+            .status_code
+            == 409
+        )
+
+    # The projector is taken at 14:00: moving the group there moves neither.
+    blocker = tenant.another_booker().book(
+        projector["id"], "2030-06-03T14:00:00Z", "2030-06-03T15:00:00Z"
+    )
+    assert blocker.status_code == 201, blocker.text
+    before = tenant.booker.get(path).json()
+    r = tenant.booker.patch(path, json={"shift": "PT3H"})
+    body = _problem(r, 409, "reservation-conflict")
+    assert body["conflicts"] == [
+        {
+            "start": "2030-06-03T14:00:00Z",
+            "end": "2030-06-03T15:00:00Z",
+            "status": "confirmed",
+            "resource_id": projector["id"],
+        }
+    ]
+    after = tenant.booker.get(path).json()
+    assert _starts(after) == _starts(before)
+    assert after["version"] == before["version"]
+
+    r = tenant.booker.post(f"{path}/cancel", json={})
+    assert r.status_code == 200, r.text
+    assert statuses(r.json()) == ["cancelled", "cancelled"]
+    for rid in both:  # the group's ranges are free on both resources
+        assert (
+            tenant.another_booker()
+            .book(rid, "2030-06-03T11:00:00Z", "2030-06-03T12:00:00Z")
+            .status_code
+            == 201
+        )
+    live = [
+        row
+        for rid in both
+        for row in reservation_rows(settings, rid)
+        if row[2] is not None and str(row[2]) == group["id"] and row[1] in ("held", "confirmed")
+    ]
+    assert live == []
+
+
+def test_a_group_meeting_two_conflicts_names_both(tenant: Tenant) -> None:
+    room, projector = tenant.admin.resource(name="Room"), tenant.admin.resource(name="Projector")
+    other = tenant.another_booker()
+    for rid in (room["id"], projector["id"]):
+        assert other.book(rid, "2030-06-03T09:30:00Z", "2030-06-03T10:30:00Z").status_code == 201
+    r = book(
+        tenant.booker, [room["id"], projector["id"]], "2030-06-03T09:00:00Z", "2030-06-03T10:00:00Z"
+    )
+    body = _problem(r, 409, "reservation-conflict")
+    (occurrence,) = body["occurrences"]
+    assert sorted(x["resource_id"] for x in occurrence["reasons"]) == sorted(
+        [room["id"], projector["id"]]
+    )

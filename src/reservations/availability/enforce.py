@@ -140,6 +140,37 @@ async def enforce_booker_limit(
         raise refuse([limit_violation(policy)])
 
 
+async def enforce_booker_limit_on_move(
+    conn: Conn,
+    policy: Policy,
+    zone: str,
+    *,
+    resource_id: UUID,
+    api_key_id: UUID,
+    customer: str | None,
+    old_starts: Sequence[datetime],
+    new_starts: Sequence[datetime],
+    now: datetime,
+) -> None:
+    """Call with the resource's lock held. The reservations being moved count at their new
+    starts only, not also at their old ones."""
+    existing = await booker_existing(
+        conn,
+        policy,
+        zone,
+        resource_id=resource_id,
+        api_key_id=api_key_id,
+        customer=customer,
+        starts=new_starts,
+        now=now,
+    )
+    for start in old_starts:
+        if start in existing:
+            existing.remove(start)
+    if over_limit(policy, zone, existing, new_starts):
+        raise refuse([limit_violation(policy)])
+
+
 def limit_violation(policy: Policy) -> Violation:
     limit = policy.booker_limit
     assert limit is not None

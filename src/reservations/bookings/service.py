@@ -430,6 +430,8 @@ async def _move(
                 ):
                     raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
             moves.append((row["id"], start, end))
+        if not change.override_rules:
+            await _enforce_booker_limits(conn, live, moves, found, now)
         expired = []
         for rid in resource_ids:  # holds past their expiry must not stand in the way
             mine = [m for m, r in zip(moves, live, strict=True) if r["resource_id"] == rid]
@@ -451,6 +453,42 @@ async def _move(
         svc, fastmap.changes(moved, live=True, was=was) + fastmap.changes(expired, live=False)
     )
     return _reply(booking, rows, now)
+
+
+async def _enforce_booker_limits(
+    conn: Conn,
+    live: list[dict[str, Any]],
+    moves: list[tuple[UUID, datetime, datetime]],
+    found: dict[UUID, dict[str, Any]],
+    now: datetime,
+) -> None:
+    """The booker limit of each resource, for the moved occurrences at their new starts (the
+    resources' locks are held)."""
+    groups: dict[tuple[UUID, UUID, str | None], tuple[list[datetime], list[datetime]]] = {}
+    for row, (_, start, _) in zip(live, moves, strict=True):
+        old, new = groups.setdefault(
+            (row["resource_id"], row["created_by"], row["customer"]), ([], [])
+        )
+        old.append(row["start_at"])
+        new.append(start)
+    for (resource_id, api_key_id, customer), (old, new) in groups.items():
+        resource = found[resource_id]
+        if not resource["policy"]:
+            continue
+        policy = enforce.policy_of(resource["policy"])
+        if policy.booker_limit is None:
+            continue
+        await enforce.enforce_booker_limit_on_move(
+            conn,
+            policy,
+            resource["timezone"],
+            resource_id=resource_id,
+            api_key_id=api_key_id,
+            customer=customer,
+            old_starts=old,
+            new_starts=new,
+            now=now,
+        )
 
 
 async def _refuse_overlaps(
@@ -488,5 +526,5 @@ async def _refuse_overlaps(
         metrics.RESERVATIONS_CONFLICTED.labels("precheck").inc()
         raise ReservationConflict(
             "The new ranges overlap live reservations; nothing was moved.",
-            conflicts=items(clashes, caller),
+            conflicts=items(clashes, caller, with_resource=True),
         )

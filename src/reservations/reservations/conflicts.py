@@ -46,9 +46,12 @@ def blocking(
     return live if usage.peak(*during) + quantity > capacity else []
 
 
-def items(overlaps: Sequence[dict[str, Any]], caller: Principal) -> list[dict[str, Any]]:
+def items(
+    overlaps: Sequence[dict[str, Any]], caller: Principal, *, with_resource: bool = False
+) -> list[dict[str, Any]]:
     """The conflicting ranges as the caller may see them: ids only of their own (or all,
-    for admin and viewer keys of the tenant)."""
+    for admin and viewer keys of the tenant); `with_resource` names the resource of each
+    (for a booking of several resources, which the caller knows)."""
     return [
         ConflictItem(
             start=o["start_at"],
@@ -57,6 +60,7 @@ def items(overlaps: Sequence[dict[str, Any]], caller: Principal) -> list[dict[st
             id=o["id"]
             if caller.sees_all() or str(o["created_by"]) == str(caller.api_key_id)
             else None,
+            resource_id=o["resource_id"] if with_resource else None,
         ).model_dump(mode="json", exclude_none=True)
         for o in overlaps
     ]

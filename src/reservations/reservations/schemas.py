@@ -132,3 +132,6 @@ class ConflictItem(BaseModel):
     end: datetime
     status: Status
     id: UUID | None = Field(default=None, description="Present when you may see it.")
+    resource_id: UUID | None = Field(
+        default=None, description="The resource it is on, in answers about several resources."
+    )

@@ -19,7 +19,6 @@ from uuid import UUID
 from psycopg import errors as pg_errors
 
 from reservations.availability import enforce
-from reservations.availability.policy import Policy
 from reservations.deps import Services
 from reservations.errors import (
     ApprovalRequired,
@@ -599,7 +598,17 @@ async def _update_once(
                     conn, resource_id=row["resource_id"], start=start, end=end, now=now
                 )
             if policy.booker_limit is not None and not body.override_rules:
-                await _enforce_limit_on_move(conn, policy, zone, row, start, now)
+                await enforce.enforce_booker_limit_on_move(
+                    conn,
+                    policy,
+                    zone,
+                    resource_id=row["resource_id"],
+                    api_key_id=row["created_by"],
+                    customer=row["customer"],
+                    old_starts=[row["start_at"]],
+                    new_starts=[start],
+                    now=now,
+                )
             changes["start_at"], changes["end_at"] = start, end
         if not changes:
             return _reply(row, now)
@@ -611,30 +620,6 @@ async def _update_once(
             fastmap.changes([row], live=True, was=was) + fastmap.changes(expired, live=False),
         )
     return _reply(row, now)
-
-
-async def _enforce_limit_on_move(
-    conn: Conn,
-    policy: Policy,
-    zone: str,
-    row: dict[str, Any],
-    start: datetime,
-    now: datetime,
-) -> None:
-    existing = await enforce.booker_existing(
-        conn,
-        policy,
-        zone,
-        resource_id=row["resource_id"],
-        api_key_id=row["created_by"],
-        customer=row["customer"],
-        starts=[start],
-        now=now,
-    )
-    if row["start_at"] in existing:
-        existing.remove(row["start_at"])  # the reservation being moved does not count twice
-    if enforce.over_limit(policy, zone, existing, [start]):
-        raise enforce.refuse([enforce.limit_violation(policy)])
 
 
 # The audit log's actor for the hold sweeper's changes.

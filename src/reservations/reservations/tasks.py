@@ -36,9 +36,7 @@ async def purge_idempotency(svc: Services) -> int:
         return await purge_expired(conn, before=svc.clock.now() - svc.settings.idempotency_ttl)
 
 
-async def repair_map(
-    svc: Services, *, resource_id: UUID | None = None, page: int = 10_000
-) -> int:
+async def repair_map(svc: Services, *, resource_id: UUID | None = None, page: int = 10_000) -> int:
     """Rebuild from PostgreSQL the next page of (resource, day) entries the availability map
     holds (or every entry of one resource); returns how many entries were wrong. Pages
     continue across rounds and workers, so every entry is rebuilt within
