@@ -652,3 +652,22 @@ def test_openapi_lists_the_new_routes_with_problem_responses(app_client: TestCli
 def test_openapi_documents_capacity_in_use(app_client: TestClient) -> None:
     doc = app_client.get("/openapi.json").json()
     assert "409" in doc["paths"]["/v1/resources/{resource_id}"]["patch"]["responses"]
+
+
+def test_search_says_when_it_looked_at_only_the_first_resources(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More matching resources than the search looks at: the page says so (`complete`
+    false) instead of passing over the rest in silence."""
+    from reservations.availability import service
+
+    monkeypatch.setattr(service, "MAX_SEARCH_RESOURCES", 3)  # instead of creating 2,001 rooms
+    for i in range(3):
+        tenant.admin.resource(name=f"C{i}", tags=["cap"])
+    body = ok(search(tenant.booker, **W, duration="PT1H", tags=["cap"]))
+    assert (len(body["items"]), body["complete"]) == (3, True)
+    tenant.admin.resource(name="C3", tags=["cap"])
+    body = ok(search(tenant.booker, **W, duration="PT1H", tags=["cap"]))
+    assert (len(body["items"]), body["complete"]) == (3, False)
+    body = ok(search(tenant.booker, **W, duration="PT1H", tags=["cap"], min_capacity=2))
+    assert (body["items"], body["complete"]) == ([], True)  # a narrower search is whole again

@@ -154,6 +154,7 @@ def test_until_in_utc_as_rfc_5545_requires(tenant: Tenant) -> None:
         ({"rrule": "FREQ=DAILY;COUNT=367"}, "rrule"),
         ({"rrule": "FREQ=DAILY"}, "rrule"),  # unbounded
         ({"rrule": "FREQ=WEEKLY"}, "rrule"),  # unbounded, past the horizon first
+        ({"rrule": "FREQ=YEARLY;COUNT=7"}, "rrule"),  # bounded, but over five years ahead
         ({"rrule": "FREQ=SOMETIMES;COUNT=2"}, "rrule"),
         ({"rrule": "DTSTART:20300601T090000\nRRULE:FREQ=DAILY;COUNT=2"}, "rrule"),
         (
@@ -185,6 +186,18 @@ def test_series_of_exactly_366_is_accepted(tenant: Tenant) -> None:
         rrule="FREQ=DAILY;COUNT=366",
     )
     assert len(_created(r)["reservations"]) == 366
+
+
+def test_a_booking_holds_at_most_1000_reservations(tenant: Tenant, settings: Settings) -> None:
+    rooms = [tenant.admin.resource(name=f"R{i}")["id"] for i in range(4)]
+    args = ("2030-01-01T09:00:00Z", "2030-01-01T09:05:00Z")
+    r = book(tenant.booker, rooms, *args, rrule="FREQ=DAILY;COUNT=251")  # 1,004
+    body = _problem(r, 422, "invalid-input")
+    assert "at most 1000 reservations" in body["detail"], body
+    assert [e["field"] for e in body["errors"]] == ["rrule"]
+    assert all(reservation_rows(settings, room) == [] for room in rooms)
+    r = book(tenant.booker, rooms, *args, rrule="FREQ=DAILY;COUNT=250")  # exactly 1,000
+    assert len(_created(r)["reservations"]) == 1_000
 
 
 # --- all-or-nothing and skip-conflicts ----------------------------------------------------------

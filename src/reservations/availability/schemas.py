@@ -97,3 +97,8 @@ class SearchHit(BaseModel):
 class SearchPage(BaseModel):
     items: list[SearchHit]
     next_cursor: str | None
+    complete: bool = Field(
+        description=f"false when more than {MAX_SEARCH_RESOURCES} resources match the filters: "
+        f"only the first {MAX_SEARCH_RESOURCES} (by id) were searched, so a better fit may "
+        "exist; narrow the search with tags or min_capacity."
+    )

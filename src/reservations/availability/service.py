@@ -244,17 +244,19 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
 
     async def read(
         conn: Conn,
-    ) -> tuple[list[Any], dict[UUID, Policy], list[Any], datetime | None]:
+    ) -> tuple[list[Any], dict[UUID, Policy], list[Any], datetime | None, bool]:
         rows = await resources.candidates(
             conn,
             tenant_id=caller.tenant_id,
             tags=body.tags,
             min_capacity=max(body.min_capacity, body.quantity),
-            limit=MAX_SEARCH_RESOURCES,
+            limit=MAX_SEARCH_RESOURCES + 1,  # one more tells whether any were left out
         )
+        complete = len(rows) <= MAX_SEARCH_RESOURCES
+        rows = rows[:MAX_SEARCH_RESOURCES]
         policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
         if not rows:
-            return rows, policies, [], None
+            return rows, policies, [], None, complete
         zero = timedelta(0)
         busy_rows = await reservations.busy_between(
             conn,
@@ -263,9 +265,9 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
             end=body.to + max((p.buffer_after for p in policies.values()), default=zero),
             now=now,
         )
-        return rows, policies, busy_rows, await history.horizon(conn)
+        return rows, policies, busy_rows, await history.horizon(conn), complete
 
-    rows, policies, busy_rows, history_before = await svc.db.read(read)
+    rows, policies, busy_rows, history_before, complete = await svc.db.read(read)
     by_resource: dict[UUID, list[Busy]] = {}
     for b in busy_rows:
         by_resource.setdefault(b["resource_id"], []).append(
@@ -284,4 +286,4 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
         if len(hits) > body.limit
         else None
     )
-    return SearchPage(items=page, next_cursor=next_cursor)
+    return SearchPage(items=page, next_cursor=next_cursor, complete=complete)
