@@ -17,8 +17,15 @@ class EventRead(BaseModel):
     type: str = Field(description="e.g. reservation.created, reservation.cancelled.")
     resource_id: UUID
     resource_seq: int = Field(description="1, 2, 3... per resource, in commit order.")
-    subject_id: UUID = Field(description="The reservation or resource the event is about.")
-    data: dict[str, Any] = Field(description="The object after the change.")
+    subject_id: UUID | None = Field(
+        default=None,
+        description="The reservation or resource the event is about (absent for booker keys "
+        "on events about reservations and waitlist entries).",
+    )
+    data: dict[str, Any] = Field(
+        description="The object after the change. Booker keys see events about reservations "
+        "and waitlist entries with `start`, `end` and `status` only."
+    )
     created_at: datetime
 
 
