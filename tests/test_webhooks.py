@@ -428,7 +428,15 @@ def test_an_event_read_before_an_earlier_one_of_its_resource_waits_for_it(
     hook = register(t.admin, receiver.url)
     room = t.admin.resource(name="racy")["id"]  # seq 1
     t.admin.patch(f"/v1/resources/{room}", json={"name": "first change"})  # seq 2
-    cursor = t.admin.get("/v1/events", params={"limit": 500}).json()["next_cursor"]
+
+    def after_the_first_change() -> str | None:
+        # Another session's open transaction can hold seq 1 and 2 back for a moment (the same
+        # rule this test is about); a cursor taken before they show would read them again.
+        body = t.admin.get("/v1/events", params={"limit": 500}).json()
+        seen = any(e["resource_seq"] == 2 for e in body["items"] if e["resource_id"] == room)
+        return str(body["next_cursor"]) if seen else None
+
+    cursor = wait_until(after_the_first_change, what="the first change's event")
     change = "UPDATE resource SET name = %s, version = version + 1 WHERE id = %s"
     a = psycopg.connect(hooks.direct_url)
     b = psycopg.connect(hooks.direct_url)

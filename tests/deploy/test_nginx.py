@@ -200,7 +200,11 @@ async def _client(
                     method, path, json=body, headers={"Idempotency-Key": key} if key else None
                 )
             except httpx.TransportError as exc:
-                out.append(Outcome(method, path, started, time.monotonic(), None, repr(exc)))
+                out.append(
+                    Outcome(
+                        method, path, started, time.monotonic(), None, repr(exc), body=body, key=key
+                    )
+                )
                 continue
             o = Outcome(method, path, started, time.monotonic(), r.status_code, body=body, key=key)
             o.request_ids = r.headers.get_list("x-request-id")
