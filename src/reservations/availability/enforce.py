@@ -122,10 +122,12 @@ async def enforce_booker_limit(
     resource_id: UUID,
     api_key_id: UUID,
     customer: str | None,
-    start: datetime,
+    starts: Sequence[datetime],
     now: datetime,
+    moving_from: Sequence[datetime] = (),
 ) -> None:
-    """Call with the resource's lock held."""
+    """Call with the resource's lock held. `starts` are the new reservations' (or the moved
+    ones' new) starts; `moving_from` the moved ones' old starts, which no longer count."""
     existing = await booker_existing(
         conn,
         policy,
@@ -133,41 +135,13 @@ async def enforce_booker_limit(
         resource_id=resource_id,
         api_key_id=api_key_id,
         customer=customer,
-        starts=[start],
+        starts=starts,
         now=now,
     )
-    if over_limit(policy, zone, existing, [start]):
-        raise refuse([limit_violation(policy)])
-
-
-async def enforce_booker_limit_on_move(
-    conn: Conn,
-    policy: Policy,
-    zone: str,
-    *,
-    resource_id: UUID,
-    api_key_id: UUID,
-    customer: str | None,
-    old_starts: Sequence[datetime],
-    new_starts: Sequence[datetime],
-    now: datetime,
-) -> None:
-    """Call with the resource's lock held. The reservations being moved count at their new
-    starts only, not also at their old ones."""
-    existing = await booker_existing(
-        conn,
-        policy,
-        zone,
-        resource_id=resource_id,
-        api_key_id=api_key_id,
-        customer=customer,
-        starts=new_starts,
-        now=now,
-    )
-    for start in old_starts:
+    for start in moving_from:
         if start in existing:
             existing.remove(start)
-    if over_limit(policy, zone, existing, new_starts):
+    if over_limit(policy, zone, existing, starts):
         raise refuse([limit_violation(policy)])
 
 

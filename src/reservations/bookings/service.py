@@ -478,16 +478,16 @@ async def _enforce_booker_limits(
         policy = enforce.policy_of(resource["policy"])
         if policy.booker_limit is None:
             continue
-        await enforce.enforce_booker_limit_on_move(
+        await enforce.enforce_booker_limit(
             conn,
             policy,
             resource["timezone"],
             resource_id=resource_id,
             api_key_id=api_key_id,
             customer=customer,
-            old_starts=old,
-            new_starts=new,
+            starts=new,
             now=now,
+            moving_from=old,
         )
 
 

@@ -218,7 +218,7 @@ async def _create_once(
                 resource_id=body.resource_id,
                 api_key_id=caller.api_key_id,
                 customer=body.customer,
-                start=body.start,
+                starts=[body.start],
                 now=now,
             )
         hold = body.hold_seconds
@@ -598,16 +598,16 @@ async def _update_once(
                     conn, resource_id=row["resource_id"], start=start, end=end, now=now
                 )
             if policy.booker_limit is not None and not body.override_rules:
-                await enforce.enforce_booker_limit_on_move(
+                await enforce.enforce_booker_limit(
                     conn,
                     policy,
                     zone,
                     resource_id=row["resource_id"],
                     api_key_id=row["created_by"],
                     customer=row["customer"],
-                    old_starts=[row["start_at"]],
-                    new_starts=[start],
+                    starts=[start],
                     now=now,
+                    moving_from=[row["start_at"]],
                 )
             changes["start_at"], changes["end_at"] = start, end
         if not changes:
