@@ -242,3 +242,16 @@ def test_control_without_the_capacity_trigger_promotion_oversells(
             assert sum(s["status"] == "promoted" for s in states) == 8
     finally:
         pg_server.drop_database(url)
+
+
+def test_a_declined_booking_frees_its_range_for_the_first_waiter(tenant: Tenant) -> None:
+    room = _approval_room(tenant)
+    pending = _created(tenant.booker.book(room, at(9), at(10)))
+    waiter = _join(tenant.another_booker(), room, at(9), at(10))
+    assert waiter["status"] == "waiting"
+    assert tenant.admin.post(f"/v1/reservations/{pending['id']}/decline").status_code == 200
+    waiter = tenant.admin.get(f"/v1/waitlist/{waiter['id']}").json()
+    assert waiter["status"] == "promoted"
+    hold = tenant.admin.get(f"/v1/reservations/{waiter['reservation_id']}").json()
+    assert (hold["status"], hold["start"], hold["end"]) == ("held", at(9), at(10))
+    assert "waitlist.promoted" in _types(tenant, waiter["id"])
