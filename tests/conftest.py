@@ -151,6 +151,24 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def wait_for_earlier_transactions(client: TestClient, timeout: float = 15.0) -> None:
+    """Wait until every transaction begun before this call has ended, server-wide. The outbox
+    readers (and the audit sealer) show only rows older than the oldest running transaction,
+    and on a shared server (CI's second pass) another test may hold one open for a while."""
+    url = client.app.state.services.settings.database_url  # type: ignore[attr-defined]
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        row = conn.execute("SELECT pg_current_xact_id()").fetchone()
+        assert row is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            done = conn.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > %s::xid8", (row[0],)
+            ).fetchone()
+            if (done and done[0]) or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_server: RedisServer) -> Settings:
     return make_settings(

@@ -13,7 +13,14 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.kit.clock import Clock
 from reservations.reservations.service import sweep_expired
-from tests.conftest import PgServer, RedisServer, Tenant, make_settings, new_tenant
+from tests.conftest import (
+    PgServer,
+    RedisServer,
+    Tenant,
+    make_settings,
+    new_tenant,
+    wait_for_earlier_transactions,
+)
 from tests.test_reservations import _created, _problem
 
 DAY = "2034-02-06"
@@ -28,6 +35,7 @@ def _approval_room(tenant: Tenant, **policy: Any) -> str:
 
 
 def _types(tenant: Tenant, subject: str) -> list[str]:
+    wait_for_earlier_transactions(tenant.admin.client)
     r = tenant.admin.get("/v1/events", params={"limit": 500})
     return [e["type"] for e in r.json()["items"] if e["subject_id"] == subject]
 
