@@ -11,7 +11,11 @@ API1 Broken Object Level Authorization
     test_foreign_ids_are_indistinguishable_from_unknown ones on the booking and availability
     routes and on booking a foreign resource, for another tenant's admin and booker, and on
     every reservation and booking route for another booker of the same tenant, compared with
-    the database rows; test_foreign_ids_filter_lists_to_nothing. The fuzzer's
+    the database rows; the same for another tenant on approve/decline, waitlist entries
+    (and waiting for a foreign resource), webhook endpoints and feeds, and for another booker
+    on waitlist entries and approve/decline; test_foreign_ids_filter_lists_to_nothing
+    (reservations and waitlist). test_every_id_route_is_in_the_matrix fails when an id route
+    in the OpenAPI document has no cell here or in test_isolation.py. The fuzzer's
     object_level_authorization check replays reads as the other tenant and as a second booker
     (tests/fuzz/test_openapi.py).
 API2 Broken Authentication
@@ -39,8 +43,11 @@ API4 Unrestricted Resource Consumption
 API5 Broken Function Level Authorization
     Bookers and viewers cannot create, change or archive resources; viewers cannot book:
     test_isolation.py (test_role_matrix). Here: test_viewers_cannot_write_bookings,
-    test_only_admins_override_rules, test_there_is_no_key_management_over_http (keys are made
-    and revoked with the CLI, on the server).
+    test_only_admins_override_rules, test_only_admins_decide_approvals (viewers, the booking's
+    own booker and another booker cannot approve or decline),
+    test_viewers_cannot_join_or_leave_waitlists, test_there_is_no_key_management_over_http
+    (keys are made and revoked with the CLI, on the server). Webhooks and feeds are admin-only:
+    test_webhooks.py, test_feeds.py.
 API6 Unrestricted Access to Sensitive Business Flows
     Hoarding slots: the booker limit per key or customer (test_policy_rules.py,
     test_bookings.py test_booker_limit_applies_across_a_series; here
@@ -89,9 +96,13 @@ from reservations.tenancy import keys
 from reservations.tenancy import service as tenancy
 from tests.conftest import Api, Tenant, new_tenant
 
+# test_isolation.py's matrix: another tenant's id on resource and reservation routes, every role.
+from tests.test_isolation import ID_ROUTES as ISOLATION_ROUTES
+
 PROBLEM = "application/problem+json"
 T0, T1 = "2031-06-02T10:00:00Z", "2031-06-02T11:00:00Z"
 FREE0, FREE1 = "2031-06-03T10:00:00Z", "2031-06-03T11:00:00Z"
+WAIT0, WAIT1 = "2031-06-02T12:00:00Z", "2031-06-02T13:00:00Z"
 
 
 def _problem(r: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
@@ -111,16 +122,25 @@ def _rows(settings: Settings, sql: str, *params: Any) -> list[Any]:
 
 
 def _tenant_rows(settings: Settings, t: Tenant) -> dict[str, list[Any]]:
-    """Every row of the tenant's resources, reservations and bookings, as the database has it."""
+    """Every row the tenant owns that an id route could change, as the database has it."""
     (tenant_id,) = _rows(settings, "SELECT id FROM tenant WHERE name = %s", t.name)
-    return {
-        table: _rows(
-            settings,
-            f"SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = %s ORDER BY id",
-            tenant_id,
+    owned = {
+        table: f"SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = %s ORDER BY id"
+        for table in (
+            "resource",
+            "reservation",
+            "booking",
+            "waitlist_entry",
+            "feed",
+            "webhook_endpoint",
         )
-        for table in ("resource", "reservation", "booking")
     }
+    # A test message (POST /v1/webhooks/{id}/test) is a delivery row of the endpoint.
+    owned["webhook_delivery"] = (
+        "SELECT to_jsonb(d) FROM webhook_delivery d JOIN webhook_endpoint e"
+        " ON e.id = d.endpoint_id WHERE e.tenant_id = %s ORDER BY d.id"
+    )
+    return {table: _rows(settings, sql, tenant_id) for table, sql in owned.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,33 +149,73 @@ def _tenant_rows(settings: Settings, t: Tenant) -> dict[str, list[Any]]:
 
 @dataclass
 class Victim:
-    """A tenant whose booker holds a reservation and a booking."""
+    """A tenant whose booker holds a reservation, a booking, a pending (awaiting approval)
+    reservation and a waitlist entry, and whose admin made a webhook endpoint and a feed."""
 
     tenant: Tenant
     resource: str
     reservation: str
     booking: str
+    pending: str
+    waiting: str
+    webhook: str
+    feed: str
 
     def ids(self) -> dict[str, str]:
-        return {"rid": self.resource, "res": self.reservation, "bkg": self.booking}
+        return {
+            "rid": self.resource,
+            "res": self.reservation,
+            "bkg": self.booking,
+            "pnd": self.pending,
+            "wl": self.waiting,
+            "hook": self.webhook,
+            "feed": self.feed,
+        }
+
+
+def _made(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
 
 
 def make_victim(t: Tenant) -> Victim:
     resource = t.admin.resource(name="Court")["id"]
-    r = t.booker.book(resource, T0, T1, hold_seconds=3600, customer="alice")
-    assert r.status_code == 201, r.text
-    b = t.booker.post(
-        "/v1/bookings",
-        json={
-            "resources": [{"resource_id": resource}],
-            "start": "2031-06-04T10:00:00Z",
-            "end": "2031-06-04T11:00:00Z",
-            "rrule": "FREQ=DAILY;COUNT=3",
-            "hold_seconds": 3600,
-        },
+    reservation = _made(t.booker.book(resource, T0, T1, hold_seconds=3600, customer="alice"))
+    booking = _made(
+        t.booker.post(
+            "/v1/bookings",
+            json={
+                "resources": [{"resource_id": resource}],
+                "start": "2031-06-04T10:00:00Z",
+                "end": "2031-06-04T11:00:00Z",
+                "rrule": "FREQ=DAILY;COUNT=3",
+                "hold_seconds": 3600,
+            },
+        )
     )
-    assert b.status_code == 201, b.text
-    return Victim(t, resource, r.json()["id"], b.json()["id"])
+    approvals = t.admin.resource(name="Approvals", policy={"requires_approval": True})["id"]
+    pending = _made(t.booker.book(approvals, T0, T1))
+    assert pending["status"] == "pending", pending
+    # The booker waits for a range the admin holds.
+    _made(t.admin.book(resource, WAIT0, WAIT1))
+    waiting = _made(
+        t.booker.post("/v1/waitlist", json={"resource_id": resource, "start": WAIT0, "end": WAIT1})
+    )
+    assert waiting["status"] == "waiting", waiting
+    # A public address literal: registration resolves nothing, and no worker delivers.
+    webhook = _made(t.admin.post("/v1/webhooks", json={"url": "https://8.8.8.8/owasp"}))
+    feed = _made(t.admin.post("/v1/feeds", json={"resource_id": resource}))
+    return Victim(
+        tenant=t,
+        resource=resource,
+        reservation=reservation["id"],
+        booking=booking["id"],
+        pending=pending["id"],
+        waiting=waiting["id"],
+        webhook=webhook["id"],
+        feed=feed["id"],
+    )
 
 
 @dataclass(frozen=True)
@@ -187,6 +247,16 @@ RESERVATION_ROUTES = [
     IdRoute("confirm-reservation", "POST", "/v1/reservations/{res}/confirm"),
     IdRoute("cancel-reservation", "POST", "/v1/reservations/{res}/cancel"),
 ]
+# Admin functions on a reservation: the victim's is pending, so one that crossed would
+# change it (approved, or declined and its range freed).
+DECISION_ROUTES = [
+    IdRoute("approve-reservation", "POST", "/v1/reservations/{pnd}/approve"),
+    IdRoute("decline-reservation", "POST", "/v1/reservations/{pnd}/decline"),
+]
+WAITLIST_ROUTES = [
+    IdRoute("get-waitlist-entry", "GET", "/v1/waitlist/{wl}"),
+    IdRoute("leave-waitlist", "DELETE", "/v1/waitlist/{wl}"),
+]
 RESOURCE_ROUTES = [
     IdRoute(
         "availability",
@@ -199,18 +269,47 @@ RESOURCE_ROUTES = [
         "/v1/bookings",
         {"resources": [{"resource_id": "{rid}"}], "start": FREE0, "end": FREE1},
     ),
+    IdRoute(
+        "wait-for-resource",
+        "POST",
+        "/v1/waitlist",
+        {"resource_id": "{rid}", "start": WAIT0, "end": WAIT1},
+    ),
 ]
-# Another tenant's admin and booker on the routes test_isolation.py does not cover; another
-# booker of the victim's own tenant on every route of what the victim's booker made.
+# The tenant's admin's objects: a booker never reaches them (403 before any lookup).
+ADMIN_OBJECT_ROUTES = [
+    IdRoute("get-webhook", "GET", "/v1/webhooks/{hook}"),
+    IdRoute("patch-webhook", "PATCH", "/v1/webhooks/{hook}", {"enabled": False}),
+    IdRoute("delete-webhook", "DELETE", "/v1/webhooks/{hook}"),
+    IdRoute("webhook-deliveries", "GET", "/v1/webhooks/{hook}/deliveries"),
+    IdRoute("test-webhook", "POST", "/v1/webhooks/{hook}/test"),
+    IdRoute("revoke-feed", "DELETE", "/v1/feeds/{feed}"),
+]
+ADMIN_ONLY = {route.name for route in DECISION_ROUTES + ADMIN_OBJECT_ROUTES}
+
+
+def _cell(intruder: str, route: IdRoute) -> Any:
+    # A booker calling an admin function gets 403 whoever's the id: the role is checked first.
+    expected = 403 if intruder.endswith("booker") and route.name in ADMIN_ONLY else 404
+    return pytest.param(intruder, route, expected, id=f"{intruder}-{route.name}")
+
+
+# Another tenant's admin and booker on every id route test_isolation.py does not cover (it
+# covers resources and reservations, for every role); another booker of the victim's own
+# tenant on every route of what the victim's booker made.
 BOLA_CELLS = [
     *(
-        pytest.param(intruder, route, id=f"{intruder}-{route.name}")
+        _cell(intruder, route)
         for intruder in ("other-tenant-admin", "other-tenant-booker")
-        for route in BOOKING_ROUTES + RESOURCE_ROUTES
+        for route in BOOKING_ROUTES
+        + DECISION_ROUTES
+        + WAITLIST_ROUTES
+        + RESOURCE_ROUTES
+        + ADMIN_OBJECT_ROUTES
     ),
     *(
-        pytest.param("same-tenant-booker", route, id=f"same-tenant-booker-{route.name}")
-        for route in BOOKING_ROUTES + RESERVATION_ROUTES
+        _cell("same-tenant-booker", route)
+        for route in BOOKING_ROUTES + RESERVATION_ROUTES + DECISION_ROUTES + WAITLIST_ROUTES
     ),
 ]
 
@@ -235,9 +334,14 @@ def _send(api: Api, route: IdRoute, ids: dict[str, str]) -> httpx.Response:
 _VARYING_HEADERS = {"x-request-id", "ratelimit", "ratelimit-policy", "content-length", "date"}
 
 
-@pytest.mark.parametrize(("intruder", "route"), BOLA_CELLS)
+@pytest.mark.parametrize(("intruder", "route", "expected"), BOLA_CELLS)
 def test_foreign_ids_are_indistinguishable_from_unknown_ones(
-    tenant: Tenant, other_tenant: Tenant, settings: Settings, intruder: str, route: IdRoute
+    tenant: Tenant,
+    other_tenant: Tenant,
+    settings: Settings,
+    intruder: str,
+    route: IdRoute,
+    expected: int,
 ) -> None:
     victim = make_victim(tenant)
     api = {
@@ -247,13 +351,14 @@ def test_foreign_ids_are_indistinguishable_from_unknown_ones(
     }[intruder]
     other_tenant.admin.resource(name="The intruder's own room")
     before = _tenant_rows(settings, tenant)
+    slug = {403: "forbidden", 404: "not-found"}[expected]
 
     r = _send(api, route, victim.ids())
-    body = _problem(r, 404, "not-found")
+    body = _problem(r, expected, slug)
 
     unknown = {k: str(uuid.uuid4()) for k in victim.ids()}
     control = _send(api, route, unknown)
-    control_body = _problem(control, 404, "not-found")
+    control_body = _problem(control, expected, slug)
     assert set(body) == set(control_body)
     for key in ("type", "title", "status"):
         assert body[key] == control_body[key]
@@ -281,9 +386,70 @@ def test_foreign_ids_filter_lists_to_nothing(
         assert r.status_code == 200, r.text
         assert r.json()["items"] == [], params
         assert victim.reservation not in r.text
+    waiting = api.get("/v1/waitlist", params={"resource_id": victim.resource})
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json()["items"] == []
+    assert victim.waiting not in waiting.text
     # The victim's own booker, the control, sees them.
     mine = tenant.booker.get("/v1/reservations", params={"booking_id": victim.booking})
     assert len(mine.json()["items"]) == 3
+    mine = tenant.booker.get("/v1/waitlist", params={"resource_id": victim.resource})
+    assert [e["id"] for e in mine.json()["items"]] == [victim.waiting]
+
+
+# Id routes without a same-tenant-booker cell, and why none is needed.
+NOT_A_BOOKERS_OBJECT = {
+    "/v1/resources/{resource_id}": "the tenant's: every booker reads it, only admins write "
+    "(test_isolation.py test_role_matrix)",
+    "/v1/resources/{resource_id}/availability": "the tenant's resource, public to its bookers",
+    "/v1/webhooks/{webhook_id}": "admin-only (403 to bookers: test_webhooks.py)",
+    "/v1/webhooks/{webhook_id}/deliveries": "admin-only (403 to bookers: test_webhooks.py)",
+    "/v1/webhooks/{webhook_id}/test": "admin-only (403 to bookers: test_webhooks.py)",
+    "/v1/feeds/{feed_id}": "admin-only (403 to bookers: test_feeds.py)",
+}
+# Id routes outside the matrix altogether, and why.
+NOT_TENANT_IDS = {
+    "/feeds/{token}.ics": "the token is the credential, not an id: no key, so no tenant or "
+    "booker to cross; unknown, revoked and mistyped tokens all get one 404 (test_feeds.py)",
+}
+
+
+def _template_of(path: str, templates: set[str]) -> str | None:
+    """The OpenAPI path a concrete route path (with `{rid}`-style fillers) is an instance of."""
+    bare = path.split("?")[0]
+    for template in templates:
+        parts = re.split(r"(\{[^}]*\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, bare):
+            return template
+    return None
+
+
+def test_every_id_route_is_in_the_matrix(app_client: TestClient) -> None:
+    """A new route with an id in its path fails here until the matrix calls it with another
+    tenant's id and, where a booker owns the object, another booker's."""
+    doc = app_client.get("/openapi.json").json()
+    id_routes = {
+        (method.upper(), path)
+        for path, item in doc["paths"].items()
+        if "{" in path and path not in NOT_TENANT_IDS
+        for method in item
+    }
+    templates = {path for _, path in id_routes}
+    other_tenant: set[tuple[str, str | None]] = {
+        (route.method, _template_of(route.path, templates)) for route in ISOLATION_ROUTES
+    }
+    same_tenant_booker: set[tuple[str, str | None]] = set()
+    for cell in BOLA_CELLS:
+        intruder, route, _ = cell.values
+        covered = same_tenant_booker if intruder == "same-tenant-booker" else other_tenant
+        covered.add((route.method, _template_of(route.path, templates)))
+    assert sorted(id_routes - other_tenant) == []
+    missing = {(m, p) for m, p in id_routes - same_tenant_booker if p not in NOT_A_BOOKERS_OBJECT}
+    assert sorted(missing) == []
+    # The exemptions name routes that exist.
+    assert set(NOT_A_BOOKERS_OBJECT) <= templates
+    assert set(NOT_TENANT_IDS) <= set(doc["paths"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,6 +804,37 @@ def test_only_admins_override_rules(tenant: Tenant, settings: Settings) -> None:
     assert _tenant_rows(settings, tenant) == before
     # The control: the admin may.
     assert tenant.admin.book(room, FREE0, FREE1, override_rules=True).status_code == 201
+
+
+def test_only_admins_decide_approvals(tenant: Tenant, settings: Settings) -> None:
+    """Approve and decline are admin functions: a viewer, the booker whose booking it is and
+    another booker of the tenant get 403, with or without If-Match, and it stays pending."""
+    victim = make_victim(tenant)
+    before = _tenant_rows(settings, tenant)
+    path = f"/v1/reservations/{victim.pending}"
+    for api in (tenant.viewer, tenant.booker, tenant.another_booker()):
+        for action in ("approve", "decline"):
+            _problem(api.post(f"{path}/{action}"), 403, "forbidden")
+            _problem(api.post(f"{path}/{action}", headers={"If-Match": '"1"'}), 403, "forbidden")
+    assert _tenant_rows(settings, tenant) == before
+    # The control: the admin may, either way.
+    approvals = tenant.admin.get(path).json()["resource_id"]
+    other = _made(tenant.booker.book(approvals, FREE0, FREE1))
+    approved = tenant.admin.post(f"{path}/approve")
+    assert (approved.status_code, approved.json()["status"]) == (200, "confirmed"), approved.text
+    declined = tenant.admin.post(f"/v1/reservations/{other['id']}/decline")
+    assert (declined.status_code, declined.json()["status"]) == (200, "declined"), declined.text
+
+
+def test_viewers_cannot_join_or_leave_waitlists(tenant: Tenant, settings: Settings) -> None:
+    victim = make_victim(tenant)
+    before = _tenant_rows(settings, tenant)
+    viewer = tenant.viewer
+    join = {"resource_id": victim.resource, "start": WAIT0, "end": WAIT1}
+    _problem(viewer.post("/v1/waitlist", json=join), 403, "forbidden")
+    _problem(viewer.delete(f"/v1/waitlist/{victim.waiting}"), 403, "forbidden")
+    assert viewer.get(f"/v1/waitlist/{victim.waiting}").status_code == 200  # reading is its job
+    assert _tenant_rows(settings, tenant) == before
 
 
 def test_there_is_no_key_management_over_http(tenant: Tenant, app_client: TestClient) -> None:
