@@ -22,7 +22,7 @@ from reservations.availability.endpoints import router as availability_router
 from reservations.bookings.endpoints import router as bookings_router
 from reservations.config import Settings, load_settings
 from reservations.deps import Services
-from reservations.errors import install_error_handlers, problem_response
+from reservations.errors import ShardMoving, install_error_handlers, problem_response
 from reservations.events.endpoints import router as events_router
 from reservations.feeds.endpoints import public as public_feeds_router
 from reservations.feeds.endpoints import router as feeds_router
@@ -44,6 +44,7 @@ from reservations.reservations.endpoints import router as reservations_router
 from reservations.reservations.fastmap import AvailabilityMap
 from reservations.resources.cache import ResourceCache
 from reservations.resources.endpoints import router as resources_router
+from reservations.sharding.router import NOT_HERE
 from reservations.tenancy.cache import KeyCache
 from reservations.tenancy.limits import CallerLimits
 from reservations.waitlist.endpoints import router as waitlist_router
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
+        await svc.shards.open()
         await svc.redis.open()
         sweeper = asyncio.create_task(tasks.run_forever(svc)) if settings.run_worker else None
         try:
@@ -86,6 +88,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
             await svc.redis.close()
+            if svc.redlock is not None:
+                await svc.redlock.close()
+            await svc.shards.close()
             await db.close()
 
     app = FastAPI(
@@ -195,6 +200,15 @@ def _install_infrastructure_handlers(app: FastAPI) -> None:
             headers=outside_headers(request.scope),
         )
 
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, psycopg.Error) and exc.sqlstate == NOT_HERE:
+            # A shard moved and this instance's map was stale: nothing was written.
+            svc: Services = request.app.state.services
+            await svc.shards.refused(str(exc.diag.message_primary or ""))
+            return ShardMoving().response()
+        return await unexpected(request, exc)
+
+    app.add_exception_handler(psycopg.DatabaseError, database_error)
     for exc_type in (
         psycopg.OperationalError,
         psycopg.errors.DeadlockDetected,

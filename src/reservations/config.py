@@ -40,6 +40,21 @@ class Settings(BaseSettings):
     replica_read_timeout_ms: int = Field(default=1_000, ge=10, le=60_000)
     data_dir: Path = Field(default_factory=_default_data_dir)
 
+    # Sharding (reservations.sharding): the topology as JSON or '@/path/to/file.json' (see
+    # kit/shardmap.py); unset, every resource lives on DATABASE_URL, which is always the
+    # catalog (tenants, keys, the shard map, two-phase decisions).
+    shards: str | None = None
+    # Redis/Valkey nodes for Redlock (cross-shard bookings): at least 3 independent ones,
+    # comma-separated; required when the shard map has more than one cluster.
+    redlock_urls: str = ""
+    redlock_ttl_ms: int = Field(default=10_000, ge=100, le=600_000)
+    # A prepared cross-shard transaction older than this with no decision is rolled back
+    # by the recovery job (its coordinator died); longer than any booking takes.
+    twophase_recover_after_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # How often an API instance re-reads the catalog's shard map (a stale one is refused by
+    # the clusters' shard guard, never written through; this bounds stale reads).
+    shard_map_refresh_seconds: float = Field(default=5.0, gt=0, le=3_600)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -99,6 +114,9 @@ class Settings(BaseSettings):
     # Tests only (kit/faults.py): kill the process between a write's commit and its response.
     # 'once', 'always' or a probability; unset (the default) turns it off.
     fault_crash_after_commit: str | None = None
+    # Tests only: cross-shard bookings skip the shards' fencing-token check (the control
+    # that shows what fencing refuses). Never set in production.
+    fault_skip_fencing: bool = False
 
     @field_validator("fault_crash_after_commit")
     @classmethod
@@ -164,6 +182,20 @@ class Settings(BaseSettings):
             if url and not url.startswith(("postgresql://", "postgres://")):
                 raise ValueError("must be comma-separated postgresql:// URLs")
         return value
+
+    @field_validator("shards")
+    @classmethod
+    def _check_shards(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        from reservations.kit.shardmap import parse  # ShardMapError is a ValueError
+
+        parse(value)
+        return value
+
+    @property
+    def redlock_url_list(self) -> list[str]:
+        return [u.strip() for u in self.redlock_urls.split(",") if u.strip()]
 
     @property
     def max_reservation(self) -> timedelta:

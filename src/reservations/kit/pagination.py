@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import heapq
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 import orjson
 
 from reservations.errors import InvalidInput
+
+T = TypeVar("T")
 
 
 def encode_cursor(*key: Any) -> str:
@@ -37,3 +42,9 @@ def invalid_cursor() -> InvalidInput:
         "unchanged, or omit it to start from the first page.",
         errors=[{"field": "cursor", "in": "query", "message": "malformed cursor"}],
     )
+
+
+def merged(pages: Iterable[list[T]], *, key: Callable[[T], Any], limit: int) -> list[T]:
+    """The first `limit` rows of several pages each sorted by `key` (one page per shard,
+    each the first rows after the same cursor): the first rows after it overall."""
+    return list(islice(heapq.merge(*pages, key=key), limit))

@@ -12,11 +12,13 @@ How a create is kept fast and correct (DESIGN.md, "The one invariant"):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
+from psycopg.rows import DictRow
 
 from reservations.availability import enforce
 from reservations.deps import Services
@@ -35,8 +37,8 @@ from reservations.errors import (
 from reservations.kit import metrics
 from reservations.kit.db import Conn, acting_as, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
-from reservations.kit.ids import lock_key, uuid7
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations import fastmap, repository
 from reservations.reservations.conflicts import blocking, conflict, from_json
 from reservations.reservations.schemas import (
@@ -112,6 +114,7 @@ async def create(
             f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
             errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
         )
+    svc = svc.at(body.resource_id, caller)
     # A retry with an Idempotency-Key must get its stored reply, never a map refusal.
     fill = await _refuse_from_map(svc, caller, body) if idem is None else False
     for attempt in range(2):
@@ -230,7 +233,7 @@ async def _create_once(
             await check_hold_limit(svc, conn, caller, new_holds=1, now=now)
         row = await repository.insert(
             conn,
-            reservation_id=uuid7(),
+            reservation_id=uuid7_beside(body.resource_id),
             tenant_id=caller.tenant_id,
             resource_id=body.resource_id,
             start=body.start,
@@ -273,6 +276,7 @@ def _in_history(row: dict[str, Any]) -> ReservationInHistory:
 
 
 async def get(svc: Services, caller: Principal, reservation_id: UUID) -> Reply:
+    svc = svc.at(reservation_id)
     row = await svc.db.read(
         lambda conn: repository.get(
             conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
@@ -311,8 +315,11 @@ async def list_page(
         if after[0].tzinfo is None:
             raise invalid_cursor()
     now = svc.clock.now()
-    rows = await svc.db.read(
-        lambda conn: repository.page(
+    # One resource's (or booking's) rows live on its shard; the rest on every shard.
+    within = resource_id or booking_id
+
+    def query(conn: Conn) -> Awaitable[list[DictRow]]:
+        return repository.page(
             conn,
             tenant_id=caller.tenant_id,
             owner=caller.owner(),
@@ -326,7 +333,12 @@ async def list_page(
             limit=limit + 1,
             now=now,
         )
-    )
+
+    if within is not None:
+        rows = await svc.at(within).db.read(query)
+    else:
+        pages = await svc.shards.gather(query)
+        rows = merged(pages, key=lambda r: (r["start_at"], r["id"]), limit=limit + 1)
     items = [ReservationRead.from_row(r, now) for r in rows[:limit]]
     next_cursor = (
         encode_cursor(rows[limit - 1]["start_at"], rows[limit - 1]["id"])
@@ -377,6 +389,7 @@ async def confirm(
     idem: Idempotency | None,
 ) -> Reply:
     now = svc.clock.now()
+    svc = svc.at(reservation_id, caller)
     async with svc.db.transaction() as conn:
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
@@ -418,6 +431,7 @@ async def cancel(
 ) -> Reply:
     """Cancel a live reservation; cancelling a cancelled one again is a no-op (200)."""
     now = svc.clock.now()
+    svc = svc.at(reservation_id, caller)
     async with svc.db.transaction() as conn:
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
@@ -468,6 +482,7 @@ async def _decide(
     if caller.role is not Role.admin:
         raise Forbidden("Only admin keys may approve or decline bookings.")
     now = svc.clock.now()
+    svc = svc.at(reservation_id, caller)
     async with svc.db.transaction() as conn:
         row = await _locked(conn, caller, reservation_id, expected_version)
         if ReservationRead.from_row(row, now).status is not Status.pending:
@@ -502,6 +517,7 @@ async def update(
     cycle."""
     check_override(caller, body.override_rules)
     fields = body.model_fields_set
+    svc = svc.at(reservation_id, caller)
     for attempt in range(2):
         try:
             return await _update_once(

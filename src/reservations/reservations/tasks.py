@@ -25,6 +25,7 @@ from reservations.kit.idempotency import purge_expired
 from reservations.kit.metrics import MAP_REPAIRS
 from reservations.reservations import fastmap, repository
 from reservations.reservations.service import sweep_expired
+from reservations.sharding import twophase
 from reservations.waitlist.promotion import promote_all
 from reservations.webhooks import dispatcher
 
@@ -51,7 +52,7 @@ async def repair_map(svc: Services, *, resource_id: UUID | None = None, page: in
     now = svc.clock.now()
     for rid, in_use in days.items():
         start, end = fastmap.day_bounds(min(in_use))[0], fastmap.day_bounds(max(in_use))[1]
-        async with svc.db.connection() as conn:
+        async with svc.at(rid).db.connection() as conn:
             rows = await repository.live_unit_rows(
                 conn, resource_id=rid, start=start, end=end, now=now
             )
@@ -81,30 +82,50 @@ async def _sweep_forever(svc: Services) -> None:
     last_repair = last_history = time.monotonic()
     rounds = 0
     while True:
+        repair = time.monotonic() - last_repair >= repair_every
+        archive = time.monotonic() - last_history >= history_every
+        if repair:
+            last_repair = time.monotonic()
+        if archive:
+            last_history = time.monotonic()
+        # Each database that holds resources has its own holds, history and audit chain.
+        for db in svc.shards.databases():
+            try:
+                await _sweep_once(svc.on(db), rounds, archive=archive)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                # The database may be restarting; the next round tries again.
+                log.warning("background sweep of %s failed: %s", db.name, exc)
         try:
-            await sweep_expired(svc)
-            await audit.seal(svc.db)
-            if rounds % 60 == 0:
-                await purge_idempotency(svc)
-            if rounds % 5 == 0:
-                await promote_all(svc)
-            if time.monotonic() - last_repair >= repair_every:
-                last_repair = time.monotonic()
+            if repair:  # the map is one for all shards; each entry is read where it lives
                 await repair_map(svc)
-            if time.monotonic() - last_history >= history_every:
-                last_history = time.monotonic()
-                run = await history.run_once(svc)
-                if run.moved or run.created or run.detached:
-                    log.info(
-                        "history: horizon %s, moved %d, partitions made %s, detached %s",
-                        run.horizon.isoformat(),
-                        run.moved,
-                        run.created,
-                        run.detached,
-                    )
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            # The database may be restarting; the next round tries again.
-            log.warning("background sweep failed: %s", exc)
+            log.warning("availability map repair failed: %s", exc)
+        if svc.shards.sharded and rounds % 5 == 0:
+            try:
+                await twophase.recover(
+                    svc.shards, older_than=svc.settings.twophase_recover_after_seconds
+                )
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                log.warning("two-phase recovery failed: %s", exc)
         rounds += 1
         # Jitter keeps several processes from sweeping in lockstep.
         await asyncio.sleep(interval * (0.75 + random.random() / 2))  # noqa: S311
+
+
+async def _sweep_once(svc: Services, rounds: int, *, archive: bool) -> None:
+    await sweep_expired(svc)
+    await audit.seal(svc.db)
+    if rounds % 60 == 0:
+        await purge_idempotency(svc)
+    if rounds % 5 == 0:
+        await promote_all(svc)
+    if archive:
+        run = await history.run_once(svc)
+        if run.moved or run.created or run.detached:
+            log.info(
+                "history: horizon %s, moved %d, partitions made %s, detached %s",
+                run.horizon.isoformat(),
+                run.moved,
+                run.created,
+                run.detached,
+            )

@@ -16,7 +16,7 @@ from reservations.errors import (
 )
 from reservations.kit.db import lock_resource
 from reservations.kit.ids import lock_key, uuid7
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations import fastmap, tasks
 from reservations.reservations import repository as reservation_repo
 from reservations.resources import repository
@@ -34,10 +34,12 @@ def _not_found(resource_id: UUID) -> NotFound:
 
 
 async def create(svc: Services, caller: Principal, body: ResourceCreate) -> ResourceRead:
+    resource_id = uuid7()  # its logical shard follows from it
+    svc = svc.at(resource_id, caller)
     async with svc.db.transaction() as conn:
         row = await repository.insert(
             conn,
-            resource_id=uuid7(),
+            resource_id=resource_id,
             tenant_id=caller.tenant_id,
             name=body.name,
             capacity=body.capacity,
@@ -62,6 +64,7 @@ async def get(svc: Services, caller: Principal, resource_id: UUID) -> ResourceRe
         cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
         if cached is not None:
             return ResourceRead.model_validate(cached)
+    svc = svc.at(resource_id)
     row = await svc.db.read(
         lambda conn: repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
     )
@@ -82,11 +85,12 @@ async def list_page(
             after = UUID(raw)
         except ValueError:
             raise invalid_cursor() from None
-    rows = await svc.db.read(
+    pages = await svc.shards.gather(
         lambda conn: repository.page(
             conn, tenant_id=caller.tenant_id, tags=tags, after=after, limit=limit + 1
         )
     )
+    rows = merged(pages, key=lambda r: r["id"], limit=limit + 1)
     items = [ResourceRead.model_validate(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return ResourcePage(items=items, next_cursor=next_cursor)
@@ -106,6 +110,7 @@ async def update(
     if body.policy is not None:
         changes["policy"] = body.policy.model_dump(mode="json", exclude_defaults=True)
     expired: list[dict[str, Any]] = []
+    svc = svc.at(resource_id, caller)
     async with svc.db.transaction() as conn:
         if "capacity" in changes:
             if (
@@ -170,6 +175,7 @@ async def archive(
     """Archive a resource. Its future live reservations would otherwise be orphaned, so they
     must be cancelled explicitly (`cancel_reservations=true`) or the archive is refused."""
     now = svc.clock.now()
+    svc = svc.at(resource_id, caller)
     async with svc.db.transaction() as conn:
         if await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id) is None:
             raise _not_found(resource_id)

@@ -18,7 +18,7 @@ from psycopg import errors as pg_errors
 
 from reservations.deps import Services
 from reservations.kit.db import lock_resource
-from reservations.kit.ids import lock_key, uuid7
+from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import fastmap
 from reservations.reservations import repository as reservations
 from reservations.waitlist import repository
@@ -30,6 +30,7 @@ async def promote(svc: Services, resource_id: UUID) -> list[UUID]:
     now = svc.clock.now()
     promoted: list[UUID] = []
     holds = []
+    svc = svc.at(resource_id)
     async with svc.db.transaction() as conn:
         entries = await repository.waiting(conn, resource_id=resource_id)
         if not entries:
@@ -50,7 +51,7 @@ async def promote(svc: Services, resource_id: UUID) -> list[UUID]:
                 async with conn.transaction():  # a savepoint: a refusal undoes only this try
                     hold = await reservations.insert(
                         conn,
-                        reservation_id=uuid7(),
+                        reservation_id=uuid7_beside(resource_id),
                         tenant_id=entry["tenant_id"],
                         resource_id=resource_id,
                         start=entry["start_at"],

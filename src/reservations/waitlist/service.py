@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from psycopg.rows import DictRow
+
 from reservations.availability import enforce
 from reservations.deps import Services
 from reservations.errors import InvalidInput, NotFound
-from reservations.kit.ids import uuid7
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.db import Conn
+from reservations.kit.ids import uuid7_beside
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations.service import check_quantity
 from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal
@@ -39,6 +42,7 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
             f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
             errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
         )
+    svc = svc.at(body.resource_id, caller)
     async with svc.db.transaction() as conn:
         resource = await resources.get(
             conn, tenant_id=caller.tenant_id, resource_id=body.resource_id
@@ -51,7 +55,7 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
             enforce.enforce(policy, resource["timezone"], start=body.start, end=body.end, now=now)
         row = await repository.insert(
             conn,
-            entry_id=uuid7(),
+            entry_id=uuid7_beside(body.resource_id),
             tenant_id=caller.tenant_id,
             resource_id=body.resource_id,
             start=body.start,
@@ -67,7 +71,7 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
 
 
 async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
-    async with svc.db.connection() as conn:
+    async with svc.at(entry_id).db.connection() as conn:
         row = await repository.get(
             conn, tenant_id=caller.tenant_id, entry_id=entry_id, owner=caller.owner()
         )
@@ -87,7 +91,8 @@ async def list_page(
             after = (datetime.fromisoformat(raw_at), UUID(raw_id))
         except ValueError:
             raise invalid_cursor() from None
-    async with svc.db.connection() as conn:
+
+    async def page(conn: Conn) -> list[tuple[DictRow, int | None]]:
         rows = await repository.page(
             conn,
             tenant_id=caller.tenant_id,
@@ -96,12 +101,21 @@ async def list_page(
             after=after,
             limit=limit + 1,
         )
-        items = [
-            WaitlistEntryRead.from_row(
-                r, await repository.position(conn, entry=r) if r["status"] == "waiting" else None
-            )
-            for r in rows[:limit]
+        return [
+            (r, await repository.position(conn, entry=r) if r["status"] == "waiting" else None)
+            for r in rows
         ]
+
+    if resource_id is not None:
+        found = await svc.at(resource_id).db.read(page)
+    else:  # every shard's first entries after the cursor, merged
+        found = merged(
+            await svc.shards.gather(page),
+            key=lambda e: (e[0]["created_at"], e[0]["id"]),
+            limit=limit + 1,
+        )
+    items = [WaitlistEntryRead.from_row(r, place) for r, place in found[:limit]]
+    rows = found
     next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return WaitlistPage(items=items, next_cursor=next_cursor)
 
@@ -109,6 +123,7 @@ async def list_page(
 async def leave(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
     """Leave the list; leaving again (or after promotion) changes nothing."""
     now = svc.clock.now()
+    svc = svc.at(entry_id, caller)
     async with svc.db.transaction() as conn:
         row = await repository.get(
             conn, tenant_id=caller.tenant_id, entry_id=entry_id, owner=caller.owner(), lock=True

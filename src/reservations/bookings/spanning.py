@@ -1,0 +1,199 @@
+"""A booking whose resources live on several shard clusters: the one place no single
+exclusion constraint reaches (DESIGN.md, "Sharding").
+
+1. Redlock over all its resources (sorted) keeps cross-cluster contenders apart, and gives a
+   fencing token per resource.
+2. One transaction per cluster (sharding.twophase): the shard guard and the fencing token
+   first (a cluster refuses a token older than the newest it saw for that resource), then
+   the resources' advisory locks, the same evaluation as on one database, the booking row
+   (same id, `spanning`) and that cluster's reservations. Each cluster's exclusion constraint
+   still checks every row it gets.
+3. PREPARE everywhere, the decision in the catalog, COMMIT PREPARED everywhere: whole or
+   absent, also when the coordinator dies (the recovery job finishes it).
+
+The Idempotency-Key's record lives on the cluster of the first resource, inside the same
+two-phase transaction, so a retry finds it exactly when the booking exists.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from reservations.availability import enforce
+from reservations.bookings import repository
+from reservations.bookings.evaluation import Evaluation, check_shape, evaluate, occurrences_of
+from reservations.bookings.reply import booking_reply
+from reservations.bookings.schemas import BookingCreate, Mode
+from reservations.deps import Services
+from reservations.errors import BookingContended, NotFound
+from reservations.kit.db import Conn, lock_resource
+from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.reservations import repository as reservation_repo
+from reservations.reservations.schemas import Status
+from reservations.reservations.service import check_hold_limit, check_quantity
+from reservations.resources import repository as resource_repo
+from reservations.sharding import repository as shard_repo
+from reservations.sharding.router import STALE_TOKEN, sqlstate
+from reservations.sharding.twophase import TwoPhase, fault_point
+from reservations.tenancy.service import Principal, Role
+
+
+async def create(
+    svc: Services,
+    caller: Principal,
+    body: BookingCreate,
+    idem: Idempotency | None,
+    groups: dict[str, list[UUID]],
+) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Book across clusters; returns the reply, the rows made and the holds expired."""
+    assert svc.redlock is not None  # Services requires it when there are several clusters
+    ids = [r.resource_id for r in body.resources]
+    lease = await svc.redlock.acquire([str(i) for i in ids])
+    if lease is None:
+        raise BookingContended(
+            "Another booking of some of these resources is being made across database clusters."
+        )
+    try:
+        for name in groups:
+            await svc.shards.mirror(svc.shards.by_name(name), caller.api_key_id)
+        booking_id = uuid7_beside(ids[0])
+        async with TwoPhase(svc.shards, str(booking_id), list(groups)) as tx:
+            home = tx.conns[svc.shards.cluster_name(ids[0])]
+            now = svc.clock.now()
+            if idem is not None and (
+                replay := await idem.claim(home, now=now, ttl=svc.settings.idempotency_ttl)
+            ):
+                return replay, [], []
+            fault_point("before-fence")
+            for name, rids in groups.items():
+                conn = tx.conns[name]
+                for rid in sorted(rids, key=str):
+                    await svc.shards.guard(conn, rid)
+                    if not svc.settings.fault_skip_fencing:
+                        await shard_repo.fence(conn, resource_id=rid, token=lease.tokens[str(rid)])
+                for key in sorted({lock_key(r) for r in rids}):
+                    await lock_resource(conn, key)
+            reply, rows, expired = await _book(svc, caller, body, tx.conns, groups, booking_id)
+            if idem is not None:
+                await idem.save(home, reply, now=now)
+            await tx.commit()
+        return reply, rows, expired
+    except psycopg.Error as exc:
+        if sqlstate(exc) == STALE_TOKEN:
+            raise BookingContended(
+                "This booking's lock expired before it reached every database cluster, and "
+                "another booking of the same resources has been made since."
+            ) from None
+        raise
+    finally:
+        await lease.release()
+
+
+async def _book(
+    svc: Services,
+    caller: Principal,
+    body: BookingCreate,
+    conns: dict[str, Conn],
+    groups: dict[str, list[UUID]],
+    booking_id: UUID,
+) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
+    now = svc.clock.now()
+    ids = [r.resource_id for r in body.resources]
+    found: dict[UUID, dict[str, Any]] = {}
+    for name, rids in groups.items():
+        for row in await resource_repo.get_many(
+            conns[name], tenant_id=caller.tenant_id, resource_ids=rids
+        ):
+            found[row["id"]] = row
+    if missing := [str(i) for i in ids if i not in found]:
+        raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
+    for units in body.resources:
+        check_quantity(units.quantity, found[units.resource_id]["capacity"])
+    policies = {i: enforce.policy_of(found[i]["policy"]) for i in ids}
+    zone = body.timezone or found[ids[0]]["timezone"]
+    occurrences = await occurrences_of(body, zone)
+    check_shape(occurrences, policies)
+
+    evaluation = Evaluation(occurrences)
+    for name, rids in groups.items():
+        part = await evaluate(
+            conns[name],
+            caller,
+            body.model_copy(
+                update={"resources": [u for u in body.resources if u.resource_id in rids]}
+            ),
+            {i: found[i] for i in rids},
+            {i: policies[i] for i in rids},
+            occurrences,
+            now,
+        )
+        for i, reasons in enumerate(part.reasons):
+            evaluation.reasons[i] += reasons
+        evaluation.expired += part.expired
+    ok = evaluation.ok()
+    if not ok or (len(ok) < len(occurrences) and body.mode is Mode.all_or_nothing):
+        raise evaluation.refusal()
+
+    hold = body.hold_seconds
+    expires = now + timedelta(seconds=hold) if hold is not None else None
+    windows = [p.approval_window for p in policies.values() if p.requires_approval]
+    pending = bool(windows) and caller.role is not Role.admin
+    if pending:
+        expires = now + min(windows)
+    booking: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for name, rids in groups.items():
+        conn = conns[name]
+        booking = dict(
+            await repository.insert(
+                conn,
+                booking_id=booking_id,
+                tenant_id=caller.tenant_id,
+                rrule=body.rrule,
+                exdates=[d.isoformat() for d in body.exdates],
+                timezone=zone,
+                mode=body.mode.value,
+                customer=body.customer,
+                metadata=body.metadata,
+                created_by=caller.api_key_id,
+                now=now,
+                spanning=True,
+            )
+        )
+        here = [u for u in body.resources if u.resource_id in rids]
+        if expires is not None:
+            await check_hold_limit(svc, conn, caller, new_holds=len(ok) * len(here), now=now)
+        made = await reservation_repo.insert_many(
+            conn,
+            tenant_id=caller.tenant_id,
+            booking_id=booking_id,
+            items=[
+                (
+                    uuid7_beside(u.resource_id),
+                    u.resource_id,
+                    occurrences[i].start,
+                    occurrences[i].end,
+                    u.quantity,
+                )
+                for i in ok
+                for u in here
+            ],
+            status=Status.held if expires is not None else Status.confirmed,
+            expires_at=expires,
+            customer=body.customer,
+            metadata=body.metadata,
+            created_by=caller.api_key_id,
+            now=now,
+            needs_approval=pending,
+        )
+        if len(made) != len(ok) * len(here):
+            raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
+        rows += made
+    rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
+    reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
+    return reply, rows, evaluation.expired

@@ -1,0 +1,1 @@
+"""Sharding by resource across independent PostgreSQL clusters (DESIGN.md, "Sharding")."""

@@ -1,0 +1,102 @@
+"""Three real PostgreSQL clusters (the embedded server, each in its own directory, with
+max_prepared_transactions set the way `serve` sets it), a catalog database, and three real
+Valkey nodes for Redlock, started once per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from reservations.app import create_app
+from reservations.kit import migrate
+from reservations.kit.clock import Clock
+from reservations.kit.embedded import EmbeddedPostgres
+from reservations.kit.embedded_valkey import EmbeddedValkey
+from tests.conftest import Tenant, make_settings, new_tenant
+
+CLUSTERS = ("a", "b", "c")
+LOGICAL = 16
+
+
+def _database(url: str, name: str) -> str:
+    return urlunparse(urlparse(url)._replace(path="/" + name))
+
+
+@dataclass
+class Topology:
+    catalog: str
+    clusters: dict[str, str]
+    redlock: list[str]
+    cache: str
+
+    def shards_json(self, **extra: Any) -> str:
+        return json.dumps({"logical_shards": LOGICAL, "clusters": self.clusters, **extra})
+
+    def settings(self, **overrides: Any) -> Any:
+        values: dict[str, Any] = {
+            "shards": self.shards_json(),
+            "redlock_urls": ",".join(self.redlock),
+            "redis_url": self.cache,
+            "redis_key_prefix": f"rsv-shard-{secrets.token_hex(3)}:",
+            **overrides,
+        }
+        return make_settings(self.catalog, **values)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "RESERVATIONS_SHARDS": self.shards_json(),
+            "RESERVATIONS_REDLOCK_URLS": ",".join(self.redlock),
+            "REDIS_URL": self.cache,
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session")
+def topology() -> Iterator[Topology]:
+    tmp = Path(tempfile.mkdtemp(prefix="rsv-shards-"))
+    servers = [EmbeddedPostgres(tmp / name) for name in CLUSTERS]
+    valkeys = [EmbeddedValkey(tmp / f"vk{i}") for i in range(3)]
+    try:
+        urls = {name: pg.start() for name, pg in zip(CLUSTERS, servers, strict=True)}
+        admin = _database(urls["a"], "postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "catalog"')
+        catalog = _database(urls["a"], "catalog")
+        for url in [catalog, *urls.values()]:
+            migrate.upgrade(url)
+        redlock = [vk.start() for vk in valkeys]
+        yield Topology(catalog=catalog, clusters=urls, redlock=redlock, cache=redlock[0])
+    finally:
+        for vk in valkeys:
+            vk.stop()
+        for pg in servers:
+            pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sharded_client(topology: Topology) -> Iterator[TestClient]:
+    app = create_app(topology.settings(), Clock())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def tenant(sharded_client: TestClient) -> Tenant:
+    return new_tenant(sharded_client)
+
+
+def rows_on(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
