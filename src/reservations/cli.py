@@ -16,10 +16,14 @@ import typer
 
 from reservations.config import Settings, SettingsError, load_settings
 from reservations.kit import migrate as migrations
+from reservations.kit import shardmap
 from reservations.kit.db import Database, acting_as
 from reservations.kit.embedded import EmbeddedPostgres
 from reservations.kit.embedded_valkey import EmbeddedValkey
 from reservations.kit.redis import RedisTier
+from reservations.sharding import status as shard_status
+from reservations.sharding import twophase
+from reservations.sharding.router import Shards
 from reservations.tenancy import service as tenancy
 from reservations.tenancy.cache import KeyCache
 
@@ -31,6 +35,11 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+shards_app = typer.Typer(
+    help="Inspect the shard clusters and resolve in-doubt cross-shard bookings.",
+    no_args_is_help=True,
+)
+app.add_typer(shards_app, name="shards")
 audit_app = typer.Typer(help="Seal and verify the audit log's hash chain.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
@@ -70,10 +79,14 @@ def _database_url(settings: Settings, *, apply_migrations: bool = True) -> Itera
             ) from exc
     try:
         if apply_migrations:
-            try:
-                migrations.upgrade(url)
-            except Exception as exc:
-                raise _fail(f"could not migrate the database: {exc}") from exc
+            targets = [url]
+            if settings.shards:  # every shard cluster has the same schema as the catalog
+                targets += list(shardmap.parse(settings.shards).clusters.values())
+            for target in dict.fromkeys(targets):
+                try:
+                    migrations.upgrade(target)
+                except Exception as exc:
+                    raise _fail(f"could not migrate the database: {exc}") from exc
         yield url
     finally:
         if embedded is not None:
@@ -416,3 +429,45 @@ def audit_verify(
 
 def main() -> None:
     sys.exit(app())
+
+
+def _run_shards(settings: Settings, url: str, work: Callable[[Shards], Awaitable[T]]) -> T:
+    if not settings.shards:
+        raise _fail("RESERVATIONS_SHARDS is not set: every resource lives on DATABASE_URL.")
+
+    async def main(db: Database) -> T:
+        shards = Shards(db, settings)
+        await shards.open()
+        try:
+            return await work(shards)
+        finally:
+            await shards.close()
+
+    return _run_db(settings, url, main)
+
+
+@shards_app.command("status")
+def shards_status() -> None:
+    """The shard map, each cluster's logical shards, rows and in-doubt transactions."""
+    settings = _settings()
+    with _database_url(settings) as url:
+        clusters = _run_shards(settings, url, shard_status.status)
+    for cluster in clusters:
+        for line in cluster.lines():
+            typer.echo(line)
+
+
+@shards_app.command("recover")
+def shards_recover(
+    older_than: Annotated[
+        float, typer.Option(help="Only transactions prepared at least this many seconds ago.")
+    ] = 30.0,
+) -> None:
+    """Resolve in-doubt cross-shard bookings now (the workers do it every few seconds):
+    commit those whose decision is commit, roll back the rest."""
+    settings = _settings()
+    with _database_url(settings) as url:
+        done = _run_shards(
+            settings, url, lambda shards: twophase.recover(shards, older_than=older_than)
+        )
+    typer.echo(f"committed: {done['committed']}  rolled back: {done['aborted']}")

@@ -13,7 +13,9 @@ DAY = "2031-03-0{}T{:02d}:00:00+00:00"
 
 
 def test_shard_map_is_validated() -> None:
-    ok = parse('{"logical_shards": 4, "clusters": {"a": "postgresql://x/a", "b": "postgresql://x/b"}}')
+    ok = parse(
+        '{"logical_shards": 4, "clusters": {"a": "postgresql://x/a", "b": "postgresql://x/b"}}'
+    )
     assert ok.assignment == ("a", "a", "b", "b")
     bad = [
         ('{"logical_shards": 0, "clusters": {"a": "postgresql://x"}}', "logical_shards"),
@@ -57,7 +59,8 @@ def test_every_row_lives_on_its_resources_cluster(tenant, topology: Topology) ->
             found = rows_on(url, "SELECT count(*) FROM reservation WHERE id = %s", rid)[0][0]
             assert found == (1 if url == home else 0), name
         got = tenant.booker.get(f"/v1/reservations/{rid}")
-        assert got.status_code == 200 and got.json()["resource_id"] == r["id"]
+        assert got.status_code == 200
+        assert got.json()["resource_id"] == r["id"]
         # The cluster's exclusion constraint still guards the resource.
         again = tenant.booker.book(r["id"], DAY.format(1, 9), DAY.format(1, 10))
         assert again.status_code == 409
@@ -77,7 +80,9 @@ def test_lists_merge_every_shard_in_cursor_order(tenant) -> None:
 
     for i, rid in enumerate(made):
         hour = 8 + i % 9
-        assert tenant.admin.book(rid, DAY.format(2, hour), DAY.format(2, hour + 1)).status_code == 201
+        assert (
+            tenant.admin.book(rid, DAY.format(2, hour), DAY.format(2, hour + 1)).status_code == 201
+        )
     listed, cursor = [], None
     while True:
         params = {"limit": 5, **({"cursor": cursor} if cursor else {})}
@@ -86,7 +91,8 @@ def test_lists_merge_every_shard_in_cursor_order(tenant) -> None:
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert len(listed) == 17 and listed == sorted(listed)
+    assert len(listed) == 17
+    assert listed == sorted(listed)
 
 
 def test_search_finds_free_resources_on_every_cluster(tenant, topology: Topology) -> None:
@@ -103,3 +109,18 @@ def test_search_finds_free_resources_on_every_cluster(tenant, topology: Topology
     found = {h["resource"]["id"] for h in res.json()["items"]}
     assert found == {r["id"] for r in made}
     assert {_cluster_of(topology, r) for r in found} == set(topology.clusters)
+
+
+def test_shards_status_reports_each_cluster(tenant, topology: Topology) -> None:
+    from typer.testing import CliRunner
+
+    from reservations.cli import app
+
+    tenant.admin.resource(name="counted")
+    env = {"DATABASE_URL": topology.catalog, **topology.env(), "REDIS_URL": "none"}
+    result = CliRunner().invoke(app, ["shards", "status"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("cluster ")]
+    assert [line.split(":")[0] for line in lines] == ["cluster a", "cluster b", "cluster c"]
+    assert "logical shards 0-5;" in lines[0]  # 16 spread over 3: 0-5, 6-10, 11-15
+    assert "!" not in result.output  # every cluster holds what the map says

@@ -135,12 +135,15 @@ def parse(text: str) -> ShardMap:
     missing = [n for n in range(count) if n not in owner]
     if missing:
         raise ShardMapError(
-            f"{source}: logical shards {_ranges(missing)} are assigned to no cluster"
+            f"{source}: logical shards {ranges(missing)} are assigned to no cluster"
         )
     return ShardMap(count, dict(clusters), tuple(owner[n] for n in range(count)))
 
 
-def _ranges(numbers: list[int]) -> str:
+def ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    if not numbers:
+        return ""
     out: list[str] = []
     start = prev = numbers[0]
     for n in [*numbers[1:], -2]:

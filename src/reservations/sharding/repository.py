@@ -145,3 +145,15 @@ async def mirror_tenancy(conn: Conn, row: DictRow) -> None:
             row["revoked_at"],
         ),
     )
+
+
+async def counts(conn: Conn) -> DictRow:
+    """Rows on one cluster: resources and live reservations."""
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM resource) AS resources,"
+        " (SELECT count(*) FROM reservation WHERE status IN ('held', 'confirmed'))"
+        " AS live_reservations"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
