@@ -21,6 +21,7 @@ from reservations.kit.db import Database, acting_as
 from reservations.kit.embedded import EmbeddedPostgres
 from reservations.kit.embedded_valkey import EmbeddedValkey
 from reservations.kit.redis import RedisTier
+from reservations.sharding import move as shard_move
 from reservations.sharding import status as shard_status
 from reservations.sharding import twophase
 from reservations.sharding.router import Shards
@@ -471,3 +472,48 @@ def shards_recover(
             settings, url, lambda shards: twophase.recover(shards, older_than=older_than)
         )
     typer.echo(f"committed: {done['committed']}  rolled back: {done['aborted']}")
+
+
+@shards_app.command("move")
+def shards_move(
+    logical: Annotated[int, typer.Argument(help="The logical shard to move.")],
+    to: Annotated[str, typer.Option(help="The cluster (a name in RESERVATIONS_SHARDS).")],
+    settle: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds to wait before deleting the moved rows from the old cluster "
+            "(default: twice RESERVATIONS_SHARD_MAP_REFRESH_SECONDS)."
+        ),
+    ] = None,
+) -> None:
+    """Move one logical shard to another cluster, with a short write pause on that shard
+    only (see sharding/move.py); safe to run again after an interruption."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    settings = _settings()
+    with _database_url(settings) as url, Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} rows"),
+        TimeElapsedColumn(), transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("copying", total=None)
+
+        def progress(what: str, rows: int) -> None:
+            bar.update(task, description=what, completed=rows)
+
+        try:
+            report = _run_shards(
+                settings,
+                url,
+                lambda shards: shard_move.move(
+                    shards, logical, to, progress=progress, settle_seconds=settle
+                ),
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    if report.source == report.target:
+        typer.echo(f"logical shard {logical} is on {to} already")
+        return
+    copied = ", ".join(f"{n} {t}" for t, n in report.rows.items() if n) or "no rows"
+    typer.echo(f"moved logical shard {logical} from {report.source} to {report.target}: {copied}")
+    typer.echo(f"write pause on shard {logical}: {report.pause_seconds * 1000:.0f} ms")
+    typer.echo(f"removed {report.removed} rows from {report.source}")

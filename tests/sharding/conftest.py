@@ -87,7 +87,7 @@ def topology() -> Iterator[Topology]:
 
 @pytest.fixture(scope="session")
 def sharded_client(topology: Topology) -> Iterator[TestClient]:
-    app = create_app(topology.settings(), Clock())
+    app = create_app(topology.settings(shard_map_refresh_seconds=1), Clock())
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -3,8 +3,12 @@ decision log (catalog) and the tenancy rows a cluster mirrors from the catalog."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
+from psycopg import sql
 from psycopg.rows import DictRow
 
 from reservations.kit.db import Conn
@@ -157,3 +161,142 @@ async def counts(conn: Conn) -> DictRow:
     row = await cur.fetchone()
     assert row is not None
     return row
+
+
+# --- moving a logical shard: what belongs to shard %(n)s of %(count)s, table by table ---
+
+
+@dataclass(frozen=True)
+class ShardTable:
+    name: str
+    where: sql.Composable  # the rows of shard %(n)s of %(count)s
+    skip: tuple[str, ...] = ()  # columns the target assigns itself
+
+
+_OF_RESOURCE = sql.SQL("logical_shard(resource_id, %(count)s) = %(n)s")
+# Copy order (parents first); deletes go the other way.
+SHARD_TABLES = (
+    ShardTable("resource", sql.SQL("logical_shard(id, %(count)s) = %(n)s")),
+    ShardTable(
+        "booking",
+        sql.SQL(
+            "id IN (SELECT booking_id FROM reservation_all WHERE booking_id IS NOT NULL AND {})"
+        ).format(_OF_RESOURCE),
+    ),
+    ShardTable("reservation", _OF_RESOURCE),
+    ShardTable("reservation_history", _OF_RESOURCE),
+    ShardTable("resource_event_seq", _OF_RESOURCE),
+    # Events get the target's ids and transaction ids; they keep their per-resource seq.
+    ShardTable("event", _OF_RESOURCE, skip=("id", "txid")),
+    ShardTable("waitlist_entry", _OF_RESOURCE),
+    ShardTable("resource_fence", _OF_RESOURCE),
+    # A stored reply names its resource (a reservation's) or its first reservation's.
+    ShardTable(
+        "idempotency_record",
+        sql.SQL(
+            "body::jsonb ? 'id' AND logical_shard(coalesce((body::jsonb ->> 'resource_id')::uuid,"
+            " (body::jsonb -> 'reservations' -> 0 ->> 'resource_id')::uuid,"
+            " '00000000-0000-0000-0000-000000000000'::uuid), %(count)s) = %(n)s"
+        ),
+    ),
+)
+
+
+async def replica_role(conn: Conn) -> None:
+    """For this transaction: no triggers (outbox, audit, foreign keys). The copied rows were
+    checked where they were written; re-firing the triggers would invent events."""
+    await conn.execute("SET LOCAL session_replication_role = replica")
+
+
+async def all_tenancy(conn: Conn) -> list[DictRow]:
+    cur = await conn.execute(
+        "SELECT t.id AS tenant_id, t.name, t.created_at AS tenant_created_at, k.id, k.prefix,"
+        " k.role, k.label, k.created_at, k.expires_at, k.revoked_at"
+        " FROM api_key k JOIN tenant t ON t.id = k.tenant_id"
+    )
+    return await cur.fetchall()
+
+
+async def delete_shard_rows(conn: Conn, table: ShardTable, params: dict[str, int]) -> int:
+    cur = await conn.execute(
+        sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(table.name), table.where),
+        params,
+    )
+    return cur.rowcount
+
+
+async def history_months(conn: Conn, params: dict[str, int]) -> list[datetime]:
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT date_trunc('month', start_at, 'UTC') AS month"
+            " FROM reservation_history WHERE {}"
+        ).format(_OF_RESOURCE),
+        params,
+    )
+    return [r["month"] for r in await cur.fetchall()]
+
+
+async def _columns(conn: Conn, table: ShardTable) -> list[str]:
+    cur = await conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+        " AND table_schema = current_schema() AND is_generated = 'NEVER'"
+        " ORDER BY ordinal_position",
+        (table.name,),
+    )
+    return [r["column_name"] for r in await cur.fetchall() if r["column_name"] not in table.skip]
+
+
+async def copy_shard_rows(
+    reader: Conn, write: Conn, table: ShardTable, params: dict[str, int]
+) -> AsyncIterator[int]:
+    """COPY one table's rows of the shard from `reader` into `write`; yields the number of
+    rows in each chunk as it goes (text format: one line per row)."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in await _columns(reader, table))
+    name = sql.Identifier(table.name)
+    out = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(cols, name, table.where)
+    into = sql.SQL("COPY {} ({}) FROM STDIN").format(name, cols)
+    async with (
+        reader.cursor() as rcur,
+        write.cursor() as wcur,
+        rcur.copy(out, params) as source,
+        wcur.copy(into) as sink,
+    ):
+        async for data in source:
+            await sink.write(data)
+            yield bytes(data).count(b"\n")
+
+
+async def split_bookings(conn: Conn, params: dict[str, int]) -> list[UUID]:
+    """Bookings with reservations on this shard and on others."""
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT booking_id FROM reservation_all WHERE booking_id IS NOT NULL"
+            " AND {} AND booking_id IN (SELECT booking_id FROM reservation_all"
+            " WHERE logical_shard(resource_id, %(count)s) <> %(n)s)"
+        ).format(_OF_RESOURCE),
+        params,
+    )
+    return [r["booking_id"] for r in await cur.fetchall()]
+
+
+async def mark_spanning(conn: Conn, bookings: list[UUID]) -> None:
+    await conn.execute("UPDATE booking SET spanning = true WHERE id = ANY(%s)", (bookings,))
+
+
+async def shard_bookings(conn: Conn, params: dict[str, int]) -> list[UUID]:
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT booking_id FROM reservation_all WHERE booking_id IS NOT NULL AND {}"
+        ).format(_OF_RESOURCE),
+        params,
+    )
+    return [r["booking_id"] for r in await cur.fetchall()]
+
+
+async def delete_bookings_without_rows(conn: Conn, bookings: list[UUID]) -> int:
+    cur = await conn.execute(
+        "DELETE FROM booking b WHERE id = ANY(%s) AND NOT EXISTS"
+        " (SELECT 1 FROM reservation_all r WHERE r.booking_id = b.id)",
+        (bookings,),
+    )
+    return cur.rowcount

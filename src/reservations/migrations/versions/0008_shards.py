@@ -59,6 +59,12 @@ def upgrade() -> None:
         -- (same id), each with its own reservations; reads gather them.
         ALTER TABLE booking ADD COLUMN spanning boolean NOT NULL DEFAULT false;
 
+        -- kit/shardmap.logical_of in SQL: the id's last 16 bits modulo the shard count.
+        CREATE FUNCTION logical_shard(id uuid, shards integer) RETURNS integer
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT (get_byte(uuid_send(id), 14) * 256 + get_byte(uuid_send(id), 15)) % shards
+        $$;
+
         -- Volatile plpgsql: the ownership read below takes a snapshot after the lock is held.
         CREATE FUNCTION shard_guard(shard integer) RETURNS void LANGUAGE plpgsql VOLATILE AS $$
         BEGIN
@@ -88,7 +94,8 @@ def downgrade() -> None:
     op.execute(
         """
         ALTER TABLE booking DROP COLUMN spanning;
-        DROP FUNCTION fence_check(uuid, bigint), shard_guard(integer);
+        DROP FUNCTION fence_check(uuid, bigint), shard_guard(integer),
+            logical_shard(uuid, integer);
         DROP TABLE resource_fence, shard_owned, twophase_decision, shard_map;
         """
     )
