@@ -268,8 +268,24 @@ class Replica:
             with contextlib.suppress(Exception):
                 atexit.unregister(self.stop)
 
+    def crash(self, timeout: float = 15) -> None:
+        """Immediate shutdown (SIGQUIT, what `pg_ctl stop -m immediate` sends): every process
+        quits at once, nothing is checkpointed; the files stay, and `start()` runs crash
+        recovery and streams again from where the replica was. SIGKILL to any straggler."""
+        self.resume()
+        processes = self._processes()
+        if self.running():
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_all(signal.SIGKILL, processes)
+                self.process.wait(5)
+        self._signal_all(signal.SIGKILL, [p for p in processes if p.is_running()])
+
     def start(self, timeout: float = 60) -> None:
-        """(Re)start the postmaster on the existing data directory after `stop(cleanup=False)`."""
+        """(Re)start the postmaster on the existing data directory after `stop(cleanup=False)`
+        or `crash()`."""
         if self.running():
             return
         self.process = _spawn(self.bindir, self.datadir, self.workdir)
@@ -323,10 +339,15 @@ def _wait_ready(replica: Replica, timeout: float) -> None:
 
 
 def start_replica(
-    primary_url: str, *, apply_delay: str | None = None, timeout: float = 60
+    primary_url: str,
+    *,
+    apply_delay: str | None = None,
+    timeout: float = 60,
+    workdir: Path | None = None,
 ) -> Replica:
     """A hot standby of the server behind `primary_url` (any database on it; the URL must be
-    a superuser's), replaying with `recovery_min_apply_delay = apply_delay` ('1s', '500ms')."""
+    a superuser's), replaying with `recovery_min_apply_delay = apply_delay` ('1s', '500ms').
+    Its files go to `workdir` (a new, empty directory; default a new temporary one)."""
     admin_url = _with_database(primary_url, "postgres")
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
         row = admin.execute(
@@ -341,7 +362,10 @@ def start_replica(
     as_root = os.geteuid() == 0
     user = _owner(primary_datadir) if as_root else None
 
-    workdir = Path(tempfile.mkdtemp(prefix="rsv-replica-"))
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="rsv-replica-"))
+    else:
+        workdir.mkdir(parents=True)
     workdir.chmod(0o755)
     sockdir = workdir / "sock"
     sockdir.mkdir()

@@ -14,10 +14,11 @@ import tempfile
 from pathlib import Path
 
 from tests.storm.cluster import PrivatePostgres
+from tests.storm.nemesis import FAULT_KINDS, PGBOUNCER_FAULTS, REPLICA_FAULTS
 from tests.storm.report import render
 from tests.storm.resettle import resettle
 from tests.storm.run import StormResult, run_storm
-from tests.storm.workload import FAULT_KINDS, StormConfig
+from tests.storm.workload import StormConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=float, default=15.0, help="seconds")
     parser.add_argument("--crash-after-commit", default="0.002", help="probability or 'off'")
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument(
+        "--no-replica",
+        action="store_true",
+        help="no streaming replica (and none of its faults): every read is the primary's",
+    )
+    parser.add_argument(
+        "--no-pgbouncer",
+        action="store_true",
+        help="no PgBouncer (and none of its faults): the API reaches PostgreSQL directly",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and history here")
     parser.add_argument("--note", default="", help="a paragraph to put under the title")
     parser.add_argument(
@@ -75,13 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.operations is None and args.duration is None:
         parser.error("give --operations or --duration")
+    faults = tuple(
+        f
+        for f in FAULT_KINDS
+        if not (args.no_replica and f in REPLICA_FAULTS)
+        and not (args.no_pgbouncer and f in PGBOUNCER_FAULTS)
+    )
     config = StormConfig(
         clients=args.clients,
         duration=args.duration,
         operations=args.operations,
         seed=args.seed,
         fault_every=args.fault_every,
-        faults=FAULT_KINDS,
+        faults=faults,
+        replica=not args.no_replica,
+        pgbouncer=not args.no_pgbouncer,
         days=args.days,
         crash_after_commit=None if args.crash_after_commit == "off" else args.crash_after_commit,
     )

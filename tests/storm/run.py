@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import secrets
+import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,8 @@ from reservations.kit.db import Database
 from reservations.tenancy import service as tenancy
 from tests.storm.checker import Verdict, check, read_snapshot
 from tests.storm.cluster import Cluster
-from tests.storm.history import INFO, FaultWindow, Op
+from tests.storm.history import INFO, WRITES, FaultWindow, Op
+from tests.storm.nemesis import PGBOUNCER_FAULTS, REPLICA_FAULTS
 from tests.storm.workload import Setup, Storm, StormConfig
 
 # A 5xx within this long after a fault healed still belongs to it (pools reconnecting).
@@ -146,7 +148,8 @@ def figures(history: list[Op], faults: list[FaultWindow], verdict: Verdict) -> d
     per_kind = Counter(f"{op.kind} {op.outcome}" for op in history)
     statuses = Counter(str(op.status) if op.status else op.error or "none" for op in history)
     fault_kinds = Counter(w.kind for w in faults)
-    info = [op for op in history if op.outcome == INFO]
+    info = [op for op in history if op.outcome == INFO and op.kind in WRITES]
+    reads = [op for op in history if op.kind == "read"]
     settled = Counter(f"{op.kind} {op.settled_as or 'unsettled'}" for op in info)
     five = [
         (op.started, op.ended, op.status, op) for op in history if op.status and op.status >= 500
@@ -166,6 +169,13 @@ def figures(history: list[Op], faults: list[FaultWindow], verdict: Verdict) -> d
         "statuses": dict(sorted(statuses.items())),
         "faults": dict(sorted(fault_kinds.items())),
         "info": len(info),
+        "reads": {
+            "sent": len(reads),
+            "with_token": sum(op.token is not None for op in reads),
+            "by_replica": sum(op.source == "replica" for op in reads),
+            "by_primary": sum(op.source == "primary" for op in reads),
+            "unanswered": sum(op.outcome == INFO for op in reads),
+        },
         "info_settled": dict(sorted(settled.items())),
         "settle_attempts": sum(len(op.attempts) for op in info),
         "5xx": len(five),
@@ -177,12 +187,23 @@ def figures(history: list[Op], faults: list[FaultWindow], verdict: Verdict) -> d
     }
 
 
+def _pgbouncer_version() -> str:
+    from tests.pgbouncer import BINARY
+
+    if BINARY is None:
+        return "none"
+    out = subprocess.run([BINARY, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.split("\n")[0].removeprefix("PgBouncer ").strip() or "?"
+
+
 def machine(cluster: Cluster) -> dict[str, str]:
     return {
         "nproc": str(os.cpu_count()),
         "ram": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "postgres": cluster.postgres.version(),
         "valkey": cluster.valkey.version(),
+        "pgbouncer": _pgbouncer_version() if cluster.pgbouncer else "none",
+        "replica": "streaming replica" if cluster.replica else "none",
         "python": platform.python_version(),
         "os": platform.platform(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -190,10 +211,20 @@ def machine(cluster: Cluster) -> dict[str, str]:
 
 
 def run_storm(config: StormConfig, workdir: Path) -> StormResult:
+    if not config.replica and (wrong := set(config.faults) & set(REPLICA_FAULTS)):
+        raise ValueError(f"faults {sorted(wrong)} need the replica (StormConfig.replica)")
+    if not config.pgbouncer and (wrong := set(config.faults) & set(PGBOUNCER_FAULTS)):
+        raise ValueError(f"faults {sorted(wrong)} need PgBouncer (StormConfig.pgbouncer)")
     t = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # PostgreSQL runs as another user under it
-    cluster = Cluster.start(workdir, apis=2, crash_after_commit=config.crash_after_commit)
+    cluster = Cluster.start(
+        workdir,
+        apis=2,
+        crash_after_commit=config.crash_after_commit,
+        replica=config.replica,
+        pgbouncer=config.pgbouncer,
+    )
     seconds = {"startup": time.monotonic() - t}
     try:
         setup = make_setup(cluster.apis[0].url, cluster.database_url, config)

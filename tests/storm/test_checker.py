@@ -333,6 +333,122 @@ def test_realtime_pooled_capacity_and_buffers() -> None:
     assert "4 of 3" in v.realtime_over_capacity[0]
 
 
+# -- read-your-writes -------------------------------------------------------------------------
+
+
+def read_of(write: Op, status: int, reply: dict[str, Any] | None, *, token: str | None) -> Op:
+    o = op("read", OK if status == 200 else FAIL, reservation=write.reservation, reply=reply)
+    o.status, o.token, o.follows, o.source = status, token, write.n, "replica"
+    o.booking = write.booking
+    return o
+
+
+def test_a_tokened_read_older_than_the_write_it_follows_is_flagged() -> None:
+    a = row("a", 0, 60, version=2)
+    create = created(a, status="held", version=1, expires_at=iso(NOW + timedelta(hours=1)))
+    create.token = "0/3000060"
+    confirm = op("confirm", OK, reservation="a", seq=1, reply=reply_of(a))
+    confirm.token = "0/3000100"
+    history = [
+        create,
+        confirm,
+        read_of(create, 200, reply_of(a, status="held", version=1), token=create.token),
+        read_of(confirm, 200, reply_of(a), token=confirm.token),  # fresh: fine
+        read_of(confirm, 200, reply_of(a, status="held", version=1), token=confirm.token),
+        read_of(create, 404, None, token=create.token),  # the create's row not there yet
+        # Without a token a replica may lag: not judged.
+        read_of(confirm, 200, reply_of(a, status="held", version=1), token=None),
+    ]
+    v = check(history, snap(a))
+    assert v.checked_reads == 4
+    assert len(v.stale_reads) == 2, v.details()
+    assert "v1 < v2" in v.stale_reads[0]
+    assert "404 after ok create" in v.stale_reads[1]
+    assert v.violations == 2
+
+
+# -- bookings -------------------------------------------------------------------------------
+
+
+def booked(
+    rows: list[Row],
+    *,
+    booking: str = "B",
+    key: str = "bk",
+    report: int | None = None,
+    mode: str = "all-or-nothing",
+    resources: int = 1,
+) -> Op:
+    """An ok booking create whose answer lists `rows` (their booking and key set to it)."""
+    reply = {
+        "id": booking,
+        "status": "confirmed",
+        "version": 1,
+        "reservations": [reply_of(r) | {"resource_id": r.resource_id} for r in rows],
+        "report": [{"outcome": "booked"} for _ in range(report or len(rows) // resources)],
+    }
+    o = op("booking-create", OK, reservation=None, key=key, reply=reply)
+    o.booking = booking
+    o.body = {"resources": [{"resource_id": "u"}] * resources, "mode": mode}
+    return o
+
+
+def of_booking(r: Row, booking: str = "B", key: str = "bk") -> Row:
+    return replace(r, booking=booking, key=key)
+
+
+def test_a_booking_is_all_or_nothing() -> None:
+    # B: a series of three; only two rows made it (partial). C: fine. D: refused, yet a row.
+    b1, b2, b3 = (of_booking(row(f"b{i}", 100 * i, 100 * i + 60)) for i in range(1, 4))
+    c1, c2 = (of_booking(row(f"c{i}", 1000 + 100 * i, 1060 + 100 * i), "C", "ck") for i in (1, 2))
+    d1 = of_booking(row("d1", 2000, 2060), "D", "dk")
+    refused = op("booking-create", FAIL, reservation=None, key="dk")
+    history = [booked([b1, b2, b3]), booked([c1, c2], booking="C", key="ck"), refused]
+    v = check(history, snap(b1, b2, c1, c2, d1))
+    assert len(v.partial_bookings) == 1, v.details()
+    assert "1 of its 3" in v.partial_bookings[0]
+    assert len(v.fail_present) == 1, v.details()
+    assert "booking-create" in v.fail_present[0]
+    assert v.violations == 2, v.details()
+    assert v.checked_bookings == 2
+
+
+def test_an_all_or_nothing_answer_missing_an_occurrence_is_a_partial_booking() -> None:
+    # Three occurrences on two resources answered with five reservations: half a booking,
+    # though every row it named is there.
+    rows = [of_booking(row(f"r{i}", 100 * i, 100 * i + 60)) for i in range(5)]
+    v = check([booked(rows, report=3, resources=2)], snap(*rows))
+    assert len(v.partial_bookings) == 1, v.details()
+    assert "5 reservations of 6" in v.partial_bookings[0]
+    # In skip-conflicts mode, booking what could be booked is the contract.
+    ok = check([booked(rows, report=3, resources=2, mode="skip-conflicts")], snap(*rows))
+    assert ok.violations == 0, ok.details()
+
+
+def test_a_booking_cancel_is_replayed_on_every_reservation() -> None:
+    b1, b2 = of_booking(row("b1", 0, 60)), of_booking(row("b2", 100, 160))
+    create = booked([b1, b2])
+    gone1 = replace(b1, status="cancelled", version=2)
+    cancel = op(
+        "booking-cancel",
+        OK,
+        reservation=None,
+        seq=1,
+        reply={
+            "id": "B",
+            "version": 2,
+            "status": "cancelled",
+            "reservations": [reply_of(gone1), reply_of(replace(b2, status="cancelled", version=2))],
+        },
+    )
+    cancel.booking = "B"
+    # b2's cancel was lost: still confirmed.
+    v = check([create, cancel], snap(gone1, b2))
+    assert len(v.lost_ok) == 1, v.details()
+    assert "row b2" in v.lost_ok[0]
+    assert v.violations == 1
+
+
 # -- the control on a real database ---------------------------------------------------------
 
 

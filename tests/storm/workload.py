@@ -1,16 +1,18 @@
-"""The storm's clients, its nemesis and the settling of unknown outcomes.
+"""The storm's clients and the settling of unknown outcomes.
 
 Clients are asyncio tasks with httpx, each with a booker key of its own, spreading requests
 over every API process. A client creates reservations (held or confirmed, quantity on pooled
-resources) and then confirms, reschedules (PATCH with If-Match) and cancels its own. Each
-reservation's operations are issued one after the other by its client; after an `info`
-answer the client leaves that reservation alone (its state is unknown) until the settling
-phase, so the operations of each reservation form one sequence the checker can replay.
+resources) and then confirms, reschedules (PATCH with If-Match) and cancels its own; it also
+makes and cancels bookings (tests/storm/bookings.py). Each reservation's (and booking's)
+operations are issued one after the other by its client; after an `info` answer the client
+leaves it alone (its state is unknown) until the settling phase, so the operations of each
+form one sequence the checker can replay.
 
-The nemesis injects faults on a schedule, one at a time, each healed before the next:
-PostgreSQL stopped with `-m immediate` and restarted, Valkey SIGKILLed and restarted, an API
-process SIGKILLed and restarted, an API process SIGSTOPped for a few seconds. A watchdog
-restarts an API process that died by itself (the crash-after-commit fault, kit/faults.py)."""
+After some ok writes the client reads back what it wrote (GET, on any API process) with the
+Consistency-Token that write's answer carried: with a replica, the API must serve it from a
+replica that has replayed that far or from the primary, never older.
+
+The faults come from the nemesis (tests/storm/nemesis.py), on threads beside the clients."""
 
 from __future__ import annotations
 
@@ -26,16 +28,23 @@ from typing import Any
 import httpx
 import psycopg
 
+from tests.storm import bookings
 from tests.storm.checker import KEY_FIELD
 from tests.storm.cluster import ApiProcess, Cluster
-from tests.storm.history import FAIL, INFO, OK, Attempt, FaultWindow, Op, outcome_of
+from tests.storm.history import FAIL, INFO, OK, WRITES, Attempt, FaultWindow, Op, outcome_of
+from tests.storm.nemesis import FAULT_KINDS, Nemesis
+
+__all__ = ["FAULT_KINDS", "Setup", "Storm", "StormConfig"]
 
 DAY0 = datetime(2035, 6, 4, tzinfo=UTC)
 DURATIONS = (30, 45, 60, 90, 120)  # minutes
-FAULT_KINDS = ("pg-restart", "valkey-kill", "api-kill", "api-pause")
 # Creates sent without an Idempotency-Key: only those may be refused from the availability
 # map in Valkey (a keyed retry must get its stored reply, so keyed creates skip the map).
 KEYLESS = 0.1
+BOOKING_CREATE = 0.06  # share of a client's turns that make a booking
+BOOKING_CANCEL = 0.04  # ... that cancel one of its live bookings
+READ_AFTER_WRITE = 0.3  # chance that an ok write is read back with its Consistency-Token
+LIVE = ("held", "confirmed")
 
 
 @dataclass
@@ -55,6 +64,13 @@ class StormConfig:
     pause_seconds: float = 4.0  # longer than `timeout`: some requests time out mid-transaction
     pg_down_seconds: float = 1.5
     crash_after_commit: str | None = "0.003"
+    # The traffic goes on past `duration` (for at most as long again) until every kind in
+    # `faults` has been injected and healed this many times.
+    min_faults_each: int = 0
+    # A streaming replica the API reads from, and PgBouncer (transaction mode) between the API
+    # and the primary; their faults in `faults` need them.
+    replica: bool = True
+    pgbouncer: bool = True
 
 
 @dataclass
@@ -124,14 +140,14 @@ class Storm:
         self.traffic_ended = 0.0
         self.stop = asyncio.Event()
         self.stopping = threading.Event()  # for the nemesis and the watchdog threads
-        self.api_locks = {api.name: threading.Lock() for api in cluster.apis}
+        self.nemesis = Nemesis(self)
         self.capacity = {r: 1 for r in setup.unit} | {
             r: config.pooled_capacity for r in setup.pooled
         }
 
     # -- clients --------------------------------------------------------------------------
 
-    def _slot(self, rng: random.Random) -> tuple[str, str]:
+    def slot(self, rng: random.Random) -> tuple[str, str]:
         day = DAY0 + timedelta(days=rng.randrange(self.config.days))
         start = day + timedelta(hours=8, minutes=15 * rng.randrange(40))
         end = start + timedelta(minutes=rng.choice(DURATIONS))
@@ -141,12 +157,18 @@ class Storm:
         c = self.config
         if c.operations is not None and len(self.rec.history) >= c.operations:
             return True
-        return c.duration is not None and self.rec.now() >= c.duration
+        if c.duration is None or self.rec.now() < c.duration:
+            return False
+        return self.rec.now() >= 2 * c.duration or all(
+            sum(w.kind == kind and w.healed > 0 for w in self.rec.faults) >= c.min_faults_each
+            for kind in c.faults
+        )
 
     async def client(self, i: int) -> None:
         rng = random.Random(self.config.seed * 1000 + i)
         token = self.setup.tokens[i % len(self.setup.tokens)]
         mine: dict[str, Known] = {}
+        my_bookings: dict[str, bookings.KnownBooking] = {}
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
         async with httpx.AsyncClient(
             headers={"Authorization": f"Bearer {token}"},
@@ -157,9 +179,20 @@ class Storm:
                 if self._enough():
                     self.stop.set()
                     break
-                live = [
-                    k for k in mine.values() if not k.parked and k.status in ("held", "confirmed")
+                turn = rng.random()
+                if turn < BOOKING_CREATE:
+                    await bookings.create(self, http, i, rng, my_bookings)
+                    continue
+                live_bookings = [
+                    b for b in my_bookings.values() if not b.parked and b.status in LIVE
                 ]
+                if turn < BOOKING_CREATE + BOOKING_CANCEL and live_bookings:
+                    await bookings.cancel(self, http, i, rng, rng.choice(live_bookings))
+                    for bid in [b for b, k in my_bookings.items() if k.status not in LIVE]:
+                        if not my_bookings[bid].parked:
+                            del my_bookings[bid]
+                    continue
+                live = [k for k in mine.values() if not k.parked and k.status in LIVE]
                 roll = rng.random()
                 if not live or roll < 0.45:
                     await self._create(http, i, rng, mine)
@@ -176,16 +209,18 @@ class Storm:
                     if not mine[rid].parked:
                         del mine[rid]
 
-    def _api(self, rng: random.Random) -> ApiProcess:
+    def api(self, rng: random.Random) -> ApiProcess:
         return rng.choice(self.cluster.apis)
 
-    async def _send(self, http: httpx.AsyncClient, op: Op, api: ApiProcess) -> None:
+    async def send(self, http: httpx.AsyncClient, op: Op, api: ApiProcess) -> None:
         """Send once and record the answer. A refused connection (the process is dead) never
         delivered the request, so the client tries the other processes, as a load balancer
         would, for up to its timeout; anything after delivery is final for this attempt."""
         headers = {"Idempotency-Key": op.key} if op.keyed else {}
         if op.if_match is not None:
             headers["If-Match"] = f'"{op.if_match}"'
+        if op.kind == "read" and op.token is not None:
+            headers["Consistency-Token"] = op.token
         apis = [api] + [a for a in self.cluster.apis if a is not api]
         give_up = time.monotonic() + self.config.timeout
         n = 0
@@ -208,6 +243,10 @@ class Storm:
                 op.status, op.problem = r.status_code, problem_of(r)
                 if 200 <= r.status_code < 300:
                     op.reply = r.json()
+                if op.kind == "read":
+                    op.source = r.headers.get("read-source")
+                else:
+                    op.token = r.headers.get("consistency-token")
             op.api = target.name
             break
         op.ended = self.rec.now()
@@ -215,7 +254,7 @@ class Storm:
         op.final = op.outcome
         op.final_reply, op.final_problem = op.reply, op.problem
 
-    def _new_op(self, **fields: Any) -> Op:
+    def new_op(self, **fields: Any) -> Op:
         with self.rec.lock:
             op = Op(n=len(self.rec.history), started=self.rec.now(), **fields)
             self.rec.history.append(op)
@@ -226,7 +265,7 @@ class Storm:
     ) -> None:
         resource = rng.choice(self.setup.resources)
         capacity = self.capacity[resource]
-        start, end = self._slot(rng)
+        start, end = self.slot(rng)
         key = uuid.uuid4().hex
         body: dict[str, Any] = {"resource_id": resource, "start": start, "end": end}
         if capacity > 1:
@@ -236,8 +275,8 @@ class Storm:
         if rng.random() < 0.4:
             body["hold_seconds"] = rng.randint(2, 40)
         body["metadata"] = {KEY_FIELD: key}
-        api = self._api(rng)
-        op = self._new_op(
+        api = self.api(rng)
+        op = self.new_op(
             client=i,
             kind="create",
             key=key,
@@ -251,17 +290,18 @@ class Storm:
             api=api.name,
             keyed=rng.random() >= KEYLESS,
         )
-        await self._send(http, op, api)
+        await self.send(http, op, api)
         if op.outcome == OK and op.reply is not None:
             op.reservation = op.reply["id"]
             mine[op.reservation] = Known(id=op.reservation, resource=resource, reply=op.reply)
+            await self.maybe_read(http, i, rng, op)
 
     async def _mutate(
         self, http: httpx.AsyncClient, i: int, rng: random.Random, known: Known, kind: str
     ) -> None:
         body: dict[str, Any] | None = None
         if kind == "reschedule":
-            start, end = self._slot(rng)
+            start, end = self.slot(rng)
             method, path, body = (
                 "PATCH",
                 f"/v1/reservations/{known.id}",
@@ -272,8 +312,8 @@ class Storm:
             method, path = "POST", f"/v1/reservations/{known.id}/{kind}"
             if_match = known.version if rng.random() < 0.5 else None
         known.seq += 1
-        api = self._api(rng)
-        op = self._new_op(
+        api = self.api(rng)
+        op = self.new_op(
             client=i,
             kind=kind,
             key=uuid.uuid4().hex,
@@ -286,9 +326,10 @@ class Storm:
             seq=known.seq,
             api=api.name,
         )
-        await self._send(http, op, api)
+        await self.send(http, op, api)
         if op.outcome == OK and op.reply is not None:
             known.reply = op.reply
+            await self.maybe_read(http, i, rng, op)
         elif op.outcome == INFO:
             known.parked = True
         elif op.status == 412 or op.problem in ("hold-expired", "reservation-not-live"):
@@ -303,92 +344,48 @@ class Storm:
             else:
                 known.parked = True
 
-    # -- the nemesis ----------------------------------------------------------------------
-
-    def _restart_api(self, api: ApiProcess) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                api.start()
-                return
-            except Exception:  # e.g. PostgreSQL not back yet: try again
-                api.kill()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def nemesis(self) -> None:
-        c = self.config
-        if not c.faults:
+    async def maybe_read(
+        self, http: httpx.AsyncClient, i: int, rng: random.Random, write: Op
+    ) -> None:
+        """Sometimes, read back what an ok write answered, on any API process, with the
+        Consistency-Token that answer carried (none without a replica). Not a write: never
+        retried, never settled; the checker compares it with the write's answer."""
+        if rng.random() >= READ_AFTER_WRITE:
             return
-        rng = random.Random(c.seed)
-        due = c.first_fault
-        n = 0
-        while not self.stopping.is_set():
-            if self.rec.now() < due:
-                time.sleep(0.05)
-                continue
-            kind = c.faults[n % len(c.faults)]
-            n += 1
-            self.inject(kind, rng)
-            due = self.rec.now() + c.fault_every
+        if write.booking is not None:
+            path = f"/v1/bookings/{write.booking}"
+        else:
+            path = f"/v1/reservations/{write.reservation}"
+        api = self.api(rng)
+        op = self.new_op(
+            client=i,
+            kind="read",
+            key="",
+            method="GET",
+            path=path,
+            body=None,
+            if_match=None,
+            reservation=write.reservation,
+            resource=write.resource,
+            seq=write.seq,
+            api=api.name,
+            keyed=False,
+            booking=write.booking,
+            token=write.token,
+            follows=write.n,
+        )
+        await self.send(http, op, api)
+
+    # -- faults (tests/storm/nemesis.py) ----------------------------------------------------
 
     def inject(self, kind: str, rng: random.Random) -> None:
-        c = self.config
-        if kind == "pg-restart":
-            window = self.rec.fault(kind, "postgres")
-            self.cluster.postgres.crash()
-            time.sleep(c.pg_down_seconds)
-            self.cluster.postgres.start()
-        elif kind == "valkey-kill":
-            window = self.rec.fault(kind, "valkey")
-            self.cluster.valkey.kill()
-            time.sleep(1.0)
-            self.cluster.valkey.start()
-        elif kind in ("api-kill", "api-pause"):
-            api = rng.choice(self.cluster.apis)
-            with self.api_locks[api.name]:
-                window = self.rec.fault(kind, api.name)
-                if kind == "api-kill":
-                    api.kill()
-                    time.sleep(0.5)
-                    self._restart_api(api)
-                else:
-                    api.pause()
-                    time.sleep(c.pause_seconds)
-                    api.resume()
-        else:
-            raise ValueError(f"unknown fault {kind}")
-        window.healed = self.rec.now()
-
-    def watchdog(self) -> None:
-        """Restart an API process that died without the nemesis (crash-after-commit)."""
-        while not self.stopping.is_set():
-            for api in self.cluster.apis:
-                lock = self.api_locks[api.name]
-                if not lock.acquire(blocking=False):
-                    continue
-                try:
-                    if api.process is not None and not api.alive():
-                        window = self.rec.fault("crash-after-commit", api.name)
-                        window.started = max(0.0, window.started - 0.25)
-                        self._restart_api(api)
-                        window.healed = self.rec.now()
-                finally:
-                    lock.release()
-            time.sleep(0.1)
-
-    # -- settling -------------------------------------------------------------------------
+        self.nemesis.inject(kind, rng)
 
     def heal(self) -> None:
-        """Everything up again: PostgreSQL, Valkey, every API process running."""
-        for api in self.cluster.apis:
-            with self.api_locks[api.name]:
-                api.resume()
-                if not api.alive():
-                    self._restart_api(api)
-        if self.cluster.valkey.process is None or self.cluster.valkey.process.poll() is not None:
-            self.cluster.valkey.start()
+        """Everything up again: PgBouncer, the replica, Valkey, every API process running."""
+        self.nemesis.heal()
+
+    # -- settling -------------------------------------------------------------------------
 
     def quiesce(self, timeout: float = 30.0) -> None:
         """Wait until no client backend of the storm's database is running a statement or
@@ -443,6 +440,8 @@ class Storm:
                 op.final_reply = r.json()
                 if op.kind == "create":
                     op.reservation = op.final_reply["id"]
+                elif op.kind == "booking-create":
+                    op.booking = op.final_reply["id"]
                 op.settled_as = "replayed" if attempt.replayed else "ran-on-retry"
             else:
                 op.settled_as = "refused-on-retry"
@@ -506,7 +505,7 @@ class Storm:
     async def settle_all(self, per_op_seconds: float = 90.0) -> None:
         """Settle every info operation, 16 at a time; each gets `per_op_seconds` from when its
         turn comes (a fixed deadline for all would leave the last ones untried)."""
-        todo = [op for op in self.rec.history if op.final == INFO]
+        todo = [op for op in self.rec.history if op.final == INFO and op.kind in WRITES]
         limit = asyncio.Semaphore(16)
         # One client per key, shared: building an httpx client costs tens of milliseconds of
         # CPU (its TLS context), more than a settling request.
@@ -533,9 +532,17 @@ class Storm:
     # -- the whole run --------------------------------------------------------------------
 
     async def run(self) -> None:
+        c = self.config
         threads = [
-            threading.Thread(target=self.nemesis, name="nemesis", daemon=True),
-            threading.Thread(target=self.watchdog, name="watchdog", daemon=True),
+            threading.Thread(
+                target=self.nemesis.run,
+                args=(c.faults, c.first_fault, c.fault_every, c.seed),
+                name="nemesis",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self.nemesis.watchdog, args=(self.stopping,), name="watchdog", daemon=True
+            ),
         ]
         self.rec.t0, self.rec.t0_wall = time.monotonic(), time.time()
         for t in threads:
@@ -554,7 +561,9 @@ class Storm:
         # process's backends roll back when PostgreSQL notices: let that finish first.
         await asyncio.to_thread(self.quiesce)
         self.stopping.clear()
-        watchdog = threading.Thread(target=self.watchdog, name="watchdog-settle", daemon=True)
+        watchdog = threading.Thread(
+            target=self.nemesis.watchdog, args=(self.stopping,), name="watchdog-settle", daemon=True
+        )
         watchdog.start()
         try:
             await self.settle_all()
