@@ -19,6 +19,7 @@ SCENARIOS = {
     "hot-slot": ("bench.hot_slot", "16 and 64 clients racing for one slot; map on/off"),
     "availability": ("bench.availability", "availability and search latency (issue 3)"),
     "create-rate": ("bench.create_rate", "one wrk point of the create load (first probe)"),
+    "shards": ("bench.shards", "create and booking throughput with 1, 2 and 3 shard clusters"),
     "auth-latency": ("bench.auth_latency", "authentication and rate-limit cost in-process"),
 }
 

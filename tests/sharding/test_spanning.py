@@ -86,10 +86,40 @@ def test_a_booking_across_clusters_is_whole_and_replays(tenant, topology: Topolo
     clash = tenant.booker.post("/v1/bookings", json=booking_body([b, a], 1, 9))
     assert clash.status_code == 409
     assert prepared_on(topology) == []
-    # Changing it as one is refused in words (not supported across clusters yet).
-    cancel = tenant.booker.post(f"/v1/bookings/{booking['id']}/cancel", json={})
-    assert cancel.status_code == 409
-    assert cancel.json()["type"].endswith("booking-spans-clusters")
+    # Moving it as one is refused in words (not supported across clusters yet) ...
+    moved = tenant.booker.patch(f"/v1/bookings/{booking['id']}", json={"shift": "PT1H"})
+    assert moved.status_code == 409
+    assert moved.json()["type"].endswith("booking-spans-clusters")
+    # ... cancelling it is all or nothing on both clusters, and replays by its key.
+    headers = {"Idempotency-Key": "span-1-cancel"}
+    cancel = tenant.booker.post(f"/v1/bookings/{booking['id']}/cancel", json={}, headers=headers)
+    assert cancel.status_code == 200, cancel.text
+    assert {r["status"] for r in cancel.json()["reservations"]} == {"cancelled"}
+    assert reservations_of(topology, booking["id"]) == {"a": 0, "b": 0, "c": 0}
+    again = tenant.booker.post(f"/v1/bookings/{booking['id']}/cancel", json={}, headers=headers)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert tenant.booker.book(b, DAY.format(1, 9), DAY.format(1, 10)).status_code == 201
+    assert prepared_on(topology) == []
+
+
+def test_a_held_booking_across_clusters_is_confirmed_as_one(tenant, topology: Topology) -> None:
+    a, c = resources_on(tenant, topology, ["a", "c"])
+    body = {**booking_body([a, c], 5, 9), "hold_seconds": 600}
+    held = tenant.booker.post("/v1/bookings", json=body)
+    assert held.status_code == 201, held.text
+    assert {r["status"] for r in held.json()["reservations"]} == {"held"}
+    bid = held.json()["id"]
+    stale = tenant.booker.post(f"/v1/bookings/{bid}/confirm", headers={"If-Match": '"7"'})
+    assert stale.status_code == 412
+    done = tenant.booker.post(f"/v1/bookings/{bid}/confirm", headers={"If-Match": '"1"'})
+    assert done.status_code == 200, done.text
+    assert {r["status"] for r in done.json()["reservations"]} == {"confirmed"}
+    assert done.headers["ETag"] == '"2"'
+    for name, url in topology.clusters.items():
+        statuses = rows_on(url, "SELECT status FROM reservation WHERE booking_id = %s", UUID(bid))
+        assert statuses == ([("confirmed",)] if name in ("a", "c") else []), name
+    other = new_tenant(tenant.admin.client)
+    assert other.admin.post(f"/v1/bookings/{bid}/cancel", json={}).status_code == 404
 
 
 def test_racing_bookings_across_clusters_never_double_book(tenant, topology: Topology) -> None:

@@ -72,6 +72,14 @@ async def get(
     return await cur.fetchone()
 
 
+async def exists(conn: Conn, *, booking_id: UUID) -> bool:
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM booking WHERE id = %s) AS x", (booking_id,)
+    )
+    row = await cur.fetchone()
+    return bool(row and row["x"])
+
+
 async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> DictRow:
     cur = await conn.execute(
         "UPDATE booking SET version = version + 1, updated_at = %s WHERE id = %s"

@@ -223,9 +223,9 @@ async def _locked_booking(
         raise _not_found(booking_id)
     if booking["spanning"]:
         raise BookingSpansClusters(
-            "This booking's resources live on several database clusters; changing it as one "
-            "is not supported yet. Confirm, move or cancel its reservations one by one "
-            "(/v1/reservations/{id})."
+            "This booking's resources live on several database clusters; moving it as one "
+            "is not supported yet. Move its reservations one by one (/v1/reservations/{id}),"
+            " or cancel it and book again."
         )
     if expected_version is not None and booking["version"] != expected_version:
         raise PreconditionFailed(
@@ -244,6 +244,24 @@ async def confirm(
 ) -> Reply:
     """Confirm every held reservation of the booking, or none: if any hold has expired, the
     whole confirm is refused (409 hold-expired) and nothing changes."""
+    try:
+        return await _confirm_here(svc, caller, booking_id, expected_version, idem)
+    except BookingSpansClusters:  # nothing was done; do it on every cluster at once
+        reply, changed = await spanning.change(
+            svc, caller, booking_id, expected_version, idem,
+            pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
+        )  # fmt: skip
+    await map_after_commit(svc, fastmap.changes(changed, live=True))
+    return reply
+
+
+async def _confirm_here(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
     now = svc.clock.now()
     svc = svc.at(booking_id, caller)
     async with svc.db.transaction() as conn:
@@ -254,21 +272,7 @@ async def confirm(
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         now = svc.clock.now()  # after the locks: a hold may have run out while we waited
-        held = [r for r in rows if r["status"] == Status.held]
-        if any(r["needs_approval"] for r in held) and caller.role is not Role.admin:
-            raise ApprovalRequired(
-                "An admin must approve this booking's reservations (or confirm the booking)."
-            )
-        gone = [r for r in held if is_stale_hold(r, now)]
-        gone += [r for r in rows if r["status"] == Status.expired] if held else []
-        if gone:
-            raise HoldExpired(
-                f"{len(gone)} hold(s) of this booking expired; nothing was confirmed. Book again."
-            )
-        if not held and not any(r["status"] == Status.confirmed for r in rows):
-            if any(r["status"] == Status.expired for r in rows):
-                raise HoldExpired("The holds of this booking expired; nothing was confirmed.")
-            raise ReservationNotLive("Nothing in this booking is live; book again.")
+        held = to_confirm(rows, caller, now)
         confirmed = []
         if held:
             confirmed = await repository.set_status(
@@ -281,6 +285,35 @@ async def confirm(
             await idem.save(conn, reply, now=now)
     await map_after_commit(svc, fastmap.changes(confirmed, live=True))
     return reply
+
+
+def to_confirm(rows: list[dict[str, Any]], caller: Principal, now: datetime) -> list[Any]:
+    """The held reservations a confirm changes; refuses unless all of them can be."""
+    held = [r for r in rows if r["status"] == Status.held]
+    if any(r["needs_approval"] for r in held) and caller.role is not Role.admin:
+        raise ApprovalRequired(
+            "An admin must approve this booking's reservations (or confirm the booking)."
+        )
+    gone = [r for r in held if is_stale_hold(r, now)]
+    gone += [r for r in rows if r["status"] == Status.expired] if held else []
+    if gone:
+        raise HoldExpired(
+            f"{len(gone)} hold(s) of this booking expired; nothing was confirmed. Book again."
+        )
+    if not held and not any(r["status"] == Status.confirmed for r in rows):
+        if any(r["status"] == Status.expired for r in rows):
+            raise HoldExpired("The holds of this booking expired; nothing was confirmed.")
+        raise ReservationNotLive("Nothing in this booking is live; book again.")
+    return held
+
+
+def to_cancel(rows: list[dict[str, Any]], change: BookingCancel, now: datetime) -> list[Any]:
+    """The live reservations in the cancel's scope."""
+    return [
+        r
+        for r in _in_scope(rows, change)
+        if r["status"] in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
+    ]
 
 
 def _in_scope(rows: list[dict[str, Any]], change: BookingCancel | BookingMove) -> list[Any]:
@@ -308,6 +341,25 @@ async def cancel(
     idem: Idempotency | None,
 ) -> Reply:
     """Cancel the live reservations in scope; cancelling again changes nothing."""
+    try:
+        return await _cancel_here(svc, caller, booking_id, change, expected_version, idem)
+    except BookingSpansClusters:  # nothing was done; do it on every cluster at once
+        reply, changed = await spanning.change(
+            svc, caller, booking_id, expected_version, idem,
+            pick=lambda rows, now: to_cancel(rows, change, now), status="cancelled",
+        )  # fmt: skip
+    await map_after_commit(svc, fastmap.changes(changed, live=False))
+    return reply
+
+
+async def _cancel_here(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    change: BookingCancel,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
     now = svc.clock.now()
     svc = svc.at(booking_id, caller)
     async with svc.db.transaction() as conn:
@@ -317,11 +369,7 @@ async def cancel(
             return replay
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
-        live = [
-            r
-            for r in _in_scope(rows, change)
-            if r["status"] in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
-        ]
+        live = to_cancel(rows, change, now)
         changed = []
         if live:
             changed = await repository.set_status(

@@ -17,7 +17,8 @@ two-phase transaction, so a retry finds it exactly when the booking exists.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -29,7 +30,7 @@ from reservations.bookings.evaluation import Evaluation, check_shape, evaluate, 
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import BookingCreate, Mode
 from reservations.deps import Services
-from reservations.errors import BookingContended, NotFound
+from reservations.errors import BookingContended, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
@@ -197,3 +198,80 @@ async def _book(
     rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
     reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
     return reply, rows, evaluation.expired
+
+
+async def change(
+    svc: Services,
+    caller: Principal,
+    booking_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None,
+    *,
+    pick: Callable[[list[dict[str, Any]], datetime], list[Any]],
+    status: str,
+) -> tuple[Reply, list[dict[str, Any]]]:
+    """Confirm or cancel (`status`) the reservations `pick` chooses from all of a spanning
+    booking's reservations, on every cluster that holds some, all or none (two-phase)."""
+    held_on = []
+    for name, db in svc.shards.clusters.items():
+        async with db.connection() as conn:
+            if await repository.exists(conn, booking_id=booking_id):
+                held_on.append(name)
+    home_name = svc.shards.cluster_name(booking_id)
+    if home_name not in held_on:
+        raise NotFound(f"No booking {booking_id} that your key may see.")
+    for name in held_on:
+        await svc.shards.mirror(svc.shards.by_name(name), caller.api_key_id)
+    async with TwoPhase(svc.shards, f"{booking_id}:{uuid7_beside(booking_id)}", held_on) as tx:
+        home = tx.conns[home_name]
+        now = svc.clock.now()
+        if idem is not None and (
+            replay := await idem.claim(home, now=now, ttl=svc.settings.idempotency_ttl)
+        ):
+            return replay, []
+        bookings = {}
+        rows: dict[str, list[Any]] = {}
+        for name, conn in tx.conns.items():
+            bookings[name] = await repository.get(
+                conn,
+                tenant_id=caller.tenant_id,
+                booking_id=booking_id,
+                owner=caller.owner(),
+                lock=True,
+            )
+            rows[name] = await repository.reservations(conn, booking_id=booking_id, lock=True)
+            # The shard guard of each logical shard changed here (waits out a move of it).
+            shards_here = {
+                svc.shards.logical(r["resource_id"]): r["resource_id"] for r in rows[name]
+            }
+            for resource_id in shards_here.values():
+                await svc.shards.guard(conn, resource_id)
+        booking = bookings[home_name]
+        if booking is None:
+            raise NotFound(f"No booking {booking_id} that your key may see.")
+        if expected_version is not None and booking["version"] != expected_version:
+            raise PreconditionFailed(
+                f"The booking is at version {booking['version']}; fetch it again and retry.",
+                current_version=booking["version"],
+            )
+        now = svc.clock.now()  # after the locks
+        chosen = {r["id"] for r in pick([r for part in rows.values() for r in part], now)}
+        changed: list[dict[str, Any]] = []
+        if chosen:
+            for name, conn in tx.conns.items():
+                mine = [r["id"] for r in rows[name] if r["id"] in chosen]
+                if mine:
+                    changed += await repository.set_status(
+                        conn, reservation_ids=mine, status=status, now=now
+                    )
+                bookings[name] = await repository.touch(conn, booking_id=booking_id, now=now)
+                rows[name] = await repository.reservations(conn, booking_id=booking_id)
+        merged = sorted(
+            (r for part in rows.values() for r in part),
+            key=lambda r: (r["start_at"], str(r["resource_id"])),
+        )
+        reply = booking_reply(bookings[home_name] or booking, merged, now)
+        if idem is not None:
+            await idem.save(home, reply, now=now)
+        await tx.commit()
+    return reply, changed

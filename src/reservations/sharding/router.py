@@ -73,6 +73,9 @@ class Shards:
             return self.catalog
         return self.clusters[self.map.cluster_of(ident)]
 
+    def logical(self, ident: UUID) -> int:
+        return 0 if self.map is None else self.map.logical_of(ident)
+
     def cluster_name(self, ident: UUID) -> str:
         return "main" if self.map is None else self.map.cluster_of(ident)
 
