@@ -86,9 +86,13 @@ def _apply_settings(server: object, admin_url: str, pgdata: Path) -> None:
         pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # made at import time
 
         log.info("restarting the embedded PostgreSQL for %s", differ)
-        pg_ctl(
-            ["-w", "restart", "-m", "fast"],
-            pgdata=pgdata,
-            user=getattr(server, "system_user", None),
-            timeout=60,
-        )
+        with server._lock:  # type: ignore[attr-defined]  # the wheel's inter-process lock
+            pg_ctl(
+                ["-w", "restart", "-m", "fast"],
+                pgdata=pgdata,
+                user=getattr(server, "system_user", None),
+                timeout=60,
+            )
+            # The wheel remembers the postmaster it started (to stop it on the last exit);
+            # point it at the new one.
+            server.ensure_postgres_running()  # type: ignore[attr-defined]

@@ -113,10 +113,10 @@ def parse(text: str) -> ShardMap:
     if not isinstance(assign, dict):
         raise ShardMapError(f"{source}: 'assign' must map cluster names to ranges like '0-31'")
     owner: dict[int, str] = {}
-    for name, ranges in assign.items():
+    for name, spec in assign.items():
         if name not in clusters:
             raise ShardMapError(f"{source}: 'assign' names {name!r}, which is not a cluster")
-        for part in str(ranges).split(","):
+        for part in str(spec).split(","):
             match = _RANGE.match(part)
             if match is None:
                 raise ShardMapError(f"{source}: {name!r}: {part!r} is not a range like '0-31'")
