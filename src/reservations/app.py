@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     if crash is not None:  # tests only: innermost, so it sees the reply the service made
         app.add_middleware(CrashAfterCommitMiddleware, fault=crash)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if settings.replica_urls:
+    if settings.replica_urls or svc.shards.has_replicas:
         app.add_middleware(ConsistencyMiddleware)
     if svc.limits is not None:
         app.add_middleware(RateLimitHeadersMiddleware)

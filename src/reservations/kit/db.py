@@ -89,7 +89,7 @@ class Database:
             name=name,
         )
         urls = settings.replica_urls if replica_urls is None else replica_urls
-        self.replicas = Replicas(urls, kwargs, settings) if urls else None
+        self.replicas = Replicas(urls, kwargs, settings, database=name) if urls else None
         self._health: asyncio.Task[None] | None = None
         # Run first in every transaction of this handle (see `hooked`).
         self._on_begin: Callable[[Conn], Awaitable[None]] | None = None
@@ -145,7 +145,7 @@ class Database:
                 cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
                 row = await cur.fetchone()
                 if row is not None:
-                    state.wrote(row["lsn"])
+                    state.wrote(self.name, row["lsn"])
 
     async def set_locals(self, conn: Conn) -> None:
         """First thing in a write transaction: its actor and request id (and behind a

@@ -38,9 +38,19 @@ PROBE_TIMEOUT = 0.5  # seconds a replica may take to answer a trivial query
 
 
 class Replica:
-    def __init__(self, index: int, url: str, kwargs: dict[str, Any], settings: Settings) -> None:
+    def __init__(
+        self,
+        index: int,
+        url: str,
+        kwargs: dict[str, Any],
+        settings: Settings,
+        *,
+        database: str = "primary",
+    ) -> None:
         self.index = index
-        self.name = str(index)
+        # The `replica` label of replica_lag_seconds: "0", "1"... for the primary's, and
+        # "shard-a/0"... for a shard cluster's.
+        self.name = str(index) if database == "primary" else f"{database}/{index}"
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url,
             min_size=1,
@@ -48,15 +58,25 @@ class Replica:
             kwargs={**kwargs, "connect_timeout": 2},
             open=False,
             timeout=1.0,
-            name=f"replica-{index}",
+            name=f"replica-{self.name}",
         )
         self.healthy = False
         self.lag: float | None = None
 
 
 class Replicas:
-    def __init__(self, urls: list[str], kwargs: dict[str, Any], settings: Settings) -> None:
-        self.replicas = [Replica(i, url, kwargs, settings) for i, url in enumerate(urls)]
+    def __init__(
+        self,
+        urls: list[str],
+        kwargs: dict[str, Any],
+        settings: Settings,
+        *,
+        database: str = "primary",
+    ) -> None:
+        self.database = database  # whose positions the consistency token must reach
+        self.replicas = [
+            Replica(i, url, kwargs, settings, database=database) for i, url in enumerate(urls)
+        ]
         self.max_lag = settings.replica_max_lag_seconds
         self.wait = settings.replica_wait_ms / 1000
         self.every = settings.replica_check_seconds
@@ -132,7 +152,7 @@ class Replicas:
         down, or frozen (a hung host still ACKs packets), or fails midway costs the read a
         bounded wait and a second run on the primary, never an error."""
         state = CURRENT.get()
-        wanted = state.freshness() if state is not None else None
+        wanted = state.freshness(self.database) if state is not None else None
         for replica in self._candidates():
 
             async def attempt(replica: Replica = replica) -> tuple[bool, T | None]:

@@ -8,7 +8,9 @@ reservations, bookings, waitlist entries) gets an id with the same last 16 bits
 The topology comes from `RESERVATIONS_SHARDS`: a JSON document, or `@/path/to/file.json`:
 
     {"logical_shards": 64,
-     "clusters": {"a": "postgresql://.../reservations", "b": "postgresql://.../reservations"},
+     "clusters": {"a": "postgresql://.../reservations",
+                  "b": {"url": "postgresql://.../reservations",
+                        "replicas": ["postgresql://...replica.../reservations"]}},
      "assign": {"a": "0-31", "b": "32-63"}}
 
 `assign` is where each logical shard starts out; once the catalog holds a map (the first
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
@@ -42,6 +44,7 @@ class ShardMap:
     logical_shards: int
     clusters: dict[str, str]  # name -> primary URL
     assignment: tuple[str, ...]  # logical shard -> cluster name
+    replicas: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> replica URLs
 
     def cluster_of(self, ident: UUID) -> str:
         return self.assignment[logical_of(ident, self.logical_shards)]
@@ -70,6 +73,7 @@ class ShardMap:
             self.logical_shards,
             self.clusters,
             tuple(assignment[n] for n in range(self.logical_shards)),
+            self.replicas,
         )
 
 
@@ -98,25 +102,38 @@ def parse(text: str) -> ShardMap:
     clusters = doc.get("clusters")
     if not isinstance(clusters, dict) or not clusters:
         raise ShardMapError(f"{source}: 'clusters' must map names to postgresql:// URLs")
-    for name, url in clusters.items():
+    urls: dict[str, str] = {}
+    replicas: dict[str, tuple[str, ...]] = {}
+    for name, spec in clusters.items():
         if not _NAME.match(name):
             raise ShardMapError(
                 f"{source}: cluster name {name!r} must be lower-case letters, digits, - or _"
             )
-        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
-            raise ShardMapError(f"{source}: cluster {name!r} must be a postgresql:// URL")
+        url, copies = (
+            (spec.get("url"), spec.get("replicas", [])) if isinstance(spec, dict) else (spec, [])
+        )
+        if isinstance(spec, dict) and set(spec) - {"url", "replicas"}:
+            raise ShardMapError(f"{source}: cluster {name!r} takes only 'url' and 'replicas'")
+        if not _is_url(url):
+            raise ShardMapError(f"{source}: cluster {name!r} needs a postgresql:// URL")
+        if not isinstance(copies, list) or not all(_is_url(c) for c in copies):
+            raise ShardMapError(
+                f"{source}: cluster {name!r}: 'replicas' must be a list of postgresql:// URLs"
+            )
+        urls[name] = str(url)
+        replicas[name] = tuple(copies)
     assign = doc.get("assign")
     if assign is None:  # spread evenly, in contiguous ranges, in the clusters' order
-        names = list(clusters)
+        names = list(urls)
         assignment = tuple(names[n * len(names) // count] for n in range(count))
-        return ShardMap(count, dict(clusters), assignment)
+        return ShardMap(count, urls, assignment, replicas)
     if not isinstance(assign, dict):
         raise ShardMapError(f"{source}: 'assign' must map cluster names to ranges like '0-31'")
     owner: dict[int, str] = {}
-    for name, spec in assign.items():
+    for name, ranges_ in assign.items():
         if name not in clusters:
             raise ShardMapError(f"{source}: 'assign' names {name!r}, which is not a cluster")
-        for part in str(spec).split(","):
+        for part in str(ranges_).split(","):
             match = _RANGE.match(part)
             if match is None:
                 raise ShardMapError(f"{source}: {name!r}: {part!r} is not a range like '0-31'")
@@ -137,7 +154,11 @@ def parse(text: str) -> ShardMap:
         raise ShardMapError(
             f"{source}: logical shards {ranges(missing)} are assigned to no cluster"
         )
-    return ShardMap(count, dict(clusters), tuple(owner[n] for n in range(count)))
+    return ShardMap(count, urls, tuple(owner[n] for n in range(count)), replicas)
+
+
+def _is_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
 def ranges(numbers: list[int]) -> str:

@@ -163,6 +163,23 @@ async def counts(conn: Conn) -> DictRow:
     return row
 
 
+async def wal_position(conn: Conn) -> str:
+    cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row["lsn"])
+
+
+async def behind(conn: Conn, position: str) -> int:
+    """Bytes of WAL a replica has yet to replay to reach the primary's `position`."""
+    cur = await conn.execute(
+        "SELECT greatest(0, pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()))::bigint AS b",
+        (position,),
+    )
+    row = await cur.fetchone()
+    return int(row["b"]) if row and row["b"] is not None else 0
+
+
 # --- moving a logical shard: what belongs to shard %(n)s of %(count)s, table by table ---
 
 

@@ -48,11 +48,20 @@ class Shards:
                 self.clusters[name] = (
                     catalog
                     if url == catalog.url
-                    else Database(url, settings, name=f"shard-{name}", replica_urls=[])
+                    else Database(
+                        url,
+                        settings,
+                        name=f"shard-{name}",
+                        replica_urls=list(self.map.replicas.get(name, ())),
+                    )
                 )
         self._mirrored: set[tuple[str, UUID]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self.loaded_at = 0.0
+
+    @property
+    def has_replicas(self) -> bool:
+        return self.map is not None and any(self.map.replicas.values())
 
     @property
     def sharded(self) -> bool:
