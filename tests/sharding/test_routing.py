@@ -124,3 +124,81 @@ def test_shards_status_reports_each_cluster(tenant, topology: Topology) -> None:
     assert [line.split(":")[0] for line in lines] == ["cluster a", "cluster b", "cluster c"]
     assert "logical shards 0-5;" in lines[0]  # 16 spread over 3: 0-5, 6-10, 11-15
     assert "!" not in result.output  # every cluster holds what the map says
+
+
+def _on_each_cluster(tenant, topology: Topology) -> dict[str, str]:
+    found: dict[str, str] = {}
+    while len(found) < len(topology.clusters):
+        rid = tenant.admin.resource(name="everywhere")["id"]
+        found.setdefault(_cluster_of(topology, rid), rid)
+    return found
+
+
+def test_the_event_stream_merges_every_clusters_outbox(tenant, topology: Topology) -> None:
+    import time
+
+    rooms = _on_each_cluster(tenant, topology)
+    made = {
+        tenant.admin.book(rid, DAY.format(5, 9), DAY.format(5, 10)).json()["id"]
+        for rid in rooms.values()
+    }
+    seen: dict[str, int] = {}
+    cursor = None
+    deadline = time.monotonic() + 15
+    while not made <= set(seen) and time.monotonic() < deadline:
+        params = {"limit": 2, **({"after": cursor} if cursor else {})}
+        page = tenant.admin.get("/v1/events", params=params)
+        assert page.status_code == 200, page.text
+        for event in page.json()["items"]:
+            if event["type"] == "reservation.created":
+                seen[event["subject_id"]] = seen.get(event["subject_id"], 0) + 1
+        cursor = page.json()["next_cursor"] or cursor
+        if not page.json()["items"]:
+            time.sleep(0.2)  # an outbox shows a transaction once every older one has ended
+    assert made <= set(seen), seen
+    assert all(seen[m] == 1 for m in made)  # each once, though paged 2 at a time
+    # Resuming from the last cursor gives only what happened since.
+    later = tenant.admin.book(rooms["c"], DAY.format(6, 9), DAY.format(6, 10)).json()["id"]
+    deadline = time.monotonic() + 15
+    news: list[str] = []
+    while later not in news and time.monotonic() < deadline:
+        page = tenant.admin.get("/v1/events", params={"after": cursor}).json()
+        news += [e["subject_id"] for e in page["items"] if e["type"] == "reservation.created"]
+        cursor = page["next_cursor"] or cursor
+        time.sleep(0.1)
+    assert news == [later]
+    bad = tenant.admin.get("/v1/events", params={"after": "bm90LWpzb24"})
+    assert bad.status_code == 422
+
+
+def test_feeds_read_the_cluster_of_their_resource_or_every_cluster(
+    tenant, topology: Topology
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+
+    rooms = _on_each_cluster(tenant, topology)
+    start = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) + timedelta(days=10)
+    end = start + timedelta(hours=1)
+    for rid in rooms.values():
+        booked = tenant.booker.book(rid, start.isoformat(), end.isoformat())
+        assert booked.status_code == 201
+    room_feed = tenant.admin.post("/v1/feeds", json={"resource_id": rooms["b"]})
+    assert room_feed.status_code == 201, room_feed.text
+    prefix = tenant.tokens["booker"].split("_")[1]
+    key_feed = tenant.admin.post("/v1/feeds", json={"api_key_prefix": prefix})
+    assert key_feed.status_code == 201, key_feed.text
+    listed = tenant.admin.get("/v1/feeds").json()["items"]
+    assert {f["id"] for f in listed} == {room_feed.json()["id"], key_feed.json()["id"]}
+
+    def events(feed: dict[str, str]) -> int:
+        body = tenant.admin.client.get(httpx.URL(feed["url"]).path).text
+        return body.count("BEGIN:VEVENT")
+
+    assert events(room_feed.json()) == 1  # its resource's, read on cluster b
+    assert events(key_feed.json()) == 3  # the key's, gathered from all three clusters
+    revoked = tenant.admin.delete(f"/v1/feeds/{room_feed.json()['id']}")
+    assert revoked.status_code == 204
+    assert tenant.admin.client.get(httpx.URL(room_feed.json()["url"]).path).status_code == 404
+    assert tenant.admin.delete(f"/v1/feeds/{key_feed.json()['id']}").status_code == 204

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 async def list_events(
     caller: Caller,
     svc: Svc,
-    after: Annotated[str | None, Query(max_length=512)] = None,
+    after: Annotated[str | None, Query(max_length=4096)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> EventPage:
     """The tenant's events (every change of its reservations and resources), oldest first,
@@ -39,15 +39,15 @@ async def list_events(
 async def stream_events(
     caller: Caller,
     svc: Svc,
-    after: Annotated[str | None, Query(max_length=512)] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=512)] = None,
+    after: Annotated[str | None, Query(max_length=4096)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=4096)] = None,
 ) -> StreamingResponse:
     """The tenant's events as Server-Sent Events, live. Resume with the `Last-Event-ID`
     header (browsers send it when they reconnect) or `after`; `after=now` skips the history
     and starts with the events committed from now on. Booker keys see reservation events
     without owner or details (`start`, `end`, `status`)."""
     start = last_event_id or after
-    service.parse_cursor(start, now_allowed=True)  # a bad cursor is a 422 before the stream
+    service.check_cursor(svc, start)  # a bad cursor is a 422 before the stream
     return StreamingResponse(
         service.stream(svc, caller, after=start),
         media_type="text/event-stream",

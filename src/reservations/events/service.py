@@ -13,7 +13,7 @@ from reservations.deps import Services
 from reservations.events import repository
 from reservations.events.schemas import EventPage, EventRead
 from reservations.kit.db import Conn
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.tenancy.service import Principal, Role
 
 # How often an open stream asks the database for new events, and sends a comment line when
@@ -38,13 +38,21 @@ def parse_cursor(cursor: str | None, *, now_allowed: bool = False) -> tuple[int,
     return int(txid), int(event_id)
 
 
-def _read(row: dict[str, Any], caller: Principal) -> EventRead:
+def check_cursor(svc: Services, cursor: str | None) -> None:
+    """Refuse (422) a cursor this API could not have sent, before a stream starts."""
+    if svc.shards.sharded:
+        parse_positions(cursor)
+    else:
+        parse_cursor(cursor, now_allowed=True)
+
+
+def _read(row: dict[str, Any], caller: Principal, position: str | None = None) -> EventRead:
     data, subject = row["data"], row["subject_id"]
     if caller.role is Role.booker and not row["type"].startswith("resource."):
         data = {k: data[k] for k in _BOOKER_FIELDS if k in data}
         subject = None
     return EventRead(
-        id=encode_cursor(row["txid"], row["id"]),
+        id=position or encode_cursor(row["txid"], row["id"]),
         type=row["type"],
         resource_id=row["resource_id"],
         resource_seq=row["resource_seq"],
@@ -59,6 +67,9 @@ async def _batch(conn: Conn, *, caller: Principal, cursor: tuple[int, int] | Non
 
 
 async def page(svc: Services, caller: Principal, *, after: str | None, limit: int) -> EventPage:
+    if svc.shards.sharded:
+        items = await _merged(svc, caller, parse_positions(after), limit)
+        return EventPage(items=items, next_cursor=items[-1].id if items else after)
     cursor = parse_cursor(after)
     rows = await svc.db.read(
         lambda conn: repository.after(conn, tenant_id=caller.tenant_id, cursor=cursor, limit=limit)
@@ -80,6 +91,10 @@ async def stream(svc: Services, caller: Principal, *, after: str | None) -> Asyn
     (it dispatches no event, but a client that reconnects sends it back as Last-Event-ID,
     so nothing committed in between is missed)."""
     yield b"retry: 1000\n\n"
+    if svc.shards.sharded:
+        async for frame in _stream_merged(svc, caller, after=after):
+            yield frame
+        return
     cursor: tuple[int, int] | None
     if after == NOW:
         head = await svc.db.read(functools.partial(_head, caller=caller))
@@ -100,6 +115,83 @@ async def stream(svc: Services, caller: Principal, *, after: str | None) -> Asyn
             )
             cursor = (int(row["txid"]), int(row["id"]))
         if rows:
+            quiet = 0.0
+            continue
+        await asyncio.sleep(POLL_SECONDS)
+        quiet += POLL_SECONDS
+        if quiet >= HEARTBEAT_SECONDS:
+            quiet = 0.0
+            yield b": keep-alive\n\n"
+
+
+# --- with shard clusters: every cluster has its own outbox; a cursor holds a position in each,
+# and the stream merges them (each resource's events stay in order: they live on one cluster).
+
+
+def _encode_positions(positions: dict[str, tuple[int, int]]) -> str:
+    return encode_cursor(orjson.dumps(dict(sorted(positions.items()))).decode())
+
+
+def parse_positions(cursor: str | None) -> dict[str, tuple[int, int]]:
+    if cursor is None or cursor in ("", NOW):
+        return {}
+    (raw,) = decode_cursor(cursor, 1)
+    try:
+        parsed = orjson.loads(raw)
+        return {str(k): (int(v[0]), int(v[1])) for k, v in parsed.items()}
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, IndexError):
+        raise invalid_cursor() from None
+
+
+async def _merged(
+    svc: Services, caller: Principal, positions: dict[str, tuple[int, int]], limit: int
+) -> list[EventRead]:
+    databases = svc.shards.databases()
+    batches = await asyncio.gather(
+        *(
+            db.read(
+                functools.partial(
+                    repository.after,
+                    tenant_id=caller.tenant_id,
+                    cursor=positions.get(db.name),
+                    limit=limit,
+                )
+            )
+            for db in databases
+        )
+    )
+    tagged = [[(db.name, r) for r in rows] for db, rows in zip(databases, batches, strict=True)]
+    state = dict(positions)
+    out = []
+    # heapq.merge keeps each cluster's own order, so every prefix is a prefix of each.
+    for name, row in merged(tagged, key=lambda t: t[1]["created_at"], limit=limit):
+        state[name] = (int(row["txid"]), int(row["id"]))
+        out.append(_read(row, caller, _encode_positions(state)))
+    return out
+
+
+async def _stream_merged(
+    svc: Services, caller: Principal, *, after: str | None
+) -> AsyncIterator[bytes]:
+    if after == NOW:
+        positions = {}
+        for db in svc.shards.databases():
+            positions[db.name] = await db.read(functools.partial(_head, caller=caller))
+        yield b"id: %s\n\n" % _encode_positions(positions).encode()
+    else:
+        positions = parse_positions(after)
+    quiet = 0.0
+    while True:
+        events = await _merged(svc, caller, positions, 500)
+        for event in events:
+            body = orjson.dumps(event.model_dump(mode="json"))
+            yield b"id: %s\nevent: %s\ndata: %s\n\n" % (
+                event.id.encode(),
+                event.type.encode(),
+                body,
+            )
+        if events:
+            positions = parse_positions(events[-1].id)
             quiet = 0.0
             continue
         await asyncio.sleep(POLL_SECONDS)

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from psycopg.rows import DictRow
+
 from reservations.deps import Services
 from reservations.errors import NotFound
 from reservations.feeds import ical, repository, tokens
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRead
-from reservations.kit.ids import uuid7
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.db import Conn, Database
+from reservations.kit.ids import uuid7, uuid7_beside
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.tenancy.service import Principal
 
 # What a feed shows: live reservations meeting [now - 30 days, now + 365 days), the first
@@ -41,6 +45,11 @@ async def create(
     svc: Services, caller: Principal, body: FeedCreate, *, base_url: str
 ) -> FeedCreated:
     new = tokens.generate()
+    # A resource's feed lives with the resource (on its shard cluster); a key's feed in the
+    # catalog, with the key.
+    feed_id = uuid7() if body.resource_id is None else uuid7_beside(body.resource_id)
+    if body.resource_id is not None:
+        svc = svc.at(body.resource_id, caller)
     async with svc.db.transaction() as conn:
         api_key_id = None
         if body.resource_id is not None:
@@ -59,7 +68,7 @@ async def create(
             api_key_id = key["id"]
         row = await repository.insert(
             conn,
-            feed_id=uuid7(),
+            feed_id=feed_id,
             tenant_id=caller.tenant_id,
             resource_id=body.resource_id,
             api_key_id=api_key_id,
@@ -86,20 +95,27 @@ async def list_page(
             after = UUID(raw)
         except ValueError:
             raise invalid_cursor() from None
-    rows = await svc.db.read(
-        lambda conn: repository.page(conn, tenant_id=caller.tenant_id, after=after, limit=limit)
-    )
-    items = [_read(r) for r in rows]
+    pages = [
+        await db.read(
+            lambda conn: repository.page(conn, tenant_id=caller.tenant_id, after=after, limit=limit)
+        )
+        for db in _homes(svc)
+    ]
+    items = [_read(r) for r in merged(pages, key=lambda r: r["id"], limit=limit)]
     more = len(items) == limit
     return FeedPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
 
 
 async def revoke(svc: Services, caller: Principal, feed_id: UUID) -> None:
     """Revoke a feed; its URL answers 404 from the next request on. Repeatable."""
-    async with svc.db.transaction() as conn:
-        found = await repository.revoke(
-            conn, tenant_id=caller.tenant_id, feed_id=feed_id, at=svc.clock.now()
-        )
+    found = False
+    for db in _homes(svc, first=feed_id):
+        async with db.transaction() as conn:
+            found = await repository.revoke(
+                conn, tenant_id=caller.tenant_id, feed_id=feed_id, at=svc.clock.now()
+            )
+        if found:
+            break
     if not found:
         raise NotFound(f"No feed {feed_id} in your tenant.")
 
@@ -121,8 +137,12 @@ async def calendar(svc: Services, token: str) -> Calendar:
         raise no_feed()
     prefix, secret = parsed
     # The primary, not a replica: a revocation must count from the next request on.
-    async with svc.db.connection() as conn:
-        feed = await repository.by_prefix(conn, prefix)
+    feed = None
+    for db in _homes(svc):
+        async with db.connection() as conn:
+            feed = await repository.by_prefix(conn, prefix)
+        if feed is not None:
+            break
     if (
         feed is None
         or not tokens.secret_matches(secret, bytes(feed["secret_hash"]))
@@ -130,8 +150,9 @@ async def calendar(svc: Services, token: str) -> Calendar:
     ):
         raise no_feed()
     now = svc.clock.now()
-    rows = await svc.db.read(
-        lambda conn: repository.events(
+
+    def query(conn: Conn) -> Awaitable[list[DictRow]]:
+        return repository.events(
             conn,
             tenant_id=feed["tenant_id"],
             resource_id=feed["resource_id"],
@@ -141,7 +162,12 @@ async def calendar(svc: Services, token: str) -> Calendar:
             now=now,
             limit=MAX_EVENTS,
         )
-    )
+
+    if feed["resource_id"] is not None:
+        rows = await svc.at(feed["resource_id"]).db.read(query)
+    else:  # a key's reservations may be on every cluster
+        pages = await svc.shards.gather(query)
+        rows = merged(pages, key=lambda r: (r["start_at"], r["id"]), limit=MAX_EVENTS)
     personal = feed["api_key_id"] is not None
     if feed["label"]:
         name = feed["label"]
@@ -158,3 +184,13 @@ async def calendar(svc: Services, token: str) -> Calendar:
         personal=personal,
     )
     return Calendar(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+
+
+def _homes(svc: Services, *, first: UUID | None = None) -> list[Database]:
+    """Where feeds live: the catalog (keys' feeds) and every shard cluster (resources'
+    feeds); with `first`, the cluster that id routes to comes first."""
+    homes = [svc.db, *(db for db in svc.shards.databases() if db is not svc.db)]
+    if first is not None and svc.shards.sharded:
+        preferred = svc.shards.of(first)
+        homes = [preferred, *(db for db in homes if db is not preferred)]
+    return homes
