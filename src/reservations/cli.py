@@ -358,8 +358,15 @@ def audit_seal() -> None:
     from reservations.audit import tasks as audit_tasks
 
     settings = _settings()
+
+    async def everywhere(shards: Shards) -> int:
+        return sum([await audit_tasks.seal(db) for db in shards.databases()])
+
     with _database_url(settings) as url:
-        sealed = _run_db(settings, url, audit_tasks.seal)
+        if settings.shards:  # every cluster has its own chain
+            sealed = _run_shards(settings, url, everywhere)
+        else:
+            sealed = _run_db(settings, url, audit_tasks.seal)
     typer.echo(f"sealed {sealed} rows")
 
 
@@ -392,6 +399,10 @@ def audit_verify(
             "the chain must still hold that hash there (catches a rewritten or cut chain)."
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="With shards: verify this cluster's own chain (default: the catalog's)."),
+    ] = None,
 ) -> None:
     """Recompute the audit log's hash chain. Prints "ok N rows" and exits 0, or names the
     first broken position (or unsealed rows that should not be) and exits 1."""
@@ -400,13 +411,26 @@ def audit_verify(
     settings = _settings()
     expected = _anchor(anchor)
     with _database_url(settings) as url:
-        found = _run_db(
-            settings,
-            url,
-            lambda db: audit_service.verify(
-                db, max_unsealed_age_seconds=max_unsealed_age, anchor=expected
-            ),
-        )
+        if cluster is None:
+            found = _run_db(
+                settings,
+                url,
+                lambda db: audit_service.verify(
+                    db, max_unsealed_age_seconds=max_unsealed_age, anchor=expected
+                ),
+            )
+        else:
+
+            async def on_cluster(shards: Shards) -> audit_service.Verification:
+                if cluster not in shards.clusters:
+                    raise _fail(f"no cluster {cluster!r}; the clusters: {sorted(shards.clusters)}")
+                return await audit_service.verify(
+                    shards.by_name(cluster),
+                    max_unsealed_age_seconds=max_unsealed_age,
+                    anchor=expected,
+                )
+
+            found = _run_shards(settings, url, on_cluster)
     if found.broken_at is not None:
         typer.echo(f"broken at position {found.broken_at}: {found.problem}")
         typer.echo(f"positions 1-{found.broken_at - 1} are intact")

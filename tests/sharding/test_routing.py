@@ -202,3 +202,36 @@ def test_feeds_read_the_cluster_of_their_resource_or_every_cluster(
     assert revoked.status_code == 204
     assert tenant.admin.client.get(httpx.URL(room_feed.json()["url"]).path).status_code == 404
     assert tenant.admin.delete(f"/v1/feeds/{key_feed.json()['id']}").status_code == 204
+
+
+def test_each_clusters_audit_log_is_read_and_verified(tenant, topology: Topology) -> None:
+    from typer.testing import CliRunner
+
+    from reservations.cli import app
+
+    rooms = _on_each_cluster(tenant, topology)
+    seen: dict[str, str] = {}
+    cursor = None
+    for _ in range(200):
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = tenant.admin.get("/v1/audit", params=params)
+        assert page.status_code == 200, page.text
+        for entry in page.json()["items"]:
+            if entry["object_type"] == "resource" and entry["action"] == "insert":
+                assert entry["object_id"] not in seen  # each once across the pages
+                seen[entry["object_id"]] = entry["database"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    for name, rid in rooms.items():
+        assert seen[rid] == f"shard-{name}"
+    env = {"DATABASE_URL": topology.catalog, **topology.env(), "REDIS_URL": "none"}
+    runner = CliRunner()
+    assert runner.invoke(app, ["audit", "seal"], env=env).exit_code == 0
+    for name in topology.clusters:
+        result = runner.invoke(app, ["audit", "verify", "--cluster", name], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("ok ")
+    missing = runner.invoke(app, ["audit", "verify", "--cluster", "zz"], env=env)
+    assert missing.exit_code == 1
+    assert "no cluster 'zz'" in missing.output

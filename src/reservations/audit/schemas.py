@@ -10,7 +10,12 @@ from pydantic import BaseModel, Field
 
 
 class AuditEntry(BaseModel):
-    id: int = Field(description="The row's number in the log (not its chain position).")
+    id: int = Field(description="The row's number in its database's log (not its position).")
+    database: str = Field(
+        default="primary",
+        description="Whose log: `primary` (the catalog), or a shard cluster (`shard-a`); "
+        "each has its own numbering and hash chain.",
+    )
     changed_at: datetime
     actor: str | None = Field(
         description="The API key id that made the change, `system:<job>` for background "

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from psycopg.rows import DictRow
+
 from reservations.audit import chain, repository
 from reservations.audit.schemas import AuditEntry, AuditPage
 from reservations.deps import Services
-from reservations.kit.db import Database
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.db import Conn, Database
+from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.tenancy.service import Principal
 
 
@@ -23,30 +26,55 @@ async def page(
     limit: int,
     cursor: str | None,
 ) -> AuditPage:
-    before_id = None
-    if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        if not raw.isdigit() or len(raw) > 18:
-            raise invalid_cursor()
-        before_id = int(raw)
-    rows = await svc.db.read(
-        lambda conn: repository.page(
+    before = _positions(cursor)
+    databases = [svc.db, *(db for db in svc.shards.databases() if db is not svc.db)]
+
+    def query(db: Database) -> Callable[[Conn], Awaitable[list[DictRow]]]:
+        return lambda conn: repository.page(
             conn,
             tenant_id=caller.tenant_id,
             object_id=object_id,
             actor=actor,
-            before_id=before_id,
+            before_id=before.get(db.name),
             limit=limit,
         )
-    )
+
+    pages = [[(db.name, r) for r in await db.read(query(db))] for db in databases]
+    rows = merged(pages, key=lambda t: (t[1]["changed_at"], t[1]["id"]), limit=limit, reverse=True)
     items = [
         AuditEntry.model_validate(
-            {**row, "hash": bytes(row["hash"]).hex() if row["hash"] is not None else None}
+            {
+                **row,
+                "database": name,
+                "hash": bytes(row["hash"]).hex() if row["hash"] is not None else None,
+            }
         )
-        for row in rows
+        for name, row in rows
     ]
+    for name, row in rows:
+        before[name] = int(row["id"])
     more = len(items) == limit
-    return AuditPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    return AuditPage(items=items, next_cursor=_cursor(before, databases) if more else None)
+
+
+def _positions(cursor: str | None) -> dict[str, int]:
+    """A cursor: one id (the catalog's log alone), or `name:id` pairs, one per database."""
+    if cursor is None:
+        return {}
+    (raw,) = decode_cursor(cursor, 1)
+    out: dict[str, int] = {}
+    for part in raw.split(","):
+        name, _, number = part.rpartition(":")
+        if not number.isdigit() or len(number) > 18:
+            raise invalid_cursor()
+        out[name or "primary"] = int(number)
+    return out
+
+
+def _cursor(before: dict[str, int], databases: list[Database]) -> str:
+    if len(databases) == 1:
+        return encode_cursor(before[databases[0].name])
+    return encode_cursor(",".join(f"{name}:{n}" for name, n in sorted(before.items())))
 
 
 @dataclass

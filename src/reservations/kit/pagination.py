@@ -44,7 +44,10 @@ def invalid_cursor() -> InvalidInput:
     )
 
 
-def merged(pages: Iterable[list[T]], *, key: Callable[[T], Any], limit: int) -> list[T]:
+def merged(
+    pages: Iterable[list[T]], *, key: Callable[[T], Any], limit: int, reverse: bool = False
+) -> list[T]:
     """The first `limit` rows of several pages each sorted by `key` (one page per shard,
-    each the first rows after the same cursor): the first rows after it overall."""
-    return list(islice(heapq.merge(*pages, key=key), limit))
+    each the first rows after the same cursor): the first rows after it overall. Each
+    page's own order is kept, so the result's rows from a page are a prefix of it."""
+    return list(islice(heapq.merge(*pages, key=key, reverse=reverse), limit))
