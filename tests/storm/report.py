@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from tests.storm.run import GRACE_SECONDS, StormResult
@@ -40,6 +41,38 @@ def _table(rows: list[tuple[str, Any]], head: tuple[str, str] = ("what", "count"
     lines = [f"| {head[0]} | {head[1]} |", "|---|---:|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     return "\n".join(lines)
+
+
+def _five_by_fault(result: StormResult) -> list[str]:
+    """First answers with a 5xx, by the kind of fault whose window (plus the grace) they
+    fell in, with how many faults of that kind there were."""
+    windows = result.faults
+    per_kind = Counter(w.kind for w in windows)
+    hits: Counter[str] = Counter()
+    for op in result.history:
+        if op.status is None or op.status < 500:
+            continue
+        kinds = sorted(
+            {
+                w.kind
+                for w in windows
+                if w.started - 0.5 <= op.ended and op.started <= w.healed + GRACE_SECONDS
+            }
+        )
+        hits[" + ".join(kinds) or "none"] += 1
+    if not hits:
+        return []
+    rows = [
+        (k, f"{n} ({n / per_kind[k]:.0f} per fault)" if k in per_kind else str(n))
+        for k, n in hits.items()
+    ]
+    return [
+        "First answers with a 5xx by the fault window they fell in (windows that met count"
+        " together):",
+        "",
+        _table(sorted(rows), ("fault window", "5xx")),
+        "",
+    ]
 
 
 def _reads(f: dict[str, Any]) -> list[str]:
@@ -188,6 +221,7 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
             else []
         ),
         "",
+        *_five_by_fault(result),
         "## Findings",
         "",
         *FINDINGS,
@@ -230,5 +264,9 @@ def render(result: StormResult, command: str, *, note: str = "") -> str:
         " bookings; the sweeper only adds versions): a 404, or a lower version of the"
         " reservation, the booking or any of the booking's reservations, is a stale read."
         " Reads without a token, and reads that got no answer, are not judged.",
+        "- Not in the storm: moving or confirming a booking (PATCH /v1/bookings/{id},"
+        " /confirm), single-reservation operations on a booking's reservations, approvals and"
+        " waitlists, and sharding (several PostgreSQL clusters, Redlock, two-phase commit): the"
+        " storm runs one primary.",
     ]
     return "\n".join(sections) + "\n"
