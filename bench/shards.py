@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -137,15 +138,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         admin = {n: _database(pg.start(), "postgres") for n, pg in servers.items()}
         redlock = [vk.start() for vk in valkeys]
         eras = Eras()
-        for k in (1, 2, 3):
-            catalog = _create_db(admin["a"], f"catalog_{k}")
-            clusters = {n: _create_db(admin[n], f"shard_{k}") for n in names[:k]}
+        # There and back (1, 2, 3, 3, 2, 1 with --repeat 2): drift in the machine's load
+        # shows as a difference between the two runs of the same k.
+        order = [1, 2, 3, 3, 2, 1, 1, 2, 3][: 3 * args.repeat]
+        for i, k in enumerate(order):
+            catalog = _create_db(admin["a"], f"catalog_{i}")
+            clusters = {n: _create_db(admin[n], f"shard_{i}") for n in names[:k]}
             env = {
                 "RESERVATIONS_SHARDS": json.dumps(
                     {"logical_shards": LOGICAL, "clusters": clusters}
                 ),
                 "RESERVATIONS_REDLOCK_URLS": ",".join(redlock),
-                "RESERVATIONS_REDIS_KEY_PREFIX": f"bench-shards-{k}:",
+                "RESERVATIONS_REDIS_KEY_PREFIX": f"bench-shards-{i}:",
             }
             server = harness.start_server(
                 port=args.port,
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 database_url=catalog,
                 redis_url=redlock[0],
                 env=env,
-                data=tmp / f"serve-{k}",
+                data=tmp / f"serve-{i}",
             )
             try:
                 runs.append(_measure(args, server, k, clusters, servers, eras))
@@ -190,6 +194,7 @@ def _measure(
     warm = lua_script(server.data, ids, server.token, era=eras.next(), threads=threads, idem=True)
     harness.wrk(server.base, warm, connections=args.connections, seconds=2, threads=threads)
     script = lua_script(server.data, ids, server.token, era=eras.next(), threads=threads, idem=True)
+    load0 = os.getloadavg()[0]
     cpu0 = {n: _postgres_cpu(servers[n]) for n in clusters}
     api0 = _api_cpu(server)
     rows0 = _rows(clusters)
@@ -199,6 +204,7 @@ def _measure(
     cpu = {n: round(_postgres_cpu(servers[n]) - cpu0[n], 2) for n in clusters}
     api = round(_api_cpu(server) - api0, 2)
     rows = {n: v - rows0[n] for n, v in _rows(clusters).items()}
+    made = max(1, sum(rows.values()))
     same = [(v[i], v[i + 1]) for v in by_cluster.values() for i in range(0, len(v) - 1, 2)]
     bookings = {
         "same_cluster": asyncio.run(
@@ -208,13 +214,10 @@ def _measure(
             )
         )
     }  # fmt: skip
-    if k >= 2:
+    if k >= 2:  # disjoint pairs, each of two resources on different clusters
         groups = list(by_cluster.values())
-        cross = [
-            (groups[i % k][j], groups[(i + 1) % k][j])
-            for j in range(min(len(g) for g in groups))
-            for i in range(k)
-        ]
+        interleaved = [g[j] for j in range(min(len(g) for g in groups)) for g in groups]
+        cross = list(zip(interleaved[0::2], interleaved[1::2], strict=False))
         bookings["across_clusters"] = asyncio.run(
             _bookings(
                 server.base, server.token, cross, clients=args.clients,
@@ -234,6 +237,11 @@ def _measure(
         "rows_per_cluster": rows,
         "postgres_cpu_s": cpu,
         "api_cpu_s": api,
+        # CPU per create: what the load costs, much less sensitive than req/s to what else
+        # the machine runs.
+        "api_cpu_ms_per_create": round(api * 1000 / made, 3),
+        "postgres_cpu_ms_per_create": round(sum(cpu.values()) * 1000 / made, 3),
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "bookings": bookings,
         "wrk_raw": w["raw"],
     }
@@ -256,30 +264,36 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    runs = results["runs"]
-    ks = [r["shards"] for r in runs]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(ks, [r["creates_per_s"] for r in runs], color="#4a7")
-    left.set_xlabel("shard clusters")
+    runs = results["runs"]  # in the order they ran
+    labels = [f"{r['shards']}\n#{i + 1}" for i, r in enumerate(runs)]
+    colors = {"a": "#c44", "b": "#84b", "c": "#964"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    x = range(len(runs))
+    left.bar(x, [r["creates_per_s"] for r in runs], color="#4a7")
+    left.set_xticks(x, labels)
+    left.set_xlabel("shard clusters, run")
     left.set_ylabel("creates/s (wrk, 32 connections)")
-    left.set_xticks(ks)
+    labelled: set[str] = set()
+
+    def label(name: str) -> str | None:
+        if name in labelled:
+            return None
+        labelled.add(name)
+        return name
+
     for i, r in enumerate(runs):
+        made = max(1, sum(r["rows_per_cluster"].values()))
         bottom = 0.0
         for name, cpu in r["postgres_cpu_s"].items():
+            share = cpu * 1000 / made
             right.bar(
-                i, cpu, bottom=bottom, label=f"PostgreSQL {name}" if i == len(runs) - 1 else None
+                i, share, bottom=bottom, color=colors[name], label=label(f"PostgreSQL {name}")
             )
-            bottom += cpu
-        right.bar(
-            i,
-            r["api_cpu_s"],
-            bottom=bottom,
-            color="#999",
-            label="API" if i == len(runs) - 1 else None,
-        )
-    right.set_xticks(range(len(runs)), [str(k) for k in ks])
-    right.set_xlabel("shard clusters")
-    right.set_ylabel("CPU seconds during the create run")
+            bottom += share
+        right.bar(i, r["api_cpu_ms_per_create"], bottom=bottom, color="#999", label=label("API"))
+    right.set_xticks(x, labels)
+    right.set_xlabel("shard clusters, run")
+    right.set_ylabel("CPU ms per create")
     right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -293,11 +307,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--repeat", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--quick", action="store_true", help="2-second runs (CI smoke)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.booking_seconds = 2, 2
+        args.seconds, args.booking_seconds, args.repeat = 2, 2, 1
     if not harness.have_wrk():
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
     results = run(args)
