@@ -164,3 +164,18 @@ def test_growth_quick_writes_results(tmp_path: Path) -> None:
             assert api["availability"]["statements"]["calls"] > 0
     assert report["goal"]["evaluated"] is True
     assert "| rows (live + history) |" in (tmp_path / "growth.md").read_text()
+
+
+def test_shards_quick_books_on_every_cluster(tmp_path: Path) -> None:
+    report = run_bench("shards", out=tmp_path)
+
+    runs = report["runs"]
+    assert [r["shards"] for r in runs] == [1, 2, 3]
+    for run in runs:
+        assert run["non_2xx"] == 0  # non-conflicting creates: every one a 201
+        assert len(run["rows_per_cluster"]) == run["shards"]
+        assert all(n > 0 for n in run["rows_per_cluster"].values()), run["rows_per_cluster"]
+        for kind, booked in run["bookings"].items():
+            assert set(booked["statuses"]) == {"201"}, (kind, booked["statuses"])
+    assert "across_clusters" not in runs[0]["bookings"]
+    assert all("across_clusters" in r["bookings"] for r in runs[1:])
