@@ -13,7 +13,7 @@ from reservations.audit import chain, repository
 from reservations.audit.schemas import AuditEntry, AuditPage
 from reservations.deps import Services
 from reservations.kit.db import Conn, Database
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import decode_positions, encode_positions, merged
 from reservations.tenancy.service import Principal
 
 
@@ -26,7 +26,7 @@ async def page(
     limit: int,
     cursor: str | None,
 ) -> AuditPage:
-    before = _positions(cursor)
+    before = decode_positions(cursor)
     databases = [svc.db, *(db for db in svc.shards.databases() if db is not svc.db)]
 
     def query(db: Database) -> Callable[[Conn], Awaitable[list[DictRow]]]:
@@ -54,27 +54,7 @@ async def page(
     for name, row in rows:
         before[name] = int(row["id"])
     more = len(items) == limit
-    return AuditPage(items=items, next_cursor=_cursor(before, databases) if more else None)
-
-
-def _positions(cursor: str | None) -> dict[str, int]:
-    """A cursor: one id (the catalog's log alone), or `name:id` pairs, one per database."""
-    if cursor is None:
-        return {}
-    (raw,) = decode_cursor(cursor, 1)
-    out: dict[str, int] = {}
-    for part in raw.split(","):
-        name, _, number = part.rpartition(":")
-        if not number.isdigit() or len(number) > 18:
-            raise invalid_cursor()
-        out[name or "primary"] = int(number)
-    return out
-
-
-def _cursor(before: dict[str, int], databases: list[Database]) -> str:
-    if len(databases) == 1:
-        return encode_cursor(before[databases[0].name])
-    return encode_cursor(",".join(f"{name}:{n}" for name, n in sorted(before.items())))
+    return AuditPage(items=items, next_cursor=encode_positions(before) if more else None)
 
 
 @dataclass

@@ -51,3 +51,24 @@ def merged(
     each the first rows after the same cursor): the first rows after it overall. Each
     page's own order is kept, so the result's rows from a page are a prefix of it."""
     return list(islice(heapq.merge(*pages, key=key, reverse=reverse), limit))
+
+
+def encode_positions(positions: dict[str, int]) -> str:
+    """A cursor holding one position per database (`name:n,...`); with only the catalog's
+    (`primary`), the plain one-number cursor it always was."""
+    if list(positions) == ["primary"]:
+        return encode_cursor(positions["primary"])
+    return encode_cursor(",".join(f"{name}:{n}" for name, n in sorted(positions.items())))
+
+
+def decode_positions(cursor: str | None) -> dict[str, int]:
+    if cursor is None:
+        return {}
+    (raw,) = decode_cursor(cursor, 1)
+    out: dict[str, int] = {}
+    for part in raw.split(","):
+        name, _, number = part.rpartition(":")
+        if not number.isdigit() or len(number) > 18:
+            raise invalid_cursor()
+        out[name or "primary"] = int(number)
+    return out

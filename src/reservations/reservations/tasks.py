@@ -66,13 +66,20 @@ async def repair_map(svc: Services, *, resource_id: UUID | None = None, page: in
 
 
 async def run_forever(svc: Services) -> None:
-    webhooks = asyncio.create_task(dispatcher.run_forever(svc))
+    # A webhook dispatcher per database with an outbox: the catalog's (test messages, and
+    # every event when unsharded) and each shard cluster's.
+    others = [db for db in svc.shards.databases() if db is not svc.db]
+    webhooks = [asyncio.create_task(dispatcher.run_forever(svc))] + [
+        asyncio.create_task(dispatcher.run_forever(svc.on(db))) for db in others
+    ]
     try:
         await _sweep_forever(svc)
     finally:
-        webhooks.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await webhooks
+        for task in webhooks:
+            task.cancel()
+        for task in webhooks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _sweep_forever(svc: Services) -> None:

@@ -35,7 +35,7 @@ from reservations.deps import Services
 from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7
 from reservations.kit.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED
-from reservations.webhooks import addresses, fanout, messages, repository, signing
+from reservations.webhooks import addresses, copies, fanout, messages, repository, signing
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ async def _count_failure(svc: Services, conn: Conn, endpoint_id: UUID, result: R
             "Fix the receiver, then PATCH enabled=true to resume; queued messages wait."
         )
         await repository.disable_endpoint(conn, endpoint_id=endpoint_id, reason=reason)
+        if svc.db is not svc.shards.catalog:  # a cluster's copy: the endpoint itself
+            await copies.disable_everywhere(svc, endpoint_id, reason)
         WEBHOOK_ENDPOINTS_DISABLED.inc()
         log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
 
@@ -235,13 +237,17 @@ async def run_forever(svc: Services) -> None:
     settings = svc.settings
     interval = settings.webhooks_interval_seconds
     inflight: set[asyncio.Task[str]] = set()
-    last_fanout = last_purge = 0.0
+    last_fanout = last_purge = last_sync = 0.0
     more_events = False
+    copy = svc.db is not svc.shards.catalog  # a shard cluster's dispatcher
     async with new_client(settings) as client:
         try:
             while True:
                 worked = False
                 try:
+                    if copy and time.monotonic() - last_sync >= copies.SYNC_SECONDS:
+                        last_sync = time.monotonic()
+                        await copies.sync(svc, svc.db)
                     if more_events or time.monotonic() - last_fanout >= interval:
                         last_fanout = time.monotonic()
                         more_events = await fanout.fan_out(svc) > 0

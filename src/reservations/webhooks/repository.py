@@ -142,6 +142,13 @@ async def resume_deliveries(conn: Conn, *, endpoint_id: UUID) -> int:
     return cur.rowcount
 
 
+async def reset_streak(conn: Conn, *, endpoint_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE webhook_endpoint SET failing_since = NULL, consecutive_failures = 0 WHERE id = %s",
+        (endpoint_id,),
+    )
+
+
 async def delete_endpoint(conn: Conn, *, tenant_id: UUID, endpoint_id: UUID) -> bool:
     """Delete the endpoint with its queue, marks and log (ON DELETE CASCADE)."""
     cur = await conn.execute(
@@ -435,3 +442,59 @@ async def purge_finished(conn: Conn, *, older_than_days: int, batch: int) -> int
         (older_than_days, batch),
     )
     return cur.rowcount
+
+
+# --------------------------------------------------------------------------------------------
+# with shard clusters: every cluster keeps a copy of each endpoint (its outbox is fanned out and
+# delivered there); the catalog's row is the endpoint.
+
+COPIED = (
+    "id, tenant_id, url, description, event_types, secret, enabled, disabled_reason,"
+    " disabled_at, version, created_at, updated_at"
+)
+
+
+async def all_endpoints(conn: Conn) -> list[DictRow]:
+    cur = await conn.execute(f"SELECT {COPIED} FROM webhook_endpoint ORDER BY id")
+    return await cur.fetchall()
+
+
+async def sync_copies(conn: Conn, rows: list[DictRow]) -> int:
+    """Make this cluster's copies match `rows` (the catalog's endpoints): new ones start
+    receiving with this statement's snapshot, changed ones take the catalog's settings,
+    ones the catalog no longer has go (with their queues). Endpoints of tenants that never
+    wrote here are left out: they have no events here. Returns how many copies changed."""
+    columns = ("id", "tenant_id", "url", "description", "event_types", "secret", "enabled",
+               "disabled_reason", "disabled_at", "version", "created_at", "updated_at")  # fmt: skip
+    params = {c: [r[c] for r in rows] for c in columns}
+    cur = await conn.execute(
+        "WITH src AS (SELECT * FROM unnest(%(id)s::uuid[], %(tenant_id)s::uuid[],"
+        " %(url)s::text[], %(description)s::text[], %(event_types)s::text[],"
+        " %(secret)s::text[], %(enabled)s::bool[], %(disabled_reason)s::text[],"
+        " %(disabled_at)s::timestamptz[], %(version)s::int[], %(created_at)s::timestamptz[],"
+        " %(updated_at)s::timestamptz[]) AS s(id, tenant_id, url, description, types, secret,"
+        " enabled, disabled_reason, disabled_at, version, created_at, updated_at)"
+        " WHERE EXISTS (SELECT 1 FROM tenant t WHERE t.id = s.tenant_id)),"
+        " ins AS (INSERT INTO webhook_endpoint AS ep (id, tenant_id, url, description,"
+        " event_types, secret, enabled, disabled_reason, disabled_at, version,"
+        " registered_snapshot, created_at, updated_at)"
+        " SELECT id, tenant_id, url, description, string_to_array(types, ','), secret, enabled,"
+        " disabled_reason, disabled_at, version, pg_current_snapshot(), created_at, updated_at"
+        " FROM src ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+        " description = excluded.description, event_types = excluded.event_types,"
+        " secret = excluded.secret, enabled = excluded.enabled,"
+        " disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at,"
+        " version = excluded.version, updated_at = excluded.updated_at"
+        " WHERE (ep.url, ep.description, ep.event_types, ep.secret, ep.enabled, ep.version)"
+        " IS DISTINCT FROM (excluded.url, excluded.description, excluded.event_types,"
+        " excluded.secret, excluded.enabled, excluded.version)"
+        " RETURNING ep.id, ep.tenant_id, ep.registered_snapshot, (xmax = 0) AS inserted),"
+        " fanout AS (INSERT INTO webhook_fanout (endpoint_id, tenant_id, after_txid, after_id)"
+        " SELECT id, tenant_id, pg_snapshot_xmin(registered_snapshot), 0 FROM ins"
+        " WHERE inserted ON CONFLICT DO NOTHING),"
+        " gone AS (DELETE FROM webhook_endpoint WHERE id <> ALL(%(id)s::uuid[]) RETURNING id)"
+        " SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM gone) AS changed",
+        {**params, "event_types": [",".join(r["event_types"]) for r in rows]},
+    )
+    row = await cur.fetchone()
+    return int(row["changed"]) if row else 0

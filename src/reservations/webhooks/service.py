@@ -3,6 +3,7 @@ delivery log, queue a test message. Each function owns its transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -10,11 +11,18 @@ from psycopg.rows import DictRow
 
 from reservations.deps import Services
 from reservations.errors import InvalidInput, NotFound, PreconditionFailed
-from reservations.kit.db import Conn
+from reservations.kit.db import Conn, Database
 from reservations.kit.ids import uuid7
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.pagination import (
+    decode_cursor,
+    decode_positions,
+    encode_cursor,
+    encode_positions,
+    invalid_cursor,
+    merged,
+)
 from reservations.tenancy.service import Principal
-from reservations.webhooks import addresses, messages, repository, signing
+from reservations.webhooks import addresses, copies, messages, repository, signing
 from reservations.webhooks.schemas import (
     AttemptPage,
     AttemptRead,
@@ -69,6 +77,8 @@ async def create(svc: Services, caller: Principal, body: WebhookCreate) -> Webho
             secret=secret,
             now=svc.clock.now(),
         )
+    if svc.shards.sharded:
+        await copies.push(svc)
     return WebhookCreated.model_validate({**row, "secret": secret})
 
 
@@ -138,6 +148,8 @@ async def update(
             )
         if changes.get("enabled") is True:
             await repository.resume_deliveries(conn, endpoint_id=endpoint_id)
+    if svc.shards.sharded:
+        await copies.push(svc, resumed=endpoint_id if changes.get("enabled") is True else None)
     return WebhookRead.model_validate(row)
 
 
@@ -147,6 +159,8 @@ async def delete(svc: Services, caller: Principal, endpoint_id: UUID) -> None:
             conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
         ):
             raise _not_found(endpoint_id)
+    if svc.shards.sharded:
+        await copies.push(svc)
 
 
 async def send_test(svc: Services, caller: Principal, endpoint_id: UUID) -> TestMessage:
@@ -171,26 +185,27 @@ async def send_test(svc: Services, caller: Principal, endpoint_id: UUID) -> Test
 async def attempts(
     svc: Services, caller: Principal, endpoint_id: UUID, *, limit: int, cursor: str | None
 ) -> AttemptPage:
-    before = None
-    if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        if not raw.isdigit() or len(raw) > 18:
-            raise invalid_cursor()
-        before = int(raw)
+    before = decode_positions(cursor)
+    found = await svc.db.read(
+        lambda conn: repository.get_endpoint(
+            conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
+        )
+    )
+    if found is None:
+        raise _not_found(endpoint_id)
+    # The catalog's log (test messages), and each cluster's (its events' messages).
+    databases = [svc.db, *copies.clusters(svc)]
 
-    async def read(conn: Conn) -> list[DictRow] | None:
-        if (
-            await repository.get_endpoint(conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id)
-            is None
-        ):
-            return None
-        return await repository.attempts_page(
-            conn, endpoint_id=endpoint_id, before=before, limit=limit + 1
+    def read(db: Database) -> Callable[[Conn], Awaitable[list[DictRow]]]:
+        return lambda conn: repository.attempts_page(
+            conn, endpoint_id=endpoint_id, before=before.get(db.name), limit=limit + 1
         )
 
-    rows = await svc.db.read(read)
-    if rows is None:
-        raise _not_found(endpoint_id)
+    pages = [[(db.name, r) for r in await db.read(read(db))] for db in databases]
+    tagged = merged(
+        pages, key=lambda t: (t[1]["attempted_at"], t[1]["id"]), limit=limit + 1, reverse=True
+    )
+    rows = [r for _, r in tagged]
     items = [
         AttemptRead(
             id=r["id"],
@@ -210,5 +225,7 @@ async def attempts(
         )
         for r in rows[:limit]
     ]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    for name, r in tagged[:limit]:
+        before[name] = int(r["id"])
+    next_cursor = encode_positions(before) if len(rows) > limit else None
     return AttemptPage(items=items, next_cursor=next_cursor)
