@@ -235,3 +235,48 @@ def test_each_clusters_audit_log_is_read_and_verified(tenant, topology: Topology
     missing = runner.invoke(app, ["audit", "verify", "--cluster", "zz"], env=env)
     assert missing.exit_code == 1
     assert "no cluster 'zz'" in missing.output
+
+
+def test_a_resource_made_near_another_shares_its_shard(tenant, topology: Topology) -> None:
+    first = tenant.admin.resource(name="court")["id"]
+    twins = [tenant.admin.resource(name="lights", near=first)["id"] for _ in range(5)]
+    assert {logical_of(UUID(t), LOGICAL) for t in twins} == {logical_of(UUID(first), LOGICAL)}
+    body = {
+        "resources": [{"resource_id": first}, {"resource_id": twins[0]}],
+        "start": "2031-08-01T09:00:00Z",
+        "end": "2031-08-01T10:00:00Z",
+    }
+    booked = tenant.booker.post("/v1/bookings", json=body)
+    assert booked.status_code == 201, booked.text
+    home = topology.clusters[_cluster_of(topology, first)]
+    spanning = rows_on(
+        home, "SELECT spanning FROM booking WHERE id = %s", UUID(booked.json()["id"])
+    )
+    assert spanning == [(False,)]  # one cluster, one transaction
+    unknown = tenant.admin.post(
+        "/v1/resources", json={"name": "x", "near": "01900000-0000-7000-8000-000000000000"}
+    )
+    assert unknown.status_code == 404
+
+
+def test_the_tenants_hold_cap_counts_every_cluster(topology: Topology) -> None:
+    from fastapi.testclient import TestClient
+
+    from reservations.app import create_app
+    from reservations.kit.clock import Clock
+    from tests.conftest import new_tenant
+
+    settings = topology.settings(max_live_holds_per_tenant=3)
+    with TestClient(create_app(settings, Clock()), raise_server_exceptions=False) as client:
+        tenant = new_tenant(client)
+        rooms = _on_each_cluster(tenant, topology)
+        order = ["a", "b", "c", "a"]
+        codes = [
+            tenant.booker.book(
+                rooms[name], DAY.format(7, 9 + i), DAY.format(7, 10 + i), hold_seconds=600
+            ).status_code
+            for i, name in enumerate(order)
+        ]
+        assert codes == [201, 201, 201, 429]  # one hold per cluster, then the cap
+        confirmed = tenant.booker.book(rooms["b"], DAY.format(8, 9), DAY.format(8, 10))
+        assert confirmed.status_code == 201  # the cap is on holds only

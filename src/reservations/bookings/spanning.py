@@ -146,6 +146,16 @@ async def _book(
     pending = bool(windows) and caller.role is not Role.admin
     if pending:
         expires = now + min(windows)
+    if expires is not None:  # counted once, over every cluster
+        home = svc.shards.cluster_name(ids[0])
+        await check_hold_limit(
+            svc,
+            conns[home],
+            caller,
+            new_holds=len(ok) * len(ids),
+            now=now,
+            here=svc.shards.by_name(home),
+        )
     booking: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for name, rids in groups.items():
@@ -167,8 +177,6 @@ async def _book(
             )
         )
         here = [u for u in body.resources if u.resource_id in rids]
-        if expires is not None:
-            await check_hold_limit(svc, conn, caller, new_holds=len(ok) * len(here), now=now)
         made = await reservation_repo.insert_many(
             conn,
             tenant_id=caller.tenant_id,

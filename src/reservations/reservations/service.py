@@ -35,7 +35,7 @@ from reservations.errors import (
     ReservationNotPending,
 )
 from reservations.kit import metrics
-from reservations.kit.db import Conn, acting_as, lock_resource
+from reservations.kit.db import Conn, Database, acting_as, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
@@ -92,13 +92,34 @@ def check_quantity(quantity: int, capacity: int) -> None:
 
 
 async def check_hold_limit(
-    svc: Services, conn: Conn, caller: Principal, *, new_holds: int, now: datetime
+    svc: Services,
+    conn: Conn,
+    caller: Principal,
+    *,
+    new_holds: int,
+    now: datetime,
+    here: Database | None = None,
 ) -> None:
     """The per-tenant cap on live holds. Counted in the booking's transaction without a
     tenant-wide lock (which would serialize all of a tenant's bookings): racing requests can
-    pass the count together, so the cap is exact up to the number of concurrent holds."""
+    pass the count together, so the cap is exact up to the number of concurrent holds. With
+    shards, the other clusters' holds are counted too (`here`: the cluster of `conn`,
+    default `svc.db`), outside this transaction: the cap is then exact up to the holds made
+    meanwhile on other clusters."""
     limit = svc.settings.max_live_holds_per_tenant
     count, first = await repository.live_holds(conn, tenant_id=caller.tenant_id, now=now)
+    if svc.shards.sharded:
+        mine = (here or svc.db).name
+        for db in svc.shards.databases():
+            if db.name == mine:
+                continue
+            async with db.connection() as other:
+                more, soonest = await repository.live_holds(
+                    other, tenant_id=caller.tenant_id, now=now
+                )
+            count += more
+            if soonest is not None and (first is None or soonest < first):
+                first = soonest
     if count + new_holds > limit:
         wait = max(1, int((first - now).total_seconds()) + 1) if first is not None else 1
         raise HoldLimitReached(limit=limit, retry_after=wait)

@@ -35,6 +35,12 @@ class ResourceCreate(BaseModel):
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     metadata: Metadata = Field(default_factory=dict)
     policy: Policy = Field(default_factory=Policy, description="Booking rules.")
+    near: UUID | None = Field(
+        default=None,
+        description="Another of your resources this one is usually booked together with: "
+        "the new one is placed on the same shard, so bookings of both never span database "
+        "clusters (no effect without shards).",
+    )
 
     _tags = field_validator("tags")(_unique_tags)
 

@@ -15,7 +15,7 @@ from reservations.errors import (
     ResourceHasFutureReservations,
 )
 from reservations.kit.db import lock_resource
-from reservations.kit.ids import lock_key, uuid7
+from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations import fastmap, tasks
 from reservations.reservations import repository as reservation_repo
@@ -34,8 +34,13 @@ def _not_found(resource_id: UUID) -> NotFound:
 
 
 async def create(svc: Services, caller: Principal, body: ResourceCreate) -> ResourceRead:
-    resource_id = uuid7()  # its logical shard follows from it
+    # Its logical shard follows from its id; `near` puts it on another resource's.
+    resource_id = uuid7() if body.near is None else uuid7_beside(body.near)
     svc = svc.at(resource_id, caller)
+    if (near := body.near) is not None and await svc.db.read(
+        lambda conn: repository.get(conn, tenant_id=caller.tenant_id, resource_id=near)
+    ) is None:
+        raise NotFound(f"No resource {near} in your tenant (near).")
     async with svc.db.transaction() as conn:
         row = await repository.insert(
             conn,
