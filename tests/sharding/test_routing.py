@@ -280,3 +280,23 @@ def test_the_tenants_hold_cap_counts_every_cluster(topology: Topology) -> None:
         assert codes == [201, 201, 201, 429]  # one hold per cluster, then the cap
         confirmed = tenant.booker.book(rooms["b"], DAY.format(8, 9), DAY.format(8, 10))
         assert confirmed.status_code == 201  # the cap is on holds only
+
+
+def test_metrics_count_writes_per_cluster(tenant, topology: Topology) -> None:
+    from tests.conftest import metric
+
+    rooms = _on_each_cluster(tenant, topology)
+    before = tenant.admin.client.get("/metrics").text
+    for i, name in enumerate(("a", "b", "b")):
+        made = tenant.booker.book(rooms[name], DAY.format(9, 9 + i), DAY.format(9, 10 + i))
+        assert made.status_code == 201
+    after = tenant.admin.client.get("/metrics").text
+
+    def delta(cluster: str) -> float:
+        name = "shard_write_transactions_total"
+        return metric(after, name, cluster=cluster) - metric(before, name, cluster=cluster)
+
+    assert delta("shard-a") >= 1
+    assert delta("shard-b") >= 2
+    assert delta("shard-c") == 0
+    assert "twophase_transactions_total" in after
