@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 from uuid import UUID
@@ -57,7 +56,6 @@ class Shards:
                 )
         self._mirrored: set[tuple[str, UUID]] = set()
         self._refresher: asyncio.Task[None] | None = None
-        self.loaded_at = 0.0
 
     @property
     def has_replicas(self) -> bool:
@@ -121,7 +119,6 @@ class Shards:
                 await repository.seed_map(conn, self.map.assignment)
             assignment = await repository.load_map(conn)
         self.map = self.map.with_assignment(assignment)
-        self.loaded_at = time.monotonic()
         if seed:
             await self._claim_unowned()
 
@@ -187,9 +184,6 @@ class Shards:
         async with db.transaction() as conn:
             await repository.mirror_tenancy(conn, row)
         self._mirrored.add((db.name, api_key_id))
-
-    async def read(self, ident: UUID, work: Callable[[Conn], Awaitable[T]]) -> T:
-        return await self.of(ident).read(work)
 
     async def gather(self, work: Callable[[Conn], Awaitable[T]]) -> list[T]:
         """Run a read on every database that holds resources, in parallel."""
