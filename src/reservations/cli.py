@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -27,6 +27,9 @@ from reservations.sharding import twophase
 from reservations.sharding.router import Shards
 from reservations.tenancy import service as tenancy
 from reservations.tenancy.cache import KeyCache
+
+if TYPE_CHECKING:
+    from reservations.deps import Services
 
 app = typer.Typer(
     help="Reservation API that never double-books.",
@@ -121,6 +124,23 @@ def _reachable_redis(settings: Settings) -> str | None:
     return None if settings.redis_disabled else settings.redis_url
 
 
+@contextlib.asynccontextmanager
+async def _services(settings: Settings, db: Database) -> AsyncIterator[Services]:
+    """The services a command needs around an open catalog database: with shards, their
+    clusters opened (and Redlock's clients closed after)."""
+    from reservations.deps import Services
+    from reservations.kit.clock import Clock
+
+    svc = Services(settings=settings, db=db, clock=Clock())
+    await svc.shards.open()
+    try:
+        yield svc
+    finally:
+        if svc.redlock is not None:
+            await svc.redlock.close()
+        await svc.shards.close()
+
+
 def _run_db(settings: Settings, url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def main() -> T:
         small = settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 2})
@@ -195,8 +215,6 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 def worker() -> None:
     """Run the background jobs (hold expiry, idempotency purge, map repair, history,
     webhook delivery) without serving HTTP."""
-    from reservations.deps import Services
-    from reservations.kit.clock import Clock
     from reservations.reservations import tasks
 
     settings = _settings()
@@ -211,7 +229,8 @@ def worker() -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, task.cancel)
             try:
-                await tasks.run_forever(Services(settings=settings, db=db, clock=Clock()))
+                async with _services(settings, db) as svc:
+                    await tasks.run_forever(svc)
             except asyncio.CancelledError:
                 pass
             finally:
@@ -225,21 +244,25 @@ def worker() -> None:
 def history() -> None:
     """Move ended reservations to the history now (workers do it every
     RESERVATIONS_HISTORY_INTERVAL_SECONDS) and print what was done."""
-    from reservations.deps import Services
     from reservations.history import service as history_service
-    from reservations.kit.clock import Clock
 
     settings = _settings()
+
+    async def everywhere(db: Database) -> list[tuple[str, Any]]:
+        async with _services(settings, db) as svc:  # each cluster has its own history
+            return [
+                (other.name, await history_service.run_once(svc.on(other)))
+                for other in svc.shards.databases()
+            ]
+
     with _database_url(settings) as url:
-        run = _run_db(
-            settings,
-            url,
-            lambda db: history_service.run_once(Services(settings=settings, db=db, clock=Clock())),
-        )
-    typer.echo(f"horizon: {run.horizon.isoformat()}")
-    typer.echo(f"moved: {run.moved}")
-    typer.echo(f"partitions made: {', '.join(run.created) or 'none'}")
-    typer.echo(f"partitions detached: {', '.join(run.detached) or 'none'}")
+        runs = _run_db(settings, url, everywhere)
+    for name, run in runs:
+        where = f"{name}: " if len(runs) > 1 else ""
+        typer.echo(f"{where}horizon: {run.horizon.isoformat()}")
+        typer.echo(f"{where}moved: {run.moved}")
+        typer.echo(f"{where}partitions made: {', '.join(run.created) or 'none'}")
+        typer.echo(f"{where}partitions detached: {', '.join(run.detached) or 'none'}")
 
 
 @app.command()
@@ -256,16 +279,15 @@ def demo() -> None:
     /app. Seeds once; run again, it only prints a new admin key for the tenant. The key is
     printed alone on the last line of stdout."""
     from reservations import demo as demo_data
-    from reservations.deps import Services
-    from reservations.kit.clock import Clock
 
     settings = _settings()
+
+    async def seed(db: Database) -> demo_data.Seeded:
+        async with _services(settings, db) as svc:
+            return await demo_data.seed(svc)
+
     with _database_url(settings) as url, acting_as(CLI_ACTOR):
-        seeded = _run_db(
-            settings,
-            url,
-            lambda db: demo_data.seed(Services(settings=settings, db=db, clock=Clock())),
-        )
+        seeded = _run_db(settings, url, seed)
     if seeded.created:
         made = ", ".join(f"{n} {status}" for status, n in seeded.bookings.items())
         typer.echo(f"seeded tenant '{demo_data.TENANT}': {seeded.resources} resources; {made}")

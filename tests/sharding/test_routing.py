@@ -300,3 +300,43 @@ def test_metrics_count_writes_per_cluster(tenant, topology: Topology) -> None:
     assert delta("shard-b") >= 2
     assert delta("shard-c") == 0
     assert "twophase_transactions_total" in after
+
+
+def test_cli_commands_open_every_cluster(topology: Topology) -> None:
+    """`demo`, `history` and `worker` run on the shard clusters, not on the catalog alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from reservations.cli import app
+
+    env = {"DATABASE_URL": topology.catalog, **topology.env(), "REDIS_URL": "none"}
+    runner = CliRunner()
+    demo = runner.invoke(app, ["demo"], env=env)
+    assert demo.exit_code == 0, demo.output
+    counts = [
+        rows_on(url, "SELECT count(*) FROM resource r JOIN tenant t ON t.id = r.tenant_id"
+                " WHERE t.name = 'demo'")[0][0]
+        for url in topology.clusters.values()
+    ]  # fmt: skip
+    assert sum(counts) == 12
+    assert all(n > 0 for n in counts), counts  # spread over the clusters
+    history = runner.invoke(app, ["history"], env=env)
+    assert history.exit_code == 0, history.output
+    for name in topology.clusters:
+        assert f"shard-{name}: horizon:" in history.output
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "reservations", "worker"],
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert "Traceback" not in err, err
