@@ -77,6 +77,8 @@ def test_a_booking_across_clusters_is_whole_and_replays(tenant, topology: Topolo
         tenant.booker.get(f"/v1/bookings/{booking['id']}").json()["reservations"]
         == booking["reservations"]
     )
+    listed = tenant.booker.get("/v1/reservations", params={"booking_id": booking["id"]})
+    assert {r["resource_id"] for r in listed.json()["items"]} == {a, b}
     again = tenant.booker.post("/v1/bookings", json=body, headers={"Idempotency-Key": "span-1"})
     assert again.status_code == 201
     assert again.headers.get("Idempotent-Replayed") == "true"

@@ -336,8 +336,9 @@ async def list_page(
         if after[0].tzinfo is None:
             raise invalid_cursor()
     now = svc.clock.now()
-    # One resource's (or booking's) rows live on its shard; the rest on every shard.
-    within = resource_id or booking_id
+    # One resource's rows live on its shard; the rest (a booking's too: it may span clusters)
+    # on every shard.
+    within = resource_id
 
     def query(conn: Conn) -> Awaitable[list[DictRow]]:
         return repository.page(
