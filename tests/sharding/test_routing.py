@@ -340,3 +340,21 @@ def test_cli_commands_open_every_cluster(topology: Topology) -> None:
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=30)
     assert "Traceback" not in err, err
+
+
+def test_other_tenants_ids_stay_invisible_on_every_cluster(
+    tenant, sharded_client, topology: Topology
+) -> None:
+    from tests.conftest import new_tenant
+
+    other = new_tenant(sharded_client)
+    rooms = _on_each_cluster(tenant, topology)
+    for name, rid in rooms.items():
+        res = tenant.booker.book(rid, DAY.format(4, 9), DAY.format(4, 10)).json()["id"]
+        for path in (f"/v1/resources/{rid}", f"/v1/reservations/{res}"):
+            assert other.admin.get(path).status_code == 404, (name, path)
+        assert other.admin.post(f"/v1/reservations/{res}/cancel").status_code == 404
+        attempt = other.admin.book(rid, DAY.format(4, 11), DAY.format(4, 12))
+        assert attempt.status_code == 404
+    assert other.admin.get("/v1/reservations").json()["items"] == []
+    assert other.admin.get("/v1/resources").json()["items"] == []
