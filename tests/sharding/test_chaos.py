@@ -31,7 +31,7 @@ import pytest
 
 from reservations.kit import migrate
 from reservations.kit.shardmap import logical_of
-from tests.storm.cluster import ApiProcess, PrivatePostgres, PrivateValkey
+from tests.storm.cluster import ApiProcess, ClusterError, PrivatePostgres, PrivateValkey
 
 LOGICAL = 16
 # TEST_SHARD_STORM_SECONDS=300 for a longer run than CI's (RELIABILITY.md).
@@ -180,14 +180,33 @@ def test_shards_keep_every_booking_whole_under_faults() -> None:
                     time.sleep(0.1)
 
         faults: list[str] = []
+        broken: list[BaseException] = []
+
+        def restart(api: ApiProcess) -> None:
+            # Clients use it as soon as it runs, so with crash-after-commit it may die again
+            # before it reports ready: try until it stays up.
+            for _ in range(20):
+                try:
+                    api.start()
+                    return
+                except ClusterError:
+                    time.sleep(0.2)
+            raise ClusterError(f"{api.name} does not stay up")
 
         def chaos() -> None:
+            try:
+                inject()
+            except BaseException as exc:  # the test must not go on without its faults
+                broken.append(exc)
+                raise
+
+        def inject() -> None:
             rng = random.Random(7)
             schedule = ["cluster", "coordinator", "redlock-node"]
             n = 0
             while not stop.wait(3.0):
                 if not apis[1].alive():  # it killed itself after a commit
-                    apis[1].start()
+                    restart(apis[1])
                 kind = schedule[n % len(schedule)]  # each kind, in turn
                 n += 1
                 faults.append(kind)
@@ -204,7 +223,7 @@ def test_shards_keep_every_booking_whole_under_faults() -> None:
                 else:
                     apis[1].kill()
                     time.sleep(0.5)
-                    apis[1].start()
+                    restart(apis[1])
 
         workers = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
         monkey = threading.Thread(target=chaos)
@@ -214,9 +233,10 @@ def test_shards_keep_every_booking_whole_under_faults() -> None:
         stop.set()
         for t in [*workers, monkey]:
             t.join(60)
+        assert not broken, f"the fault injector failed: {broken}"
         for api in apis:  # heal: the crash-after-commit process may be dead
             if not api.alive():
-                api.start()
+                restart(api)
 
         # Settle every unknown outcome with its key (in-doubt bookings answer 503 or
         # idempotency-key-in-use until the recovery job has resolved them).
