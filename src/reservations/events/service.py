@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -102,19 +102,32 @@ async def stream(svc: Services, caller: Principal, *, after: str | None) -> Asyn
         cursor = head
     else:
         cursor = parse_cursor(after)
+
+    async def batch() -> list[EventRead]:
+        nonlocal cursor
+        rows = await svc.db.read(functools.partial(_batch, caller=caller, cursor=cursor))
+        if rows:
+            cursor = (int(rows[-1]["txid"]), int(rows[-1]["id"]))
+        return [_read(row, caller) for row in rows]
+
+    async for frame in _frames(batch):
+        yield frame
+
+
+async def _frames(batch: Callable[[], Awaitable[list[EventRead]]]) -> AsyncIterator[bytes]:
+    """The events `batch` returns, round after round, as SSE frames; polls when there is
+    nothing new, with a comment line now and then."""
     quiet = 0.0
     while True:
-        rows = await svc.db.read(functools.partial(_batch, caller=caller, cursor=cursor))
-        for row in rows:
-            event = _read(row, caller)
+        events = await batch()
+        for event in events:
             body = orjson.dumps(event.model_dump(mode="json"))
             yield b"id: %s\nevent: %s\ndata: %s\n\n" % (
                 event.id.encode(),
                 event.type.encode(),
                 body,
             )
-            cursor = (int(row["txid"]), int(row["id"]))
-        if rows:
+        if events:
             quiet = 0.0
             continue
         await asyncio.sleep(POLL_SECONDS)
@@ -180,22 +193,13 @@ async def _stream_merged(
         yield b"id: %s\n\n" % _encode_positions(positions).encode()
     else:
         positions = parse_positions(after)
-    quiet = 0.0
-    while True:
+
+    async def batch() -> list[EventRead]:
+        nonlocal positions
         events = await _merged(svc, caller, positions, 500)
-        for event in events:
-            body = orjson.dumps(event.model_dump(mode="json"))
-            yield b"id: %s\nevent: %s\ndata: %s\n\n" % (
-                event.id.encode(),
-                event.type.encode(),
-                body,
-            )
         if events:
             positions = parse_positions(events[-1].id)
-            quiet = 0.0
-            continue
-        await asyncio.sleep(POLL_SECONDS)
-        quiet += POLL_SECONDS
-        if quiet >= HEARTBEAT_SECONDS:
-            quiet = 0.0
-            yield b": keep-alive\n\n"
+        return events
+
+    async for frame in _frames(batch):
+        yield frame
