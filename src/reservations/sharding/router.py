@@ -54,6 +54,8 @@ class Shards:
                         replica_urls=list(self.map.replicas.get(name, ())),
                     )
                 )
+        # Keys already mirrored per cluster: a memo of idempotent work, nothing that several
+        # instances must agree on (a miss costs one upsert).
         self._mirrored: set[tuple[str, UUID]] = set()
         self._refresher: asyncio.Task[None] | None = None
 
