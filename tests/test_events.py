@@ -256,6 +256,25 @@ def test_a_new_tenant_starts_with_an_empty_stream(app_client: TestClient) -> Non
     assert page == {"items": [], "next_cursor": None}
 
 
+async def sse_frames(c: httpx.AsyncClient, n: int, **kw: Any) -> list[dict[str, str]]:
+    """The first `n` frames with an id of /v1/events/stream (fields by name)."""
+    got: list[dict[str, str]] = []
+    async with c.stream("GET", "/v1/events/stream", **kw) as s:
+        assert s.status_code == 200
+        frame: dict[str, str] = {}
+        async for line in s.aiter_lines():
+            if line == "":
+                if "id" in frame:
+                    got.append(frame)
+                    if len(got) >= n:
+                        return got
+                frame = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                frame[field] = value
+    return got
+
+
 def test_the_stream_can_start_at_the_end_and_resume_from_there(
     live_server: LiveServer, database_url: str
 ) -> None:
@@ -266,35 +285,20 @@ def test_the_stream_can_start_at_the_end_and_resume_from_there(
     token = admin_token(database_url)
     auth = {"Authorization": f"Bearer {token}"}
 
-    async def frames(c: httpx.AsyncClient, n: int, **kw: Any) -> list[dict[str, str]]:
-        got: list[dict[str, str]] = []
-        async with c.stream("GET", "/v1/events/stream", **kw) as s:
-            assert s.status_code == 200
-            frame: dict[str, str] = {}
-            async for line in s.aiter_lines():
-                if line == "":
-                    if "id" in frame:
-                        got.append(frame)
-                        if len(got) >= n:
-                            return got
-                    frame = {}
-                elif not line.startswith(":"):
-                    field, _, value = line.partition(": ")
-                    frame[field] = value
-        return got
-
     async def main() -> None:
         async with httpx.AsyncClient(base_url=live_server.url, headers=auth, timeout=10) as c:
             r = await c.post("/v1/resources", json={"name": "history before now"})
             rid = r.json()["id"]
-            (start,) = await asyncio.wait_for(frames(c, 1, params={"after": "now"}), 10)
+            (start,) = await asyncio.wait_for(sse_frames(c, 1, params={"after": "now"}), 10)
             assert set(start) == {"id"}  # where it started; no event of the history
             r = await c.post(
                 "/v1/reservations",
                 json={"resource_id": rid, "start": START, "end": END},
             )
             assert r.status_code == 201
-            got = await asyncio.wait_for(frames(c, 1, headers={"Last-Event-ID": start["id"]}), 10)
+            got = await asyncio.wait_for(
+                sse_frames(c, 1, headers={"Last-Event-ID": start["id"]}), 10
+            )
             assert [(f["event"], json.loads(f["data"])["subject_id"]) for f in got] == [
                 ("reservation.created", r.json()["id"])
             ]

@@ -371,6 +371,7 @@ def test_the_live_stream_resumes_across_clusters(topology: Topology) -> None:
 
     from reservations.cli import app
     from tests.conftest import start_live_server, stop_live_server
+    from tests.test_events import sse_frames
 
     env = {"DATABASE_URL": topology.catalog, **topology.env(), "REDIS_URL": "none"}
     made = CliRunner().invoke(
@@ -380,23 +381,6 @@ def test_the_live_stream_resumes_across_clusters(topology: Topology) -> None:
     token = made.output.strip().splitlines()[-1]
     server = start_live_server(topology.catalog, **topology.env())
 
-    async def frames(c: httpx.AsyncClient, n: int, **kw: object) -> list[dict[str, str]]:
-        got: list[dict[str, str]] = []
-        async with c.stream("GET", "/v1/events/stream", **kw) as s:  # type: ignore[arg-type]
-            assert s.status_code == 200
-            frame: dict[str, str] = {}
-            async for line in s.aiter_lines():
-                if line == "":
-                    if "id" in frame:
-                        got.append(frame)
-                        if len(got) >= n:
-                            return got
-                    frame = {}
-                elif not line.startswith(":"):
-                    key, _, value = line.partition(": ")
-                    frame[key] = value
-        return got
-
     async def main() -> None:
         auth = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=server.url, headers=auth, timeout=15) as c:
@@ -404,7 +388,7 @@ def test_the_live_stream_resumes_across_clusters(topology: Topology) -> None:
             while len(rooms) < 3:
                 rid = (await c.post("/v1/resources", json={"name": "sse"})).json()["id"]
                 rooms.setdefault(_cluster_of(topology, rid), rid)
-            (start,) = await asyncio.wait_for(frames(c, 1, params={"after": "now"}), 15)
+            (start,) = await asyncio.wait_for(sse_frames(c, 1, params={"after": "now"}), 15)
             assert set(start) == {"id"}
             booked = set()
             for rid in rooms.values():
@@ -412,7 +396,9 @@ def test_the_live_stream_resumes_across_clusters(topology: Topology) -> None:
                 r = await c.post("/v1/reservations", json=body)
                 assert r.status_code == 201, r.text
                 booked.add(r.json()["id"])
-            got = await asyncio.wait_for(frames(c, 3, headers={"Last-Event-ID": start["id"]}), 20)
+            got = await asyncio.wait_for(
+                sse_frames(c, 3, headers={"Last-Event-ID": start["id"]}), 20
+            )
             assert {json.loads(f["data"])["subject_id"] for f in got} == booked
             assert all(f["event"] == "reservation.created" for f in got)
 
