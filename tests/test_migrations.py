@@ -69,8 +69,9 @@ def _insert(
     *,
     booking: bool = False,
     quantity: int = 1,
+    hours: float = 1,
 ) -> None:
-    end = start + timedelta(hours=1)
+    end = start + timedelta(hours=hours)
     conn.execute(
         "INSERT INTO reservation (id, tenant_id, resource_id, booking_id, start_at, end_at,"
         " during, status, quantity, expires_at, customer, metadata, created_by, created_at,"
@@ -159,3 +160,43 @@ def test_0003_converts_a_populated_table_in_place_and_back(url_at_0002: str) -> 
     migrate.upgrade(url_at_0002)
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         assert conn.execute(_ROWS).fetchall() == after
+
+
+def _longest(conn: psycopg.Connection[Any], ids: dict[str, uuid.UUID]) -> Any:
+    row = conn.execute(
+        "SELECT longest FROM reservation_span WHERE tenant_id = %s", (ids["tenant"],)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_0009_keeps_each_tenants_longest_reservation(url_at_0002: str) -> None:
+    """The backfill finds the longest row already there; the trigger widens the bound for a
+    longer insert or reschedule and leaves it for a shorter one."""
+    far = T0 + timedelta(hours=5000)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)  # one-hour rows
+    migrate.upgrade(url_at_0002, "0008")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far, "cancelled", hours=50)
+
+    migrate.upgrade(url_at_0002, "0009")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert _longest(conn, ids) == timedelta(hours=50)
+        _insert(conn, ids, ids["room"], far + timedelta(hours=100), "confirmed", hours=60.5)
+        assert _longest(conn, ids) == timedelta(hours=60, minutes=30)
+        _insert(conn, ids, ids["room"], far + timedelta(hours=200), "confirmed", hours=2)
+        assert _longest(conn, ids) == timedelta(hours=60, minutes=30)
+        conn.execute(
+            "UPDATE reservation SET end_at = start_at + interval '70 hours',"
+            " during = tstzrange(start_at, start_at + interval '70 hours')"
+            " WHERE start_at = %s",
+            (far + timedelta(hours=200),),
+        )
+        assert _longest(conn, ids) == timedelta(hours=70)
+
+    migrate.downgrade(url_at_0002, "0008")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('reservation_span')").fetchone() == (None,)
+    migrate.upgrade(url_at_0002)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert _longest(conn, ids) == timedelta(hours=70)

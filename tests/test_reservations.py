@@ -264,6 +264,30 @@ def test_list_filters(tenant: Tenant, clock: Clock) -> None:
     assert expired[0]["status"] == "expired"
 
 
+def test_a_window_finds_reservations_longer_than_any_before_them(tenant: Tenant) -> None:
+    """Lists reach back from a window's start by the tenant's longest reservation, kept on
+    write: a longer one created or rescheduled later still shows in a window it crosses."""
+    a = tenant.admin.resource(name="A")["id"]
+    b = tenant.admin.resource(name="B")["id"]
+    bk = tenant.booker
+    short = _created(bk.book(a, at(20, 9), at(20, 9, 30)))
+    window = {"from": at(25, 0), "to": at(26, 0)}
+    assert _list_all(bk, **window) == []
+
+    long = _created(bk.book(b, at(5, 0), at(29, 0)))  # 24 days, crosses the window
+    assert _ids(_list_all(bk, **window)) == [long["id"]]
+    assert _ids(_list_all(bk, resource_id=b, **window)) == [long["id"]]
+
+    r = bk.patch(
+        f"/v1/reservations/{short['id']}",
+        json={"start": "2030-05-30T09:00:00Z", "end": at(27, 9)},  # 28 days, crosses it
+        headers={"If-Match": f'"{short["version"]}"'},
+    )
+    assert r.status_code == 200, r.text
+    assert _ids(_list_all(bk, **window)) == [short["id"], long["id"]]
+    assert _ids(_list_all(bk, resource_id=a, **window)) == [short["id"]]
+
+
 def test_list_errors(tenant: Tenant) -> None:
     _problem(
         tenant.admin.get("/v1/reservations", params={"from": at(3, 12), "to": at(3, 12)}),

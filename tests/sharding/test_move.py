@@ -67,6 +67,11 @@ def test_a_shard_moves_under_traffic_without_losing_or_doubling_a_row(
         for i in range(3)
     ]
     assert all(r.status_code == 201 for r in made)
+    # Longer than anything of the tenant's on the target: a window it crosses must find it
+    # there, so the move widens the target's bound (migration 0009) for the copied rows.
+    long = tenant.booker.book(resources[2], "2033-02-01T00:00:00Z", "2033-02-21T00:00:00Z")
+    assert long.status_code == 201, long.text
+    crossed = {"from": "2033-02-10T00:00:00Z", "to": "2033-02-11T00:00:00Z"}
     assert tenant.booker.post(f"/v1/reservations/{made[0].json()['id']}/cancel").status_code == 200
 
     acked: dict[str, str] = {}  # reservation id -> status the client was last told
@@ -139,6 +144,8 @@ def test_a_shard_moves_under_traffic_without_losing_or_doubling_a_row(
     # Reads and writes go to the new cluster; its constraint guards the moved rows.
     got = tenant.booker.get(f"/v1/reservations/{made[1].json()['id']}")
     assert got.status_code == 200
+    listed = tenant.booker.get("/v1/reservations", params=crossed)
+    assert [item["id"] for item in listed.json()["items"]] == [long.json()["id"]], listed.text
     clash = tenant.booker.book(resources[1], "2033-01-02T09:00:00Z", "2033-01-02T10:00:00Z")
     assert clash.status_code == 409
     print(f"moved {report.rows}; pause {report.pause_seconds * 1000:.0f} ms; 503s {moving}")

@@ -9,6 +9,7 @@ from uuid import UUID
 from psycopg.rows import DictRow
 
 from reservations.kit.db import Conn
+from reservations.reservations.repository import EARLIEST_START
 
 # What every read of a feed returns: the row, its resource's name and zone or its key's
 # prefix (never the secret hash, except for the token check).
@@ -22,8 +23,8 @@ _JOINS = (
 )
 
 # The reservations a feed shows: live ones (held and not past expiry, or confirmed) that
-# meet the window. A reservation is at most 366 days long (0001's check), which bounds the
-# start for the (resource or creator, start_at) indexes.
+# meet the window. The tenant's longest reservation bounds the start for the (resource or
+# creator, start_at) indexes.
 _EVENTS = (
     "SELECT x.id, x.start_at, x.end_at, x.status, x.quantity, x.customer, x.version,"
     " x.created_at, x.updated_at, r.name AS resource_name, r.timezone"
@@ -32,7 +33,7 @@ _EVENTS = (
     " AND x.status IN ('held', 'confirmed')"
     " AND NOT (x.status = 'held' AND x.expires_at <= %(now)s)"
     " AND x.start_at < %(to)s AND x.end_at > %(from)s"
-    " AND x.start_at > %(from)s - interval '366 days'"
+    f" AND x.start_at > {EARLIEST_START}"
     " ORDER BY x.start_at, x.id LIMIT %(limit)s"
 )
 

@@ -348,9 +348,10 @@ _STATUS_SQL = {
     "expired": f"(status = 'expired' OR {STALE_HOLD})",
 }
 
-# Reservations cannot be longer than this (a CHECK in the schema), which bounds how far
-# before a window's start an overlapping reservation can begin: the list's index range.
-MAX_SPAN = "366 days"
+# How far before a window's start (%(from)s) a reservation of tenant %(tenant)s that meets
+# the window can begin: the tenant's longest reservation in this database (migration 0009).
+# It bounds the index range on start_at; with no row the tenant has no reservations here.
+EARLIEST_START = "%(from)s - (SELECT longest FROM reservation_span WHERE tenant_id = %(tenant)s)"
 
 
 async def page(
@@ -383,7 +384,7 @@ async def page(
         params["booking"] = booking_id
     if window_from is not None:
         where.append("end_at > %(from)s")
-        where.append(f"start_at > %(from)s - interval '{MAX_SPAN}'")
+        where.append(f"start_at > {EARLIEST_START}")
         params["from"] = window_from
     if window_to is not None:
         where.append("start_at < %(to)s")

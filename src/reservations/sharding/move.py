@@ -133,6 +133,7 @@ async def _copy(
             total += lines
             progress(table.name, total)
         counts[table.name] = rows
+    await repository.widen_spans(write, params)
     return counts
 
 

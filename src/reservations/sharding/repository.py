@@ -283,6 +283,20 @@ async def copy_shard_rows(
             yield bytes(data).count(b"\n")
 
 
+async def widen_spans(conn: Conn, params: dict[str, int]) -> None:
+    """Widen each tenant's longest reservation (migration 0009) by the shard's rows, which
+    were copied with the trigger that keeps it switched off."""
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO reservation_span AS s (tenant_id, longest)"
+            " SELECT tenant_id, max(span_of(start_at, end_at)) FROM reservation_all"
+            " WHERE {} GROUP BY tenant_id"
+            " ON CONFLICT (tenant_id) DO UPDATE SET longest = greatest(s.longest, excluded.longest)"
+        ).format(_OF_RESOURCE),
+        params,
+    )
+
+
 async def split_bookings(conn: Conn, params: dict[str, int]) -> list[UUID]:
     """Bookings with reservations on this shard and on others."""
     cur = await conn.execute(
