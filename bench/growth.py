@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import re
 import shutil
@@ -598,6 +599,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resources", type=int, help=f"resources ({RESOURCES:,}; quick: 100)")
     parser.add_argument("--requests", type=int, help="timed requests per query and size (300)")
     parser.add_argument("--budget", type=float, help="seconds per query and size at most (60)")
+    parser.add_argument(
+        "--lock",
+        type=Path,
+        help="on a shared machine: hold this flock(1) lock file while measuring each size"
+        " (not while seeding), so jobs taking the same lock keep off the timed requests",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     sizes = sorted(args.sizes or (QUICK_SIZES if quick else FULL_SIZES))
@@ -656,26 +663,11 @@ def main(argv: list[str] | None = None) -> None:
             table = grow(server, lay, to=size)
             print(f"{clock()} {size:,} rows: {table}", flush=True)
             step: dict[str, Any] = {"rows": size, "table": table, "api": {}, "explain": {}}
-            for name, (path, params) in queries(lay).items():
-                step["api"][name] = measure(
-                    client,
-                    server,
-                    path,
-                    params,
-                    warmup=warmup,
-                    n=n,
-                    budget=budget,
-                    statements=counted,
+            quiet = harness.exclusive(args.lock) if args.lock else contextlib.nullcontext()
+            with quiet:
+                measure_all(
+                    step, client, server, lay, warmup=warmup, n=n, budget=budget, statements=counted
                 )
-                a = step["api"][name]
-                print(
-                    f"{clock()}   {name}: median {a['p50_ms']} ms, p99 {a['p99_ms']} ms,"
-                    f" {a['items_returned']} items, n={a['n']}",
-                    flush=True,
-                )
-            with psycopg.connect(server.db_url, autocommit=True) as conn:
-                for name, (query, params) in sql_of(lay).items():
-                    step["explain"][name] = explain(conn, query, params)
             report["sizes"].append(step)
         client.close()
     finally:
@@ -690,6 +682,34 @@ def main(argv: list[str] | None = None) -> None:
     print(md, flush=True)
     if not quick and out.resolve() == harness.RESULTS.resolve():
         harness.replace_block(harness.REPO / "BENCHMARKS.md", "growth", md)
+
+
+def measure_all(
+    step: dict[str, Any],
+    client: httpx.Client,
+    server: harness.Server,
+    lay: Layout,
+    *,
+    warmup: int,
+    n: int,
+    budget: float,
+    statements: bool,
+) -> None:
+    """Each query through the API, then EXPLAIN of its SQL, at the table's current size."""
+    clock = harness.timer()
+    for name, (path, params) in queries(lay).items():
+        step["api"][name] = measure(
+            client, server, path, params, warmup=warmup, n=n, budget=budget, statements=statements
+        )
+        a = step["api"][name]
+        print(
+            f"{clock()}   {name}: median {a['p50_ms']} ms, p99 {a['p99_ms']} ms,"
+            f" {a['items_returned']} items, n={a['n']}",
+            flush=True,
+        )
+    with psycopg.connect(server.db_url, autocommit=True) as conn:
+        for name, (query, params) in sql_of(lay).items():
+            step["explain"][name] = explain(conn, query, params)
 
 
 if __name__ == "__main__":

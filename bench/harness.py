@@ -805,6 +805,20 @@ def replace_block(path: Path, name: str, text: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock(2) on `path` (created if missing): the lock `flock(1)` takes,
+    so other jobs on a shared machine that run under `flock PATH ...` wait for this block."""
+    import fcntl
+
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def timer() -> Callable[[], str]:
     t0 = time.monotonic()
     return lambda: f"[{time.monotonic() - t0:5.0f}s]"
