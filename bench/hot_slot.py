@@ -64,8 +64,8 @@ request = function() return wrk.format("POST", "/v1/reservations", headers, body
 Server = harness.Server
 
 
-def start(data: Path, port: int, **env: str) -> Server:
-    return harness.start_server(port=port, data=data, run_worker=False, env=env)
+def start(data: Path, port: int, workers: int = 1, **env: str) -> Server:
+    return harness.start_server(port=port, data=data, workers=workers, run_worker=False, env=env)
 
 
 def statements(server: Server) -> float | None:
@@ -362,11 +362,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 
-def prepare(data: Path, port: int, *, statements: bool) -> tuple[str, str, Server | None]:
+def prepare(
+    data: Path, port: int, *, statements: bool, workers: int
+) -> tuple[str, str, Server | None]:
     """First start: the cluster and the resource. With `statements`, pg_stat_statements is
     asked for and the server stopped (it loads on the next start); without, the running
     server is returned for the first phase (default settings: map on)."""
-    server = start(data, port)
+    server = start(data, port, workers)
     try:
         if statements:
             harness.preload_pg_stat_statements(server.db_url)
@@ -416,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, help="taken slot: wrk warm-up seconds (3)")
     parser.add_argument("--bursts", type=int, help="race: bursts per point (200)")
     parser.add_argument("--pause", type=float, default=0.05, help="race: seconds between bursts")
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes (1)")
     parser.add_argument(
         "--statements",
         action=argparse.BooleanOptionalAction,
@@ -447,7 +450,8 @@ def main(argv: list[str] | None = None) -> None:
         "quick": quick,
         "machine": harness.machine(),
         "source": harness.source(),
-        "server": "reservations serve --no-worker (1 worker), embedded PostgreSQL and Valkey",
+        "server": f"reservations serve --no-worker --workers {args.workers},"
+        " embedded PostgreSQL and Valkey",
         "durations": {
             "seconds": seconds,
             "warmup_s": warmup,
@@ -461,13 +465,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     data = Path(tempfile.mkdtemp(prefix="rsv-bench-hot-"))
     try:
-        rid, token, running = prepare(data, args.port, statements=statements)
+        rid, token, running = prepare(data, args.port, statements=statements, workers=args.workers)
         body = json.dumps({"resource_id": rid, "start": SLOT[0], "end": SLOT[1]})
         script = data / "hot.lua"
         script.write_text(LUA % {"body": body, "token": token})
         first_burst = 0
         for name, env in (("on", {}), ("off", {"RESERVATIONS_AVAILABILITY_MAP_ENABLED": "false"})):
-            server = running or start(data, args.port, **env)
+            server = running or start(data, args.port, args.workers, **env)
             running = None
             try:
                 if statements and not harness.reset_statements(server.db_url):
