@@ -8,17 +8,19 @@ API run on this machine, pretix, in the same run as ours, on the same PostgreSQL
    fresh data directory). pretix gets a database `pretix` on that same PostgreSQL and Valkey
    database 1 as its Redis; a pretix.cfg written here (no mail server, no Celery broker, so
    pretix runs its tasks eagerly in the request, as its docs allow); `migrate`; then a
-   Django shell script written here creates an organizer, one event with ITEMS products each
-   with its own quota of 1,000,000 (many resources, creates that never conflict), RACE_ITEMS
-   products with a quota of 1 each (the race), and a team API token with every permission.
+   Django shell script written here creates an organizer, one event with 1,000 products (20
+   with --quick) each with its own quota of 1,000,000 (many resources, creates that never
+   conflict), one product with a quota of 1 per race burst, and a team API token with every
+   permission.
 3. pretix runs under gunicorn (sync workers, as its install guide shows) with as many worker
    processes as our API gets: 1, then 2 (`serve --workers 2` on the same data).
 4. For each worker count and client count (32 and 8): wrk (2 threads) POSTs orders to pretix
    (`POST /api/v1/organizers/bench/events/bench/orders/`, one position, request n on product
-   n mod ITEMS) and reservations to ours (bench/create.py's load: a new 30-minute slot of
-   resource n mod RESOURCES, with an Idempotency-Key); a warm-up, then the measured seconds.
-   Statuses are counted by the wrk script itself (both sides alike); CPU of wrk, the server
-   processes, PostgreSQL and Valkey from psutil as in bench/create.py.
+   n mod 1,000) and reservations to ours (bench/create.py's load and phase: a new 30-minute
+   slot of resource n mod 1,000, with an Idempotency-Key); a warm-up (pretix's backlog is
+   drained after it), then the measured seconds. pretix's statuses are counted by the wrk
+   script, ours by the API's /metrics; CPU of wrk, the server processes, PostgreSQL and
+   Valkey from psutil as in bench/create.py.
 5. The race: `--bursts` times, 16 clients each on a fresh connection send at the same
    instant an order of the same quota-1 product (pretix) or a reservation of the same fresh
    slot of a unit-capacity resource (ours). Winners per burst: more than one is overselling.
@@ -274,7 +276,8 @@ class Pretix:
         )
         out = self.manage("shell", "-c", f"exec(open({str(script)!r}).read())")
         line = next(x for x in out.splitlines() if x.startswith("BENCH-SETUP "))
-        return json.loads(line.removeprefix("BENCH-SETUP "))
+        result: dict[str, Any] = json.loads(line.removeprefix("BENCH-SETUP "))
+        return result
 
     def start(self, workers: int, timeout: float = 120) -> None:
         """gunicorn as pretix's install guide runs it (sync workers, pretix.wsgi), without
@@ -331,7 +334,8 @@ class Pretix:
 
     def orders(self, server: harness.Server) -> int:
         with psycopg.connect(pretix_db_url(server), autocommit=True) as conn:
-            return conn.execute("SELECT count(*) FROM pretixbase_order").fetchone()[0]  # type: ignore[index]
+            row = conn.execute("SELECT count(*) FROM pretixbase_order").fetchone()
+        return int(row[0]) if row else 0
 
 
 def pretix_db_url(server: harness.Server) -> str:
@@ -466,7 +470,10 @@ def http_request(path: str, *, auth: str, body: dict[str, Any]) -> bytes:
 
 async def race(base: str, requests: list[bytes], *, clients: int, pause: float) -> dict[str, Any]:
     """For each request: `clients` connections opened first, then all send it at once."""
-    winners, latencies, statuses, replies = [], [], {}, {}
+    winners: list[int] = []
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    replies: dict[str, str] = {}
     for request in requests:
         gate = asyncio.Event()
         tasks = [asyncio.create_task(_one(base, request, gate)) for _ in range(clients)]
