@@ -20,6 +20,7 @@ SCENARIOS = {
     "availability": ("bench.availability", "availability and search latency (issue 3)"),
     "create-rate": ("bench.create_rate", "one wrk point of the create load (first probe)"),
     "shards": ("bench.shards", "create and booking throughput with 1, 2 and 3 shard clusters"),
+    "peers": ("bench.peers", "the create load and a race against pretix, in the same run"),
     "auth-latency": ("bench.auth_latency", "authentication and rate-limit cost in-process"),
 }
 
