@@ -17,6 +17,7 @@ settings (so they cannot leak to the next user of a pooled connection); the audi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,6 +35,7 @@ from reservations.kit.http import REQUEST_ID
 from reservations.kit.replicas import Replicas, stop_task
 
 Conn = psycopg.AsyncConnection[DictRow]
+INTRANS, INERROR = pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR
 T = TypeVar("T")
 
 # Who the current request or job acts as: an API key id, or "system:<job>". Per task, like the
@@ -131,12 +134,17 @@ class Database:
             return await work(conn)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
+    async def transaction(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
         """The unit of work: commits when the block ends, rolls back if it raises. With
         replicas, the WAL position after COMMIT becomes the response's consistency token.
-        The actor and request id of the current task go with it (see the module's doc)."""
+        The actor and request id of the current task go with it (see the module's doc).
+
+        `pipeline`: the block runs in psycopg's pipeline mode (see `_pipelined`), so
+        statements whose results it does not read yet travel together with the next one
+        it does read; BEGIN and the locals go with the block's first read, the block's last
+        writes with COMMIT."""
         async with self.pool.connection() as conn:
-            async with conn.transaction():
+            async with _pipelined(conn) if pipeline else conn.transaction():
                 await self.set_locals(conn)
                 if self._on_begin is not None:
                     await self._on_begin(conn)
@@ -176,6 +184,35 @@ class Database:
             return True
         except (psycopg.Error, TimeoutError, OSError):
             return False
+
+
+@asynccontextmanager
+async def _pipelined(conn: Conn) -> AsyncIterator[None]:
+    """A transaction in pipeline mode: one round trip per result the block waits for,
+    instead of one per statement.
+
+    In pipeline mode `execute` sends a statement without waiting for its answer; reading a
+    result (`fetchone`...) waits for it and for everything sent before it. The statements
+    stay separate statements, each with its own snapshot, in the order sent, so locking and
+    visibility are what they are without the pipeline. An error is raised by the read that
+    meets it (the first failed statement's error: the server skips the rest until the
+    pipeline's Sync), at the latest by COMMIT's, which the pipeline's end waits for.
+
+    psycopg's own `transaction()` inside a pipeline syncs after BEGIN and again before
+    COMMIT (two more round trips), hence BEGIN and COMMIT by hand here."""
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN", prepare=False)
+            yield
+            await conn.execute("COMMIT", prepare=False)
+    except BaseException:
+        # The pipeline's end has synced it: a failed statement's transaction is now merely
+        # aborted, or the block raised with the transaction still open. Either way it ends
+        # here (unless the connection is gone: the pool then discards it).
+        if conn.pgconn.transaction_status in (INTRANS, INERROR):
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        raise
 
 
 async def lock_resource(conn: Conn, key: int) -> None:

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import orjson
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
 
 from reservations.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from reservations.kit.db import Conn
@@ -56,35 +58,23 @@ class Idempotency:
 
     async def claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Reply | None:
         """Take the key for this transaction. Returns the stored reply when this is a replay."""
+        return await (await self.send_claim(conn, now=now, ttl=ttl)).outcome()
+
+    async def send_claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Claim:
+        """Send the claim's two statements: the try-lock, then the look-up of a stored reply
+        (a statement of its own, so its snapshot is taken after the lock is held and sees
+        the reply of a request that held it before). In a pipelined transaction they travel
+        with what the caller sends next; `Claim.outcome()` reads them."""
         hi, lo = self._lock_keys()
-        cur = await conn.execute(
+        lock = await conn.execute(
             "SELECT pg_try_advisory_xact_lock(%s::int4, %s::int4) AS got", (hi, lo)
         )
-        row = await cur.fetchone()
-        if not row or not row["got"]:
-            raise IdempotencyKeyInUse(
-                "Wait for the first request with this key to finish, then retry with the same "
-                "key to receive its result."
-            )
-        cur = await conn.execute(
+        stored = await conn.execute(
             "SELECT fingerprint, status_code, body, headers FROM idempotency_record"
             " WHERE api_key_id = %s AND key = %s AND created_at > %s",
             (self.api_key_id, self.key, now - ttl),
         )
-        stored = await cur.fetchone()
-        if stored is None:
-            return None
-        if bytes(stored["fingerprint"]) != self.fingerprint:
-            raise IdempotencyKeyReused(
-                "Use a new Idempotency-Key for a different request; a key may only be retried "
-                "with exactly the same method, path and body."
-            )
-        return Reply(
-            status=stored["status_code"],
-            body=stored["body"],
-            headers=dict(stored["headers"]),
-            replayed=True,
-        )
+        return Claim(self, lock, stored)
 
     async def save(self, conn: Conn, reply: Reply, *, now: datetime) -> None:
         await conn.execute(
@@ -103,6 +93,39 @@ class Idempotency:
                 orjson.dumps(reply.headers).decode(),
                 now,
             ),
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answers to `Idempotency.send_claim`, read by `outcome`."""
+
+    idem: Idempotency
+    lock: AsyncCursor[DictRow]
+    stored: AsyncCursor[DictRow]
+
+    async def outcome(self) -> Reply | None:
+        """Raises IdempotencyKeyInUse if another request holds the key, IdempotencyKeyReused
+        if it was used for another request; the stored reply of a replay, else None."""
+        row = await self.lock.fetchone()
+        if not row or not row["got"]:
+            raise IdempotencyKeyInUse(
+                "Wait for the first request with this key to finish, then retry with the same "
+                "key to receive its result."
+            )
+        stored = await self.stored.fetchone()
+        if stored is None:
+            return None
+        if bytes(stored["fingerprint"]) != self.idem.fingerprint:
+            raise IdempotencyKeyReused(
+                "Use a new Idempotency-Key for a different request; a key may only be retried "
+                "with exactly the same method, path and body."
+            )
+        return Reply(
+            status=stored["status_code"],
+            body=stored["body"],
+            headers=dict(stored["headers"]),
+            replayed=True,
         )
 
 

@@ -191,11 +191,14 @@ async def _create_once(
     fill_cache: bool = False,
 ) -> Reply:
     now = svc.clock.now()
-    async with svc.db.transaction() as conn:
-        if idem is not None:
-            replay = await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-            if replay is not None:
-                return replay
+    # Pipelined: BEGIN, the claim and the pre-check go in one round trip, the lock with the
+    # insert, the idempotency record with COMMIT (kit/db.py `_pipelined`).
+    async with svc.db.transaction(pipeline=True) as conn:
+        claim = (
+            await idem.send_claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
+            if idem is not None
+            else None
+        )
         found = await repository.resource_and_overlaps(
             conn,
             tenant_id=caller.tenant_id,
@@ -203,6 +206,8 @@ async def _create_once(
             start=body.start,
             end=body.end,
         )
+        if claim is not None and (replay := await claim.outcome()) is not None:
+            return replay
         if found is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
         if fill_cache and svc.resource_cache is not None:

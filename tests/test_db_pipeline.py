@@ -1,0 +1,149 @@
+"""The pipelined unit of work (kit/db.py `Database.transaction(pipeline=True)`): it commits
+what the block wrote, rolls back on any error wherever it surfaces (a read in the block, a
+statement never read, COMMIT itself, or Python), and hands the connection back clean."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+from psycopg import pq
+
+from reservations.config import Settings
+from reservations.kit.db import Conn, Database
+from tests.conftest import make_settings
+
+
+def _run(database_url: str, body: Callable[[Database, str], Awaitable[None]]) -> None:
+    """Run `body` with a one-connection Database (so every transaction reuses the connection
+    the previous one returned) and a table of its own, with a deferred unique constraint."""
+    table = f"pipe_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (k int PRIMARY KEY, u int UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    async def main() -> None:
+        settings: Settings = make_settings(database_url, db_pool_min=1, db_pool_max=1)
+        db = Database(database_url, settings)
+        await db.open()
+        try:
+            await body(db, table)
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {table}")
+
+
+async def _keys(db: Database, table: str) -> list[int]:
+    async with db.connection() as conn:
+        cur = await conn.execute(f"SELECT k FROM {table} ORDER BY k")
+        return [row["k"] for row in await cur.fetchall()]
+
+
+async def _clean(db: Database) -> None:
+    """The pool's one connection is idle, out of pipeline mode, and works."""
+    async with db.connection() as conn:
+        assert conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        assert conn.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        cur = await conn.execute("SELECT 1 AS one")
+        assert await cur.fetchone() == {"one": 1}
+
+
+def _insert(table: str) -> str:
+    return f"INSERT INTO {table} (k, u) VALUES (%s, %s)"
+
+
+def test_commits_and_statements_run_in_order(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(db: Database, table: str) -> None:
+        async with db.transaction(pipeline=True) as conn:
+            await conn.execute(_insert(table), (1, 1))  # not read: goes with the next read
+            cur = await conn.execute(f"SELECT count(*) AS n FROM {table}")
+            assert await cur.fetchone() == {"n": 1}
+            await conn.execute(_insert(table), (2, 2))  # not read: goes with COMMIT
+        assert await _keys(db, table) == [1, 2]
+        await _clean(db)
+
+    with caplog.at_level(logging.WARNING):
+        _run(database_url, body)
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
+
+
+async def _failing_block(conn: Conn, table: str, where: str) -> None:
+    await conn.execute(_insert(table), (10, 10))
+    if where == "read":
+        cur = await conn.execute(_insert(table) + " RETURNING k", (10, 11))  # duplicate key
+        await cur.fetchone()
+    elif where == "unread":
+        await conn.execute(_insert(table), (10, 11))  # duplicate key, never read
+        await conn.execute(_insert(table), (12, 12))  # skipped by the server
+    elif where == "commit":
+        await conn.execute(_insert(table), (11, 10))  # duplicate u, checked at COMMIT
+    elif where == "python":
+        cur = await conn.execute(f"SELECT count(*) AS n FROM {table}")
+        await cur.fetchone()
+        raise LookupError("refused by the service")
+
+
+@pytest.mark.parametrize(
+    ("where", "raised"),
+    [
+        ("read", pg_errors.UniqueViolation),
+        ("unread", pg_errors.UniqueViolation),
+        ("commit", pg_errors.UniqueViolation),
+        ("python", LookupError),
+    ],
+)
+def test_any_error_rolls_back_and_the_connection_comes_back_clean(
+    database_url: str, where: str, raised: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(db: Database, table: str) -> None:
+        async with db.transaction(pipeline=True) as conn:
+            await conn.execute(_insert(table), (1, 1))
+        with pytest.raises(raised):
+            async with db.transaction(pipeline=True) as conn:
+                await _failing_block(conn, table, where)
+        assert await _keys(db, table) == [1]
+        await _clean(db)
+        # and the next pipelined transaction on that connection works
+        async with db.transaction(pipeline=True) as conn:
+            await conn.execute(_insert(table), (2, 2))
+        assert await _keys(db, table) == [1, 2]
+
+    with caplog.at_level(logging.WARNING):
+        _run(database_url, body)
+    # No statement's error was left unread (psycopg would log it as ignored).
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
+
+
+def test_transaction_locals_and_xact_locks_last_the_whole_transaction(database_url: str) -> None:
+    async def body(db: Database, table: str) -> None:
+        async with db.transaction(pipeline=True) as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(4242)")
+            await conn.execute("SELECT set_config('reservations.probe', 'x', true)")
+            cur = await conn.execute(
+                "SELECT current_setting('reservations.probe') AS probe,"
+                " count(*) FILTER (WHERE locktype = 'advisory' AND objid = 4242) AS locks"
+                " FROM pg_locks WHERE pid = pg_backend_pid()"
+            )
+            assert await cur.fetchone() == {"probe": "x", "locks": 1}
+        async with db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT current_setting('reservations.probe', true) AS probe,"
+                " count(*) FILTER (WHERE locktype = 'advisory') AS locks"
+                " FROM pg_locks WHERE pid = pg_backend_pid()"
+            )
+            assert await cur.fetchone() == {"probe": "", "locks": 0}
+
+    _run(database_url, body)
