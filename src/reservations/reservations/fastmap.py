@@ -275,6 +275,11 @@ class AvailabilityMap:
         async def call(client: Client) -> object:
             if self._put is None:
                 self._put = client.register_script(_PUT)
+            if len(ops) == 1:
+                # One EVALSHA (NOSCRIPT loads it and retries). A pipeline would first ask
+                # SCRIPT EXISTS for its scripts: one more round trip on every create.
+                keys, args = ops[0]
+                return [await self._put(keys=keys, args=args, client=client)]
             pipe = client.pipeline(transaction=False)
             for keys, args in ops:
                 await self._put(keys=keys, args=args, client=pipe)
