@@ -139,12 +139,12 @@ class Database:
         replicas, the WAL position after COMMIT becomes the response's consistency token.
         The actor and request id of the current task go with it (see the module's doc).
 
-        `pipeline`: the block runs in psycopg's pipeline mode (see `_pipelined`), so
+        `pipeline`: the block runs in psycopg's pipeline mode (see `pipelined`), so
         statements whose results it does not read yet travel together with the next one
         it does read; BEGIN and the locals go with the block's first read, the block's last
         writes with COMMIT."""
         async with self.pool.connection() as conn:
-            async with _pipelined(conn) if pipeline else conn.transaction():
+            async with pipelined(conn) if pipeline else conn.transaction():
                 await self.set_locals(conn)
                 if self._on_begin is not None:
                     await self._on_begin(conn)
@@ -187,7 +187,7 @@ class Database:
 
 
 @asynccontextmanager
-async def _pipelined(conn: Conn) -> AsyncIterator[None]:
+async def pipelined(conn: Conn) -> AsyncIterator[None]:
     """A transaction in pipeline mode: one round trip per result the block waits for,
     instead of one per statement.
 

@@ -22,7 +22,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from reservations.events import repository as events
-from reservations.kit.db import Conn
+from reservations.kit.db import Conn, pipelined
 
 _COLUMN_NAMES = (
     "id",
@@ -397,18 +397,21 @@ async def page(
     if after is not None:
         where.append("(start_at, id) > (%(after_start)s, %(after_id)s)")
         params["after_start"], params["after_id"] = after
-    # The generic plan, always: an ordered index scan per partition, bounded and pruned at
-    # run time, executes as fast as a custom plan, but past ~10^6 rows its estimated cost
-    # (default selectivities for the parameters) keeps the plan cache re-planning every call
-    # over the 16 live partitions and the history months: 4 ms of planning for 1 ms of work
-    # (BENCHMARKS.md, Growth).
-    async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cur = await conn.execute(
-            f"SELECT {COLUMNS} FROM reservation_all WHERE {' AND '.join(where)}"
-            " ORDER BY start_at, id LIMIT %(limit)s",
-            params,
-        )
+    query = (
+        f"SELECT {COLUMNS} FROM reservation_all WHERE {' AND '.join(where)}"
+        " ORDER BY start_at, id LIMIT %(limit)s"
+    )
+    if resource_id is not None:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+    # Tenant-wide: the generic plan, always. An ordered index scan per partition, bounded and
+    # pruned at run time, executes as fast as a custom plan, but from ~10^6 rows its
+    # estimated cost (default selectivities for the parameters) keeps the plan cache
+    # re-planning every call over the 16 live partitions and the history months: 4 ms of
+    # planning for 1 ms of work (BENCHMARKS.md, Growth). One round trip for all four.
+    async with pipelined(conn):
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan", prepare=False)
+        cur = await conn.execute(query, params)
         return await cur.fetchall()
 
 

@@ -192,7 +192,7 @@ async def _create_once(
 ) -> Reply:
     now = svc.clock.now()
     # Pipelined: BEGIN, the claim and the pre-check go in one round trip, the lock with the
-    # insert, the idempotency record with COMMIT (kit/db.py `_pipelined`).
+    # insert, the idempotency record with COMMIT (kit/db.py `pipelined`).
     async with svc.db.transaction(pipeline=True) as conn:
         claim = (
             await idem.send_claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
