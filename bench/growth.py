@@ -346,9 +346,13 @@ class _Capture:
         self.query = ""
         self.params: dict[str, Any] = {}
 
-    async def execute(self, query: str, params: dict[str, Any] | None = None) -> _Capture:
-        self.query, self.params = query, params or {}
+    async def execute(self, query: str, params: dict[str, Any] | None = None, **_: Any) -> _Capture:
+        if query.lstrip().upper().startswith(("SELECT", "WITH")):  # not BEGIN, SET, COMMIT
+            self.query, self.params = query, params or {}
         return self
+
+    def pipeline(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     async def fetchall(self) -> list[Any]:
         return []
