@@ -18,6 +18,7 @@ import platform
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,17 @@ def _is_python(p: psutil.Process) -> bool:
     return "python" in _name(p) or "python" in _cmdline(p).split(" ", 1)[0]
 
 
+def ensure_port_free(port: int) -> None:
+    """Refuse to start on a port something already listens on: the new server would exit,
+    and the readiness check would be answered by the other one (another benchmark, say)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise SystemExit(f"port {port} is in use ({exc.strerror}); pass --port") from exc
+
+
 def start_server(
     *,
     port: int,
@@ -150,6 +162,7 @@ def start_server(
     Valkey in `data` (a fresh temporary directory by default). The admin key is the one the
     first start prints; on a data directory or database that already has one, a new admin
     key is made with `reservations keys create`."""
+    ensure_port_free(port)
     owns = data is None
     data = data or Path(tempfile.mkdtemp(prefix=prefix))
     data.mkdir(parents=True, exist_ok=True)

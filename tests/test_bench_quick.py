@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
@@ -35,8 +37,10 @@ pytestmark = [
 
 def run_bench(*args: str, out: Path) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    port = ("--port", str(free_port()))
     done = subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--quick", "--out", str(out)],
+        # A port of its own: a benchmark running beside the suite keeps its default port.
+        [sys.executable, "-m", "bench", *args, "--quick", "--out", str(out), *port],
         cwd=REPO,
         env=env,
         capture_output=True,
