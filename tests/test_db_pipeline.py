@@ -123,8 +123,17 @@ def test_any_error_rolls_back_and_the_connection_comes_back_clean(
 
     with caplog.at_level(logging.WARNING):
         _run(database_url, body)
-    # No statement's error was left unread (psycopg would log it as ignored).
-    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
+    # No statement's error was left unread (psycopg would log it as ignored). One warning is
+    # allowed: "pipeline aborted", which psycopg logs when the block's error surfaced before
+    # the pipeline's end and the end then meets the aborted pipeline: the same error, seen
+    # twice. Where the error surfaces depends on timing (behind PgBouncer it is often at
+    # COMMIT's send, directly at the end), so either must pass.
+    ignored = [
+        r
+        for r in caplog.records
+        if r.name.startswith("psycopg") and "pipeline aborted" not in r.getMessage()
+    ]
+    assert not ignored, caplog.text
 
 
 def test_transaction_locals_and_xact_locks_last_the_whole_transaction(database_url: str) -> None:
