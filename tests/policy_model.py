@@ -116,7 +116,9 @@ class Model:
             _, m, s = wall_minute(start, zone)
             if s or start.microsecond or m % self.grid:
                 out.add("off-grid")
-        if self.min_notice is not None and start < now + self.min_notice:
+        if start < now:
+            out.add("in-the-past")
+        elif self.min_notice is not None and start < now + self.min_notice:
             out.add("too-soon")
         if self.max_advance is not None and start > now + self.max_advance:
             out.add("too-far-ahead")

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
     # Live (unexpired) holds one tenant may have at once: the guard against holding every slot.
     max_live_holds_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
+    # Waiting entries at once, per resource and per API key (across resources): promotion
+    # reads at most a resource's whole queue, so this bounds the work a cancel triggers.
+    waitlist_max_per_resource: int = Field(default=200, ge=1, le=10_000)
+    waitlist_max_per_key: int = Field(default=50, ge=1, le=10_000)
     # Resource metadata cache: written after each committed change, versioned; 0 turns it off.
     resource_cache_ttl_seconds: int = Field(default=300, ge=0, le=86_400)
     # The availability map (fast refusal of creates on taken ranges) and its repair job.

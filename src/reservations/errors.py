@@ -138,6 +138,11 @@ class IdempotencyKeyReused(DomainError):
     title = "This Idempotency-Key was used with a different request"
 
 
+class WaitlistFull(DomainError):
+    status, slug = 409, "waitlist-full"
+    title = "The waitlist is full"
+
+
 class PreconditionFailed(DomainError):
     status, slug, title = 412, "precondition-failed", "If-Match does not match the current version"
 

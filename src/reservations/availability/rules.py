@@ -25,6 +25,7 @@ class Reason(StrEnum):
     too_long = "too-long"
     too_soon = "too-soon"
     too_far_ahead = "too-far-ahead"
+    in_the_past = "in-the-past"
     booker_limit = "booker-limit"
     booked = "booked"
     buffer = "buffer"
@@ -81,45 +82,33 @@ def duration_violation(policy: Policy, duration: timedelta) -> Violation | None:
     return None
 
 
-def start_bounds(policy: Policy, now: datetime) -> tuple[datetime | None, datetime | None]:
-    """Earliest and latest allowed start (inclusive), from notice and advance."""
-    earliest = now + policy.min_notice if policy.min_notice is not None else None
+def start_bounds(policy: Policy, now: datetime) -> tuple[datetime, datetime | None]:
+    """Earliest and latest allowed start (inclusive): never before now, and at least the
+    notice ahead; at most the advance ahead."""
+    earliest = now + policy.min_notice if policy.min_notice is not None else now
     latest = now + policy.max_advance if policy.max_advance is not None else None
     return earliest, latest
 
 
 def check(
-    policy: Policy, zone: str, *, start: datetime, end: datetime, now: datetime
+    policy: Policy,
+    zone: str,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    new_start: bool = True,
 ) -> list[Violation]:
-    """Every rule [start, end) breaks (the booker limit aside, which needs counts)."""
+    """Every rule [start, end) breaks (the booker limit aside, which needs counts).
+
+    `new_start=False` is for a change that keeps the start (lengthening a reservation that
+    may have begun already): the rules on when a start may lie (grid, not in the past,
+    notice, advance) judged that start when it was booked and are not asked again."""
     out: list[Violation] = []
     if (v := duration_violation(policy, end - start)) is not None:
         out.append(v)
-    if not on_grid(policy, zone, start, None):
-        out.append(
-            Violation(
-                Reason.off_grid,
-                f"starts must fall on a {policy.slot_grid_minutes}-minute grid from local "
-                f"midnight in {zone}",
-            )
-        )
-    earliest, latest = start_bounds(policy, now)
-    if earliest is not None and start < earliest:
-        out.append(
-            Violation(
-                Reason.too_soon,
-                f"book at least {_iso(policy.min_notice)} ahead: start at {earliest.isoformat()}"
-                " or later",
-            )
-        )
-    if latest is not None and start > latest:
-        out.append(
-            Violation(
-                Reason.too_far_ahead,
-                f"book at most {_iso(policy.max_advance)} ahead: start at {latest.isoformat()} "
-                "or earlier",
-            )
-        )
+    if new_start:
+        out += start_violations(policy, zone, start=start, now=now)
     if covering(open_spans(policy, zone, start, end), start, end) is None:
         out.append(
             Violation(
@@ -139,6 +128,47 @@ def check(
                 )
             )
             break
+    return out
+
+
+def start_violations(
+    policy: Policy, zone: str, *, start: datetime, now: datetime
+) -> list[Violation]:
+    """The rules on when a start may lie: on the grid, not in the past, notice, advance."""
+    out: list[Violation] = []
+    if not on_grid(policy, zone, start, None):
+        out.append(
+            Violation(
+                Reason.off_grid,
+                f"starts must fall on a {policy.slot_grid_minutes}-minute grid from local "
+                f"midnight in {zone}",
+            )
+        )
+    earliest, latest = start_bounds(policy, now)
+    if start < now:
+        out.append(
+            Violation(
+                Reason.in_the_past,
+                f"the start has passed: start at {earliest.isoformat()} or later (admin keys "
+                "may record past use with override_rules=true)",
+            )
+        )
+    elif start < earliest:
+        out.append(
+            Violation(
+                Reason.too_soon,
+                f"book at least {_iso(policy.min_notice)} ahead: start at {earliest.isoformat()}"
+                " or later",
+            )
+        )
+    if latest is not None and start > latest:
+        out.append(
+            Violation(
+                Reason.too_far_ahead,
+                f"book at most {_iso(policy.max_advance)} ahead: start at {latest.isoformat()} "
+                "or earlier",
+            )
+        )
     return out
 
 

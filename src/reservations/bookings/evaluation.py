@@ -4,23 +4,32 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 from uuid import UUID
 
-from reservations.availability import enforce, rules
 from reservations.availability.policy import Policy
 from reservations.bookings.recurrence import Occurrence, RecurrenceError, expand
 from reservations.bookings.schemas import BookingCreate, OccurrenceReport, Outcome
 from reservations.errors import BookingRuleViolated, InvalidInput, ReservationConflict
 from reservations.kit import metrics
 from reservations.kit.db import Conn
+from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
-from reservations.tenancy.service import Principal
 
 MAX_RESERVATIONS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A booking's occurrences, expanded in `zone` before its transaction."""
+
+    zone: str
+    occurrences: list[Occurrence]
+
+
 EXPANSION_SECONDS = 2.0
 
 
@@ -115,47 +124,56 @@ class Evaluation:
 
 async def evaluate(
     conn: Conn,
-    caller: Principal,
+    gate: admission.Gate,
     body: BookingCreate,
-    found: dict[UUID, dict[str, Any]],
-    policies: dict[UUID, Policy],
+    targets: dict[UUID, admission.Target],
     occurrences: list[Occurrence],
-    now: datetime,
 ) -> Evaluation:
     """Rules, overlaps/capacity and booker limits of every occurrence on every resource,
-    read with the resources' locks held (so what it finds free stays free until commit)."""
+    read with the resources' locks held (so what it finds free stays free until commit).
+    The rules and limits are admission's (reservations.admission), per occurrence."""
+    now, caller = gate.now, gate.actor
     evaluation = Evaluation(occurrences)
-    ids = list(found)
+    ids = list(targets)
     lo, hi = occurrences[0].start, occurrences[-1].end
     for rid in ids:
         evaluation.expired += await reservation_repo.expire_stale_holds(
             conn, resource_id=rid, start=lo, end=hi, now=now
         )
-    before = max(p.buffer_before for p in policies.values())
-    after = max(p.buffer_after for p in policies.values())
+    before = max(t.policy.buffer_before for t in targets.values())
+    after = max(t.policy.buffer_after for t in targets.values())
     busy: dict[UUID, list[dict[str, Any]]] = {rid: [] for rid in ids}
     for row in await reservation_repo.busy_between(
         conn, resource_ids=ids, start=lo - before, end=hi + after, now=now
     ):
         busy[row["resource_id"]].append(row)
-    check_rules = not body.override_rules
     for units in body.resources:
-        rid, resource = units.resource_id, found[units.resource_id]
-        policy, zone = policies[rid], resource["timezone"]
-        for i, occ in enumerate(occurrences):
-            if check_rules and resource["policy"]:
-                for v in rules.check(policy, zone, start=occ.start, end=occ.end, now=now):
-                    evaluation.add(
-                        i, {"resource_id": str(rid), "reason": v.reason.value, "detail": v.detail}
-                    )
-            during = policy.guarded(occ.start, occ.end)
+        rid = units.resource_id
+        target = targets[rid]
+        candidates = [
+            admission.Candidate(
+                resource=target,
+                start=occ.start,
+                end=occ.end,
+                owner=caller.api_key_id,
+                customer=body.customer,
+                quantity=units.quantity,
+            )
+            for occ in occurrences
+        ]
+        for i, candidate in enumerate(candidates):
+            for v in admission.violations(gate, candidate):
+                evaluation.add(
+                    i, {"resource_id": str(rid), "reason": v.reason.value, "detail": v.detail}
+                )
+            during = target.policy.guarded(candidate.start, candidate.end)
             near = [
                 r
                 for r in busy[rid]
                 if r["during_start"] < during[1] and during[0] < r["during_end"]
             ]
             in_way = blocking(
-                near, now=now, capacity=resource["capacity"], quantity=units.quantity, during=during
+                near, now=now, capacity=target.capacity, quantity=units.quantity, during=during
             )
             if in_way:
                 evaluation.add(
@@ -166,29 +184,38 @@ async def evaluate(
                         "conflicts": items(in_way, caller),
                     },
                 )
-        if check_rules and policy.booker_limit is not None:
-            ok = evaluation.ok()
-            starts = [occurrences[i].start for i in ok]
-            existing = await enforce.booker_existing(
-                conn,
-                policy,
-                zone,
-                resource_id=rid,
-                api_key_id=caller.api_key_id,
-                customer=body.customer,
-                starts=starts,
-                now=now,
+        ok = evaluation.ok()
+        refused = await admission.booker_refusals(conn, gate, [candidates[i] for i in ok])
+        for j, violation in refused.items():
+            evaluation.add(
+                ok[j],
+                {
+                    "resource_id": str(rid),
+                    "reason": violation.reason.value,
+                    "detail": violation.detail,
+                },
             )
-            refused = set(enforce.over_limit(policy, zone, existing, starts))
-            violation = enforce.limit_violation(policy)
-            for i in ok:
-                if occurrences[i].start in refused:
-                    evaluation.add(
-                        i,
-                        {
-                            "resource_id": str(rid),
-                            "reason": violation.reason.value,
-                            "detail": violation.detail,
-                        },
-                    )
     return evaluation
+
+
+def booked(
+    gate: admission.Gate,
+    body: BookingCreate,
+    targets: dict[UUID, admission.Target],
+    occurrences: list[Occurrence],
+    ok: list[int],
+) -> list[admission.Candidate]:
+    """The rows a booking makes: each admitted occurrence on each of its resources."""
+    return [
+        admission.Candidate(
+            resource=targets[u.resource_id],
+            start=occurrences[i].start,
+            end=occurrences[i].end,
+            owner=gate.actor.api_key_id,
+            customer=body.customer,
+            quantity=u.quantity,
+        )
+        for i in ok
+        for u in body.resources
+        if u.resource_id in targets
+    ]

@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 
 from psycopg import errors as pg_errors
 
-from reservations.availability import enforce, rules
+from reservations.availability import enforce
 from reservations.bookings import repository, spanning
-from reservations.bookings.evaluation import check_shape, evaluate, occurrences_of
+from reservations.bookings.evaluation import Series, booked, check_shape, evaluate, occurrences_of
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import (
     BookingCancel,
@@ -43,16 +43,11 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.reservations import fastmap
+from reservations.reservations import admission, fastmap
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
 from reservations.reservations.schemas import Status, is_stale_hold
-from reservations.reservations.service import (
-    check_hold_limit,
-    check_override,
-    check_quantity,
-    map_after_commit,
-)
+from reservations.reservations.service import check_override, map_after_commit
 from reservations.resources import repository as resource_repo
 from reservations.tenancy.service import Principal, Role
 
@@ -70,21 +65,25 @@ async def create(
     svc: Services, caller: Principal, body: BookingCreate, idem: Idempotency | None
 ) -> Reply:
     check_override(caller, body.override_rules)
-    if body.end - body.start > svc.settings.max_reservation:
-        raise InvalidInput(
-            f"Each occurrence may last at most {svc.settings.max_reservation}.",
-            errors=[{"field": "end", "in": "body", "message": "too long"}],
-        )
-    if body.hold_seconds is not None and body.hold_seconds > svc.settings.max_hold_seconds:
-        raise InvalidInput(
-            f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
-            errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
-        )
+    admission.check_length(svc, body.start, body.end)
+    admission.check_hold_seconds(svc, body.hold_seconds)
+    # The series is expanded before any lock or connection is taken: its cost is bounded by
+    # work (bookings.recurrence), and nobody waits on it.
+    zone = body.timezone or await _zone_of(svc, caller, body.resources[0].resource_id)
+    occurrences = await occurrences_of(body, zone)
     groups = svc.shards.group(r.resource_id for r in body.resources)
     try:
         if len(groups) == 1:
-            return await _create(svc.at(body.resources[0].resource_id, caller), caller, body, idem)
-        reply, rows, expired = await spanning.create(svc, caller, body, idem, groups)
+            return await _create(
+                svc.at(body.resources[0].resource_id, caller),
+                caller,
+                body,
+                idem,
+                Series(zone, occurrences),
+            )
+        reply, rows, expired = await spanning.create(
+            svc, caller, body, idem, groups, Series(zone, occurrences)
+        )
     except pg_errors.ExclusionViolation:
         # Only a writer that skips the resource locks can get here; the guard held.
         metrics.RESERVATIONS_CONFLICTED.labels("constraint").inc()
@@ -99,11 +98,31 @@ async def create(
     return reply
 
 
+async def _zone_of(svc: Services, caller: Principal, resource_id: UUID) -> str:
+    """The first resource's time zone, the series' default (read before the booking's
+    transaction; the transaction checks the resource again under its lock)."""
+    if svc.resource_cache is not None:
+        cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
+        if cached is not None:
+            return str(cached["timezone"])
+    row = await svc.at(resource_id).db.read(
+        lambda conn: resource_repo.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+    )
+    if row is None:
+        raise NotFound(f"No resource {resource_id} in your tenant.")
+    return str(row["timezone"])
+
+
 async def _create(
-    svc: Services, caller: Principal, body: BookingCreate, idem: Idempotency | None
+    svc: Services,
+    caller: Principal,
+    body: BookingCreate,
+    idem: Idempotency | None,
+    series: Series,
 ) -> Reply:
     now = svc.clock.now()
     ids = [r.resource_id for r in body.resources]
+    occurrences = series.occurrences
     async with svc.db.transaction() as conn:
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
@@ -120,16 +139,18 @@ async def _create(
         }
         if missing := [str(i) for i in ids if i not in found]:
             raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
+        targets = {i: admission.Target.of(found[i]) for i in ids}
         for units in body.resources:
-            check_quantity(units.quantity, found[units.resource_id]["capacity"])
-        policies = {i: enforce.policy_of(found[i]["policy"]) for i in ids}
-        occurrences = await occurrences_of(body, body.timezone or found[ids[0]]["timezone"])
-        check_shape(occurrences, policies)
+            admission.check_quantity(units.quantity, targets[units.resource_id].capacity)
+        check_shape(occurrences, {i: t.policy for i, t in targets.items()})
 
-        evaluation = await evaluate(conn, caller, body, found, policies, occurrences, now)
+        gate = _gate(caller, body, now)
+        evaluation = await evaluate(conn, gate, body, targets, occurrences)
         ok = evaluation.ok()
         if not ok or (len(ok) < len(occurrences) and body.mode is Mode.all_or_nothing):
             raise evaluation.refusal()
+        candidates = booked(gate, body, targets, occurrences, ok)
+        terms = await admission.settle(svc, conn, gate, candidates)
 
         booking = await repository.insert(
             conn,
@@ -137,46 +158,30 @@ async def _create(
             tenant_id=caller.tenant_id,
             rrule=body.rrule,
             exdates=[d.isoformat() for d in body.exdates],
-            timezone=body.timezone or found[ids[0]]["timezone"],
+            timezone=series.zone,
             mode=body.mode.value,
             customer=body.customer,
             metadata=body.metadata,
             created_by=caller.api_key_id,
             now=now,
         )
-        hold = body.hold_seconds
-        expires = now + timedelta(seconds=hold) if hold is not None else None
-        # Pending (a hold awaiting approval) when any resource needs approval for this key.
-        windows = [p.approval_window for p in policies.values() if p.requires_approval]
-        pending = bool(windows) and caller.role is not Role.admin
-        if pending:
-            expires = now + min(windows)
-        if expires is not None:
-            await check_hold_limit(svc, conn, caller, new_holds=len(ok) * len(ids), now=now)
         rows = await reservation_repo.insert_many(
             conn,
             tenant_id=caller.tenant_id,
             booking_id=booking["id"],
             items=[
-                (
-                    uuid7_beside(u.resource_id),
-                    u.resource_id,
-                    occurrences[i].start,
-                    occurrences[i].end,
-                    u.quantity,
-                )
-                for i in ok
-                for u in body.resources
+                (uuid7_beside(c.resource.id), c.resource.id, c.start, c.end, c.quantity)
+                for c in candidates
             ],
-            status=Status.held if expires is not None else Status.confirmed,
-            expires_at=expires,
+            status=terms.status,
+            expires_at=terms.expires_at,
             customer=body.customer,
             metadata=body.metadata,
             created_by=caller.api_key_id,
             now=now,
-            needs_approval=pending,
+            needs_approval=terms.needs_approval,
         )
-        if len(rows) != len(ok) * len(ids):  # cannot happen under the locks; never half-book
+        if len(rows) != len(candidates):  # cannot happen under the locks; never half-book
             raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
         rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
         reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
@@ -188,6 +193,16 @@ async def _create(
         fastmap.changes(rows, live=True) + fastmap.changes(evaluation.expired, live=False),
     )
     return reply
+
+
+def _gate(caller: Principal, body: BookingCreate, now: datetime) -> admission.Gate:
+    return admission.Gate(
+        actor=caller,
+        change=admission.Change.create,
+        now=now,
+        override=body.override_rules,
+        hold_seconds=body.hold_seconds,
+    )
 
 
 async def get(svc: Services, caller: Principal, booking_id: UUID) -> Reply:
@@ -275,6 +290,7 @@ async def _confirm_here(
         held = to_confirm(rows, caller, now)
         confirmed = []
         if held:
+            await _admit_confirm(svc, conn, caller, held, now)
             confirmed = await repository.set_status(
                 conn, reservation_ids=[r["id"] for r in held], status="confirmed", now=now
             )
@@ -285,6 +301,24 @@ async def _confirm_here(
             await idem.save(conn, reply, now=now)
     await map_after_commit(svc, fastmap.changes(confirmed, live=True))
     return reply
+
+
+async def _admit_confirm(
+    svc: Services, conn: Conn, caller: Principal, held: list[dict[str, Any]], now: datetime
+) -> None:
+    """Admission's word on confirming these holds (approval, as the resources ask now)."""
+    found = {
+        r["id"]: admission.Target.of(r)
+        for r in await resource_repo.get_many(
+            conn, tenant_id=caller.tenant_id, resource_ids=sorted({h["resource_id"] for h in held})
+        )
+    }
+    if any(h["resource_id"] not in found for h in held):
+        raise ReservationNotLive("A resource of this booking is archived.")
+    gate = admission.Gate(actor=caller, change=admission.Change.confirm, now=now)
+    await admission.settle_each(
+        svc, conn, gate, [admission.Candidate.as_is(found[h["resource_id"]], h) for h in held]
+    )
 
 
 def to_confirm(rows: list[dict[str, Any]], caller: Principal, now: datetime) -> list[Any]:
@@ -452,25 +486,30 @@ async def _move(
                 conn, tenant_id=caller.tenant_id, resource_ids=resource_ids
             )
         }
-        moves = []
+        gate = admission.Gate(
+            actor=caller,
+            change=admission.Change.reschedule,
+            now=now,
+            override=change.override_rules,
+        )
+        moves, candidates = [], []
         for row in live:
             start, end = _moved(row, change, booking["timezone"])
-            if end - start > svc.settings.max_reservation:
-                raise InvalidInput(
-                    f"Each occurrence may last at most {svc.settings.max_reservation}."
-                )
             resource = found.get(row["resource_id"])
             if resource is None:
                 raise ReservationNotLive("A resource of this booking is archived.")
-            if not change.override_rules and resource["policy"]:
-                policy = enforce.policy_of(resource["policy"])
-                if violations := rules.check(
-                    policy, resource["timezone"], start=start, end=end, now=now
-                ):
-                    raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
+            candidate = admission.Candidate.moved(
+                admission.Target.of(resource), row, start=start, end=end, customer=row["customer"]
+            )
+            admission.check_length(svc, start, end)
+            if violations := admission.violations(gate, candidate):
+                raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
             moves.append((row["id"], start, end))
-        if not change.override_rules:
-            await _enforce_booker_limits(conn, live, moves, found, now)
+            candidates.append(candidate)
+        if refused := await admission.booker_refusals(conn, gate, candidates):
+            first = min(refused)
+            raise enforce.refuse([refused[first]], occurrence=live[first]["start_at"].isoformat())
+        terms = await admission.settle_each(svc, conn, gate, candidates)
         expired = []
         for rid in resource_ids:  # holds past their expiry must not stand in the way
             mine = [m for m, r in zip(moves, live, strict=True) if r["resource_id"] == rid]
@@ -485,6 +524,11 @@ async def _move(
         await _refuse_overlaps(conn, caller, live, moves, found, now)
         await repository.defer_guards(conn)
         moved = await repository.move(conn, moves=moves, now=now)
+        for candidate, (rid_, _, _), settled in zip(candidates, moves, terms, strict=True):
+            if candidate.current is not None and not candidate.current.same_terms(settled):
+                await reservation_repo.update(
+                    conn, reservation_id=rid_, changes=settled.columns(), now=now
+                )
         booking = await repository.touch(conn, booking_id=booking_id, now=now)
         rows = await repository.reservations(conn, booking_id=booking_id)
     was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
@@ -492,42 +536,6 @@ async def _move(
         svc, fastmap.changes(moved, live=True, was=was) + fastmap.changes(expired, live=False)
     )
     return booking_reply(booking, rows, now)
-
-
-async def _enforce_booker_limits(
-    conn: Conn,
-    live: list[dict[str, Any]],
-    moves: list[tuple[UUID, datetime, datetime]],
-    found: dict[UUID, dict[str, Any]],
-    now: datetime,
-) -> None:
-    """The booker limit of each resource, for the moved occurrences at their new starts (the
-    resources' locks are held)."""
-    groups: dict[tuple[UUID, UUID, str | None], tuple[list[datetime], list[datetime]]] = {}
-    for row, (_, start, _) in zip(live, moves, strict=True):
-        old, new = groups.setdefault(
-            (row["resource_id"], row["created_by"], row["customer"]), ([], [])
-        )
-        old.append(row["start_at"])
-        new.append(start)
-    for (resource_id, api_key_id, customer), (old, new) in groups.items():
-        resource = found[resource_id]
-        if not resource["policy"]:
-            continue
-        policy = enforce.policy_of(resource["policy"])
-        if policy.booker_limit is None:
-            continue
-        await enforce.enforce_booker_limit(
-            conn,
-            policy,
-            resource["timezone"],
-            resource_id=resource_id,
-            api_key_id=api_key_id,
-            customer=customer,
-            starts=new,
-            now=now,
-            moving_from=old,
-        )
 
 
 async def _refuse_overlaps(

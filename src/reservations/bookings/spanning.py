@@ -18,15 +18,14 @@ two-phase transaction, so a retry finds it exactly when the booking exists.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 
-from reservations.availability import enforce
 from reservations.bookings import repository
-from reservations.bookings.evaluation import Evaluation, check_shape, evaluate, occurrences_of
+from reservations.bookings.evaluation import Evaluation, Series, booked, check_shape, evaluate
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import BookingCreate, Mode
 from reservations.deps import Services
@@ -34,14 +33,13 @@ from reservations.errors import BookingContended, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
-from reservations.reservations.schemas import Status
-from reservations.reservations.service import check_hold_limit, check_quantity
 from reservations.resources import repository as resource_repo
 from reservations.sharding import repository as shard_repo
 from reservations.sharding.router import STALE_TOKEN, sqlstate
 from reservations.sharding.twophase import TwoPhase, fault_point
-from reservations.tenancy.service import Principal, Role
+from reservations.tenancy.service import Principal
 
 
 async def create(
@@ -50,6 +48,7 @@ async def create(
     body: BookingCreate,
     idem: Idempotency | None,
     groups: dict[str, list[UUID]],
+    series: Series,
 ) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
     """Book across clusters; returns the reply, the rows made and the holds expired."""
     assert svc.redlock is not None  # Services requires it when there are several clusters
@@ -79,7 +78,9 @@ async def create(
                         await shard_repo.fence(conn, resource_id=rid, token=lease.tokens[str(rid)])
                 for key in sorted({lock_key(r) for r in rids}):
                     await lock_resource(conn, key)
-            reply, rows, expired = await _book(svc, caller, body, tx.conns, groups, booking_id)
+            reply, rows, expired = await _book(
+                svc, caller, body, tx.conns, groups, booking_id, series
+            )
             if idem is not None:
                 await idem.save(home, reply, now=now)
             await tx.commit()
@@ -102,6 +103,7 @@ async def _book(
     conns: dict[str, Conn],
     groups: dict[str, list[UUID]],
     booking_id: UUID,
+    series: Series,
 ) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
     now = svc.clock.now()
     ids = [r.resource_id for r in body.resources]
@@ -113,25 +115,29 @@ async def _book(
             found[row["id"]] = row
     if missing := [str(i) for i in ids if i not in found]:
         raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
+    targets = {i: admission.Target.of(found[i]) for i in ids}
     for units in body.resources:
-        check_quantity(units.quantity, found[units.resource_id]["capacity"])
-    policies = {i: enforce.policy_of(found[i]["policy"]) for i in ids}
-    zone = body.timezone or found[ids[0]]["timezone"]
-    occurrences = await occurrences_of(body, zone)
-    check_shape(occurrences, policies)
+        admission.check_quantity(units.quantity, targets[units.resource_id].capacity)
+    zone, occurrences = series.zone, series.occurrences
+    check_shape(occurrences, {i: t.policy for i, t in targets.items()})
 
+    gate = admission.Gate(
+        actor=caller,
+        change=admission.Change.create,
+        now=now,
+        override=body.override_rules,
+        hold_seconds=body.hold_seconds,
+    )
     evaluation = Evaluation(occurrences)
     for name, rids in groups.items():
         part = await evaluate(
             conns[name],
-            caller,
+            gate,
             body.model_copy(
                 update={"resources": [u for u in body.resources if u.resource_id in rids]}
             ),
-            {i: found[i] for i in rids},
-            {i: policies[i] for i in rids},
+            {i: targets[i] for i in rids},
             occurrences,
-            now,
         )
         for i, reasons in enumerate(part.reasons):
             evaluation.reasons[i] += reasons
@@ -140,22 +146,15 @@ async def _book(
     if not ok or (len(ok) < len(occurrences) and body.mode is Mode.all_or_nothing):
         raise evaluation.refusal()
 
-    hold = body.hold_seconds
-    expires = now + timedelta(seconds=hold) if hold is not None else None
-    windows = [p.approval_window for p in policies.values() if p.requires_approval]
-    pending = bool(windows) and caller.role is not Role.admin
-    if pending:
-        expires = now + min(windows)
-    if expires is not None:  # counted once, over every cluster
-        home = svc.shards.cluster_name(ids[0])
-        await check_hold_limit(
-            svc,
-            conns[home],
-            caller,
-            new_holds=len(ok) * len(ids),
-            now=now,
-            here=svc.shards.by_name(home),
-        )
+    # Terms for the whole booking; live holds counted once, over every cluster.
+    home = svc.shards.cluster_name(ids[0])
+    terms = await admission.settle(
+        svc,
+        conns[home],
+        gate,
+        booked(gate, body, targets, occurrences, ok),
+        here=svc.shards.by_name(home),
+    )
     booking: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for name, rids in groups.items():
@@ -192,13 +191,13 @@ async def _book(
                 for i in ok
                 for u in here
             ],
-            status=Status.held if expires is not None else Status.confirmed,
-            expires_at=expires,
+            status=terms.status,
+            expires_at=terms.expires_at,
             customer=body.customer,
             metadata=body.metadata,
             created_by=caller.api_key_id,
             now=now,
-            needs_approval=pending,
+            needs_approval=terms.needs_approval,
         )
         if len(made) != len(ok) * len(here):
             raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")

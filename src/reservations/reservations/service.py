@@ -13,20 +13,18 @@ How a create is kept fast and correct (DESIGN.md, "The one invariant"):
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
-from reservations.availability import enforce
 from reservations.deps import Services
 from reservations.errors import (
-    ApprovalRequired,
     Forbidden,
     HoldExpired,
-    HoldLimitReached,
     InvalidInput,
     NotFound,
     PreconditionFailed,
@@ -35,11 +33,11 @@ from reservations.errors import (
     ReservationNotPending,
 )
 from reservations.kit import metrics
-from reservations.kit.db import Conn, Database, acting_as, lock_resource
+from reservations.kit.db import Conn, acting_as, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
-from reservations.reservations import fastmap, repository
+from reservations.reservations import admission, fastmap, repository
 from reservations.reservations.conflicts import blocking, conflict, from_json
 from reservations.reservations.schemas import (
     ReservationCreate,
@@ -48,6 +46,7 @@ from reservations.reservations.schemas import (
     ReservationUpdate,
     Status,
 )
+from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal, Role
 from reservations.waitlist.promotion import promote
 
@@ -64,77 +63,17 @@ def _reply(row: dict[str, Any], now: datetime, status: int = 200) -> Reply:
     return Reply(status=status, body=body, headers=headers)
 
 
-def _check_duration(svc: Services, start: datetime, end: datetime) -> None:
-    if end <= start:
-        raise InvalidInput(
-            "end must be after start.",
-            errors=[{"field": "end", "in": "body", "message": "must be after start"}],
-        )
-    if end - start > svc.settings.max_reservation:
-        raise InvalidInput(
-            f"A reservation may last at most {svc.settings.max_reservation}; "
-            "split longer bookings into several reservations.",
-            errors=[{"field": "end", "in": "body", "message": "reservation too long"}],
-        )
-
-
 def check_override(caller: Principal, override: bool) -> None:
     if override and caller.role is not Role.admin:
         raise Forbidden("Only admin keys may send override_rules=true.")
-
-
-def check_quantity(quantity: int, capacity: int) -> None:
-    if quantity > capacity:
-        raise InvalidInput(
-            f"quantity {quantity} exceeds the resource's capacity of {capacity}.",
-            errors=[{"field": "quantity", "in": "body", "message": f"at most {capacity}"}],
-        )
-
-
-async def check_hold_limit(
-    svc: Services,
-    conn: Conn,
-    caller: Principal,
-    *,
-    new_holds: int,
-    now: datetime,
-    here: Database | None = None,
-) -> None:
-    """The per-tenant cap on live holds. Counted in the booking's transaction without a
-    tenant-wide lock (which would serialize all of a tenant's bookings): racing requests can
-    pass the count together, so the cap is exact up to the number of concurrent holds. With
-    shards, the other clusters' holds are counted too (`here`: the cluster of `conn`,
-    default `svc.db`), outside this transaction: the cap is then exact up to the holds made
-    meanwhile on other clusters."""
-    limit = svc.settings.max_live_holds_per_tenant
-    count, first = await repository.live_holds(conn, tenant_id=caller.tenant_id, now=now)
-    if svc.shards.sharded:
-        mine = (here or svc.db).name
-        for db in svc.shards.databases():
-            if db.name == mine:
-                continue
-            async with db.connection() as other:
-                more, soonest = await repository.live_holds(
-                    other, tenant_id=caller.tenant_id, now=now
-                )
-            count += more
-            if soonest is not None and (first is None or soonest < first):
-                first = soonest
-    if count + new_holds > limit:
-        wait = max(1, int((first - now).total_seconds()) + 1) if first is not None else 1
-        raise HoldLimitReached(limit=limit, retry_after=wait)
 
 
 async def create(
     svc: Services, caller: Principal, body: ReservationCreate, idem: Idempotency | None
 ) -> Reply:
     check_override(caller, body.override_rules)
-    _check_duration(svc, body.start, body.end)
-    if body.hold_seconds is not None and body.hold_seconds > svc.settings.max_hold_seconds:
-        raise InvalidInput(
-            f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
-            errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
-        )
+    admission.check_length(svc, body.start, body.end)
+    admission.check_hold_seconds(svc, body.hold_seconds)
     svc = svc.at(body.resource_id, caller)
     # A retry with an Idempotency-Key must get its stored reply, never a map refusal.
     fill = await _refuse_from_map(svc, caller, body) if idem is None else False
@@ -154,6 +93,29 @@ async def create(
     raise AssertionError("unreachable")
 
 
+def _gate(svc: Services, caller: Principal, body: ReservationCreate) -> admission.Gate:
+    return admission.Gate(
+        actor=caller,
+        change=admission.Change.create,
+        now=svc.clock.now(),
+        override=body.override_rules,
+        hold_seconds=body.hold_seconds,
+    )
+
+
+def _candidate(
+    caller: Principal, body: ReservationCreate, target: admission.Target
+) -> admission.Candidate:
+    return admission.Candidate(
+        resource=target,
+        start=body.start,
+        end=body.end,
+        owner=caller.api_key_id,
+        customer=body.customer,
+        quantity=body.quantity,
+    )
+
+
 async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCreate) -> bool:
     """The database-free refusal: with the resource's metadata from the cache and its
     availability map from Redis, refuse a create whose guarded range fully covers a granule
@@ -166,11 +128,9 @@ async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCr
         return True
     if resource["capacity"] != 1:
         return False
-    policy = enforce.policy_of(resource["policy"])
-    if resource["policy"] and not body.override_rules:
-        enforce.enforce(
-            policy, resource["timezone"], start=body.start, end=body.end, now=svc.clock.now()
-        )
+    target = admission.Target.of(resource)
+    admission.screen(svc, _gate(svc, caller, body), _candidate(caller, body, target))
+    policy = target.policy
     in_way = await svc.fastmap.refusal(
         body.resource_id, *policy.guarded(body.start, body.end), now=svc.clock.now()
     )
@@ -190,7 +150,8 @@ async def _create_once(
     expire_first: bool,
     fill_cache: bool = False,
 ) -> Reply:
-    now = svc.clock.now()
+    gate = _gate(svc, caller, body)
+    now = gate.now
     # Pipelined: BEGIN, the claim and the pre-check go in one round trip, the lock with the
     # insert, the idempotency record with COMMIT (kit/db.py `pipelined`).
     async with svc.db.transaction(pipeline=True) as conn:
@@ -212,11 +173,10 @@ async def _create_once(
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
         if fill_cache and svc.resource_cache is not None:
             await svc.resource_cache.put(found, tenant_id=caller.tenant_id)
-        capacity, zone = found["capacity"], found["timezone"]
-        check_quantity(body.quantity, capacity)
-        policy = enforce.policy_of(found["policy"])
-        if found["policy"] and not body.override_rules:
-            enforce.enforce(policy, zone, start=body.start, end=body.end, now=now)
+        target = admission.Target.of(found)
+        candidate = _candidate(caller, body, target)
+        admission.screen(svc, gate, candidate)
+        capacity, policy = target.capacity, target.policy
         overlaps = [from_json(o) for o in found["overlaps"]]
         in_way = blocking(
             overlaps,
@@ -239,24 +199,7 @@ async def _create_once(
                 conn, resource_id=body.resource_id, start=body.start, end=body.end, now=now
             )
             metrics.RESERVATIONS_EXPIRED.labels("booking").inc(len(expired))
-        if policy.booker_limit is not None and not body.override_rules:
-            await enforce.enforce_booker_limit(
-                conn,
-                policy,
-                zone,
-                resource_id=body.resource_id,
-                api_key_id=caller.api_key_id,
-                customer=body.customer,
-                starts=[body.start],
-                now=now,
-            )
-        hold = body.hold_seconds
-        pending = policy.requires_approval and caller.role is not Role.admin
-        expires = now + timedelta(seconds=hold) if hold is not None else None
-        if pending:  # a hold until an admin decides, or until the approval window ends
-            expires = now + policy.approval_window
-        if expires is not None:
-            await check_hold_limit(svc, conn, caller, new_holds=1, now=now)
+        terms = await admission.admit(svc, conn, gate, [candidate])
         row = await repository.insert(
             conn,
             reservation_id=uuid7_beside(body.resource_id),
@@ -264,14 +207,14 @@ async def _create_once(
             resource_id=body.resource_id,
             start=body.start,
             end=body.end,
-            status=Status.held if expires is not None else Status.confirmed,
+            status=terms.status,
             quantity=body.quantity,
-            expires_at=expires,
+            expires_at=terms.expires_at,
             customer=body.customer,
             metadata=body.metadata,
             created_by=caller.api_key_id,
             now=now,
-            needs_approval=pending,
+            needs_approval=terms.needs_approval,
         )
         if row is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
@@ -408,6 +351,14 @@ def _live_or_raise(row: dict[str, Any], now: datetime) -> None:
         raise ReservationNotLive("The reservation is cancelled; create a new one.")
 
 
+async def _as_is(conn: Conn, caller: Principal, row: dict[str, Any]) -> admission.Candidate:
+    """A live row as admission sees it when only its status changes."""
+    resource = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=row["resource_id"])
+    if resource is None:
+        raise ReservationNotLive("The reservation's resource is archived.")
+    return admission.Candidate.as_is(admission.Target.of(resource), row)
+
+
 async def confirm(
     svc: Services,
     caller: Principal,
@@ -424,22 +375,12 @@ async def confirm(
             return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
         _live_or_raise(row, now)
-        if row["needs_approval"] and caller.role is not Role.admin:
-            raise ApprovalRequired(
-                "An admin must approve this booking; it keeps its range until"
-                f" {row['expires_at'].isoformat()}."
-            )
         confirmed = row["status"] == Status.held
         if confirmed:  # by an admin, a pending booking's confirmation is its approval
+            gate = admission.Gate(actor=caller, change=admission.Change.confirm, now=now)
+            terms = await admission.admit(svc, conn, gate, [await _as_is(conn, caller, row)])
             row = await repository.update(
-                conn,
-                reservation_id=reservation_id,
-                changes={
-                    "status": Status.confirmed.value,
-                    "expires_at": None,
-                    "needs_approval": False,
-                },
-                now=now,
+                conn, reservation_id=reservation_id, changes=terms.columns(), now=now
             )
         reply = _reply(row, now)
         if idem is not None:
@@ -517,13 +458,14 @@ async def _decide(
                 f"The reservation is {ReservationRead.from_row(row, now).status.value}; only"
                 " pending bookings can be approved or declined."
             )
-        status = Status.confirmed if approve else Status.declined
-        row = await repository.update(
-            conn,
-            reservation_id=reservation_id,
-            changes={"status": status.value, "expires_at": None, "needs_approval": False},
-            now=now,
-        )
+        if approve:
+            gate = admission.Gate(actor=caller, change=admission.Change.approve, now=now)
+            terms = await admission.admit(svc, conn, gate, [await _as_is(conn, caller, row)])
+            changes = terms.columns()
+        else:
+            changes = {"status": Status.declined.value, "expires_at": None}
+            changes["needs_approval"] = False
+        row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
         reply = _reply(row, now)
     if approve:
         await map_after_commit(svc, fastmap.changes([row], live=True))
@@ -598,7 +540,7 @@ async def _update_once(
         if current["in_history"]:
             raise _in_history(current)
         changes: dict[str, Any] = {}
-        if "customer" in fields:
+        if "customer" in fields and body.customer != current["customer"]:
             changes["customer"] = body.customer
         if "metadata" in fields and body.metadata is not None:
             changes["metadata"] = body.metadata
@@ -606,7 +548,17 @@ async def _update_once(
         end = body.end if body.end is not None else current["end_at"]
         moving = (start, end) != (current["start_at"], current["end_at"])
         if moving:
-            _check_duration(svc, start, end)
+            admission.check_length(svc, start, end)
+        # A new range, or a live row counted for another customer: admission asks again.
+        live = ReservationRead.from_row(current, now).status in _LIVE
+        admit = moving or ("customer" in changes and live)
+        if admit:
+            gate = admission.Gate(
+                actor=caller,
+                change=admission.Change.reschedule if moving else admission.Change.edit,
+                now=now,
+                override=body.override_rules,
+            )
             resource_id = current["resource_id"]
             found = await repository.resource_and_overlaps(
                 conn,
@@ -618,41 +570,40 @@ async def _update_once(
             )
             if found is None:
                 raise ReservationNotLive("The reservation's resource is archived.")
-            policy, zone = enforce.policy_of(found["policy"]), found["timezone"]
-            if found["policy"] and not body.override_rules:
-                enforce.enforce(policy, zone, start=start, end=end, now=now)
-            clashes = [from_json(o) for o in found["overlaps"]]
+            candidate = admission.Candidate.moved(
+                admission.Target.of(found),
+                current,
+                start=start,
+                end=end,
+                customer=changes["customer"] if "customer" in changes else current["customer"],
+            )
+            admission.screen(svc, gate, candidate)
+            clashes = [from_json(o) for o in found["overlaps"]] if moving else []
             in_way = blocking(
                 clashes,
                 now=now,
                 capacity=found["capacity"],
                 quantity=current["quantity"],
-                during=policy.guarded(start, end),
+                during=candidate.resource.policy.guarded(start, end),
             )
             if in_way:
                 raise conflict(in_way, caller, stage="precheck", capacity=found["capacity"])
             await lock_resource(conn, lock_key(resource_id))
         row = await _locked(conn, caller, reservation_id, expected_version)
         expired = []
-        if moving:
+        if admit:
             _live_or_raise(row, now)
-            if clashes or expire_first:
+            if moving and (clashes or expire_first):
                 expired = await repository.expire_stale_holds(
                     conn, resource_id=row["resource_id"], start=start, end=end, now=now
                 )
-            if policy.booker_limit is not None and not body.override_rules:
-                await enforce.enforce_booker_limit(
-                    conn,
-                    policy,
-                    zone,
-                    resource_id=row["resource_id"],
-                    api_key_id=row["created_by"],
-                    customer=row["customer"],
-                    starts=[start],
-                    now=now,
-                    moving_from=[row["start_at"]],
-                )
-            changes["start_at"], changes["end_at"] = start, end
+            # Counted against the row as locked (it may have changed since the first read).
+            locked = replace(candidate, current=admission.Current.of(row))
+            terms = await admission.admit(svc, conn, gate, [locked])
+            if not locked.current or not locked.current.same_terms(terms):
+                changes.update(terms.columns())
+            if moving:
+                changes["start_at"], changes["end_at"] = start, end
         if not changes:
             return _reply(row, now)
         was = {row["id"]: (row["during_start"], row["during_end"])}
@@ -663,6 +614,9 @@ async def _update_once(
             fastmap.changes([row], live=True, was=was) + fastmap.changes(expired, live=False),
         )
     return _reply(row, now)
+
+
+_LIVE = (Status.held, Status.pending, Status.confirmed)
 
 
 # The audit log's actor for the hold sweeper's changes.

@@ -1,83 +1,157 @@
 """Promotion of waiting entries into holds.
 
-Runs under the resource's advisory lock, first come first: for each waiting entry it tries
-to insert a hold in a savepoint, and the database guards (exclusion constraint, capacity
-trigger) decide whether it fits. The entry is marked promoted in the same transaction as its
-hold, so no entry is promoted twice. It runs right after every cancel and decline and after
-the sweeper expires holds (each in its own transaction, after the change committed), and
-from the worker for every resource with waiting entries, so a freed range is never left
-unoffered. Between a change's commit and its promotion a direct booking may take the range
-first: the waitlist offers freed ranges, it does not reserve them against new bookings."""
+Runs under the resource's advisory lock, first come first. The resource's waiting entries
+(at most the waitlist's bound per resource) and the live rows over their ranges are read in
+two statements; which entries fit is then decided in memory, so an entry whose range is still
+taken costs no statement at all. Each entry that fits passes admission (reservations.admission)
+as the booker who joined would: the policy's rules as they are now, the booker limit for the
+entry's key and customer, the approval requirement (an approval resource makes the entry a
+pending booking, not a hold a booker may confirm), and the tenant's hold cap. Only then is its
+hold inserted, in a savepoint, under the database guards. The entry is marked promoted in the
+same transaction as its hold, so no entry is promoted twice.
+
+Entries whose range has begun lapse, as do those a rule that cannot heal with time refuses
+(the start passed, the notice grew past it). Entries refused by what can change (a booker
+limit, the hold cap, a blackout, hours, the advance) keep waiting.
+
+It runs right after every cancel and decline and after the sweeper expires holds (each in its
+own transaction, after the change committed), and from the worker for every resource with
+waiting entries, so a freed range is never left unoffered. Between a change's commit and its
+promotion a direct booking may take the range first: the waitlist offers freed ranges, it does
+not reserve them against new bookings."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
 
+from reservations.availability.rules import Reason
 from reservations.deps import Services
-from reservations.kit.db import lock_resource
+from reservations.errors import BookingRuleViolated, HoldLimitReached
+from reservations.kit.db import Conn, lock_resource
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.reservations import fastmap
+from reservations.reservations import admission, fastmap
 from reservations.reservations import repository as reservations
+from reservations.reservations.conflicts import blocking
+from reservations.resources import repository as resources
+from reservations.tenancy.service import Principal, Role
 from reservations.waitlist import repository
+
+# Refusals that time cannot heal: the entry lapses instead of waiting for ever.
+_LAPSING = {Reason.in_the_past, Reason.too_soon}
 
 
 async def promote(svc: Services, resource_id: UUID) -> list[UUID]:
     """Give holds to the resource's waiting entries that fit now, first come first.
     Returns the promoted entries' ids."""
-    now = svc.clock.now()
-    promoted: list[UUID] = []
-    holds = []
     svc = svc.at(resource_id)
     async with svc.db.transaction() as conn:
-        entries = await repository.waiting(conn, resource_id=resource_id)
+        entries = await repository.waiting(
+            conn, resource_id=resource_id, limit=svc.settings.waitlist_max_per_resource
+        )
         if not entries:
             return []
         await lock_resource(conn, lock_key(resource_id))
-        for entry in entries:
-            if entry["start_at"] <= now:
-                await repository.set_status(conn, entry_id=entry["id"], status="lapsed", now=now)
-                continue
-            await reservations.expire_stale_holds(
-                conn,
-                resource_id=resource_id,
-                start=entry["start_at"],
-                end=entry["end_at"],
-                now=now,
-            )
-            try:
-                async with conn.transaction():  # a savepoint: a refusal undoes only this try
-                    hold = await reservations.insert(
-                        conn,
-                        reservation_id=uuid7_beside(resource_id),
-                        tenant_id=entry["tenant_id"],
-                        resource_id=resource_id,
-                        start=entry["start_at"],
-                        end=entry["end_at"],
-                        status="held",
-                        quantity=entry["quantity"],
-                        expires_at=now + timedelta(seconds=entry["hold_seconds"]),
-                        customer=entry["customer"],
-                        metadata={"waitlist_entry": str(entry["id"])},
-                        created_by=entry["created_by"],
-                        now=now,
-                    )
-            except (pg_errors.ExclusionViolation, pg_errors.CheckViolation):
-                continue  # still taken (or before the history horizon): it keeps waiting
-            if hold is None:  # the resource was archived
-                await repository.set_status(conn, entry_id=entry["id"], status="lapsed", now=now)
-                continue
-            marked = await repository.set_status(
-                conn, entry_id=entry["id"], status="promoted", now=now, reservation_id=hold["id"]
-            )
-            await repository.promoted_event(conn, tenant_id=entry["tenant_id"], entry=marked)
-            promoted.append(entry["id"])
-            holds.append(hold)
+        promoted, holds = await _promote_locked(svc, conn, resource_id, entries)
     if svc.fastmap is not None and holds:
         await svc.fastmap.apply(fastmap.changes(holds, live=True))
     return promoted
+
+
+async def _promote_locked(
+    svc: Services, conn: Conn, resource_id: UUID, entries: list[Any]
+) -> tuple[list[UUID], list[Any]]:
+    now = svc.clock.now()
+    resource = await resources.get(conn, tenant_id=entries[0]["tenant_id"], resource_id=resource_id)
+    lapsed = [e["id"] for e in entries if resource is None or e["start_at"] <= now]
+    entries = [e for e in entries if e["id"] not in set(lapsed)]
+    if resource is None or not entries:
+        await repository.lapse(conn, entry_ids=lapsed, now=now)
+        return [], []
+    target = admission.Target.of(resource)
+    policy = target.policy
+    lo = min(e["start_at"] for e in entries)
+    hi = max(e["end_at"] for e in entries)
+    await reservations.expire_stale_holds(conn, resource_id=resource_id, start=lo, end=hi, now=now)
+    busy = await reservations.busy_between(
+        conn,
+        resource_ids=[resource_id],
+        start=lo - policy.buffer_before,
+        end=hi + policy.buffer_after,
+        now=now,
+    )
+    promoted: list[UUID] = []
+    holds: list[Any] = []
+    for entry in entries:
+        during = policy.guarded(entry["start_at"], entry["end_at"])
+        near = [b for b in busy if b["during_start"] < during[1] and during[0] < b["during_end"]]
+        if blocking(
+            near, now=now, capacity=target.capacity, quantity=entry["quantity"], during=during
+        ):
+            continue  # still taken: no statement spent on it
+        gate = admission.Gate(
+            actor=Principal(entry["tenant_id"], entry["created_by"], Role(entry["role"])),
+            change=admission.Change.create,
+            now=now,
+            hold_seconds=entry["hold_seconds"],
+        )
+        candidate = admission.Candidate(
+            resource=target,
+            start=entry["start_at"],
+            end=entry["end_at"],
+            owner=entry["created_by"],
+            customer=entry["customer"],
+            quantity=entry["quantity"],
+        )
+        if violations := admission.violations(gate, candidate):
+            if any(v.reason in _LAPSING for v in violations):
+                lapsed.append(entry["id"])
+            continue
+        try:
+            terms = await admission.admit(svc, conn, gate, [candidate])
+        except (BookingRuleViolated, HoldLimitReached):
+            continue  # the booker limit or the tenant's hold cap: it keeps waiting
+        hold = await _insert_hold(conn, entry, terms, now=now)
+        if hold is None:
+            continue
+        busy.append(hold)
+        marked = await repository.set_status(
+            conn, entry_id=entry["id"], status="promoted", now=now, reservation_id=hold["id"]
+        )
+        await repository.promoted_event(conn, tenant_id=entry["tenant_id"], entry=marked)
+        promoted.append(entry["id"])
+        holds.append(hold)
+    await repository.lapse(conn, entry_ids=lapsed, now=now)
+    return promoted, holds
+
+
+async def _insert_hold(
+    conn: Conn, entry: dict[str, Any], terms: admission.Terms, *, now: datetime
+) -> Any:
+    """The entry's hold, in a savepoint: a refusal by the guards undoes only this try."""
+    try:
+        async with conn.transaction():
+            return await reservations.insert(
+                conn,
+                reservation_id=uuid7_beside(entry["resource_id"]),
+                tenant_id=entry["tenant_id"],
+                resource_id=entry["resource_id"],
+                start=entry["start_at"],
+                end=entry["end_at"],
+                status=terms.status,
+                quantity=entry["quantity"],
+                expires_at=terms.expires_at,
+                customer=entry["customer"],
+                metadata={"waitlist_entry": str(entry["id"])},
+                created_by=entry["created_by"],
+                now=now,
+                needs_approval=terms.needs_approval,
+            )
+    except (pg_errors.ExclusionViolation, pg_errors.CheckViolation):
+        return None  # still taken (or before the history horizon): it keeps waiting
 
 
 async def promote_all(svc: Services) -> int:

@@ -16,6 +16,7 @@ COLUMNS = (
     "id, resource_id, start_at, end_at, quantity, customer, hold_seconds, status,"
     " reservation_id, created_by, created_at, updated_at"
 )
+_PREFIXED = ", ".join(f"w.{c.strip()}" for c in COLUMNS.split(","))
 
 
 async def insert(
@@ -108,15 +109,40 @@ async def page(
     return await cur.fetchall()
 
 
-async def waiting(conn: Conn, *, resource_id: UUID) -> list[DictRow]:
-    """The resource's waiting entries, first come first; SKIP LOCKED: one leaving right
-    now is not promoted."""
+async def waiting(conn: Conn, *, resource_id: UUID, limit: int) -> list[DictRow]:
+    """The resource's first waiting entries, first come first, with their key's role; SKIP
+    LOCKED: one leaving right now is not promoted."""
     cur = await conn.execute(
-        f"SELECT {COLUMNS}, tenant_id FROM waitlist_entry WHERE resource_id = %s"
-        " AND status = 'waiting' ORDER BY created_at, id FOR UPDATE SKIP LOCKED",
-        (resource_id,),
+        f"SELECT {_PREFIXED}, w.tenant_id, k.role FROM waitlist_entry w"
+        " JOIN api_key k ON k.id = w.created_by"
+        " WHERE w.resource_id = %s AND w.status = 'waiting'"
+        " ORDER BY w.created_at, w.id LIMIT %s FOR UPDATE OF w SKIP LOCKED",
+        (resource_id, limit),
     )
     return await cur.fetchall()
+
+
+async def count_waiting(
+    conn: Conn, *, resource_id: UUID | None = None, created_by: UUID | None = None
+) -> int:
+    """Waiting entries of a resource, or of a key (for the waitlist's bounds)."""
+    column, value = ("resource_id", resource_id) if resource_id else ("created_by", created_by)
+    cur = await conn.execute(
+        f"SELECT count(*) AS n FROM waitlist_entry WHERE {column} = %s AND status = 'waiting'",
+        (value,),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def lapse(conn: Conn, *, entry_ids: list[UUID], now: datetime) -> None:
+    """Entries that can no longer be offered (their range began, their resource is gone)."""
+    if entry_ids:
+        await conn.execute(
+            "UPDATE waitlist_entry SET status = 'lapsed', updated_at = %s WHERE id = ANY(%s)",
+            (now, entry_ids),
+        )
 
 
 async def resources_waiting(conn: Conn) -> list[UUID]:

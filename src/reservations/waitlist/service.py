@@ -7,13 +7,12 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
-from reservations.availability import enforce
 from reservations.deps import Services
-from reservations.errors import InvalidInput, NotFound
-from reservations.kit.db import Conn
-from reservations.kit.ids import uuid7_beside
+from reservations.errors import NotFound, WaitlistFull
+from reservations.kit.db import Conn, lock_resource
+from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
-from reservations.reservations.service import check_quantity
+from reservations.reservations import admission
 from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal
 from reservations.waitlist import repository
@@ -26,22 +25,10 @@ def _not_found(entry_id: UUID) -> NotFound:
 
 
 async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> WaitlistEntryRead:
-    now = svc.clock.now()
-    if body.end <= body.start:
-        raise InvalidInput(
-            "end must be after start.",
-            errors=[{"field": "end", "in": "body", "message": "must be after start"}],
-        )
-    if body.start <= now:
-        raise InvalidInput(
-            "The range has begun; a waitlist entry is for a range in the future.",
-            errors=[{"field": "start", "in": "body", "message": "must be in the future"}],
-        )
-    if body.hold_seconds > svc.settings.max_hold_seconds:
-        raise InvalidInput(
-            f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
-            errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
-        )
+    """Wait for a range. The range must be one the caller could book (admission's rules,
+    as a direct create would be judged); the waitlist is bounded per resource and per key."""
+    admission.check_length(svc, body.start, body.end)
+    admission.check_hold_seconds(svc, body.hold_seconds)
     svc = svc.at(body.resource_id, caller)
     async with svc.db.transaction() as conn:
         resource = await resources.get(
@@ -49,10 +36,25 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
         )
         if resource is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
-        check_quantity(body.quantity, resource["capacity"])
-        if resource["policy"]:
-            policy = enforce.policy_of(resource["policy"])
-            enforce.enforce(policy, resource["timezone"], start=body.start, end=body.end, now=now)
+        now = svc.clock.now()
+        gate = admission.Gate(
+            actor=caller, change=admission.Change.create, now=now, hold_seconds=body.hold_seconds
+        )
+        admission.screen(
+            svc,
+            gate,
+            admission.Candidate(
+                resource=admission.Target.of(resource),
+                start=body.start,
+                end=body.end,
+                owner=caller.api_key_id,
+                customer=body.customer,
+                quantity=body.quantity,
+            ),
+        )
+        # The resource's lock makes the bounds exact (joins of one resource queue here).
+        await lock_resource(conn, lock_key(body.resource_id))
+        await _check_bounds(svc, conn, caller, body.resource_id)
         row = await repository.insert(
             conn,
             entry_id=uuid7_beside(body.resource_id),
@@ -68,6 +70,28 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
         )
     await promote(svc, body.resource_id)  # the range may be free already
     return await get(svc, caller, row["id"])
+
+
+async def _check_bounds(svc: Services, conn: Conn, caller: Principal, resource_id: UUID) -> None:
+    per_resource = svc.settings.waitlist_max_per_resource
+    if await repository.count_waiting(conn, resource_id=resource_id) >= per_resource:
+        raise WaitlistFull(
+            f"{per_resource} entries already wait for this resource; try again after some are"
+            " promoted or leave, or book another resource."
+        )
+    per_key = svc.settings.waitlist_max_per_key
+    waiting = await repository.count_waiting(conn, created_by=caller.api_key_id)
+    if svc.shards.sharded:  # a key's entries live with their resources, on every cluster
+        mine = svc.db.name
+        for db in svc.shards.databases():
+            if db.name != mine:
+                async with db.connection() as other:
+                    waiting += await repository.count_waiting(other, created_by=caller.api_key_id)
+    if waiting >= per_key:
+        raise WaitlistFull(
+            f"Your key already waits for {per_key} ranges; leave one"
+            " (DELETE /v1/waitlist/{id}) before joining another."
+        )
 
 
 async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:

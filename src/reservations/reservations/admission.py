@@ -1,0 +1,414 @@
+"""Admission: the one gate every live reservation passes, however it is made or changed.
+
+A direct create, each occurrence of a booking (one cluster or several), a reschedule or an
+edit of customer or owner (`PATCH` of a reservation, a booking's move), a confirm, an
+approval and a waitlist promotion all ask the functions here, so a rule added once holds on
+every path and a refusal reads the same on every path (422 `booking-rule-violated` with the
+same `reason` and `violations`). What is decided here:
+
+- the system-wide maximum length (`RESERVATIONS_MAX_RESERVATION_SECONDS`);
+- the resource's policy rules (hours, blackouts, grid, duration, notice, advance), and that
+  no start lies in the past; admin keys may send `override_rules` to skip them all;
+- the booker limit, counted for the row's *final* key and customer;
+- the hold terms: held with an expiry, pending an admin's approval, or confirmed (`terms`);
+- the tenant's cap on live holds.
+
+It is split in two by the resource lock: `screen` is pure and runs before the lock (a
+refusal then costs no lock and no write); `admit` counts what needs the locked rows (booker
+limits, live holds) and settles the terms. The database constraint still decides overlaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from reservations.availability import enforce, rules
+from reservations.availability.policy import Policy
+from reservations.availability.rules import Violation
+from reservations.deps import Services
+from reservations.errors import ApprovalRequired, Forbidden, HoldLimitReached, InvalidInput
+from reservations.kit.db import Conn, Database
+from reservations.reservations import repository
+from reservations.reservations.schemas import Status
+from reservations.tenancy.service import Principal, Role
+
+
+class Change(StrEnum):
+    """What a write does to a live reservation."""
+
+    create = "create"  # a new row: direct, an occurrence of a booking, a promotion
+    reschedule = "reschedule"  # a new start or end (perhaps with a new customer)
+    edit = "edit"  # a new customer, same range
+    confirm = "confirm"  # held to confirmed
+    approve = "approve"  # pending to confirmed, by an admin
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The resource as admission sees it."""
+
+    id: UUID
+    capacity: int
+    zone: str
+    policy: Policy
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Target:
+        return cls(
+            id=row["id"],
+            capacity=row["capacity"],
+            zone=row["timezone"],
+            policy=enforce.policy_of(row["policy"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """A live row that a change starts from."""
+
+    start: datetime
+    end: datetime
+    status: str  # stored status: held or confirmed
+    needs_approval: bool
+    expires_at: datetime | None
+    customer: str | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Current:
+        return cls(
+            start=row["start_at"],
+            end=row["end_at"],
+            status=str(row["status"]),
+            needs_approval=bool(row["needs_approval"]),
+            expires_at=row["expires_at"],
+            customer=row["customer"],
+        )
+
+    def same_terms(self, terms: Terms) -> bool:
+        return (self.status, self.expires_at, self.needs_approval) == (
+            terms.status.value,
+            terms.expires_at,
+            terms.needs_approval,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A live row as it would be after the write."""
+
+    resource: Target
+    start: datetime
+    end: datetime
+    owner: UUID  # the key the row belongs to (its booker limit counts by it)
+    customer: str | None
+    quantity: int = 1
+    current: Current | None = None  # the row before a change; None for a new row
+
+    @classmethod
+    def as_is(cls, target: Target, row: dict[str, Any]) -> Candidate:
+        """A live row whose range and customer stay (a confirm, an approval)."""
+        return cls.moved(
+            target, row, start=row["start_at"], end=row["end_at"], customer=row["customer"]
+        )
+
+    @classmethod
+    def moved(
+        cls,
+        target: Target,
+        row: dict[str, Any],
+        *,
+        start: datetime,
+        end: datetime,
+        customer: str | None,
+    ) -> Candidate:
+        """A live row with a new range and its (new or kept) customer."""
+        return cls(
+            resource=target,
+            start=start,
+            end=end,
+            owner=row["created_by"],
+            customer=customer,
+            quantity=row["quantity"],
+            current=Current.of(row),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """How an admitted row is stored."""
+
+    status: Status  # held or confirmed
+    expires_at: datetime | None
+    needs_approval: bool
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "expires_at": self.expires_at,
+            "needs_approval": self.needs_approval,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Who asks for what: the same for every candidate of one request."""
+
+    actor: Principal
+    change: Change
+    now: datetime
+    override: bool = False
+    hold_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.override and self.actor.role is not Role.admin:
+            raise Forbidden("Only admin keys may send override_rules=true.")
+
+
+def check_length(svc: Services, start: datetime, end: datetime) -> None:
+    """The system-wide bounds on a range, whoever asks."""
+    if end <= start:
+        raise InvalidInput(
+            "end must be after start.",
+            errors=[{"field": "end", "in": "body", "message": "must be after start"}],
+        )
+    if end - start > svc.settings.max_reservation:
+        raise InvalidInput(
+            f"A reservation may last at most {svc.settings.max_reservation}; "
+            "split longer bookings into several reservations.",
+            errors=[{"field": "end", "in": "body", "message": "reservation too long"}],
+        )
+
+
+def check_hold_seconds(svc: Services, hold_seconds: int | None) -> None:
+    if hold_seconds is not None and hold_seconds > svc.settings.max_hold_seconds:
+        raise InvalidInput(
+            f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
+            errors=[{"field": "hold_seconds", "in": "body", "message": "too long"}],
+        )
+
+
+def check_quantity(quantity: int, capacity: int) -> None:
+    if quantity > capacity:
+        raise InvalidInput(
+            f"quantity {quantity} exceeds the resource's capacity of {capacity}.",
+            errors=[{"field": "quantity", "in": "body", "message": f"at most {capacity}"}],
+        )
+
+
+def violations(gate: Gate, candidate: Candidate) -> list[Violation]:
+    """The policy rules the candidate breaks (pure). Confirm and approve ask nothing here:
+    a hold is a promise of its range until it expires, and policy changes bind new rows
+    and changes of range, not the holds already given."""
+    if gate.override or gate.change in (Change.confirm, Change.approve):
+        return []
+    current = candidate.current
+    if gate.change is Change.edit and current is not None:
+        return []  # same range: only the counts (booker limit) can object
+    new_start = current is None or candidate.start != current.start
+    target = candidate.resource
+    return rules.check(
+        target.policy,
+        target.zone,
+        start=candidate.start,
+        end=candidate.end,
+        now=gate.now,
+        new_start=new_start,
+    )
+
+
+def screen(svc: Services, gate: Gate, candidate: Candidate) -> None:
+    """The checks that need no database: length, quantity and the policy's rules. Raises
+    the refusal a direct create would get."""
+    if gate.change in (Change.create, Change.reschedule):
+        check_length(svc, candidate.start, candidate.end)
+        check_quantity(candidate.quantity, candidate.resource.capacity)
+    if found := violations(gate, candidate):
+        raise enforce.refuse(found)
+
+
+def needs_approval(gate: Gate, candidates: Sequence[Candidate]) -> bool:
+    """Whether an admin must approve what this request makes of the rows: the resource asks
+    for approval and the caller is not an admin."""
+    if gate.actor.role is Role.admin:
+        return False
+    return any(c.resource.policy.requires_approval for c in candidates)
+
+
+def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
+    """Held, pending or confirmed, with the expiry: the one place hold terms are decided.
+
+    - create: `hold_seconds` makes a hold; an approval resource (non-admin caller) makes a
+      pending hold for the shortest approval window; otherwise confirmed.
+    - reschedule or edit by a non-admin on an approval resource: the row goes back to
+      pending (an admin approved the old booking, not this one); a row already pending keeps
+      its expiry. Otherwise the row keeps its status and expiry.
+    - confirm: refused (409 approval-required) while an admin must decide; else confirmed.
+    - approve: confirmed (admins only; the caller checks the row is pending).
+    """
+    now = gate.now
+    approval = needs_approval(gate, candidates)
+    windows = [
+        c.resource.policy.approval_window for c in candidates if c.resource.policy.requires_approval
+    ]
+    if gate.change is Change.create:
+        if approval:
+            return Terms(Status.held, now + min(windows), needs_approval=True)
+        if gate.hold_seconds is not None:
+            return Terms(Status.held, now + timedelta(seconds=gate.hold_seconds), False)
+        return Terms(Status.confirmed, None, False)
+    current = candidates[0].current
+    assert current is not None
+    if gate.change is Change.approve:
+        return Terms(Status.confirmed, None, False)
+    if gate.change is Change.confirm:
+        if current.needs_approval and gate.actor.role is not Role.admin:
+            raise ApprovalRequired(
+                "An admin must approve this booking; it keeps its range until"
+                f" {current.expires_at.isoformat() if current.expires_at else 'then'}."
+            )
+        if approval:
+            raise ApprovalRequired(
+                "This resource now needs an admin's approval: an admin may confirm this hold"
+                " (or cancel it and book again to ask for approval)."
+            )
+        return Terms(Status.confirmed, None, False)
+    if approval and not current.needs_approval:
+        return Terms(Status.held, now + min(windows), needs_approval=True)
+    return Terms(Status(current.status), current.expires_at, current.needs_approval)
+
+
+def new_holds(candidates: Sequence[Candidate], terms_: Terms) -> int:
+    """How many live holds the write adds (rows that were not holds before)."""
+    if terms_.status is not Status.held:
+        return 0
+    return sum(1 for c in candidates if c.current is None or c.current.status != Status.held)
+
+
+async def booker_refusals(
+    conn: Conn, gate: Gate, candidates: Sequence[Candidate]
+) -> dict[int, Violation]:
+    """The candidates (by index) that the booker limit refuses, counted for each row's final
+    key and customer against the live rows read under the resources' locks. Rows that move
+    no longer count at their old start."""
+    if gate.override or gate.change in (Change.confirm, Change.approve):
+        return {}
+    groups: dict[tuple[UUID, UUID, str | None], list[int]] = {}
+    for i, c in enumerate(candidates):
+        policy = c.resource.policy
+        if policy.booker_limit is None:
+            continue
+        who = enforce.booker_of(policy, c.owner, c.customer)
+        groups.setdefault((c.resource.id, c.owner, who), []).append(i)
+    refused: dict[int, Violation] = {}
+    for (_, owner, who), indexes in groups.items():
+        first = candidates[indexes[0]]
+        policy, zone = first.resource.policy, first.resource.zone
+        starts = [candidates[i].start for i in indexes]
+        existing = await enforce.booker_existing(
+            conn,
+            policy,
+            zone,
+            resource_id=first.resource.id,
+            api_key_id=owner,
+            customer=first.customer,
+            starts=starts,
+            now=gate.now,
+        )
+        for i in indexes:  # a row counted for this booker before no longer counts there
+            current = candidates[i].current
+            was = (
+                enforce.booker_of(policy, owner, current.customer) if current is not None else None
+            )
+            if current is not None and was == who and current.start in existing:
+                existing.remove(current.start)
+        over = set(enforce.over_limit(policy, zone, existing, starts))
+        for i in indexes:
+            if candidates[i].start in over:
+                refused[i] = enforce.limit_violation(policy)
+    return refused
+
+
+async def check_hold_cap(
+    svc: Services,
+    conn: Conn,
+    actor: Principal,
+    *,
+    new: int,
+    now: datetime,
+    here: Database | None = None,
+) -> None:
+    """The per-tenant cap on live holds. Counted in the write's transaction without a
+    tenant-wide lock (which would serialize all of a tenant's bookings): racing requests can
+    pass the count together, so the cap is exact up to the number of concurrent holds. With
+    shards, the other clusters' holds are counted too (`here`: the cluster of `conn`,
+    default `svc.db`), outside this transaction: the cap is then exact up to the holds made
+    meanwhile on other clusters."""
+    if new <= 0:
+        return
+    limit = svc.settings.max_live_holds_per_tenant
+    count, first = await repository.live_holds(conn, tenant_id=actor.tenant_id, now=now)
+    if svc.shards.sharded:
+        mine = (here or svc.db).name
+        for db in svc.shards.databases():
+            if db.name == mine:
+                continue
+            async with db.connection() as other:
+                more, soonest = await repository.live_holds(
+                    other, tenant_id=actor.tenant_id, now=now
+                )
+            count += more
+            if soonest is not None and (first is None or soonest < first):
+                first = soonest
+    if count + new > limit:
+        wait = max(1, int((first - now).total_seconds()) + 1) if first is not None else 1
+        raise HoldLimitReached(limit=limit, retry_after=wait)
+
+
+async def admit(
+    svc: Services,
+    conn: Conn,
+    gate: Gate,
+    candidates: Sequence[Candidate],
+    *,
+    here: Database | None = None,
+) -> Terms:
+    """The locked half of admission for rows written together, all or none: booker limits,
+    hold terms, the tenant's hold cap. Call with the resources' locks held, after `screen`
+    of each candidate (or the caller's own per-candidate report of the same checks)."""
+    refused = await booker_refusals(conn, gate, candidates)
+    if refused:
+        raise enforce.refuse([refused[min(refused)]])
+    return await settle(svc, conn, gate, candidates, here=here)
+
+
+async def settle_each(
+    svc: Services, conn: Conn, gate: Gate, candidates: Sequence[Candidate]
+) -> list[Terms]:
+    """The terms of changed rows, each from its own current state (a booking's move or
+    confirm), and the hold cap the rows that become holds must fit."""
+    settled = [terms(gate, [c]) for c in candidates]
+    new = sum(new_holds([c], t) for c, t in zip(candidates, settled, strict=True))
+    await check_hold_cap(svc, conn, gate.actor, new=new, now=gate.now)
+    return settled
+
+
+async def settle(
+    svc: Services,
+    conn: Conn,
+    gate: Gate,
+    candidates: Sequence[Candidate],
+    *,
+    here: Database | None = None,
+) -> Terms:
+    """The terms of rows written together, and the hold cap they must fit. For a booking,
+    after its per-occurrence report of `violations` and `booker_refusals`."""
+    settled = terms(gate, candidates)
+    await check_hold_cap(
+        svc, conn, gate.actor, new=new_holds(candidates, settled), now=gate.now, here=here
+    )
+    return settled
