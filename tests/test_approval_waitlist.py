@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from reservations.app import create_app
+from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.reservations.service import sweep_expired
 from tests.conftest import (
@@ -267,3 +270,32 @@ def test_a_declined_booking_frees_its_range_for_the_first_waiter(tenant: Tenant)
     # An approval resource: the waiter's turn is a pending booking, for an admin to decide.
     assert (hold["status"], hold["start"], hold["end"]) == ("pending", at(9), at(10))
     assert "waitlist.promoted" in _types(tenant, waiter["id"])
+
+
+@pytest.fixture
+def bounded(settings: Settings) -> Iterator[TestClient]:
+    small = settings.model_copy(update={"waitlist_max_per_resource": 3, "waitlist_max_per_key": 2})
+    with TestClient(create_app(small, Clock()), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_the_waitlist_is_bounded_per_resource_and_per_key(bounded: TestClient) -> None:
+    tenant = new_tenant(bounded)
+    room, other_room = (tenant.admin.resource()["id"] for _ in range(2))
+    for r in (room, other_room):
+        tenant.admin.book(r, at(9), at(17))
+    first, second = tenant.booker, tenant.another_booker()
+    _join(first, room, at(9), at(10))
+    _join(first, other_room, at(9), at(10))
+    full = first.post("/v1/waitlist", json={"resource_id": room, "start": at(10), "end": at(11)})
+    assert (full.status_code, full.json()["type"]) == (409, "/problems/waitlist-full"), full.text
+    assert "leave one" in full.json()["detail"]
+    _join(second, room, at(10), at(11))
+    _join(second, room, at(11), at(12))
+    third = tenant.another_booker()
+    full = third.post("/v1/waitlist", json={"resource_id": room, "start": at(12), "end": at(13)})
+    assert (full.status_code, full.json()["type"]) == (409, "/problems/waitlist-full"), full.text
+    # Leaving frees a place.
+    mine = second.get("/v1/waitlist", params={"resource_id": room}).json()["items"][0]
+    assert second.delete(f"/v1/waitlist/{mine['id']}").status_code == 200
+    _join(third, room, at(12), at(13))

@@ -68,3 +68,25 @@ def test_hold_cap_per_tenant(capped: tuple[TestClient, Clock]) -> None:
     # once the holds expire (no sweeper needed), there is room again
     clock.advance(timedelta(seconds=61))
     assert hold(5) == 201
+
+
+def test_waitlist_promotion_counts_against_the_cap(capped: tuple[TestClient, Clock]) -> None:
+    """A promotion makes a hold: at the cap, the entry keeps waiting instead (it used to be
+    promoted past the cap); once a hold is gone, the next promotion takes its place."""
+    client, _ = capped
+    tenant = new_tenant(client)
+    admin, booker = tenant.admin, tenant.booker
+    room = admin.resource()["id"]
+
+    def at(hour: int) -> str:
+        return f"2031-05-05T{hour:02d}:00:00Z"
+
+    blocker = admin.book(room, at(9), at(10)).json()
+    holds = [booker.book(room, at(h), at(h + 1), hold_seconds=600).json() for h in (11, 12)]
+    entry = booker.post(
+        "/v1/waitlist", json={"resource_id": room, "start": at(9), "end": at(10)}
+    ).json()
+    assert admin.post(f"/v1/reservations/{blocker['id']}/cancel").status_code == 200
+    assert booker.get(f"/v1/waitlist/{entry['id']}").json()["status"] == "waiting"
+    assert booker.post(f"/v1/reservations/{holds[0]['id']}/cancel").status_code == 200
+    assert booker.get(f"/v1/waitlist/{entry['id']}").json()["status"] == "promoted"

@@ -107,11 +107,15 @@ class Evaluation:
         report = [f.model_dump(mode="json") for f in failed]
         kinds = {reason["reason"] for f in failed for reason in f.reasons}
         if kinds - {"booked"}:
-            first = next(r for f in failed for r in f.reasons if r["reason"] != "booked")
+            broken = next(f for f in failed if any(r["reason"] != "booked" for r in f.reasons))
+            rules_ = [r for r in broken.reasons if r["reason"] != "booked"]
+            first = rules_[0]
             return BookingRuleViolated(
                 f"{len(failed)} occurrence(s) break the resources' rules (first: "
-                f"{first['reason']}); nothing was booked. See `occurrences`.",
+                f"{first['reason']}: {first['detail']}); nothing was booked. See `occurrences`.",
                 reason=first["reason"],
+                # As a direct create of the first such occurrence would list them.
+                violations=[{"reason": r["reason"], "detail": r["detail"]} for r in rules_],
                 occurrences=report,
             )
         metrics.RESERVATIONS_CONFLICTED.labels("booking").inc()
