@@ -289,3 +289,34 @@ def test_a_paused_lock_holder_is_fenced_out(
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_booking_across_clusters_passes_the_same_admission(tenant, topology: Topology) -> None:
+    """The spanning path asks the gate every path asks (reservations/admission.py): a rule of
+    one resource refuses the whole booking with the 422 a create gets, an approval resource
+    makes it pending, and a booker's confirm is refused until an admin decides."""
+    a, b = resources_on(tenant, topology, ["a", "b"])
+    admin = tenant.admin
+    policy = {"weekly_hours": {d: [{"start": "09:00", "end": "17:00"}] for d in WEEKDAYS}}
+    assert admin.patch(f"/v1/resources/{b}", json={"policy": policy}).status_code == 200
+    late = tenant.booker.post("/v1/bookings", json=booking_body([a, b], 7, 18))
+    assert late.status_code == 422, late.text
+    assert late.json()["reason"] == "outside-opening-hours"
+    assert late.json()["violations"][0]["reason"] == "outside-opening-hours"
+    for rid in (a, b):  # nothing written on either cluster
+        assert admin.get("/v1/reservations", params={"resource_id": rid}).json()["items"] == []
+    policy = {**policy, "requires_approval": True}
+    assert admin.patch(f"/v1/resources/{b}", json={"policy": policy}).status_code == 200
+    made = tenant.booker.post("/v1/bookings", json=booking_body([a, b], 7, 10))
+    assert made.status_code == 201, made.text
+    booking = made.json()
+    assert {r["status"] for r in booking["reservations"]} == {"pending"}
+    refused = tenant.booker.post(f"/v1/bookings/{booking['id']}/confirm")
+    assert (refused.status_code, refused.json()["type"]) == (409, "/problems/approval-required")
+    confirmed = admin.post(f"/v1/bookings/{booking['id']}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    assert {r["status"] for r in confirmed.json()["reservations"]} == {"confirmed"}
+    assert prepared_on(topology) == []
+
+
+WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

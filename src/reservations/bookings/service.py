@@ -265,6 +265,7 @@ async def confirm(
         reply, changed = await spanning.change(
             svc, caller, booking_id, expected_version, idem,
             pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
+            admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
         )  # fmt: skip
     await map_after_commit(svc, fastmap.changes(changed, live=True))
     return reply

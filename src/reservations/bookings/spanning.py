@@ -17,7 +17,7 @@ two-phase transaction, so a retry finds it exactly when the booking exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -216,9 +216,11 @@ async def change(
     *,
     pick: Callable[[list[dict[str, Any]], datetime], list[Any]],
     status: str,
+    admit: Callable[[Conn, list[dict[str, Any]], datetime], Awaitable[None]] | None = None,
 ) -> tuple[Reply, list[dict[str, Any]]]:
     """Confirm or cancel (`status`) the reservations `pick` chooses from all of a spanning
-    booking's reservations, on every cluster that holds some, all or none (two-phase)."""
+    booking's reservations, on every cluster that holds some, all or none (two-phase).
+    `admit`: admission's word on the chosen rows of each cluster (a confirm's)."""
     held_on = []
     for name, db in svc.shards.clusters.items():
         async with db.connection() as conn:
@@ -263,6 +265,10 @@ async def change(
             )
         now = svc.clock.now()  # after the locks
         chosen = {r["id"] for r in pick([r for part in rows.values() for r in part], now)}
+        if admit is not None:  # admission, on each cluster for its rows
+            for name, conn in tx.conns.items():
+                if mine := [r for r in rows[name] if r["id"] in chosen]:
+                    await admit(conn, mine, now)
         changed: list[dict[str, Any]] = []
         if chosen:
             for name, conn in tx.conns.items():
