@@ -218,7 +218,9 @@ def test_notice_and_advance_bound_the_slots(tenant: Tenant, clock: Clock) -> Non
     assert starts == [starts[0] + timedelta(hours=i) for i in range(len(starts))]
     assert ts(body["free"][0]["start"]) - now >= timedelta(hours=2)
     reasons = {u["reason"]: (ts(u["start"]), ts(u["end"])) for u in body["unavailable"]}
-    assert reasons["too-soon"][0] == window[0]
+    assert reasons["in-the-past"][0] == window[0]
+    assert reasons["in-the-past"][1] - now < timedelta(minutes=1)  # now, as the clock ran
+    assert reasons["too-soon"][0] == reasons["in-the-past"][1]
     assert reasons["too-soon"][1] - now >= timedelta(hours=2)
     assert reasons["too-far-ahead"][1] == window[1]
     # and both ends agree with the booking rules

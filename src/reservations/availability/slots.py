@@ -153,6 +153,7 @@ def compute(
             room=normalize(room),
             window=(window_start, window_end),
             bounds=(earliest, latest),
+            now=now,
             blocked=blocked,
             duration_problem=too_long,
             history_before=history_before,
@@ -169,7 +170,8 @@ def _explain(
     *,
     room: list[Span],
     window: Span,
-    bounds: tuple[datetime | None, datetime | None],
+    bounds: tuple[datetime, datetime | None],
+    now: datetime,
     blocked: list[Span],
     duration_problem: rules.Violation | None,
     history_before: datetime | None,
@@ -184,8 +186,14 @@ def _explain(
         out.append(
             Unavailable(ws, min(history_end, we), Reason.in_history, "moved to history; read-only")
         )
-    if earliest is not None and earliest > ws:
-        out.append(Unavailable(ws, min(earliest, we), Reason.too_soon, "inside the minimum notice"))
+    if now > ws:
+        out.append(Unavailable(ws, min(now, we), Reason.in_the_past, "the time has passed"))
+    if earliest > max(ws, now):
+        out.append(
+            Unavailable(
+                max(ws, now), min(earliest, we), Reason.too_soon, "inside the minimum notice"
+            )
+        )
     if latest is not None and latest < we:
         out.append(
             Unavailable(
