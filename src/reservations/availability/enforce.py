@@ -49,12 +49,6 @@ def refuse(violations: Sequence[Violation], **extra: Any) -> BookingRuleViolated
     )
 
 
-def enforce(policy: Policy, zone: str, *, start: datetime, end: datetime, now: datetime) -> None:
-    violations = rules.check(policy, zone, start=start, end=end, now=now)
-    if violations:
-        raise refuse(violations)
-
-
 def booker_of(policy: Policy, api_key_id: UUID, customer: str | None) -> str | None:
     """The customer the limit counts by, or None to count by API key."""
     limit = policy.booker_limit
@@ -112,37 +106,6 @@ async def booker_existing(
         end=hi,
         now=now,
     )
-
-
-async def enforce_booker_limit(
-    conn: Conn,
-    policy: Policy,
-    zone: str,
-    *,
-    resource_id: UUID,
-    api_key_id: UUID,
-    customer: str | None,
-    starts: Sequence[datetime],
-    now: datetime,
-    moving_from: Sequence[datetime] = (),
-) -> None:
-    """Call with the resource's lock held. `starts` are the new reservations' (or the moved
-    ones' new) starts; `moving_from` the moved ones' old starts, which no longer count."""
-    existing = await booker_existing(
-        conn,
-        policy,
-        zone,
-        resource_id=resource_id,
-        api_key_id=api_key_id,
-        customer=customer,
-        starts=starts,
-        now=now,
-    )
-    for start in moving_from:
-        if start in existing:
-            existing.remove(start)
-    if over_limit(policy, zone, existing, starts):
-        raise refuse([limit_violation(policy)])
 
 
 def limit_violation(policy: Policy) -> Violation:

@@ -463,8 +463,7 @@ async def _decide(
             terms = await admission.admit(svc, conn, gate, [await _as_is(conn, caller, row)])
             changes = terms.columns()
         else:
-            changes = {"status": Status.declined.value, "expires_at": None}
-            changes["needs_approval"] = False
+            changes = {"status": Status.declined.value, "expires_at": None, "needs_approval": False}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
         reply = _reply(row, now)
     if approve:
