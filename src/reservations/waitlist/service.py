@@ -11,6 +11,7 @@ from reservations.availability import enforce
 from reservations.deps import Services
 from reservations.errors import InvalidInput, NotFound
 from reservations.kit.db import Conn
+from reservations.kit.idempotency import Idempotency, Reply, amend, claim, record
 from reservations.kit.ids import uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations.service import check_quantity
@@ -25,7 +26,9 @@ def _not_found(entry_id: UUID) -> NotFound:
     return NotFound(f"No waitlist entry {entry_id} that your key may see.")
 
 
-async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> WaitlistEntryRead:
+async def join(
+    svc: Services, caller: Principal, body: WaitlistJoin, idem: Idempotency | None = None
+) -> Reply:
     now = svc.clock.now()
     if body.end <= body.start:
         raise InvalidInput(
@@ -44,6 +47,8 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
         )
     svc = svc.at(body.resource_id, caller)
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         resource = await resources.get(
             conn, tenant_id=caller.tenant_id, resource_id=body.resource_id
         )
@@ -66,8 +71,14 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
             created_by=caller.api_key_id,
             now=now,
         )
+        await record(idem, conn, joined(WaitlistEntryRead.from_row(row, None)), now=now)
     await promote(svc, body.resource_id)  # the range may be free already
-    return await get(svc, caller, row["id"])
+    await amend(svc.db, idem, reply := joined(await get(svc, caller, row["id"])))
+    return reply
+
+
+def joined(entry: WaitlistEntryRead) -> Reply:
+    return Reply(status=201, body=entry.model_dump_json())
 
 
 async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
