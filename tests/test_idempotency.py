@@ -385,6 +385,23 @@ def test_a_refusal_on_a_newly_idempotent_route_is_kept(tenant: Tenant, settings:
     assert records(settings, key) == 1
 
 
+def test_a_412_is_kept_for_its_if_match_and_a_fresher_etag_is_another_request(
+    tenant: Tenant,
+) -> None:
+    rid = _held(tenant)
+    path = f"/v1/reservations/{rid}/confirm"
+    key = new_key()
+    stale = {KEY: key, "If-Match": '"7"'}
+    first = tenant.booker.post(path, headers=stale)
+    _problem(first, 412, "precondition-failed")
+    _assert_replay_of(tenant.booker.post(path, headers=stale), first)
+    fresh = {KEY: key, "If-Match": '"1"'}
+    _problem(tenant.booker.post(path, headers=fresh), 422, "idempotency-key-reused")
+    done = tenant.booker.post(path, headers={**fresh, KEY: new_key()})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "confirmed"
+
+
 # --- what is not kept -------------------------------------------------------------------------
 
 

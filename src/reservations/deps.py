@@ -124,9 +124,10 @@ IDEMPOTENCY_KEY_DOC = (
     "Makes this request safe to retry: 1-255 printable ASCII characters (a UUID, say), "
     "scoped to your API key, kept 24 hours. The first request with a key that starts to "
     "execute leaves its outcome under the key, success (2xx) or refusal (4xx: a 409 "
-    "conflict, a 422 rule violation, a 404...); a retry with the same key, method, path and "
-    "body gets that response again (status, body, headers) with `Idempotent-Replayed: "
-    "true`, and changes nothing. Nothing is kept for a request refused before it ran "
+    "conflict, a 422 rule violation, a 404...); a retry with the same key, method, path, "
+    "body and If-Match gets that response again (status, body, headers) with "
+    "`Idempotent-Replayed: true`, and changes nothing. Nothing is kept for a request "
+    "refused before it ran "
     "(malformed input, authentication, a 429), for a 5xx, or for a 409 "
     "`idempotency-key-in-use` (the key's first request is still running: retry later with "
     "the same key). The same key with a different request: 422 `idempotency-key-reused`."
@@ -203,8 +204,8 @@ def idempotency(
     request: Request, caller: Principal, key: str | None, payload: object
 ) -> Idempotency | None:
     """The idempotency record of this request (None without a key): scoped to the API key,
-    fingerprinted by method, path and payload; a secret in its reply is sealed with the
-    caller's bearer token."""
+    fingerprinted by method, path, payload and If-Match; a secret in its reply is sealed
+    with the caller's bearer token."""
     _, token = get_authorization_scheme_param(request.headers.get("Authorization"))
     return Idempotency.of(
         api_key_id=caller.api_key_id,
@@ -212,6 +213,7 @@ def idempotency(
         method=request.method,
         path=request.url.path,
         payload=payload,
+        precondition=request.headers.get("If-Match"),
         seal_key=token.encode(),
     )
 

@@ -114,8 +114,12 @@ class Idempotency:
         method: str,
         path: str,
         payload: object,
+        precondition: str | None = None,
         seal_key: bytes = b"",
     ) -> Idempotency | None:
+        """`precondition`: the request's If-Match, part of what makes it the same request
+        (a refusal is kept: a 412 retried with a fresher ETag under the same key is another
+        request, 422 idempotency-key-reused, not the 412 again)."""
         if key is None:
             return None
         digest = hashlib.sha256()
@@ -124,6 +128,8 @@ class Idempotency:
         digest.update(path.encode())
         digest.update(b"\0")
         digest.update(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+        if precondition is not None:
+            digest.update(b"\0If-Match\0" + precondition.encode())
         return cls(api_key_id=api_key_id, key=key, fingerprint=digest.digest(), seal_key=seal_key)
 
     def anchor(self) -> UUID:
@@ -210,7 +216,7 @@ class Claim:
         if bytes(stored["fingerprint"]) != self.idem.fingerprint:
             raise IdempotencyKeyReused(
                 "Use a new Idempotency-Key for a different request; a key may only be retried "
-                "with exactly the same method, path and body."
+                "with exactly the same method, path, body and If-Match."
             )
         return Reply(
             status=stored["status_code"],
