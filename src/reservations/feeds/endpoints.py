@@ -23,7 +23,7 @@ CACHE_CONTROL = "private, max-age=300"
 
 
 @router.post(
-    "", status_code=201, response_model=FeedCreated, responses=problems(401, 403, 404, 422)
+    "", status_code=201, response_model=FeedCreated, responses=problems(401, 403, 404, 409, 422)
 )
 async def create_feed(
     body: FeedCreate, caller: Admin, svc: Svc, request: Request, key: IdemKey

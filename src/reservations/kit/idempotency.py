@@ -12,7 +12,9 @@ savepoint the claim set right after the lock and the look-up, the problem reply 
 key, COMMIT, then the error goes to the client as usual. So a retry of a 409 conflict gets the
 409 again even once the slot is free: its client was told the slot is taken. Not kept (the
 retry runs again): refusals before the claim (malformed input, authentication, quotas), 429s,
-5xx, and the "not now" conflicts (idempotency-key-in-use, booking-contended).
+5xx, and the "not now" conflicts (idempotency-key-in-use, booking-contended). Nor is a refusal
+decided after the transaction ended: a create whose insert met the exclusion constraint on
+both of its attempts (a double race) raises its 409 outside them, unrecorded.
 
 A secret in a reply (a feed's token, a webhook's signing secret) is not stored as it is: it
 is sealed with a pad derived from the caller's own bearer token, which the database holds

@@ -40,7 +40,7 @@ def _etag(resource: ResourceRead) -> dict[str, str]:
     "",
     status_code=201,
     response_model=ResourceRead,
-    responses={201: LINKS, **problems(401, 403, 404, 413, 422)},
+    responses={201: LINKS, **problems(401, 403, 404, 409, 413, 422)},
 )
 async def create_resource(
     request: Request, body: ResourceCreate, caller: Admin, svc: Svc, key: IdemKey

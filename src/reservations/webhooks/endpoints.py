@@ -34,7 +34,10 @@ def _reply(endpoint: WebhookRead, status: int = 200, **headers: str) -> Response
 
 
 @router.post(
-    "", status_code=201, response_model=WebhookCreated, responses=problems(401, 403, 413, 422)
+    "",
+    status_code=201,
+    response_model=WebhookCreated,
+    responses=problems(401, 403, 409, 413, 422),
 )
 async def create_webhook(
     request: Request, body: WebhookCreate, caller: Admin, svc: Svc, key: IdemKey
@@ -105,7 +108,7 @@ async def list_deliveries(
     "/{webhook_id}/test",
     status_code=202,
     response_model=TestMessage,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(401, 403, 404, 409, 422),
 )
 async def send_test(
     request: Request, webhook_id: UUID, caller: Admin, svc: Svc, key: IdemKey
