@@ -15,7 +15,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 
 from reservations.config import Settings
-from reservations.kit.db import Conn, Database
+from reservations.kit.db import Conn, Database, on_failure
 from tests.conftest import make_settings
 
 
@@ -154,5 +154,108 @@ def test_transaction_locals_and_xact_locks_last_the_whole_transaction(database_u
                 " FROM pg_locks WHERE pid = pg_backend_pid()"
             )
             assert await cur.fetchone() == {"probe": "", "locks": 0}
+
+    _run(database_url, body)
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "plain"])
+@pytest.mark.parametrize(
+    ("where", "raised"),
+    [
+        ("read", pg_errors.UniqueViolation),
+        ("unread", pg_errors.UniqueViolation),
+        ("python", LookupError),
+    ],
+)
+def test_a_kept_failure_commits_its_record_and_is_raised_after(
+    database_url: str,
+    pipeline: bool,
+    where: str,
+    raised: type[BaseException],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`on_failure` (what an Idempotency-Key claim registers): when the block raises, the
+    recorder rolls back to its savepoint and writes a record; the transaction commits what
+    came before the savepoint and the record, and the block's own error is raised after."""
+
+    async def body(db: Database, table: str) -> None:
+        async def recorder(conn: Conn, error: BaseException) -> bool:
+            assert isinstance(error, raised)
+            await conn.execute("ROLLBACK TO SAVEPOINT probe")
+            await conn.execute(_insert(table), (99, 99))
+            return True
+
+        async def kept() -> None:
+            async with db.transaction(pipeline=pipeline) as conn:
+                await conn.execute(_insert(table), (1, 1))  # before the savepoint: kept
+                await conn.execute("SAVEPOINT probe")
+                assert on_failure(conn, recorder)
+                await _failing_block(conn, table, where)  # inserts 10, then fails
+
+        async def unregistered() -> None:
+            async with db.transaction(pipeline=pipeline) as conn:
+                await conn.execute(_insert(table), (2, 2))
+                await _failing_block(conn, table, "python")
+
+        with pytest.raises(raised):
+            await kept()
+        # Pipelined, a statement never read fails only with COMMIT, after the block: that
+        # is not the block's failure, and nothing is kept.
+        expected = [] if pipeline and where == "unread" else [1, 99]
+        assert await _keys(db, table) == expected
+        await _clean(db)
+        # the registration ended with its transaction: this failure just rolls back
+        with pytest.raises(LookupError):
+            await unregistered()
+        assert await _keys(db, table) == expected
+
+    with caplog.at_level(logging.WARNING):
+        _run(database_url, body)
+    ignored = [
+        r
+        for r in caplog.records
+        if r.name.startswith("psycopg") and "pipeline aborted" not in r.getMessage()
+    ]
+    assert not ignored, caplog.text
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "plain"])
+def test_a_failure_the_recorder_declines_or_cannot_write_rolls_back(
+    database_url: str, pipeline: bool
+) -> None:
+    async def body(db: Database, table: str) -> None:
+        async def declines(conn: Conn, error: BaseException) -> bool:
+            return False
+
+        async def breaks(conn: Conn, error: BaseException) -> bool:
+            await conn.execute("ROLLBACK TO SAVEPOINT probe")
+            await conn.execute(_insert(table), (1, 1))  # duplicate key: the record fails
+            return True
+
+        async def failing(recorder: Callable[[Conn, BaseException], Awaitable[bool]]) -> None:
+            async with db.transaction(pipeline=pipeline) as conn:
+                await conn.execute(_insert(table), (5, 5))
+                await conn.execute("SAVEPOINT probe")
+                on_failure(conn, recorder)
+                await _failing_block(conn, table, "python")
+
+        async with db.transaction(pipeline=pipeline) as conn:
+            await conn.execute(_insert(table), (1, 1))
+        for recorder in (declines, breaks):
+            with pytest.raises(LookupError):  # the block's error, not the recorder's
+                await failing(recorder)
+            assert await _keys(db, table) == [1]
+            await _clean(db)
+
+    _run(database_url, body)
+
+
+def test_no_recorder_outside_an_owned_transaction(database_url: str) -> None:
+    async def body(db: Database, table: str) -> None:
+        async def recorder(conn: Conn, error: BaseException) -> bool:
+            raise AssertionError("never run")
+
+        async with db.connection() as conn, conn.transaction():
+            assert not on_failure(conn, recorder)
 
     _run(database_url, body)

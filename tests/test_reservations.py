@@ -689,19 +689,25 @@ def test_idempotency_key_is_per_api_key(tenant: Tenant, settings: Settings) -> N
     first = tenant.booker.post("/v1/reservations", json=body, headers={"Idempotency-Key": key})
     assert first.status_code == 201, first.text
 
+    # a different body with that key from another API key is a fresh request, not a reuse
     other = tenant.another_booker()
-    # the same key and body from another API key runs on its own: it meets the first booking
-    clash = other.post("/v1/reservations", json=body, headers={"Idempotency-Key": key})
-    _problem(clash, 409, "reservation-conflict")
-    # and a different body with that key is a fresh request, not a reuse
     elsewhere = {**body, "start": at(9, 12), "end": at(9, 13)}
     r = other.post("/v1/reservations", json=elsewhere, headers={"Idempotency-Key": key})
     assert r.status_code == 201, r.text
     assert "idempotent-replayed" not in r.headers
+    # and the same key and body from a third API key runs on its own: it meets the first booking
+    clash = tenant.another_booker().post(
+        "/v1/reservations", json=body, headers={"Idempotency-Key": key}
+    )
+    _problem(clash, 409, "reservation-conflict")
+    assert "idempotent-replayed" not in clash.headers
     assert len(_rows_for(settings, room["id"])) == 2
 
 
-def test_failed_request_is_not_stored(tenant: Tenant, settings: Settings) -> None:
+def test_refusal_is_stored_under_its_key(tenant: Tenant, settings: Settings) -> None:
+    """A request that ran and was refused keeps its refusal under its key (Stripe's rule):
+    its client was told the slot is taken, so a retry must not book it later. More in
+    tests/test_idempotency.py."""
     room = tenant.admin.resource()
     blocker = _created(tenant.admin.book(room["id"], at(9, 10), at(9, 11)))
     key = _key()
@@ -711,19 +717,21 @@ def test_failed_request_is_not_stored(tenant: Tenant, settings: Settings) -> Non
     assert tenant.admin.post(f"/v1/reservations/{blocker['id']}/cancel").status_code == 200
 
     retry = tenant.booker.post("/v1/reservations", json=body, headers={"Idempotency-Key": key})
-    assert retry.status_code == 201, retry.text
-    assert "idempotent-replayed" not in retry.headers
-    statuses = sorted(s for _, s in _rows_for(settings, room["id"]))
-    assert statuses == ["cancelled", "confirmed"]
+    _problem(retry, 409, "reservation-conflict")
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == r.content
+    assert sorted(s for _, s in _rows_for(settings, room["id"])) == ["cancelled"]
 
-    # a 404 is not stored either
+    # a 404 is kept too: the key then belongs to that request
     key2 = _key()
     missing = {**body, "resource_id": str(UUID(int=3))}
     r = tenant.booker.post("/v1/reservations", json=missing, headers={"Idempotency-Key": key2})
     _problem(r, 404, "not-found")
-    ok = {**body, "start": at(9, 12), "end": at(9, 13)}
-    r = tenant.booker.post("/v1/reservations", json=ok, headers={"Idempotency-Key": key2})
-    assert r.status_code == 201, r.text
+    again = tenant.booker.post("/v1/reservations", json=missing, headers={"Idempotency-Key": key2})
+    _problem(again, 404, "not-found")
+    assert again.headers["idempotent-replayed"] == "true"
+    r = tenant.booker.post("/v1/reservations", json=body, headers={"Idempotency-Key": key2})
+    _problem(r, 422, "idempotency-key-reused")
 
 
 def test_idempotent_confirm_and_cancel(tenant: Tenant) -> None:

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from reservations.config import Settings
 from reservations.errors import Forbidden, InvalidInput, Unauthenticated
@@ -119,16 +120,27 @@ async def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     return caller
 
 
-async def idempotency_key(
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe key (1-255 printable ASCII characters), kept 24 hours.",
-            json_schema_extra={"pattern": "^[!-~]{1,255}$"},
-        ),
-    ] = None,
-) -> str | None:
+IDEMPOTENCY_KEY_DOC = (
+    "Makes this request safe to retry: 1-255 printable ASCII characters (a UUID, say), "
+    "scoped to your API key, kept 24 hours. The first request with a key that starts to "
+    "execute leaves its outcome under the key, success (2xx) or refusal (4xx: a 409 "
+    "conflict, a 422 rule violation, a 404...); a retry with the same key, method, path, "
+    "body and If-Match gets that response again (status, body, headers) with "
+    "`Idempotent-Replayed: true`, and changes nothing. Nothing is kept for a request "
+    "refused before it ran "
+    "(malformed input, authentication, a 429), for a 5xx, or for a 409 "
+    "`idempotency-key-in-use` (the key's first request is still running: retry later with "
+    "the same key). The same key with a different request: 422 `idempotency-key-reused`."
+)
+READ_ONLY_KEY_DOC = (
+    "Accepted (1-255 printable ASCII characters) so that clients can send one on every "
+    "POST, but nothing is kept under it: this POST only reads, so a retry is safe anyway "
+    "and gets a fresh answer, never a stored one."
+)
+_KEY_PATTERN = {"pattern": "^[!-~]{1,255}$"}
+
+
+def _checked_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 255 or not all(33 <= ord(c) <= 126 for c in key):
@@ -138,6 +150,28 @@ async def idempotency_key(
             errors=[{"field": "Idempotency-Key", "in": "header", "message": "malformed"}],
         )
     return key
+
+
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", description=IDEMPOTENCY_KEY_DOC, json_schema_extra=_KEY_PATTERN
+        ),
+    ] = None,
+) -> str | None:
+    return _checked_key(key)
+
+
+async def read_only_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key", description=READ_ONLY_KEY_DOC, json_schema_extra=_KEY_PATTERN
+        ),
+    ] = None,
+) -> str | None:
+    return _checked_key(key)
 
 
 # An ETag this API sends ("3"), weak or unquoted, or `*`; surrounding blanks are HTTP's.
@@ -170,13 +204,17 @@ def idempotency(
     request: Request, caller: Principal, key: str | None, payload: object
 ) -> Idempotency | None:
     """The idempotency record of this request (None without a key): scoped to the API key,
-    fingerprinted by method, path and payload."""
+    fingerprinted by method, path, payload and If-Match; a secret in its reply is sealed
+    with the caller's bearer token."""
+    _, token = get_authorization_scheme_param(request.headers.get("Authorization"))
     return Idempotency.of(
         api_key_id=caller.api_key_id,
         key=key,
         method=request.method,
         path=request.url.path,
         payload=payload,
+        precondition=request.headers.get("If-Match"),
+        seal_key=token.encode(),
     )
 
 
@@ -194,4 +232,6 @@ Writer = Annotated[Principal, Depends(writer)]
 Admin = Annotated[Principal, Depends(admin)]
 Svc = Annotated[Services, Depends(services)]
 IdemKey = Annotated[str | None, Depends(idempotency_key)]
+# For a POST that only reads (a search): the header is declared and checked, nothing kept.
+ReadOnlyKey = Annotated[str | None, Depends(read_only_key)]
 IfMatch = Annotated[int | None, Depends(if_match)]

@@ -44,6 +44,10 @@ class DomainError(Exception):
     status: int = 400
     slug: str = "bad-request"
     title: str = "Bad request"
+    # Whether a request that failed with this error after claiming its Idempotency-Key
+    # keeps the error under the key (see `recorded_error`): true for the request's own
+    # outcome, false for "not now" answers that a retry with the same key should get past.
+    recorded: bool = True
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -131,11 +135,13 @@ class ResourceHasFutureReservations(DomainError):
 class IdempotencyKeyInUse(DomainError):
     status, slug = 409, "idempotency-key-in-use"
     title = "A request with this Idempotency-Key is still being processed"
+    recorded = False  # the first request's outcome is what the key will replay
 
 
 class IdempotencyKeyReused(DomainError):
     status, slug = 422, "idempotency-key-reused"
     title = "This Idempotency-Key was used with a different request"
+    recorded = False  # the key keeps the first request's outcome
 
 
 class WaitlistFull(DomainError):
@@ -190,6 +196,7 @@ class ShardMoving(DomainError):
 class BookingContended(DomainError):
     status, slug = 409, "booking-contended"
     title = "Another booking of the same resources is in progress"
+    recorded = False  # a concurrent request's doing: "retry shortly" must be able to succeed
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail + " Nothing was changed; retry shortly.")
@@ -199,6 +206,9 @@ class BookingContended(DomainError):
 class BookingSpansClusters(DomainError):
     status, slug = 409, "booking-spans-clusters"
     title = "This booking spans database clusters and cannot be changed as one yet"
+    # Also the signal by which a booking's confirm or cancel on one cluster hands over to
+    # the cross-cluster path (bookings.service), under the same key: not an outcome.
+    recorded = False
 
 
 _HTTP_SLUGS = {
@@ -289,6 +299,37 @@ def allowed_methods(routes: Iterable[Any], request: Request) -> list[str]:
     return sorted(found)
 
 
+def horizon_refusal(exc: BaseException) -> BookingRuleViolated | None:
+    """The one database refusal that is the caller's to fix wherever it comes from (a
+    create, a move, a booking): a guarded range that starts before the history horizon
+    (migration 0003). Anything else stays a server error (None)."""
+    if not isinstance(exc, pg_errors.CheckViolation):
+        return None
+    if exc.diag.constraint_name != HISTORY_HORIZON:
+        return None
+    detail = (
+        "The range (with the resource's buffers) starts before the history horizon:"
+        " reservations that ended that long ago have moved to history and none can be"
+        " added or moved there. Choose a later range."
+    )
+    return BookingRuleViolated(
+        detail,
+        reason="in-history",
+        violations=[{"reason": "in-history", "detail": detail}],
+    )
+
+
+def recorded_error(exc: BaseException) -> DomainError | None:
+    """The error a request that ended with `exc` leaves under its Idempotency-Key, or None
+    when it leaves nothing (Stripe's rules): the request's own 4xx outcome is kept; a
+    "not now" answer (429, 409 idempotency-key-in-use, booking-contended) and a server
+    error (5xx, any exception that is not a domain error) are not, so a retry runs again."""
+    error = exc if isinstance(exc, DomainError) else horizon_refusal(exc)
+    if error is None or not error.recorded or error.status == 429 or error.status >= 500:
+        return None
+    return error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def domain(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
@@ -332,22 +373,11 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def database_guard(_: Request, exc: Exception) -> Response:
-        """The one database refusal that is the caller's to fix wherever it comes from (a
-        create, a move, a booking): a guarded range that starts before the history horizon
-        (migration 0003). Anything else stays a server error."""
         assert isinstance(exc, pg_errors.CheckViolation)
-        if exc.diag.constraint_name != HISTORY_HORIZON:
+        refusal = horizon_refusal(exc)
+        if refusal is None:
             raise exc
-        detail = (
-            "The range (with the resource's buffers) starts before the history horizon:"
-            " reservations that ended that long ago have moved to history and none can be"
-            " added or moved there. Choose a later range."
-        )
-        return BookingRuleViolated(
-            detail,
-            reason="in-history",
-            violations=[{"reason": "in-history", "detail": detail}],
-        ).response()
+        return refusal.response()
 
     app.add_exception_handler(pg_errors.CheckViolation, database_guard)
     app.add_exception_handler(DomainError, domain)

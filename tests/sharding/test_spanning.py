@@ -104,6 +104,41 @@ def test_a_booking_across_clusters_is_whole_and_replays(tenant, topology: Topolo
     assert prepared_on(topology) == []
 
 
+def test_a_refused_booking_across_clusters_keeps_its_refusal_under_its_key(
+    tenant, topology: Topology
+) -> None:
+    """The coordinator's claim on the home cluster keeps a refusal too (TwoPhase commits the
+    record there, one-phase, before anything is prepared): once the slot is free, the key
+    still answers the 409 its client got, and nothing is booked or left prepared."""
+    a, b = resources_on(tenant, topology, ["a", "b"])
+    blocker = tenant.admin.book(b, DAY.format(2, 9), DAY.format(2, 10))
+    assert blocker.status_code == 201, blocker.text
+    body = booking_body([a, b], 2, 9)
+    headers = {"Idempotency-Key": "span-refused"}
+    first = tenant.booker.post("/v1/bookings", json=body, headers=headers)
+    assert first.status_code == 409, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    cancelled = tenant.admin.post(f"/v1/reservations/{blocker.json()['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    again = tenant.booker.post("/v1/bookings", json=body, headers=headers)
+    assert again.status_code == 409
+    assert again.content == first.content
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert prepared_on(topology) == []
+    for url in topology.clusters.values():
+        live = rows_on(
+            url,
+            "SELECT count(*) FROM reservation WHERE resource_id IN (%s, %s)"
+            " AND status <> 'cancelled'",
+            UUID(a),
+            UUID(b),
+        )
+        assert live == [(0,)]
+    fresh = tenant.booker.post("/v1/bookings", json=body, headers={"Idempotency-Key": "span-ok"})
+    assert fresh.status_code == 201, fresh.text
+
+
 def test_a_held_booking_across_clusters_is_confirmed_as_one(tenant, topology: Topology) -> None:
     a, c = resources_on(tenant, topology, ["a", "c"])
     body = {**booking_body([a, c], 5, 9), "hold_seconds": 600}

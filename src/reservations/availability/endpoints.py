@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from reservations.availability import service
 from reservations.availability.schemas import AvailabilityRead, SearchPage, SearchRequest
-from reservations.deps import Caller, Svc
+from reservations.deps import Caller, ReadOnlyKey, Svc
 from reservations.kit.fields import CustomerRef, Duration, Timestamp
 from reservations.kit.openapi import problems
 
@@ -66,9 +66,13 @@ async def resource_availability(
 @router.post(
     "/v1/availability/search", response_model=SearchPage, responses=problems(401, 413, 422)
 )
-async def search_availability(body: SearchRequest, caller: Caller, svc: Svc) -> Response:
+async def search_availability(
+    body: SearchRequest, caller: Caller, svc: Svc, _key: ReadOnlyKey
+) -> Response:
     """Resources (with all `tags`, at least `min_capacity`) that are free for the whole
     window, or, with `duration`, that have a slot in it; earliest first, then by id.
-    Per-booker limits are not applied here; the resource's availability applies them."""
+    Per-booker limits are not applied here; the resource's availability applies them.
+    A POST only for its body: it reads, so an Idempotency-Key is accepted and nothing is
+    kept under it (a retry gets a fresh answer)."""
     page = await service.search(svc, caller, body)
     return Response(page.model_dump_json(), media_type="application/json")

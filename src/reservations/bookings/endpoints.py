@@ -74,7 +74,7 @@ async def confirm_booking(
 @router.post(
     "/{booking_id}/cancel",
     response_model=BookingRead,
-    responses=problems(401, 403, 404, 412, 413, 422),
+    responses=problems(401, 403, 404, 409, 412, 413, 422),
 )
 async def cancel_booking(
     request: Request,

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from reservations.deps import Admin, Svc
+from reservations.deps import Admin, IdemKey, Svc, idempotency, send
 from reservations.feeds import service
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage
 from reservations.kit.openapi import problems
@@ -23,14 +23,17 @@ CACHE_CONTROL = "private, max-age=300"
 
 
 @router.post(
-    "", status_code=201, response_model=FeedCreated, responses=problems(401, 403, 404, 422)
+    "", status_code=201, response_model=FeedCreated, responses=problems(401, 403, 404, 409, 422)
 )
-async def create_feed(body: FeedCreate, caller: Admin, svc: Svc, request: Request) -> FeedCreated:
+async def create_feed(
+    body: FeedCreate, caller: Admin, svc: Svc, request: Request, key: IdemKey
+) -> Response:
     """Make a calendar feed of a resource, or of everything one API key booked (admin).
-    The answer holds the feed's URL with its secret token, once: only a hash is kept.
-    Not idempotent (a stored reply would keep the token): if a retry made a second feed,
-    revoke the one you do not use."""
-    return await service.create(svc, caller, body, base_url=str(request.base_url))
+    The answer holds the feed's URL with its secret token, once: only a hash is kept (and,
+    under an Idempotency-Key, the reply with the token sealed by your API key, so that a
+    retry with the key gets the same token back)."""
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.create(svc, caller, body, idem, base_url=str(request.base_url)))
 
 
 @router.get("", response_model=FeedPage, responses=problems(401, 403, 422))

@@ -18,6 +18,7 @@ from reservations.errors import NotFound
 from reservations.feeds import ical, repository, tokens
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRead
 from reservations.kit.db import Conn, Database
+from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import uuid7, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.tenancy.service import Principal
@@ -42,15 +43,20 @@ def _read(row: dict[str, Any]) -> FeedRead:
 
 
 async def create(
-    svc: Services, caller: Principal, body: FeedCreate, *, base_url: str
-) -> FeedCreated:
+    svc: Services, caller: Principal, body: FeedCreate, idem: Idempotency | None, *, base_url: str
+) -> Reply:
+    """Make a feed; the reply (201, with the token, which a stored reply keeps only sealed)
+    is the one an Idempotency-Key replays."""
     new = tokens.generate()
+    now = svc.clock.now()
     # A resource's feed lives with the resource (on its shard cluster); a key's feed in the
     # catalog, with the key.
     feed_id = uuid7() if body.resource_id is None else uuid7_beside(body.resource_id)
     if body.resource_id is not None:
         svc = svc.at(body.resource_id, caller)
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         api_key_id = None
         if body.resource_id is not None:
             found = await repository.live_resource(
@@ -76,13 +82,16 @@ async def create(
             secret_hash=new.secret_hash,
             label=body.label,
             created_by=caller.api_key_id,
-            now=svc.clock.now(),
+            now=now,
         )
-    return FeedCreated(
-        **_read(row).model_dump(),
-        token=new.token,
-        url=f"{base_url.rstrip('/')}/feeds/{new.token}.ics",
-    )
+        created = FeedCreated(
+            **_read(row).model_dump(),
+            token=new.token,
+            url=f"{base_url.rstrip('/')}/feeds/{new.token}.ics",
+        )
+        reply = Reply(status=201, body=created.model_dump_json(), secret=new.token)
+        await record(idem, conn, reply, now=now)
+    return reply
 
 
 async def list_page(

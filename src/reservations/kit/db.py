@@ -12,6 +12,10 @@ key id, or `system:<job>` for background work) and the request id, as transactio
 settings (so they cannot leak to the next user of a pooled connection); the audit triggers
 (migration 0007) read them. Whoever authenticates a request, or starts a job, sets `ACTOR`
 (see `acting_as`); nothing else has to pass it along.
+
+A transaction may keep a record of its own failure (`on_failure`): the Idempotency-Key's
+claim uses it to leave the refusal of a request under its key, in the transaction that holds
+the key's lock, so no duplicate can run between the failure and its record.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import pq
+from psycopg import AsyncPipeline, pq
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -37,6 +44,7 @@ from reservations.kit.replicas import Replicas, stop_task
 Conn = psycopg.AsyncConnection[DictRow]
 INTRANS, INERROR = pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Who the current request or job acts as: an API key id, or "system:<job>". Per task, like the
 # request id: set by authentication, read by every transaction the request opens.
@@ -51,6 +59,73 @@ def acting_as(actor: str) -> Iterator[None]:
         yield
     finally:
         ACTOR.reset(token)
+
+
+# See `on_failure`: what the block of a transaction wants done if it raises.
+Recorder = Callable[[Conn, BaseException], Awaitable[bool]]
+
+
+@dataclass
+class _Unit:
+    recorder: Recorder | None = None
+    kept: BaseException | None = None
+
+
+# The transactions open now, by connection: a `_Unit` lives exactly as long as its
+# transaction (`owned`), so nothing registered can outlive it on a pooled connection.
+_UNITS: weakref.WeakKeyDictionary[Conn, _Unit] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def owned(conn: Conn) -> Iterator[_Unit]:
+    """For the owner of a transaction on `conn` (`Database.transaction`, sharding's
+    TwoPhase): for the block, `on_failure` registrations on `conn` belong to it."""
+    unit = _Unit()
+    _UNITS[conn] = unit
+    try:
+        yield unit
+    finally:
+        if _UNITS.get(conn) is unit:
+            del _UNITS[conn]
+
+
+def on_failure(conn: Conn, recorder: Recorder) -> bool:
+    """If the block of the transaction open on `conn` raises, first run
+    `recorder(conn, error)`. A recorder that returns True has made the transaction fit to
+    COMMIT (rolled back to a savepoint of its own and written the failure's record): the
+    owner then commits, and raises the error after COMMIT. False, or a database error in the
+    recorder, and the transaction rolls back as it would have. One recorder per transaction;
+    returns False (nothing registered) when no owner tracks a transaction on `conn`."""
+    unit = _UNITS.get(conn)
+    if unit is None:
+        return False
+    unit.recorder = recorder
+    return True
+
+
+async def keep_failure(conn: Conn, error: BaseException, pipeline: AsyncPipeline | None) -> bool:
+    """For a transaction's owner whose block raised `error`: runs the recorder registered
+    on `conn` (once). True when the transaction is to commit and `error` to be raised after;
+    `pipeline` when the transaction is pipelined (its statements' errors surface here)."""
+    unit = _UNITS.get(conn)
+    if unit is None or unit.recorder is None:
+        return False
+    recorder, unit.recorder = unit.recorder, None
+    try:
+        if pipeline is not None:
+            # What the block left in flight arrives first (its error too, already met by
+            # the block or not): the transaction is then merely open or aborted.
+            with contextlib.suppress(psycopg.Error):
+                await pipeline.sync()
+        if not await recorder(conn, error):
+            return False
+        if pipeline is not None:
+            await pipeline.sync()
+    except psycopg.Error as exc:
+        log.warning("the failure %r could not be recorded: %r", error, exc)
+        return False
+    unit.kept = error
+    return True
 
 
 class Database:
@@ -142,18 +217,25 @@ class Database:
         `pipeline`: the block runs in psycopg's pipeline mode (see `pipelined`), so
         statements whose results it does not read yet travel together with the next one
         it does read; BEGIN and the locals go with the block's first read, the block's last
-        writes with COMMIT."""
+        writes with COMMIT.
+
+        A block that raises rolls back, unless a recorder registered with `on_failure`
+        keeps a record of the failure: then it commits that, and the error is raised after
+        COMMIT."""
         async with self.pool.connection() as conn:
-            async with pipelined(conn) if pipeline else conn.transaction():
-                await self.set_locals(conn)
-                if self._on_begin is not None:
-                    await self._on_begin(conn)
-                yield conn
+            with owned(conn) as unit:
+                async with pipelined(conn) if pipeline else _plain(conn):
+                    await self.set_locals(conn)
+                    if self._on_begin is not None:
+                        await self._on_begin(conn)
+                    yield conn
             if self.replicas is not None and (state := CURRENT.get()) is not None:
                 cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
                 row = await cur.fetchone()
                 if row is not None:
                     state.wrote(self.name, row["lsn"])
+            if unit.kept is not None:  # committed with its record (`on_failure`)
+                raise unit.kept
 
     async def set_locals(self, conn: Conn) -> None:
         """First thing in a write transaction: its actor and request id (and behind a
@@ -201,9 +283,13 @@ async def pipelined(conn: Conn) -> AsyncIterator[None]:
     psycopg's own `transaction()` inside a pipeline syncs after BEGIN and again before
     COMMIT (two more round trips), hence BEGIN and COMMIT by hand here."""
     try:
-        async with conn.pipeline():
+        async with conn.pipeline() as pipeline:
             await conn.execute("BEGIN", prepare=False)
-            yield
+            try:
+                yield
+            except BaseException as exc:
+                if not await keep_failure(conn, exc, pipeline):
+                    raise
             await conn.execute("COMMIT", prepare=False)
     except BaseException:
         # The pipeline's end has synced it: a failed statement's transaction is now merely
@@ -213,6 +299,17 @@ async def pipelined(conn: Conn) -> AsyncIterator[None]:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
         raise
+
+
+@asynccontextmanager
+async def _plain(conn: Conn) -> AsyncIterator[None]:
+    """psycopg's transaction, and a failure kept by its recorder (`on_failure`) commits."""
+    async with conn.transaction():
+        try:
+            yield
+        except BaseException as exc:
+            if not await keep_failure(conn, exc, None):
+                raise
 
 
 async def lock_resource(conn: Conn, key: int) -> None:

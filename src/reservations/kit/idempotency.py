@@ -1,16 +1,32 @@
-"""Idempotency-Key handling, inside the caller's transaction.
+"""Idempotency-Key handling, inside the caller's transaction (Stripe's semantics).
 
 The record is written in the same transaction as the effect, so a request either happened and
 left its response behind, or did not happen and left nothing. While one request runs, it holds
 a transaction-scoped advisory lock on (API key, Idempotency-Key): a concurrent duplicate fails
-`pg_try_advisory_xact_lock` and gets 409 instead of running twice or blocking. Only successful
-responses are stored; a failed request changed nothing, so its retry simply runs again.
+`pg_try_advisory_xact_lock` and gets 409 instead of running twice or blocking.
+
+Every request that got past its claim leaves its outcome: the service saves a success; a
+refusal (a 4xx domain error, see `errors.recorded_error`) is saved by the claim's recorder,
+which the transaction runs when its block raises (kit/db.py `on_failure`): back to the
+savepoint the claim set right after the lock and the look-up, the problem reply saved under the
+key, COMMIT, then the error goes to the client as usual. So a retry of a 409 conflict gets the
+409 again even once the slot is free: its client was told the slot is taken. Not kept (the
+retry runs again): refusals before the claim (malformed input, authentication, quotas), 429s,
+5xx, and the "not now" conflicts (idempotency-key-in-use, booking-contended). Nor is a refusal
+decided after the transaction ended: a create whose insert met the exclusion constraint on
+both of its attempts (a double race) raises its 409 outside them, unrecorded.
+
+A secret in a reply (a feed's token, a webhook's signing secret) is not stored as it is: it
+is sealed with a pad derived from the caller's own bearer token, which the database holds
+only as a hash (`Reply.secret`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import hmac
+import secrets
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -18,8 +34,22 @@ import orjson
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from reservations.errors import IdempotencyKeyInUse, IdempotencyKeyReused
-from reservations.kit.db import Conn
+from reservations.errors import (
+    PROBLEM_JSON,
+    DomainError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    recorded_error,
+)
+from reservations.kit.db import Conn, Database, on_failure
+
+# Set by the claim right after the key's lock and look-up; a recorded failure rolls back to it.
+_SAVEPOINT = "idempotency_claim"
+# Where a stored reply keeps its sealed secret (never sent: the replay unseals it), and what
+# stands for the secret in the stored body: a character JSON always escapes, so it cannot
+# occur in a JSON body otherwise.
+_SEALED = "Idempotency-Sealed-Secret"
+_PLACEHOLDER = "\x01"
 
 
 @dataclass(frozen=True)
@@ -30,6 +60,43 @@ class Reply:
     body: str
     headers: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
+    # A secret that occurs in the body (a token shown once): stored sealed, see `_sealed`.
+    secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def problem(cls, error: DomainError) -> Reply:
+        """The reply the error handler sends for `error` (errors.py), as stored under a key."""
+        body = bytes(error.response().body).decode()
+        return cls(error.status, body, {"Content-Type": PROBLEM_JSON, **error.headers})
+
+    def _sealed(self, seal_key: bytes) -> Reply:
+        """This reply with its secret replaced in the body by a placeholder and kept in a
+        header only as secret XOR HMAC-SHA512(seal key, random salt): without the caller's
+        bearer token, the stored record does not give the secret away."""
+        if self.secret is None:
+            return self
+        salt = secrets.token_bytes(16)
+        plain = self.secret.encode()
+        sealed = bytes(a ^ b for a, b in zip(plain, _pad(seal_key, salt, len(plain)), strict=True))
+        headers = {**self.headers, _SEALED: f"{salt.hex()}.{sealed.hex()}"}
+        return replace(self, body=self.body.replace(self.secret, _PLACEHOLDER), headers=headers)
+
+    def _unsealed(self, seal_key: bytes) -> Reply:
+        if _SEALED not in self.headers:
+            return self
+        headers = dict(self.headers)
+        salt_hex, sealed_hex = headers.pop(_SEALED).split(".")
+        sealed = bytes.fromhex(sealed_hex)
+        pad = _pad(seal_key, bytes.fromhex(salt_hex), len(sealed))
+        secret = bytes(a ^ b for a, b in zip(sealed, pad, strict=True)).decode()
+        return replace(self, body=self.body.replace(_PLACEHOLDER, secret), headers=headers)
+
+
+def _pad(seal_key: bytes, salt: bytes, size: int) -> bytes:
+    pad = hmac.new(seal_key, b"reservations/idempotency-seal\0" + salt, hashlib.sha512).digest()
+    if size > len(pad):
+        raise ValueError("a sealed secret is at most 64 bytes")
+    return pad[:size]
 
 
 @dataclass(frozen=True)
@@ -37,11 +104,24 @@ class Idempotency:
     api_key_id: UUID
     key: str
     fingerprint: bytes
+    # The caller's bearer token: seals a reply's secret (`Reply.secret`); never stored.
+    seal_key: bytes = field(default=b"", repr=False)
 
     @classmethod
     def of(
-        cls, *, api_key_id: UUID, key: str | None, method: str, path: str, payload: object
+        cls,
+        *,
+        api_key_id: UUID,
+        key: str | None,
+        method: str,
+        path: str,
+        payload: object,
+        precondition: str | None = None,
+        seal_key: bytes = b"",
     ) -> Idempotency | None:
+        """`precondition`: the request's If-Match, part of what makes it the same request
+        (a refusal is kept: a 412 retried with a fresher ETag under the same key is another
+        request, 422 idempotency-key-reused, not the 412 again)."""
         if key is None:
             return None
         digest = hashlib.sha256()
@@ -50,21 +130,34 @@ class Idempotency:
         digest.update(path.encode())
         digest.update(b"\0")
         digest.update(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
-        return cls(api_key_id=api_key_id, key=key, fingerprint=digest.digest())
+        if precondition is not None:
+            digest.update(b"\0If-Match\0" + precondition.encode())
+        return cls(api_key_id=api_key_id, key=key, fingerprint=digest.digest(), seal_key=seal_key)
+
+    def anchor(self) -> UUID:
+        """An id derived from the key alone, for a create whose new id would otherwise pick
+        its shard at random (`uuid7_beside(idem.anchor())`): every retry with the key then
+        lands on the cluster that holds the key's record."""
+        return UUID(bytes=hashlib.blake2b(self.api_key_id.bytes + self.key.encode()).digest()[:16])
 
     def _lock_keys(self) -> tuple[int, int]:
         h = hashlib.blake2b(self.api_key_id.bytes + self.key.encode(), digest_size=8).digest()
         return int.from_bytes(h[:4], "big", signed=True), int.from_bytes(h[4:], "big", signed=True)
 
     async def claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Reply | None:
-        """Take the key for this transaction. Returns the stored reply when this is a replay."""
-        return await (await self.send_claim(conn, now=now, ttl=ttl)).outcome()
+        """Take the key for this transaction (one round trip). Returns the stored reply when
+        this is a replay; else, from here on, a refusal the block raises is kept under the
+        key (see the module's doc)."""
+        async with conn.pipeline():
+            claim = await self.send_claim(conn, now=now, ttl=ttl)
+        return await claim.outcome()
 
     async def send_claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Claim:
-        """Send the claim's two statements: the try-lock, then the look-up of a stored reply
+        """Send the claim's statements: the try-lock, then the look-up of a stored reply
         (a statement of its own, so its snapshot is taken after the lock is held and sees
-        the reply of a request that held it before). In a pipelined transaction they travel
-        with what the caller sends next; `Claim.outcome()` reads them."""
+        the reply of a request that held it before), then the savepoint a recorded failure
+        returns to. In a pipelined transaction they travel with what the caller sends next;
+        `Claim.outcome()` reads them."""
         hi, lo = self._lock_keys()
         lock = await conn.execute(
             "SELECT pg_try_advisory_xact_lock(%s::int4, %s::int4) AS got", (hi, lo)
@@ -74,9 +167,11 @@ class Idempotency:
             " WHERE api_key_id = %s AND key = %s AND created_at > %s",
             (self.api_key_id, self.key, now - ttl),
         )
-        return Claim(self, lock, stored)
+        await conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
+        return Claim(self, conn, now, lock, stored)
 
     async def save(self, conn: Conn, reply: Reply, *, now: datetime) -> None:
+        reply = reply._sealed(self.seal_key)
         await conn.execute(
             "INSERT INTO idempotency_record"
             " (api_key_id, key, fingerprint, status_code, body, headers, created_at)"
@@ -101,12 +196,15 @@ class Claim:
     """The answers to `Idempotency.send_claim`, read by `outcome`."""
 
     idem: Idempotency
+    conn: Conn
+    now: datetime
     lock: AsyncCursor[DictRow]
     stored: AsyncCursor[DictRow]
 
     async def outcome(self) -> Reply | None:
         """Raises IdempotencyKeyInUse if another request holds the key, IdempotencyKeyReused
-        if it was used for another request; the stored reply of a replay, else None."""
+        if it was used for another request; the stored reply of a replay, else None (the
+        key is this transaction's, and a refusal its block raises will be kept)."""
         row = await self.lock.fetchone()
         if not row or not row["got"]:
             raise IdempotencyKeyInUse(
@@ -115,17 +213,63 @@ class Claim:
             )
         stored = await self.stored.fetchone()
         if stored is None:
+            on_failure(self.conn, self._record_failure)
             return None
         if bytes(stored["fingerprint"]) != self.idem.fingerprint:
             raise IdempotencyKeyReused(
                 "Use a new Idempotency-Key for a different request; a key may only be retried "
-                "with exactly the same method, path and body."
+                "with exactly the same method, path, body and If-Match."
             )
         return Reply(
             status=stored["status_code"],
             body=stored["body"],
             headers=dict(stored["headers"]),
             replayed=True,
+        )._unsealed(self.idem.seal_key)
+
+    async def _record_failure(self, conn: Conn, error: BaseException) -> bool:
+        """The transaction's recorder (kit/db.py `on_failure`): undo what the request did
+        after its claim and keep its refusal under the key; False if it is not to be kept."""
+        refusal = recorded_error(error)
+        if refusal is None:
+            return False
+        await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
+        await self.idem.save(conn, Reply.problem(refusal), now=self.now)
+        return True
+
+
+async def claim(
+    idem: Idempotency | None, conn: Conn, *, now: datetime, ttl: timedelta
+) -> Reply | None:
+    """`idem.claim(...)`, and None without a key."""
+    return None if idem is None else await idem.claim(conn, now=now, ttl=ttl)
+
+
+async def record(idem: Idempotency | None, conn: Conn, reply: Reply, *, now: datetime) -> None:
+    """`idem.save(...)`: the reply the request's transaction leaves under its key."""
+    if idem is not None:
+        await idem.save(conn, reply, now=now)
+
+
+async def amend(db: Database, idem: Idempotency | None, reply: Reply) -> None:
+    """Replace the reply saved under the key by the one the request finally sends, for a
+    use case that completes its reply after its transaction (a waitlist entry promoted at
+    once). Until then a duplicate replays the first one: the same object, seen earlier."""
+    if idem is None:
+        return
+    sealed = reply._sealed(idem.seal_key)
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE idempotency_record SET status_code = %s, body = %s, headers = %s::jsonb"
+            " WHERE api_key_id = %s AND key = %s AND fingerprint = %s",
+            (
+                sealed.status,
+                sealed.body,
+                orjson.dumps(sealed.headers).decode(),
+                idem.api_key_id,
+                idem.key,
+                idem.fingerprint,
+            ),
         )
 
 

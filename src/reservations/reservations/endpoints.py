@@ -132,11 +132,12 @@ async def confirm_reservation(
     responses=problems(401, 403, 404, 409, 412, 422),
 )
 async def approve_reservation(
-    reservation_id: UUID, caller: Admin, svc: Svc, version: IfMatch
+    request: Request, reservation_id: UUID, caller: Admin, svc: Svc, version: IfMatch, key: IdemKey
 ) -> Response:
     """Approve a `pending` booking (on a resource whose policy has `requires_approval`): it
     is confirmed. 409 `reservation-not-pending` otherwise. Admin keys."""
-    return send(await service.approve(svc, caller, reservation_id, version))
+    idem = idempotency(request, caller, key, None)
+    return send(await service.approve(svc, caller, reservation_id, version, idem))
 
 
 @router.post(
@@ -145,11 +146,12 @@ async def approve_reservation(
     responses=problems(401, 403, 404, 409, 412, 422),
 )
 async def decline_reservation(
-    reservation_id: UUID, caller: Admin, svc: Svc, version: IfMatch
+    request: Request, reservation_id: UUID, caller: Admin, svc: Svc, version: IfMatch, key: IdemKey
 ) -> Response:
     """Decline a `pending` booking: it becomes `declined` and its range is free again (the
     first waitlist entry that fits is offered it). Admin keys."""
-    return send(await service.decline(svc, caller, reservation_id, version))
+    idem = idempotency(request, caller, key, None)
+    return send(await service.decline(svc, caller, reservation_id, version, idem))
 
 
 @router.post(

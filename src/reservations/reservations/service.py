@@ -34,7 +34,7 @@ from reservations.errors import (
 )
 from reservations.kit import metrics
 from reservations.kit.db import Conn, acting_as, lock_resource
-from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations import admission, fastmap, repository
@@ -425,18 +425,26 @@ async def cancel(
 
 
 async def approve(
-    svc: Services, caller: Principal, reservation_id: UUID, expected_version: int | None
+    svc: Services,
+    caller: Principal,
+    reservation_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None = None,
 ) -> Reply:
     """An admin approves a pending booking: it is confirmed."""
-    return await _decide(svc, caller, reservation_id, expected_version, approve=True)
+    return await _decide(svc, caller, reservation_id, expected_version, approve=True, idem=idem)
 
 
 async def decline(
-    svc: Services, caller: Principal, reservation_id: UUID, expected_version: int | None
+    svc: Services,
+    caller: Principal,
+    reservation_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None = None,
 ) -> Reply:
     """An admin declines a pending booking: it is declined and its range is free again (the
     waitlist is offered it)."""
-    return await _decide(svc, caller, reservation_id, expected_version, approve=False)
+    return await _decide(svc, caller, reservation_id, expected_version, approve=False, idem=idem)
 
 
 async def _decide(
@@ -446,12 +454,15 @@ async def _decide(
     expected_version: int | None,
     *,
     approve: bool,
+    idem: Idempotency | None = None,
 ) -> Reply:
     if caller.role is not Role.admin:
         raise Forbidden("Only admin keys may approve or decline bookings.")
     now = svc.clock.now()
     svc = svc.at(reservation_id, caller)
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
         if ReservationRead.from_row(row, now).status is not Status.pending:
             raise ReservationNotPending(
@@ -466,6 +477,7 @@ async def _decide(
             changes = {"status": Status.declined.value, "expires_at": None, "needs_approval": False}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
         reply = _reply(row, now)
+        await record(idem, conn, reply, now=now)
     if approve:
         await map_after_commit(svc, fastmap.changes([row], live=True))
     else:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from reservations.deps import Admin, Caller, IfMatch, Svc
+from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, idempotency, send
 from reservations.kit.fields import Tag
 from reservations.kit.openapi import link, problems
 from reservations.resources import service
@@ -40,17 +40,14 @@ def _etag(resource: ResourceRead) -> dict[str, str]:
     "",
     status_code=201,
     response_model=ResourceRead,
-    responses={201: LINKS, **problems(401, 403, 404, 413, 422)},
+    responses={201: LINKS, **problems(401, 403, 404, 409, 413, 422)},
 )
-async def create_resource(body: ResourceCreate, caller: Admin, svc: Svc) -> Response:
+async def create_resource(
+    request: Request, body: ResourceCreate, caller: Admin, svc: Svc, key: IdemKey
+) -> Response:
     """Create a resource (admin)."""
-    resource = await service.create(svc, caller, body)
-    return Response(
-        resource.model_dump_json(),
-        status_code=201,
-        media_type="application/json",
-        headers={"Location": f"/v1/resources/{resource.id}", **_etag(resource)},
-    )
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.create_reply(svc, caller, body, idem))
 
 
 @router.get("", response_model=ResourcePage, responses=problems(401, 422))

@@ -15,6 +15,7 @@ from reservations.errors import (
     ResourceHasFutureReservations,
 )
 from reservations.kit.db import lock_resource
+from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations import fastmap, tasks
@@ -34,14 +35,33 @@ def _not_found(resource_id: UUID) -> NotFound:
 
 
 async def create(svc: Services, caller: Principal, body: ResourceCreate) -> ResourceRead:
-    # Its logical shard follows from its id; `near` puts it on another resource's.
-    resource_id = uuid7() if body.near is None else uuid7_beside(body.near)
+    """Create a resource (no Idempotency-Key: the demo's seeding)."""
+    reply = await create_reply(svc, caller, body, None)
+    return ResourceRead.model_validate_json(reply.body)
+
+
+def _created(resource: ResourceRead) -> Reply:
+    headers = {"Location": f"/v1/resources/{resource.id}", "ETag": f'"{resource.version}"'}
+    return Reply(status=201, body=resource.model_dump_json(), headers=headers)
+
+
+async def create_reply(
+    svc: Services, caller: Principal, body: ResourceCreate, idem: Idempotency | None
+) -> Reply:
+    """Create a resource; the reply is the one an Idempotency-Key replays."""
+    # Its logical shard follows from its id; `near` puts it on another resource's, and an
+    # Idempotency-Key on the shard of its record (a retry must find it).
+    anchor = body.near or (idem.anchor() if idem is not None else None)
+    resource_id = uuid7() if anchor is None else uuid7_beside(anchor)
     svc = svc.at(resource_id, caller)
     if (near := body.near) is not None and await svc.db.read(
         lambda conn: repository.get(conn, tenant_id=caller.tenant_id, resource_id=near)
     ) is None:
         raise NotFound(f"No resource {near} in your tenant (near).")
+    now = svc.clock.now()
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         row = await repository.insert(
             conn,
             resource_id=resource_id,
@@ -52,10 +72,12 @@ async def create(svc: Services, caller: Principal, body: ResourceCreate) -> Reso
             tags=body.tags,
             metadata=body.metadata,
             policy=body.policy.model_dump(mode="json", exclude_defaults=True),
-            now=svc.clock.now(),
+            now=now,
         )
+        reply = _created(ResourceRead.model_validate(row))
+        await record(idem, conn, reply, now=now)
     await _cache(svc, caller, row)
-    return ResourceRead.model_validate(row)
+    return reply
 
 
 async def _cache(svc: Services, caller: Principal, row: dict[str, Any]) -> None:

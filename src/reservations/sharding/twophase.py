@@ -21,6 +21,7 @@ instances; the embedded servers set 64).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -32,7 +33,7 @@ from psycopg import sql
 
 from reservations.errors import BookingContended
 from reservations.kit import metrics
-from reservations.kit.db import Conn, Database
+from reservations.kit.db import Conn, Database, keep_failure, owned
 from reservations.sharding import repository
 from reservations.sharding.router import Shards
 
@@ -59,7 +60,11 @@ def fault_point(name: str) -> None:
 class TwoPhase:
     """`async with TwoPhase(shards, gid, clusters) as conns:` gives one open transaction per
     cluster; `await tx.commit()` inside the block commits them all or none. Leaving the
-    block without committing rolls every participant back."""
+    block without committing rolls every participant back, but for a failure that a
+    participant's recorder keeps (kit/db.py `on_failure`: the coordinator's
+    Idempotency-Key claim, on the home cluster) and that comes before PREPARE: that
+    participant alone commits its record, one-phase (nothing else of the booking is in it
+    after its savepoint), and every other one rolls back."""
 
     def __init__(self, shards: Shards, gid: str, clusters: list[str]) -> None:
         self.shards = shards
@@ -67,6 +72,8 @@ class TwoPhase:
         self.clusters = sorted(clusters)
         self.conns: dict[str, Conn] = {}
         self._held: list[tuple[Database, Conn]] = []
+        self._owned = contextlib.ExitStack()
+        self._prepared = False
         self._finished = False
 
     async def __aenter__(self) -> Self:
@@ -77,6 +84,7 @@ class TwoPhase:
                 self._held.append((db, conn))
                 await conn.set_autocommit(False)
                 await conn.tpc_begin(f"{self.gid}:{name}")
+                self._owned.enter_context(owned(conn))
                 await db.set_locals(conn)
                 self.conns[name] = conn
         except BaseException:
@@ -93,11 +101,25 @@ class TwoPhase:
     ) -> None:
         try:
             if not self._finished:
+                if exc is not None and not self._prepared:
+                    await self._keep_failure(exc)
                 await self._rollback()
         finally:
             await self._give_back()
 
+    async def _keep_failure(self, exc: BaseException) -> None:
+        for name, conn in list(self.conns.items()):
+            if not await keep_failure(conn, exc, None):
+                continue
+            try:
+                await conn.tpc_commit()  # one-phase: this participant was never prepared
+            except psycopg.Error as err:
+                log.warning("2PC %s: the failure's record on %s: %r", self.gid, name, err)
+            del self.conns[name]
+            return
+
     async def commit(self) -> None:
+        self._prepared = True
         for conn in self.conns.values():
             await conn.tpc_prepare()
         fault_point("after-prepare")
@@ -134,6 +156,7 @@ class TwoPhase:
                 log.info("2PC %s: rollback on %s: %r", self.gid, name, exc)
 
     async def _give_back(self) -> None:
+        self._owned.close()
         for db, conn in self._held:
             try:
                 if not conn.closed:

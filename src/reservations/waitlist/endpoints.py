@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
-from reservations.deps import Caller, Svc, Writer
+from reservations.deps import Caller, IdemKey, Svc, Writer, idempotency, send
 from reservations.kit.openapi import problems
 from reservations.waitlist import service
 from reservations.waitlist.schemas import WaitlistEntryRead, WaitlistJoin, WaitlistPage
@@ -21,12 +21,15 @@ router = APIRouter(prefix="/v1/waitlist", tags=["waitlist"])
     response_model=WaitlistEntryRead,
     responses=problems(401, 403, 404, 409, 413, 422),
 )
-async def join_waitlist(body: WaitlistJoin, caller: Writer, svc: Svc) -> WaitlistEntryRead:
+async def join_waitlist(
+    request: Request, body: WaitlistJoin, caller: Writer, svc: Svc, key: IdemKey
+) -> Response:
     """Wait for a range of a resource. When it frees (a cancel, an expiry, a decline), the
     first waiting entry that fits gets a hold of `hold_seconds` (event `waitlist.promoted`);
     a hold not confirmed in time passes to the next. If the range is free already, the hold
     is made at once (`status: promoted`)."""
-    return await service.join(svc, caller, body)
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.join(svc, caller, body, idem))
 
 
 @router.get("", response_model=WaitlistPage, responses=problems(401, 422))

@@ -10,6 +10,7 @@ from psycopg.rows import DictRow
 from reservations.deps import Services
 from reservations.errors import NotFound, WaitlistFull
 from reservations.kit.db import Conn, lock_resource
+from reservations.kit.idempotency import Idempotency, Reply, amend, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
 from reservations.reservations import admission
@@ -24,19 +25,23 @@ def _not_found(entry_id: UUID) -> NotFound:
     return NotFound(f"No waitlist entry {entry_id} that your key may see.")
 
 
-async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> WaitlistEntryRead:
+async def join(
+    svc: Services, caller: Principal, body: WaitlistJoin, idem: Idempotency | None = None
+) -> Reply:
     """Wait for a range. The range must be one the caller could book (admission's rules,
     as a direct create would be judged); the waitlist is bounded per resource and per key."""
     admission.check_length(svc, body.start, body.end)
     admission.check_hold_seconds(svc, body.hold_seconds)
+    now = svc.clock.now()
     svc = svc.at(body.resource_id, caller)
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         resource = await resources.get(
             conn, tenant_id=caller.tenant_id, resource_id=body.resource_id
         )
         if resource is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
-        now = svc.clock.now()
         gate = admission.Gate(
             actor=caller, change=admission.Change.create, now=now, hold_seconds=body.hold_seconds
         )
@@ -68,8 +73,14 @@ async def join(svc: Services, caller: Principal, body: WaitlistJoin) -> Waitlist
             created_by=caller.api_key_id,
             now=now,
         )
+        await record(idem, conn, joined(WaitlistEntryRead.from_row(row, None)), now=now)
     await promote(svc, body.resource_id)  # the range may be free already
-    return await get(svc, caller, row["id"])
+    await amend(svc.db, idem, reply := joined(await get(svc, caller, row["id"])))
+    return reply
+
+
+def joined(entry: WaitlistEntryRead) -> Reply:
+    return Reply(status=201, body=entry.model_dump_json())
 
 
 async def _check_bounds(svc: Services, conn: Conn, caller: Principal, resource_id: UUID) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from reservations.deps import Admin, IfMatch, Svc
+from reservations.deps import Admin, IdemKey, IfMatch, Svc, idempotency, send
 from reservations.kit.openapi import problems
 from reservations.webhooks import service
 from reservations.webhooks.schemas import (
@@ -34,14 +34,19 @@ def _reply(endpoint: WebhookRead, status: int = 200, **headers: str) -> Response
 
 
 @router.post(
-    "", status_code=201, response_model=WebhookCreated, responses=problems(401, 403, 413, 422)
+    "",
+    status_code=201,
+    response_model=WebhookCreated,
+    responses=problems(401, 403, 409, 413, 422),
 )
-async def create_webhook(body: WebhookCreate, caller: Admin, svc: Svc) -> Response:
+async def create_webhook(
+    request: Request, body: WebhookCreate, caller: Admin, svc: Svc, key: IdemKey
+) -> Response:
     """Register an endpoint. The answer carries the signing `secret` once; deliveries are
     signed with it (Standard Webhooks). The endpoint receives every matching event committed
     after this request."""
-    endpoint = await service.create(svc, caller, body)
-    return _reply(endpoint, 201, Location=f"/v1/webhooks/{endpoint.id}")
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.create(svc, caller, body, idem))
 
 
 @router.get("", response_model=WebhookPage, responses=problems(401, 403, 422))
@@ -103,9 +108,11 @@ async def list_deliveries(
     "/{webhook_id}/test",
     status_code=202,
     response_model=TestMessage,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(401, 403, 404, 409, 422),
 )
-async def send_test(webhook_id: UUID, caller: Admin, svc: Svc) -> Response:
+async def send_test(
+    request: Request, webhook_id: UUID, caller: Admin, svc: Svc, key: IdemKey
+) -> Response:
     """Queue a signed `webhook.test` message to the endpoint; follow it in the log."""
-    message = await service.send_test(svc, caller, webhook_id)
-    return Response(message.model_dump_json(), status_code=202, media_type="application/json")
+    idem = idempotency(request, caller, key, None)
+    return send(await service.send_test(svc, caller, webhook_id, idem))

@@ -12,6 +12,7 @@ from psycopg.rows import DictRow
 from reservations.deps import Services
 from reservations.errors import InvalidInput, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, Database
+from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import uuid7
 from reservations.kit.pagination import (
     decode_cursor,
@@ -63,10 +64,17 @@ async def check_url(svc: Services, url: str) -> None:
             raise _bad_url(str(exc)) from None
 
 
-async def create(svc: Services, caller: Principal, body: WebhookCreate) -> WebhookCreated:
+async def create(
+    svc: Services, caller: Principal, body: WebhookCreate, idem: Idempotency | None
+) -> Reply:
+    """Register an endpoint; the reply (201, with the signing secret, which a stored reply
+    keeps only sealed) is the one an Idempotency-Key replays."""
     await check_url(svc, body.url)
     secret = signing.new_secret()
+    now = svc.clock.now()
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         row = await repository.insert_endpoint(
             conn,
             endpoint_id=uuid7(),
@@ -75,11 +83,19 @@ async def create(svc: Services, caller: Principal, body: WebhookCreate) -> Webho
             description=body.description,
             event_types=body.event_types,
             secret=secret,
-            now=svc.clock.now(),
+            now=now,
         )
+        created = WebhookCreated.model_validate({**row, "secret": secret})
+        reply = Reply(
+            status=201,
+            body=created.model_dump_json(),
+            headers={"ETag": f'"{created.version}"', "Location": f"/v1/webhooks/{created.id}"},
+            secret=secret,
+        )
+        await record(idem, conn, reply, now=now)
     if svc.shards.sharded:
         await copies.push(svc)
-    return WebhookCreated.model_validate({**row, "secret": secret})
+    return reply
 
 
 async def get(svc: Services, caller: Principal, endpoint_id: UUID) -> WebhookRead:
@@ -163,10 +179,15 @@ async def delete(svc: Services, caller: Principal, endpoint_id: UUID) -> None:
         await copies.push(svc)
 
 
-async def send_test(svc: Services, caller: Principal, endpoint_id: UUID) -> TestMessage:
+async def send_test(
+    svc: Services, caller: Principal, endpoint_id: UUID, idem: Idempotency | None
+) -> Reply:
     """Queue a `webhook.test` message; the worker delivers it like any other (signed,
-    retried, logged), as soon as the endpoint is enabled."""
+    retried, logged), as soon as the endpoint is enabled. 202 with the message."""
+    now = svc.clock.now()
     async with svc.db.transaction() as conn:
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
         if (
             await repository.get_endpoint(conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id)
             is None
@@ -175,11 +196,14 @@ async def send_test(svc: Services, caller: Principal, endpoint_id: UUID) -> Test
         row = await repository.insert_test_message(
             conn, delivery_id=uuid7(), endpoint_id=endpoint_id
         )
-    return TestMessage(
-        message_id=messages.message_id(row["id"]),
-        status=row["status"],
-        created_at=row["created_at"],
-    )
+        message = TestMessage(
+            message_id=messages.message_id(row["id"]),
+            status=row["status"],
+            created_at=row["created_at"],
+        )
+        reply = Reply(status=202, body=message.model_dump_json())
+        await record(idem, conn, reply, now=now)
+    return reply
 
 
 async def attempts(
