@@ -22,12 +22,13 @@ SCENARIOS = {
     "shards": ("bench.shards", "create and booking throughput with 1, 2 and 3 shard clusters"),
     "peers": ("bench.peers", "the create load and a race against pretix, in the same run"),
     "auth-latency": ("bench.auth_latency", "authentication and rate-limit cost in-process"),
+    "waitlist-cancel": ("bench.waitlist_cancel", "cancel latency with 0-1,000 waiting entries"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m bench SCENARIO [--quick] [--out DIR] [options]", "", "scenarios:"]
-    lines += [f"  {name:<14} {text}" for name, (_, text) in SCENARIOS.items()]
+    lines += [f"  {name:<16} {text}" for name, (_, text) in SCENARIOS.items()]
     return "\n".join(lines)
 
 
