@@ -1,13 +1,15 @@
 """Promotion of waiting entries into holds.
 
-Runs under the resource's advisory lock, first come first. The resource's waiting entries
-(at most the waitlist's bound per resource) and the live rows over their ranges are read in
-two statements; which entries fit is then decided in memory, so an entry whose range is still
-taken costs no statement at all. Each entry that fits passes admission (reservations.admission)
-as the booker who joined would: the policy's rules as they are now, the booker limit for the
-entry's key and customer, the approval requirement (an approval resource makes the entry a
-pending booking, not a hold a booker may confirm), and the tenant's hold cap. Only then is its
-hold inserted, in a savepoint, under the database guards. The entry is marked promoted in the
+Runs under the resource's advisory lock, first come first. One statement reads the waiting
+entries that may fit (for a unit resource, those whose range no live reservation meets; an
+entry still blocked costs an index probe and is neither returned nor locked), and when there
+are none, that is all a cancel costs: no lock is taken. Otherwise the live rows over their
+ranges are read once, under the lock, and which entries fit is decided in memory. Each entry
+that fits passes admission (reservations.admission) as the booker who joined would: the
+policy's rules as they are now, the booker limit for the entry's key and customer, the
+approval requirement (an approval resource makes the entry a pending booking, not a hold a
+booker may confirm), and the tenant's hold cap. Only then is its hold inserted, in a
+savepoint, under the database guards. The entry is marked promoted in the
 same transaction as its hold, so no entry is promoted twice.
 
 Entries whose range has begun lapse, as do those a rule that cannot heal with time refuses
@@ -50,7 +52,10 @@ async def promote(svc: Services, resource_id: UUID) -> list[UUID]:
     svc = svc.at(resource_id)
     async with svc.db.transaction() as conn:
         entries = await repository.waiting(
-            conn, resource_id=resource_id, limit=svc.settings.waitlist_max_per_resource
+            conn,
+            resource_id=resource_id,
+            limit=svc.settings.waitlist_max_per_resource,
+            now=svc.clock.now(),
         )
         if not entries:
             return []

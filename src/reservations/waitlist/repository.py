@@ -109,15 +109,32 @@ async def page(
     return await cur.fetchall()
 
 
-async def waiting(conn: Conn, *, resource_id: UUID, limit: int) -> list[DictRow]:
-    """The resource's first waiting entries, first come first, with their key's role; SKIP
-    LOCKED: one leaving right now is not promoted."""
+# An entry of a unit resource whose range (widened by the resource's buffers) meets a live
+# reservation cannot be promoted now: it is left out, unless its start has passed (it lapses).
+# Pooled resources (capacity > 1) need the peak of their overlaps: all their entries are read.
+_BUFFER_BEFORE = "coalesce((res.policy->>'buffer_before')::interval, interval '0')"
+_BUFFER_AFTER = "coalesce((res.policy->>'buffer_after')::interval, interval '0')"
+_MAYBE_FREE = (
+    "(res.archived_at IS NOT NULL OR res.capacity > 1 OR w.start_at <= %(now)s"
+    " OR NOT EXISTS (SELECT 1 FROM reservation r WHERE r.resource_id = w.resource_id"
+    " AND NOT r.pooled AND r.status IN ('held', 'confirmed')"
+    " AND NOT (r.status = 'held' AND r.expires_at <= %(now)s)"
+    f" AND r.during && tstzrange(w.start_at - {_BUFFER_BEFORE}, w.end_at + {_BUFFER_AFTER})))"
+)
+
+
+async def waiting(conn: Conn, *, resource_id: UUID, limit: int, now: datetime) -> list[DictRow]:
+    """The resource's first waiting entries that may be promoted now, first come first, with
+    their key's role. Entries of a unit resource whose range is still taken are not read
+    (an index probe each, no row returned, no lock), so a cancel on a resource whose queue
+    waits for other ranges costs this one statement. Locks the rows returned; SKIP LOCKED:
+    one leaving right now is not promoted."""
     cur = await conn.execute(
         f"SELECT {_PREFIXED}, w.tenant_id, k.role FROM waitlist_entry w"
-        " JOIN api_key k ON k.id = w.created_by"
-        " WHERE w.resource_id = %s AND w.status = 'waiting'"
-        " ORDER BY w.created_at, w.id LIMIT %s FOR UPDATE OF w SKIP LOCKED",
-        (resource_id, limit),
+        " JOIN api_key k ON k.id = w.created_by JOIN resource res ON res.id = w.resource_id"
+        f" WHERE w.resource_id = %(r)s AND w.status = 'waiting' AND {_MAYBE_FREE}"
+        " ORDER BY w.created_at, w.id LIMIT %(limit)s FOR UPDATE OF w SKIP LOCKED",
+        {"r": resource_id, "limit": limit, "now": now},
     )
     return await cur.fetchall()
 
