@@ -24,12 +24,16 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BeforeValidator,
+    PlainSerializer,
     StringConstraints,
     WithJsonSchema,
 )
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# Local calendar dates (overrides, exdates) within the same years.
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(8999, 12, 31)
 METADATA_MAX_BYTES = 16_384
 METADATA_MAX_DEPTH = 8
 # PostgreSQL's jsonb keeps numbers as `numeric` and prints 1e20 as 100000000000000000000, which
@@ -126,7 +130,7 @@ def _zones() -> frozenset[str]:
     )
 
 
-_ISO_DURATION = re.compile(r"^P(?:\d+W)?(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+S)?)?$")
+_ISO_DURATION = re.compile(r"^P(?:[0-9]+W)?(?:[0-9]+D)?(?:T(?:[0-9]+H)?(?:[0-9]+M)?(?:[0-9]+S)?)?$")
 
 
 def _iso_duration(value: Any) -> Any:
@@ -151,6 +155,23 @@ def _signed_iso_duration(value: Any) -> Any:
 MAX_DURATION = timedelta(days=366)
 
 
+def iso_duration(value: timedelta) -> str:
+    """The duration as `Duration` reads it: days, hours, minutes and seconds ("P366D",
+    "-PT30M", "PT0S"). Pydantic's own writer turns 365 days into "P1Y", which no reader here
+    accepts (a year has no fixed length)."""
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    minutes, seconds = divmod(value.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    second = f"{seconds}.{value.microseconds:06d}".rstrip("0") if value.microseconds else seconds
+    clock = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    clock += f"{second}S" if seconds or value.microseconds else ""
+    days = f"{value.days}D" if value.days else ""
+    if not days and not clock:
+        return "PT0S"
+    return f"{sign}P{days}{'T' + clock if clock else ''}"
+
+
 def _whole_seconds(value: timedelta) -> timedelta:
     if value.microseconds:
         raise ValueError("must be whole seconds")
@@ -166,6 +187,12 @@ def _date_text(value: Any) -> Any:
     # Without this a number would be read as seconds since 1970.
     if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+def _date_in_range(value: date) -> date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueError(f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
     return value
 
 
@@ -231,7 +258,19 @@ Timestamp = Annotated[
     WithJsonSchema(_TIMESTAMP_SCHEMA),
 ]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata), component("Metadata")]
-CalendarDate = Annotated[date, BeforeValidator(_date_text)]
+CalendarDate = Annotated[
+    date,
+    BeforeValidator(_date_text),
+    AfterValidator(_date_in_range),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}$",
+            "description": "YYYY-MM-DD, from 1970-01-01 to 8999-12-31.",
+        }
+    ),
+]
 # For JSON bodies; query parameters arrive as text and keep plain `int`. Constraints of an
 # optional one go before JSON_INTEGER (`Annotated[int, Field(ge=1), JSON_INTEGER] | None`), else
 # pydantic leaves them out of the JSON Schema.
@@ -243,18 +282,22 @@ _DURATION_SCHEMA = {
     "format": "duration",
     "pattern": "^" + _DURATION_PATTERN,
     "description": "ISO 8601 in weeks, days, hours, minutes and whole seconds (no months or "
-    "years), at most 366 days: PT1H30M, P7D.",
+    "years), at most 366 days: PT1H30M, P7D. Written back in days, hours, minutes and seconds "
+    "(P1W as P7D, PT90M as PT1H30M).",
 }
+_WRITE_DURATION = PlainSerializer(iso_duration, return_type=str, when_used="json")
 Duration = Annotated[
     timedelta,
     BeforeValidator(_iso_duration),
     AfterValidator(_whole_seconds),
+    _WRITE_DURATION,
     WithJsonSchema(_DURATION_SCHEMA),
 ]
 SignedDuration = Annotated[
     timedelta,
     BeforeValidator(_signed_iso_duration),
     AfterValidator(_whole_seconds),
+    _WRITE_DURATION,
     WithJsonSchema(
         {
             **_DURATION_SCHEMA,

@@ -54,8 +54,11 @@ async def create(svc: Services, caller: Principal, body: ResourceCreate) -> Reso
             policy=body.policy.model_dump(mode="json", exclude_defaults=True),
             now=svc.clock.now(),
         )
+        # Read the row back before COMMIT: a row the reader refused would fail every later
+        # GET; it must fail this request and leave nothing.
+        created = ResourceRead.model_validate(row)
     await _cache(svc, caller, row)
-    return ResourceRead.model_validate(row)
+    return created
 
 
 async def _cache(svc: Services, caller: Principal, row: dict[str, Any]) -> None:
@@ -156,13 +159,14 @@ async def update(
                 f"The resource is at version {current['version']}; fetch it again and retry.",
                 current_version=current["version"],
             )
+        updated = ResourceRead.model_validate(row)  # before COMMIT, as in create
     if svc.fastmap is not None:
         await svc.fastmap.apply(fastmap.changes(expired, live=False))
         if "capacity" in changes:
             # Which reservations the map may hold just changed: rebuild this resource's days.
             await tasks.repair_map(svc, resource_id=resource_id)
     await _cache(svc, caller, row)
-    return ResourceRead.model_validate(row)
+    return updated
 
 
 def _capacity_in_use(capacity: int, peak: int | None) -> CapacityInUse:
