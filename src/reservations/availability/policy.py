@@ -23,7 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from reservations.kit.fields import JSON_INTEGER, CalendarDate, Duration, JsonInt, Timestamp
+from reservations.kit.fields import (
+    JSON_INTEGER,
+    CalendarDate,
+    Duration,
+    JsonInt,
+    Text,
+    Timestamp,
+)
 
 MAX_BUFFER = timedelta(days=1)
 MAX_INTERVALS_PER_DAY = 12
@@ -113,7 +120,7 @@ class Blackout(BaseModel):
 
     start: Timestamp
     end: Timestamp
-    reason: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] = ""
+    reason: Annotated[Text, StringConstraints(max_length=200)] = ""
 
     @model_validator(mode="after")
     def _ordered(self) -> Blackout:

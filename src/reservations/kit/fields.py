@@ -1,8 +1,9 @@
 """Input types that PostgreSQL will accept without surprises.
 
-PostgreSQL refuses NUL characters in text and jsonb and NaN in jsonb, and Python cannot
-convert every aware datetime to UTC; each would otherwise surface as a 5xx. These types turn
-them into 422s that say what to change.
+PostgreSQL refuses NUL characters in text and jsonb and NaN in jsonb, UTF-8 cannot carry a lone
+surrogate (a JSON "\\ud800" without its pair), and Python cannot convert every aware datetime to
+UTC; each would otherwise surface as a 5xx. These types turn them into 422s that say what to
+change. Every free-text field of a request is `Text` (or a narrower type built on it).
 
 Each type's JSON Schema (and so the OpenAPI document) says as much of its rule as JSON Schema
 can: a client, or a fuzzer, that follows the schema is refused only for what no schema can say
@@ -24,10 +25,13 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BeforeValidator,
+    GetJsonSchemaHandler,
     PlainSerializer,
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -52,9 +56,45 @@ def component(name: str) -> WithJsonSchema:
     return WithJsonSchema({COMPONENT_MARK: name})
 
 
+class _SchemaExtra:
+    """Adds keys a type's JSON Schema lacks, without replacing it (as WithJsonSchema would):
+    the lengths and pattern a field narrows the type with still show."""
+
+    def __init__(self, **extra: Any) -> None:
+        self.extra = extra
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        for key, value in self.extra.items():
+            schema.setdefault(key, value)
+        return schema
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
+def _no_lone_surrogate(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"must not contain a lone surrogate (\\u{ord(value[exc.start]):04x} at character "
+            f"{exc.start}): send UTF-8 text, and a character beyond U+FFFF as one escaped pair "
+            "such as \\ud83d\\ude00"
+        ) from None
+    return value
+
+
+def plain_text(value: Any) -> Any:
+    """What PostgreSQL and UTF-8 can store: no NUL, no lone surrogate. Runs before pydantic's
+    own string checks, whose refusal of a surrogate does not say what to send instead."""
+    if isinstance(value, str):
+        _no_lone_surrogate(_no_nul(value))
     return value
 
 
@@ -87,7 +127,7 @@ def _check_json(value: Any, depth: int = 0) -> None:
     if depth > METADATA_MAX_DEPTH:
         raise ValueError(f"is nested deeper than {METADATA_MAX_DEPTH} levels")
     if isinstance(value, str):
-        _no_nul(value)
+        plain_text(value)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must not contain NaN or Infinity")
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -95,7 +135,7 @@ def _check_json(value: Any, depth: int = 0) -> None:
             raise ValueError("must not contain numbers beyond 64 bits (±9.2e18)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
+            plain_text(key)
             _check_json(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -106,7 +146,7 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     _check_json(value)
     try:
         size = len(orjson.dumps(value))
-    except TypeError as exc:  # integers beyond 64 bits, lone surrogates
+    except TypeError as exc:  # what _check_json missed
         raise ValueError(f"is not representable as JSON: {exc}") from None
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"must serialize to at most {METADATA_MAX_BYTES} bytes of JSON")
@@ -204,16 +244,20 @@ def _json_integer(value: Any) -> Any:
 
 
 def _stripped_name(value: str) -> str:
-    value = _no_nul(value).strip()
+    value = value.strip()
     if not value:
         raise ValueError("must contain a character other than white space")
     return value
 
 
+# Free text: anything PostgreSQL can store (no NUL, no lone surrogate). Every field bounds
+# it, `Annotated[Text, StringConstraints(max_length=...)]` (not pydantic's Field: these
+# types are also query parameters); tests/test_free_text.py checks that none is unbounded.
+Text = Annotated[str, BeforeValidator(plain_text), _SchemaExtra(pattern=NO_NUL)]
 # Lengths count what was sent (as the schema says); the name is stored without the white space
 # around it.
 Name = Annotated[
-    str,
+    Text,
     StringConstraints(min_length=1, max_length=200),
     AfterValidator(_stripped_name),
     WithJsonSchema(
@@ -226,20 +270,14 @@ Name = Annotated[
         }
     ),
 ]
-# Free text: anything PostgreSQL can store (no NUL).
-Text = Annotated[str, AfterValidator(_no_nul)]
 Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=rf"^[^\x00{WHITESPACE}]+$"),
+    BeforeValidator(plain_text),
 ]
 # Free text an admin may leave empty (a feed's label).
-Label = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
-CustomerRef = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=200),
-    AfterValidator(_no_nul),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL}),
-]
+Label = Annotated[Text, StringConstraints(max_length=200)]
+CustomerRef = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
 TimeZoneName = Annotated[
     str, StringConstraints(max_length=64), AfterValidator(_known_zone), component("TimeZoneName")
 ]
