@@ -98,7 +98,8 @@ def plain_text(value: Any) -> Any:
     return value
 
 
-def _within_range(value: datetime) -> datetime:
+def within_range(value: datetime) -> datetime:
+    """The instant in UTC; ValueError unless it lies in [EARLIEST, LATEST)."""
     try:
         utc = value.astimezone(UTC)
     except (OverflowError, ValueError):
@@ -292,7 +293,7 @@ _TIMESTAMP_SCHEMA = {
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_aware_only),
-    AfterValidator(_within_range),
+    AfterValidator(within_range),
     WithJsonSchema(_TIMESTAMP_SCHEMA),
 ]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata), component("Metadata")]

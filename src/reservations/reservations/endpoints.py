@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
+from reservations.kit.pagination import decode_instant_cursor
 from reservations.reservations import service
 from reservations.reservations.schemas import (
     ReservationCreate,
@@ -70,6 +71,9 @@ async def list_reservations(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     """Reservations ordered by start, then id; bookers see only their own."""
+    if cursor is not None:
+        # Its time and id in range (422) before any SQL; the service reads it again.
+        decode_instant_cursor(cursor)
     page = await service.list_page(
         svc,
         caller,

@@ -16,7 +16,7 @@ from reservations.errors import (
 )
 from reservations.kit.db import lock_resource
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
 from reservations.reservations import fastmap, tasks
 from reservations.reservations import repository as reservation_repo
 from reservations.resources import repository
@@ -88,11 +88,7 @@ async def list_page(
 ) -> ResourcePage:
     after = None
     if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        try:
-            after = UUID(raw)
-        except ValueError:
-            raise invalid_cursor() from None
+        after = decode_id_cursor(cursor)
     pages = await svc.shards.gather(
         lambda conn: repository.page(
             conn, tenant_id=caller.tenant_id, tags=tags, after=after, limit=limit + 1
