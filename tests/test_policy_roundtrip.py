@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from reservations.app import create_app
 from reservations.availability.enforce import policy_of
 from reservations.availability.policy import Policy
+from reservations.availability.schemas import AvailabilityRead
 from reservations.kit.clock import Clock
 from reservations.kit.fields import EARLIEST, LATEST
 from tests.conftest import Api, Tenant, make_settings, new_tenant
@@ -486,6 +487,25 @@ def test_durations_are_written_in_days_at_every_length(seconds: int) -> None:
     policy = Policy.model_validate({"max_advance": f"PT{seconds}S"})
     assert policy.model_dump(mode="json")["max_advance"] == canonical(seconds)
     assert Policy.model_validate(policy.model_dump(mode="json")) == policy
+
+
+def test_an_availability_reply_writes_its_duration_in_days() -> None:
+    """The longest reservation may be configured up to 366 days; the reply's duration is then
+    one a client can send back."""
+    reply = AvailabilityRead.model_validate(
+        {
+            "resource_id": "00000000-0000-0000-0000-000000000001",
+            "timezone": "UTC",
+            "capacity": 1,
+            "from": EARLIEST,
+            "to": EARLIEST + timedelta(days=1),
+            "duration": timedelta(days=366),
+            "quantity": 1,
+            "slots": [],
+            "free": [],
+        }
+    )
+    assert json.loads(reply.model_dump_json(by_alias=True))["duration"] == "P366D"
 
 
 # --------------------------------------------------------------------------------------------

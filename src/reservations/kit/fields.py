@@ -332,6 +332,8 @@ Duration = Annotated[
     _WRITE_DURATION,
     WithJsonSchema(_DURATION_SCHEMA),
 ]
+# A duration in a reply the server builds (no validation: the server made it), written as above.
+WrittenDuration = Annotated[timedelta, _WRITE_DURATION]
 SignedDuration = Annotated[
     timedelta,
     BeforeValidator(_signed_iso_duration),
