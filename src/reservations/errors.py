@@ -230,6 +230,20 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _string_length(err: Any, item: dict[str, Any]) -> None:
+    """A length a field puts on a validated text type (kit/fields.Text) is checked after
+    that type's validator, and pydantic then counts "items": say characters, as it does for
+    a plain string."""
+    kind, ctx = err.get("type"), err.get("ctx") or {}
+    if kind not in ("too_long", "too_short") or not isinstance(err.get("input"), str):
+        return
+    most = kind == "too_long"
+    bound = ctx.get("max_length" if most else "min_length")
+    unit = "character" if bound == 1 else "characters"
+    item["message"] = f"String should have at {'most' if most else 'least'} {bound} {unit}"
+    item["code"] = f"string_{kind}"
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
@@ -250,6 +264,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             "message": err.get("msg", "invalid"),
             "code": err.get("type", "invalid"),
         }
+        _string_length(err, item)
         if "ctx" in err:
             item["context"] = _jsonable(err["ctx"])
         out.append(item)

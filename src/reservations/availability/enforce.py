@@ -14,7 +14,7 @@ from uuid import UUID
 import orjson
 
 from reservations.availability import rules
-from reservations.availability.policy import Policy
+from reservations.availability.policy import Policy, stored
 from reservations.availability.rules import Reason, Violation
 from reservations.errors import BookingRuleViolated
 from reservations.kit.db import Conn
@@ -27,7 +27,7 @@ def policy_of(raw: dict[str, Any] | None) -> Policy:
     than a lookup, and search parses one per candidate: keep recent ones by their JSON."""
     if not raw:
         return _EMPTY
-    return _parse(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
+    return _parse(orjson.dumps(stored(raw), option=orjson.OPT_SORT_KEYS))
 
 
 _EMPTY = Policy()

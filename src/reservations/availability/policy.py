@@ -1,7 +1,8 @@
 """A resource's booking policy: opening hours in its local time, date overrides, blackouts,
 buffers, duration limits, a slot grid, notice, advance and a per-booker cap.
 
-Stored as jsonb on the resource (`model_dump(mode="json")`), versioned with it."""
+Stored as jsonb on the resource (`model_dump(mode="json")`), versioned with it; `stored`
+reads it back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from reservations.kit.fields import JSON_INTEGER, CalendarDate, Duration, JsonInt, Timestamp
+from reservations.kit.fields import (
+    JSON_INTEGER,
+    CalendarDate,
+    Duration,
+    JsonInt,
+    Text,
+    Timestamp,
+)
 
 MAX_BUFFER = timedelta(days=1)
 MAX_INTERVALS_PER_DAY = 12
@@ -112,7 +120,7 @@ class Blackout(BaseModel):
 
     start: Timestamp
     end: Timestamp
-    reason: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] = ""
+    reason: Annotated[Text, StringConstraints(max_length=200)] = ""
 
     @model_validator(mode="after")
     def _ordered(self) -> Blackout:
@@ -222,3 +230,28 @@ class Policy(BaseModel):
             return None
         intervals = self.weekly_hours.get(WEEKDAYS[day.weekday()], [])
         return [(minutes(i.start), minutes(i.end)) for i in intervals]
+
+
+DURATION_FIELDS = (
+    "buffer_before",
+    "buffer_after",
+    "min_duration",
+    "max_duration",
+    "min_notice",
+    "max_advance",
+    "approval_window",
+)
+_YEARS = re.compile(r"^P([0-9]+)Y(?:([0-9]+)D)?(T[0-9HMS]+)?$")
+
+
+def stored(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored policy as `Policy` reads it. Durations of 365 days and more used to be
+    written with pydantic's 365-day year ("P1Y", "P1Y1D"), which the reader refuses; a row
+    written then reads as the days it meant."""
+    legacy = {}
+    for name in DURATION_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, str) and (years := _YEARS.match(value)):
+            count, days, clock = years.groups()
+            legacy[name] = f"P{int(count) * 365 + int(days or 0)}D{clock or ''}"
+    return {**raw, **legacy} if legacy else raw

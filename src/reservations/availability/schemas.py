@@ -6,7 +6,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reservations.availability.rules import Reason
-from reservations.kit.fields import Duration, JsonInt, Tag, Timestamp
+from reservations.kit.fields import Duration, JsonInt, Tag, Timestamp, WrittenDuration
 
 MAX_WINDOW = timedelta(days=31)
 MAX_SEARCH_RESOURCES = 2_000
@@ -36,7 +36,7 @@ class AvailabilityRead(BaseModel):
     capacity: int
     from_: datetime = Field(alias="from")
     to: datetime
-    duration: timedelta | None = Field(default=None, description="Absent without `duration`.")
+    duration: WrittenDuration | None = Field(default=None, description="Absent without `duration`.")
     quantity: int
     slots: list[SlotRead] = Field(
         description="Bookable ranges of `duration`, starts on the grid, earliest first."

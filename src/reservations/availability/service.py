@@ -26,7 +26,7 @@ from reservations.deps import Services
 from reservations.errors import InvalidInput, NotFound
 from reservations.history import repository as history
 from reservations.kit.db import Conn
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor
+from reservations.kit.pagination import decode_instant_cursor, encode_cursor
 from reservations.kit.spans import Span
 from reservations.reservations import repository as reservations
 from reservations.resources import repository as resources
@@ -233,13 +233,7 @@ async def search(svc: Services, caller: Principal, body: SearchRequest) -> Searc
     _bookable_length(svc, body.duration, "body")
     after: tuple[datetime, UUID] | None = None
     if body.cursor is not None:
-        raw_start, raw_id = decode_cursor(body.cursor, 2)
-        try:
-            after = (datetime.fromisoformat(raw_start), UUID(raw_id))
-        except ValueError:
-            raise invalid_cursor() from None
-        if after[0].tzinfo is None:
-            raise invalid_cursor()
+        after = decode_instant_cursor(body.cursor)
     now = svc.clock.now()
 
     async def read(

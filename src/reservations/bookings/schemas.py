@@ -5,7 +5,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from reservations.bookings.recurrence import MAX_OCCURRENCES
 from reservations.kit.fields import (
@@ -16,6 +23,7 @@ from reservations.kit.fields import (
     JsonInt,
     Metadata,
     SignedDuration,
+    Text,
     Timestamp,
     TimeZoneName,
 )
@@ -51,9 +59,8 @@ class BookingCreate(BaseModel):
     resources: list[ResourceUnits] = Field(min_length=1, max_length=MAX_RESOURCES)
     start: Timestamp = Field(description="Start of the (first) occurrence.")
     end: Timestamp = Field(description="End of the (first) occurrence.")
-    rrule: str | None = Field(
+    rrule: Annotated[Text, StringConstraints(max_length=500)] | None = Field(
         default=None,
-        max_length=500,
         description="RFC 5545 RRULE, e.g. FREQ=WEEKLY;BYDAY=MO,WE;COUNT=20, expanded in "
         f"`timezone`'s wall time; at most {MAX_OCCURRENCES} occurrences.",
     )

@@ -13,7 +13,14 @@ from reservations.deps import Services
 from reservations.events import repository
 from reservations.events.schemas import EventPage, EventRead
 from reservations.kit.db import Conn
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import (
+    XID8_MAX,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+    key_int,
+    merged,
+)
 from reservations.tenancy.service import Principal, Role
 
 # How often an open stream asks the database for new events, and sends a comment line when
@@ -30,12 +37,12 @@ _BOOKER_FIELDS = ("start", "end", "status")
 
 
 def parse_cursor(cursor: str | None, *, now_allowed: bool = False) -> tuple[int, int] | None:
+    """(transaction id, event id): an xid8 and a bigint, each checked to its range here (the
+    stream reads it again after its 200, when a database error could only end it)."""
     if cursor is None or cursor == "" or (now_allowed and cursor == NOW):
         return None
     txid, event_id = decode_cursor(cursor, 2)
-    if not (txid.isdigit() and event_id.isdigit()):
-        raise invalid_cursor()
-    return int(txid), int(event_id)
+    return key_int(txid, high=XID8_MAX), key_int(event_id)
 
 
 def check_cursor(svc: Services, cursor: str | None) -> None:
@@ -151,9 +158,21 @@ def parse_positions(cursor: str | None) -> dict[str, tuple[int, int]]:
     (raw,) = decode_cursor(cursor, 1)
     try:
         parsed = orjson.loads(raw)
-        return {str(k): (int(v[0]), int(v[1])) for k, v in parsed.items()}
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError, IndexError):
+    except orjson.JSONDecodeError:
         raise invalid_cursor() from None
+    if not isinstance(parsed, dict):
+        raise invalid_cursor()
+    out = {}
+    for name, position in parsed.items():
+        # As _encode_positions writes them: [txid, id], two integers in their columns' range.
+        if not (
+            isinstance(position, list)
+            and len(position) == 2
+            and all(type(n) is int for n in position)
+        ):
+            raise invalid_cursor()
+        out[name] = (key_int(str(position[0]), high=XID8_MAX), key_int(str(position[1])))
+    return out
 
 
 async def _merged(

@@ -20,7 +20,7 @@ from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRe
 from reservations.kit.db import Conn, Database
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import uuid7, uuid7_beside
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
 from reservations.tenancy.service import Principal
 
 # What a feed shows: live reservations meeting [now - 30 days, now + 365 days), the first
@@ -99,11 +99,7 @@ async def list_page(
 ) -> FeedPage:
     after = None
     if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        try:
-            after = UUID(raw)
-        except ValueError:
-            raise invalid_cursor() from None
+        after = decode_id_cursor(cursor)
     pages = [
         await db.read(
             lambda conn: repository.page(conn, tenant_id=caller.tenant_id, after=after, limit=limit)

@@ -1,8 +1,9 @@
 """Input types that PostgreSQL will accept without surprises.
 
-PostgreSQL refuses NUL characters in text and jsonb and NaN in jsonb, and Python cannot
-convert every aware datetime to UTC; each would otherwise surface as a 5xx. These types turn
-them into 422s that say what to change.
+PostgreSQL refuses NUL characters in text and jsonb and NaN in jsonb, UTF-8 cannot carry a lone
+surrogate (a JSON "\\ud800" without its pair), and Python cannot convert every aware datetime to
+UTC; each would otherwise surface as a 5xx. These types turn them into 422s that say what to
+change. Every free-text field of a request is `Text` (or a narrower type built on it).
 
 Each type's JSON Schema (and so the OpenAPI document) says as much of its rule as JSON Schema
 can: a client, or a fuzzer, that follows the schema is refused only for what no schema can say
@@ -24,12 +25,19 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BeforeValidator,
+    GetJsonSchemaHandler,
+    PlainSerializer,
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# Local calendar dates (overrides, exdates) within the same years.
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(8999, 12, 31)
 METADATA_MAX_BYTES = 16_384
 METADATA_MAX_DEPTH = 8
 # PostgreSQL's jsonb keeps numbers as `numeric` and prints 1e20 as 100000000000000000000, which
@@ -48,13 +56,50 @@ def component(name: str) -> WithJsonSchema:
     return WithJsonSchema({COMPONENT_MARK: name})
 
 
+class _SchemaExtra:
+    """Adds keys a type's JSON Schema lacks, without replacing it (as WithJsonSchema would):
+    the lengths and pattern a field narrows the type with still show."""
+
+    def __init__(self, **extra: Any) -> None:
+        self.extra = extra
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        for key, value in self.extra.items():
+            schema.setdefault(key, value)
+        return schema
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL (\\u0000) characters")
     return value
 
 
-def _within_range(value: datetime) -> datetime:
+def _no_lone_surrogate(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"must not contain a lone surrogate (\\u{ord(value[exc.start]):04x} at character "
+            f"{exc.start}): send UTF-8 text, and a character beyond U+FFFF as one escaped pair "
+            "such as \\ud83d\\ude00"
+        ) from None
+    return value
+
+
+def plain_text(value: Any) -> Any:
+    """What PostgreSQL and UTF-8 can store: no NUL, no lone surrogate. Runs before pydantic's
+    own string checks, whose refusal of a surrogate does not say what to send instead."""
+    if isinstance(value, str):
+        _no_lone_surrogate(_no_nul(value))
+    return value
+
+
+def within_range(value: datetime) -> datetime:
+    """The instant in UTC; ValueError unless it lies in [EARLIEST, LATEST)."""
     try:
         utc = value.astimezone(UTC)
     except (OverflowError, ValueError):
@@ -83,7 +128,7 @@ def _check_json(value: Any, depth: int = 0) -> None:
     if depth > METADATA_MAX_DEPTH:
         raise ValueError(f"is nested deeper than {METADATA_MAX_DEPTH} levels")
     if isinstance(value, str):
-        _no_nul(value)
+        plain_text(value)
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must not contain NaN or Infinity")
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -91,7 +136,7 @@ def _check_json(value: Any, depth: int = 0) -> None:
             raise ValueError("must not contain numbers beyond 64 bits (±9.2e18)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
+            plain_text(key)
             _check_json(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -102,7 +147,7 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     _check_json(value)
     try:
         size = len(orjson.dumps(value))
-    except TypeError as exc:  # integers beyond 64 bits, lone surrogates
+    except TypeError as exc:  # what _check_json missed
         raise ValueError(f"is not representable as JSON: {exc}") from None
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"must serialize to at most {METADATA_MAX_BYTES} bytes of JSON")
@@ -126,7 +171,7 @@ def _zones() -> frozenset[str]:
     )
 
 
-_ISO_DURATION = re.compile(r"^P(?:\d+W)?(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+S)?)?$")
+_ISO_DURATION = re.compile(r"^P(?:[0-9]+W)?(?:[0-9]+D)?(?:T(?:[0-9]+H)?(?:[0-9]+M)?(?:[0-9]+S)?)?$")
 
 
 def _iso_duration(value: Any) -> Any:
@@ -151,6 +196,23 @@ def _signed_iso_duration(value: Any) -> Any:
 MAX_DURATION = timedelta(days=366)
 
 
+def iso_duration(value: timedelta) -> str:
+    """The duration as `Duration` reads it: days, hours, minutes and seconds ("P366D",
+    "-PT30M", "PT0S"). Pydantic's own writer turns 365 days into "P1Y", which no reader here
+    accepts (a year has no fixed length)."""
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    minutes, seconds = divmod(value.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    second = f"{seconds}.{value.microseconds:06d}".rstrip("0") if value.microseconds else seconds
+    clock = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    clock += f"{second}S" if seconds or value.microseconds else ""
+    days = f"{value.days}D" if value.days else ""
+    if not days and not clock:
+        return "PT0S"
+    return f"{sign}P{days}{'T' + clock if clock else ''}"
+
+
 def _whole_seconds(value: timedelta) -> timedelta:
     if value.microseconds:
         raise ValueError("must be whole seconds")
@@ -169,6 +231,12 @@ def _date_text(value: Any) -> Any:
     return value
 
 
+def _date_in_range(value: date) -> date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise ValueError(f"must be between {EARLIEST_DATE} and {LATEST_DATE}")
+    return value
+
+
 def _json_integer(value: Any) -> Any:
     # JSON Schema's integer: 3 and 3.0, not "3" nor true (which Python would take as 1).
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -177,16 +245,20 @@ def _json_integer(value: Any) -> Any:
 
 
 def _stripped_name(value: str) -> str:
-    value = _no_nul(value).strip()
+    value = value.strip()
     if not value:
         raise ValueError("must contain a character other than white space")
     return value
 
 
+# Free text: anything PostgreSQL can store (no NUL, no lone surrogate). Every field bounds
+# it, `Annotated[Text, StringConstraints(max_length=...)]` (not pydantic's Field: these
+# types are also query parameters); tests/test_free_text.py checks that none is unbounded.
+Text = Annotated[str, BeforeValidator(plain_text), _SchemaExtra(pattern=NO_NUL)]
 # Lengths count what was sent (as the schema says); the name is stored without the white space
 # around it.
 Name = Annotated[
-    str,
+    Text,
     StringConstraints(min_length=1, max_length=200),
     AfterValidator(_stripped_name),
     WithJsonSchema(
@@ -199,20 +271,14 @@ Name = Annotated[
         }
     ),
 ]
-# Free text: anything PostgreSQL can store (no NUL).
-Text = Annotated[str, AfterValidator(_no_nul)]
 Tag = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=rf"^[^\x00{WHITESPACE}]+$"),
+    BeforeValidator(plain_text),
 ]
 # Free text an admin may leave empty (a feed's label).
-Label = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
-CustomerRef = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=200),
-    AfterValidator(_no_nul),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL}),
-]
+Label = Annotated[Text, StringConstraints(max_length=200)]
+CustomerRef = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
 TimeZoneName = Annotated[
     str, StringConstraints(max_length=64), AfterValidator(_known_zone), component("TimeZoneName")
 ]
@@ -227,11 +293,23 @@ _TIMESTAMP_SCHEMA = {
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_aware_only),
-    AfterValidator(_within_range),
+    AfterValidator(within_range),
     WithJsonSchema(_TIMESTAMP_SCHEMA),
 ]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata), component("Metadata")]
-CalendarDate = Annotated[date, BeforeValidator(_date_text)]
+CalendarDate = Annotated[
+    date,
+    BeforeValidator(_date_text),
+    AfterValidator(_date_in_range),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3})-[0-9]{2}-[0-9]{2}$",
+            "description": "YYYY-MM-DD, from 1970-01-01 to 8999-12-31.",
+        }
+    ),
+]
 # For JSON bodies; query parameters arrive as text and keep plain `int`. Constraints of an
 # optional one go before JSON_INTEGER (`Annotated[int, Field(ge=1), JSON_INTEGER] | None`), else
 # pydantic leaves them out of the JSON Schema.
@@ -243,18 +321,24 @@ _DURATION_SCHEMA = {
     "format": "duration",
     "pattern": "^" + _DURATION_PATTERN,
     "description": "ISO 8601 in weeks, days, hours, minutes and whole seconds (no months or "
-    "years), at most 366 days: PT1H30M, P7D.",
+    "years), at most 366 days: PT1H30M, P7D. Written back in days, hours, minutes and seconds "
+    "(P1W as P7D, PT90M as PT1H30M).",
 }
+_WRITE_DURATION = PlainSerializer(iso_duration, return_type=str, when_used="json")
 Duration = Annotated[
     timedelta,
     BeforeValidator(_iso_duration),
     AfterValidator(_whole_seconds),
+    _WRITE_DURATION,
     WithJsonSchema(_DURATION_SCHEMA),
 ]
+# A duration in a reply the server builds (no validation: the server made it), written as above.
+WrittenDuration = Annotated[timedelta, _WRITE_DURATION]
 SignedDuration = Annotated[
     timedelta,
     BeforeValidator(_signed_iso_duration),
     AfterValidator(_whole_seconds),
+    _WRITE_DURATION,
     WithJsonSchema(
         {
             **_DURATION_SCHEMA,

@@ -1,19 +1,30 @@
-"""Opaque keyset cursors: the last row's sort key, base64url-encoded JSON."""
+"""Opaque keyset cursors: the last row's sort key, base64url-encoded JSON.
+
+A cursor comes back from the client, so each part of its key is checked to the range of the
+column it is compared with (`key_id`, `key_instant`, `key_int`) before it reaches SQL: a part
+this API could not have written is a 422, never a database error."""
 
 from __future__ import annotations
 
 import base64
 import heapq
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
+from uuid import UUID
 
 import orjson
 
 from reservations.errors import InvalidInput
+from reservations.kit.fields import within_range
 
 T = TypeVar("T")
+
+BIGINT_MAX = 2**63 - 1
+XID8_MAX = 2**64 - 1
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def encode_cursor(*key: Any) -> str:
@@ -34,6 +45,47 @@ def decode_cursor(cursor: str, arity: int) -> list[str]:
     ):
         raise invalid_cursor()
     return parts
+
+
+def key_id(raw: str) -> UUID:
+    """An id as encode_cursor writes it (lowercase, hyphenated)."""
+    if not _UUID.fullmatch(raw):
+        raise invalid_cursor()
+    return UUID(raw)
+
+
+def key_instant(raw: str) -> datetime:
+    """An instant as encode_cursor writes it (ISO 8601 with an offset), in the range every
+    stored timestamp lies in (kit/fields.py: 1970 to 9000)."""
+    try:
+        at = datetime.fromisoformat(raw)
+        if at.tzinfo is None:
+            raise ValueError("naive")
+        return within_range(at)
+    except ValueError:
+        raise invalid_cursor() from None
+
+
+def key_int(raw: str, *, high: int = BIGINT_MAX) -> int:
+    """A non-negative integer in ASCII digits, at most `high` (a bigint's, or an xid8's)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)):
+        raise invalid_cursor()
+    value = int(raw)
+    if value > high:
+        raise invalid_cursor()
+    return value
+
+
+def decode_id_cursor(cursor: str) -> UUID:
+    """The id of a cursor keyed by id alone."""
+    (raw,) = decode_cursor(cursor, 1)
+    return key_id(raw)
+
+
+def decode_instant_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The (instant, id) of a cursor keyed by a time and then the id."""
+    raw_at, raw_id = decode_cursor(cursor, 2)
+    return key_instant(raw_at), key_id(raw_id)
 
 
 def invalid_cursor() -> InvalidInput:
@@ -68,7 +120,5 @@ def decode_positions(cursor: str | None) -> dict[str, int]:
     out: dict[str, int] = {}
     for part in raw.split(","):
         name, _, number = part.rpartition(":")
-        if not number.isdigit() or len(number) > 18:
-            raise invalid_cursor()
-        out[name or "primary"] = int(number)
+        out[name or "primary"] = key_int(number)
     return out

@@ -36,7 +36,7 @@ from reservations.kit import metrics
 from reservations.kit.db import Conn, acting_as, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
 from reservations.reservations import admission, fastmap, repository
 from reservations.reservations.conflicts import blocking, conflict, from_json
 from reservations.reservations.schemas import (
@@ -274,15 +274,7 @@ async def list_page(
             "'to' must be after 'from'.",
             errors=[{"field": "to", "in": "query", "message": "must be after from"}],
         )
-    after = None
-    if cursor is not None:
-        raw_start, raw_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(raw_start), UUID(raw_id))
-        except ValueError:
-            raise invalid_cursor() from None
-        if after[0].tzinfo is None:
-            raise invalid_cursor()
+    after = decode_instant_cursor(cursor) if cursor is not None else None
     now = svc.clock.now()
     # One resource's rows live on its shard; the rest (a booking's too: it may span clusters)
     # on every shard.

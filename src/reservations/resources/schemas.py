@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reservations.availability.policy import Policy
+from reservations.availability.policy import Policy, stored
 from reservations.kit.fields import JSON_INTEGER, JsonInt, Metadata, Name, Tag, TimeZoneName
 
 MAX_TAGS = 32
@@ -75,6 +75,11 @@ class ResourceRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _stored_policy(cls, value: Any) -> Any:
+        return stored(value) if isinstance(value, dict) else value
 
 
 class ResourcePage(BaseModel):

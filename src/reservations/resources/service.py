@@ -17,7 +17,7 @@ from reservations.errors import (
 from reservations.kit.db import lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
 from reservations.reservations import fastmap, tasks
 from reservations.reservations import repository as reservation_repo
 from reservations.resources import repository
@@ -74,6 +74,8 @@ async def create_reply(
             policy=body.policy.model_dump(mode="json", exclude_defaults=True),
             now=now,
         )
+        # Read the row back before COMMIT: a row the reader refused would fail every later
+        # GET; it must fail this request and leave nothing.
         reply = _created(ResourceRead.model_validate(row))
         await record(idem, conn, reply, now=now)
     await _cache(svc, caller, row)
@@ -107,11 +109,7 @@ async def list_page(
 ) -> ResourcePage:
     after = None
     if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        try:
-            after = UUID(raw)
-        except ValueError:
-            raise invalid_cursor() from None
+        after = decode_id_cursor(cursor)
     pages = await svc.shards.gather(
         lambda conn: repository.page(
             conn, tenant_id=caller.tenant_id, tags=tags, after=after, limit=limit + 1
@@ -178,13 +176,14 @@ async def update(
                 f"The resource is at version {current['version']}; fetch it again and retry.",
                 current_version=current["version"],
             )
+        updated = ResourceRead.model_validate(row)  # before COMMIT, as in create
     if svc.fastmap is not None:
         await svc.fastmap.apply(fastmap.changes(expired, live=False))
         if "capacity" in changes:
             # Which reservations the map may hold just changed: rebuild this resource's days.
             await tasks.repair_map(svc, resource_id=resource_id)
     await _cache(svc, caller, row)
-    return ResourceRead.model_validate(row)
+    return updated
 
 
 def _capacity_in_use(capacity: int, peak: int | None) -> CapacityInUse:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID
 
 from psycopg.rows import DictRow
@@ -12,7 +11,7 @@ from reservations.errors import NotFound, WaitlistFull
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, amend, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.kit.pagination import decode_cursor, encode_cursor, invalid_cursor, merged
+from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
 from reservations.reservations import admission
 from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal
@@ -119,13 +118,7 @@ async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntry
 async def list_page(
     svc: Services, caller: Principal, *, resource_id: UUID | None, cursor: str | None, limit: int
 ) -> WaitlistPage:
-    after: tuple[datetime, UUID] | None = None
-    if cursor is not None:
-        raw_at, raw_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(raw_at), UUID(raw_id))
-        except ValueError:
-            raise invalid_cursor() from None
+    after = decode_instant_cursor(cursor) if cursor is not None else None
 
     async def page(conn: Conn) -> list[tuple[DictRow, int | None]]:
         rows = await repository.page(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,6 +19,12 @@ from urllib.parse import urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
+# RFC 1035 (as the resolver's IDNA encoding enforces: a longer or empty label is an error
+# there, not a failed lookup).
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+# Letters, digits, hyphens inside, and the underscore some DNS names carry.
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 RESOLVE_TIMEOUT_SECONDS = 5.0
 
 _V4 = [
@@ -114,6 +121,8 @@ def parse(url: str, *, allow_private: bool) -> Target:
         raise ValueError("must not have a #fragment")
     if not host.isascii():
         raise ValueError("must write an international host name in its ASCII (xn--) form")
+    if _literal(host) is None:
+        _check_host_name(host)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -124,6 +133,27 @@ def parse(url: str, *, allow_private: bool) -> Target:
         port=port or (443 if scheme == "https" else 80),
         path=path,
     )
+
+
+def _check_host_name(host: str) -> None:
+    if len(host) > MAX_HOST_LENGTH:
+        raise ValueError(f"must have a host name of at most {MAX_HOST_LENGTH} characters")
+    for label in host.split("."):
+        if not label:
+            raise ValueError(
+                "must not have an empty label in its host name (two dots in a row, or a "
+                "leading dot)"
+            )
+        if len(label) > MAX_LABEL_LENGTH:
+            raise ValueError(
+                f"must not have a label longer than {MAX_LABEL_LENGTH} characters in its host "
+                f"name ({label[:20]}... has {len(label)})"
+            )
+        if not _LABEL.fullmatch(label):
+            raise ValueError(
+                f"must have a host name of letters, digits and hyphens ({label!r} is not a "
+                "valid label; a hyphen may not start or end one)"
+            )
 
 
 def refusal(address: IPAddress) -> str | None:
@@ -154,7 +184,8 @@ async def resolve(target: Target) -> list[IPAddress]:
             loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM),
             RESOLVE_TIMEOUT_SECONDS,
         )
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, UnicodeError):
+        # UnicodeError: the IDNA encoding refused the name (parse() refuses those first).
         raise AddressRefused(f"the host {target.host!r} does not resolve") from None
     found: list[IPAddress] = []
     for *_, sockaddr in infos:

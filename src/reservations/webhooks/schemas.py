@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from reservations.kit.fields import Text
 
@@ -68,7 +68,7 @@ Url = Annotated[
         "addresses, and plain http, only when the server allows private receivers).",
     ),
 ]
-Description = Annotated[Text, Field(max_length=500)]
+Description = Annotated[Text, StringConstraints(max_length=500)]
 
 
 class WebhookCreate(BaseModel):

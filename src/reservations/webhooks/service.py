@@ -15,11 +15,10 @@ from reservations.kit.db import Conn, Database
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import uuid7
 from reservations.kit.pagination import (
-    decode_cursor,
+    decode_id_cursor,
     decode_positions,
     encode_cursor,
     encode_positions,
-    invalid_cursor,
     merged,
 )
 from reservations.tenancy.service import Principal
@@ -114,11 +113,7 @@ async def list_page(
 ) -> WebhookPage:
     after = None
     if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        try:
-            after = UUID(raw)
-        except ValueError:
-            raise invalid_cursor() from None
+        after = decode_id_cursor(cursor)
     rows = await svc.db.read(
         lambda conn: repository.page_endpoints(
             conn, tenant_id=caller.tenant_id, after=after, limit=limit + 1
