@@ -68,7 +68,9 @@ export function attach(container, ctl) {
       press.el.style.setProperty("left", `${x(row, press.start)}px`);
     } else {
       const here = snap(zone, row.bounds, pointerInstant(row, event), grid);
-      const start = Math.max(Math.min(press.anchor, here), row.bounds.start);
+      // Past time is shaded and not bookable: a selection starts at the next grid slot.
+      const firstSlot = snap(zone, row.bounds, Date.now() + (grid * MINUTE) / 2, grid);
+      const start = Math.max(Math.min(press.anchor, here), row.bounds.start, firstSlot);
       let end = Math.min(Math.max(press.anchor, here), row.bounds.end);
       if (end <= start) end = start + grid * MINUTE;
       press.sel = { resourceId: row.resource.id, start, end };
