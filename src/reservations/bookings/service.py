@@ -100,7 +100,7 @@ async def create(
 
 async def _zone_of(svc: Services, caller: Principal, resource_id: UUID) -> str:
     """The first resource's time zone, the series' default (read before the booking's
-    transaction; the transaction checks the resource again under its lock)."""
+    transaction; the transaction reads the resource again under its lock)."""
     if svc.resource_cache is not None:
         cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
         if cached is not None:
@@ -108,9 +108,9 @@ async def _zone_of(svc: Services, caller: Principal, resource_id: UUID) -> str:
     row = await svc.at(resource_id).db.read(
         lambda conn: resource_repo.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
     )
-    if row is None:
-        raise NotFound(f"No resource {resource_id} in your tenant.")
-    return str(row["timezone"])
+    # None: the transaction says 404, after the Idempotency-Key's claim (a retry of a booking
+    # whose resource has since been archived still gets its stored reply).
+    return str(row["timezone"]) if row is not None else "UTC"
 
 
 async def _create(
