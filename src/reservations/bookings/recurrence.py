@@ -87,14 +87,27 @@ def _check_parts(text: str) -> dict[str, str]:
     for name in _RANGES:
         if name in parts:
             _ints(name, parts[name])
-    if "BYDAY" in parts and not all(_WEEKDAY.match(d) for d in parts["BYDAY"].split(",")):
-        raise RecurrenceError("BYDAY takes weekdays such as MO,WE or 1MO,-1FR")
+    if "BYDAY" in parts:
+        _check_weekdays(parts)
     if "WKST" in parts and parts["WKST"] not in {"MO", "TU", "WE", "TH", "FR", "SA", "SU"}:
         raise RecurrenceError("WKST must be a weekday such as MO")
     if "UNTIL" in parts and not _UNTIL.match(parts["UNTIL"]):
         raise RecurrenceError("UNTIL must look like 20300601T170000Z (UTC) or 20300601")
     _check_possible(parts)
     return parts
+
+
+def _check_weekdays(parts: dict[str, str]) -> None:
+    """Weekdays, with an ordinal from 1 to 53 (the nth in the year), or 5 where they count
+    within a month: past that, dateutil indexes beyond its month tables (IndexError)."""
+    in_month = parts["FREQ"] == "MONTHLY" or (parts["FREQ"] == "YEARLY" and "BYMONTH" in parts)
+    most = 5 if in_month else 53
+    for item in parts["BYDAY"].split(","):
+        m = _WEEKDAY.match(item)
+        if not m:
+            raise RecurrenceError("BYDAY takes weekdays such as MO,WE or 1MO,-1FR")
+        if m.group(1) is not None and not 1 <= abs(int(m.group(1))) <= most:
+            raise RecurrenceError(f"BYDAY's ordinals run from 1 to {most} here (or -1 to -{most})")
 
 
 _FREQS_PARTS = {"FREQ", "UNTIL", "COUNT", "INTERVAL", "WKST", "BYDAY", *_RANGES}
@@ -132,8 +145,11 @@ def _local_until(value: str, zone: str) -> str:
         return day + "T235959"
     if not utc:
         return day + "T" + clock
-    instant = datetime.strptime(day + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    return instant.astimezone(ZoneInfo(zone)).strftime("%Y%m%dT%H%M%S")
+    try:
+        instant = datetime.strptime(day + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        return instant.astimezone(ZoneInfo(zone)).strftime("%Y%m%dT%H%M%S")
+    except (ValueError, OverflowError):
+        raise RecurrenceError("UNTIL is not a valid date and time in the rule's zone") from None
 
 
 def parse(rule: str, first_local: datetime, zone: str = "UTC") -> rrule:
