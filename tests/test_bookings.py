@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from reservations.bookings.recurrence import MAX_OCCURRENCES
 from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.reservations.service import sweep_expired
@@ -151,7 +152,7 @@ def test_until_in_utc_as_rfc_5545_requires(tenant: Tenant) -> None:
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"rrule": "FREQ=DAILY;COUNT=367"}, "rrule"),
+        ({"rrule": f"FREQ=DAILY;COUNT={MAX_OCCURRENCES + 1}"}, "rrule"),
         ({"rrule": "FREQ=DAILY"}, "rrule"),  # unbounded
         ({"rrule": "FREQ=WEEKLY"}, "rrule"),  # unbounded, past the horizon first
         ({"rrule": "FREQ=YEARLY;COUNT=7"}, "rrule"),  # bounded, but over five years ahead
@@ -176,16 +177,16 @@ def test_series_validation(
     assert reservation_rows(settings, room["id"]) == []
 
 
-def test_series_of_exactly_366_is_accepted(tenant: Tenant) -> None:
+def test_series_of_exactly_the_limit_is_accepted(tenant: Tenant) -> None:
     room = tenant.admin.resource()
     r = book(
         tenant.booker,
         [room["id"]],
         "2030-01-01T09:00:00Z",
         "2030-01-01T09:05:00Z",
-        rrule="FREQ=DAILY;COUNT=366",
+        rrule=f"FREQ=DAILY;COUNT={MAX_OCCURRENCES}",
     )
-    assert len(_created(r)["reservations"]) == 366
+    assert len(_created(r)["reservations"]) == MAX_OCCURRENCES
 
 
 def test_a_booking_holds_at_most_1000_reservations(tenant: Tenant, settings: Settings) -> None:

@@ -36,7 +36,7 @@ API4 Unrestricted Resource Consumption
     per key and tenant, 429 with RateLimit, RateLimit-Policy and Retry-After
     (test_ratelimit.py); the per-tenant live-hold cap (test_hold_limit.py); page size
     `limit` 501 on reservations (test_bad_input.py); metadata over 16 KiB, more than 32 tags
-    (test_bad_input.py); series over 366 occurrences (test_bookings.py). Here:
+    (test_bad_input.py); series over 1,000 occurrences (test_bookings.py). Here:
     test_documented_caps (the other page sizes, windows, resources per booking, exdates, tag
     filters) and test_one_booker_cannot_take_every_slot. The fuzzer fails any response slower
     than 20 s (max_response_time).

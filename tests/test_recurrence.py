@@ -416,6 +416,10 @@ def test_interval_zero_is_refused() -> None:
         "FREQ=YEARLY;INTERVAL=-4",
         "FREQ=DAILY;BYHOUR=2147483648",
         "FREQ=DAILY;UNTIL=2147483648",
+        "FREQ=MONTHLY;BYDAY=53MO",  # IndexError inside dateutil
+        "FREQ=YEARLY;BYMONTH=12;BYDAY=53MO;COUNT=2",
+        "FREQ=DAILY;UNTIL=99991231T235959Z",  # past datetime.max in Berlin: OverflowError
+        "FREQ=DAILY;UNTIL=20261301",
     ],
 )
 def test_rules_that_break_dateutil_are_recurrence_errors(rule: str) -> None:

@@ -9,8 +9,29 @@ instant count once.
 
 dateutil does the expansion; this module first checks the rule strictly (known parts, each
 once, values in RFC 5545's ranges, combinations that can match at all), because dateutil
-accepts some nonsense and walks day by day to the year 9999 looking for a match that can
-never come."""
+accepts some nonsense.
+
+Limits. A series has at most MAX_OCCURRENCES (1,000) occurrences, none starting more than
+HORIZON (5 x 366 days) after the first, each ending before 9000-01-01 (kit/fields.py LATEST).
+COUNT may not exceed MAX_OCCURRENCES; a UNTIL later than the horizon is searched only up to the
+horizon, and refused if the rule has not ended by then.
+
+The expansion is bounded by work, not by a clock. dateutil itself stops only at COUNT, at the
+first candidate past UNTIL, or after the year 9999, so a rule whose matches are rare or
+impossible (FREQ=HOURLY;BYSETPOS=2; FREQ=SECONDLY;BYHOUR=23 on leap days that are Mondays)
+searches for decades or forever without returning control. Here its loop runs metered
+(walk.py): no period that begins after UNTIL or the horizon is searched, and dateutil may
+take at most WORK_BUDGET (150,000) steps, a step being about a quarter of a microsecond of
+work (a day checked against the BY parts, a time of day built, a candidate compared, a step
+of the search for the next valid hour, minute or second), each period paid for before it
+runs. The worst rules found cost 20-60 ms of CPU before they are refused. Honest series need
+far less: 500 daily occurrences about 15,000 steps, 1,000 about 30,000, weekdays over two
+years or the last Friday of every month for five years about 6,000. The most expensive honest
+shape found is a fine FREQ with BYHOUR (1,000 quarter-hours on weekday office hours with
+FREQ=MINUTELY: about 100,000; the same as FREQ=DAILY;BYHOUR=...;BYMINUTE=0,15,30,45 needs
+6,000). A refused rule is told how to fix it: a coarser FREQ, fewer BY values, COUNT or an
+earlier UNTIL.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +39,17 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from itertools import islice
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rrulestr
 
-MAX_OCCURRENCES = 366
+from reservations.bookings.walk import Meter, WindowEnd, WorkExceeded, times_of_day, walk
+from reservations.kit.fields import LATEST
+
+MAX_OCCURRENCES = 1_000
+MAX_EXDATES = 366
 HORIZON = timedelta(days=5 * 366)
+WORK_BUDGET = 150_000
 
 _INT = re.compile(r"^[+-]?[0-9]{1,4}$")
 _WEEKDAY = re.compile(r"^([+-]?[0-9]{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
@@ -41,6 +66,11 @@ _RANGES = {
     "BYMONTH": (1, 12, False),
     "BYSETPOS": (-366, 366, False),
 }
+
+
+# dateutil's date parser (which rrulestr uses for UNTIL) builds its tables on first use, some
+# 40 ms; pay that at import rather than in the first request that sends an UNTIL.
+rrulestr("RRULE:FREQ=DAILY;UNTIL=20000102", dtstart=datetime(2000, 1, 1))
 
 
 class RecurrenceError(ValueError):
@@ -87,8 +117,8 @@ def _check_parts(text: str) -> dict[str, str]:
     for name in _RANGES:
         if name in parts:
             _ints(name, parts[name])
-    if "BYDAY" in parts and not all(_WEEKDAY.match(d) for d in parts["BYDAY"].split(",")):
-        raise RecurrenceError("BYDAY takes weekdays such as MO,WE or 1MO,-1FR")
+    if "BYDAY" in parts:
+        _check_weekdays(parts)
     if "WKST" in parts and parts["WKST"] not in {"MO", "TU", "WE", "TH", "FR", "SA", "SU"}:
         raise RecurrenceError("WKST must be a weekday such as MO")
     if "UNTIL" in parts and not _UNTIL.match(parts["UNTIL"]):
@@ -97,6 +127,20 @@ def _check_parts(text: str) -> dict[str, str]:
     return parts
 
 
+def _check_weekdays(parts: dict[str, str]) -> None:
+    """Weekdays, with an ordinal from 1 to 53 (the nth in the year), or 5 where they count
+    within a month: past that, dateutil indexes beyond its month tables (IndexError)."""
+    in_month = parts["FREQ"] == "MONTHLY" or (parts["FREQ"] == "YEARLY" and "BYMONTH" in parts)
+    most = 5 if in_month else 53
+    for item in parts["BYDAY"].split(","):
+        m = _WEEKDAY.match(item)
+        if not m:
+            raise RecurrenceError("BYDAY takes weekdays such as MO,WE or 1MO,-1FR")
+        if m.group(1) is not None and not 1 <= abs(int(m.group(1))) <= most:
+            raise RecurrenceError(f"BYDAY's ordinals run from 1 to {most} here (or -1 to -{most})")
+
+
+_TIME_PARTS = ("BYHOUR", "BYMINUTE", "BYSECOND")
 _FREQS_PARTS = {"FREQ", "UNTIL", "COUNT", "INTERVAL", "WKST", "BYDAY", *_RANGES}
 
 
@@ -122,6 +166,15 @@ def _check_possible(parts: dict[str, str]) -> None:
             raise RecurrenceError("BYYEARDAY never falls in the given BYMONTH")
 
 
+def _wall(text: str) -> datetime:
+    """YYYYMMDDTHHMMSS as a naive datetime (not strptime: its first call costs ~15 ms)."""
+    year, month, day = int(text[0:4]), int(text[4:6]), int(text[6:8])
+    try:
+        return datetime(year, month, day, int(text[9:11]), int(text[11:13]), int(text[13:15]))
+    except ValueError:
+        raise RecurrenceError(f"UNTIL {text} is not a valid date and time") from None
+
+
 def _local_until(value: str, zone: str) -> str:
     """RFC 5545 wants UNTIL in UTC when DTSTART has a zone; dateutil, given our local wall
     DTSTART, wants it local. A bare date means the end of that local day."""
@@ -132,17 +185,25 @@ def _local_until(value: str, zone: str) -> str:
         return day + "T235959"
     if not utc:
         return day + "T" + clock
-    instant = datetime.strptime(day + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    return instant.astimezone(ZoneInfo(zone)).strftime("%Y%m%dT%H%M%S")
+    try:
+        instant = _wall(f"{day}T{clock}").replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+        return f"{instant:%Y%m%dT%H%M%S}"
+    except (ValueError, OverflowError):
+        raise RecurrenceError("UNTIL is not a valid date and time in the rule's zone") from None
 
 
-def parse(rule: str, first_local: datetime, zone: str = "UTC") -> rrule:
+def _parts(rule: str, zone: str) -> dict[str, str]:
+    """The rule's parts, checked; UNTIL in the zone's local wall time."""
     text = rule.strip()
     if text.upper().startswith("RRULE:"):
         text = text[6:]
     parts = _check_parts(text)
     if "UNTIL" in parts:
         parts["UNTIL"] = _local_until(parts["UNTIL"], zone)
+    return parts
+
+
+def _build(parts: dict[str, str], first_local: datetime) -> rrule:
     try:
         parsed = rrulestr(
             "RRULE:" + ";".join(f"{k}={v}" for k, v in parts.items()), dtstart=first_local
@@ -154,32 +215,55 @@ def parse(rule: str, first_local: datetime, zone: str = "UTC") -> rrule:
     return parsed
 
 
-def expand(
-    rule: str,
-    *,
-    zone: str,
-    start: datetime,
-    end: datetime,
-    exdates: list[datetime | date] | None = None,
-    limit: int = MAX_OCCURRENCES,
-) -> list[Occurrence]:
-    """Occurrences of [start, end) under `rule`, in `zone`'s wall time. The first is
-    `start` itself when the rule matches it (RFC 5545: DTSTART is the first instance).
-    `exdates` drop occurrences starting at an instant, or on a local date."""
-    tz = ZoneInfo(zone)
-    local_start = start.astimezone(tz)
-    first_local = local_start.replace(tzinfo=None, fold=0)
-    duration = end - start
-    parsed = parse(rule, first_local, zone)
+def _times_of_day(parts: dict[str, str]) -> int:
+    """Times of day dateutil tabulates when it builds a DAILY-or-coarser rule."""
+    if parts["FREQ"] not in {"DAILY", "WEEKLY", "MONTHLY", "YEARLY"}:
+        return 0
+    sizes = [len(set(_ints(p, parts[p]))) if p in parts else 1 for p in _TIME_PARTS]
+    return times_of_day(*sizes)
+
+
+def _walls(
+    rule: str, *, zone: str, first_local: datetime, limit: int, budget: int | None
+) -> list[datetime]:
+    """The rule's local wall times from `first_local`, searched within the horizon and the
+    work budget (module docstring)."""
+    parts = _parts(rule, zone)
+    count = int(parts["COUNT"]) if "COUNT" in parts else None
+    if count is not None and count > limit:
+        raise RecurrenceError(f"COUNT may be at most {limit}; split the series")
     horizon = first_local + HORIZON
-    walls = []
+    until = _wall(parts["UNTIL"]) if "UNTIL" in parts else None
+    ends_by_until = until is not None and until <= horizon
+    meter = Meter(budget=budget, stop=(until if until and ends_by_until else horizon).date())
+    wanted = limit + 1 if count is None else count
+    walls: list[datetime] = []
     try:
-        for wall in islice(parsed, limit + 1):
+        meter.charge(_times_of_day(parts))
+        instants = walk(_build(parts, first_local), meter)
+        while len(walls) < wanted:
+            wall = next(instants, None)
+            if wall is None:
+                break
             if wall > horizon:
                 raise RecurrenceError(
                     "the rule runs more than five years ahead; end it sooner with COUNT or UNTIL"
                 )
             walls.append(wall)
+    except WorkExceeded:
+        raise RecurrenceError(
+            f"the rule needs more than {budget} steps to expand (a fine FREQ such as "
+            "SECONDLY or MINUTELY with sparse BY parts, many BYSETPOS values, or days that "
+            "rarely match); use a coarser FREQ (DAILY with BYHOUR/BYMINUTE), fewer BY "
+            "values, or an earlier UNTIL or smaller COUNT"
+        ) from None
+    except WindowEnd:
+        if not ends_by_until:
+            raise RecurrenceError(
+                "the rule does not end within five years of its start (too few occurrences "
+                "before then for its COUNT, or UNTIL later than that); end it sooner with "
+                "COUNT or an UNTIL at most five years after the start"
+            ) from None
     except (ValueError, OverflowError) as exc:
         if isinstance(exc, RecurrenceError):
             raise
@@ -188,6 +272,28 @@ def expand(
         raise RecurrenceError(
             f"the rule yields more than {limit} occurrences; limit it with COUNT or UNTIL"
         )
+    return walls
+
+
+def expand(
+    rule: str,
+    *,
+    zone: str,
+    start: datetime,
+    end: datetime,
+    exdates: list[datetime | date] | None = None,
+    limit: int = MAX_OCCURRENCES,
+    budget: int | None = WORK_BUDGET,
+) -> list[Occurrence]:
+    """Occurrences of [start, end) under `rule`, in `zone`'s wall time. The first is
+    `start` itself when the rule matches it (RFC 5545: DTSTART is the first instance).
+    `exdates` drop occurrences starting at an instant, or on a local date. `budget` None
+    lifts the work bound (for tests' control runs only)."""
+    tz = ZoneInfo(zone)
+    local_start = start.astimezone(tz)
+    first_local = local_start.replace(tzinfo=None, fold=0)
+    duration = end - start
+    walls = _walls(rule, zone=zone, first_local=first_local, limit=limit, budget=budget)
     skip_instants = {d.astimezone(UTC) for d in exdates or [] if isinstance(d, datetime)}
     skip_dates = {d for d in exdates or [] if not isinstance(d, datetime)}
     out: list[Occurrence] = []
@@ -199,6 +305,12 @@ def expand(
         instant = start if wall == first_local else wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
         if instant in skip_instants or instant in seen:
             continue
+        if instant + duration >= LATEST:
+            raise RecurrenceError(
+                f"the occurrence starting {instant.isoformat()} would end on or after "
+                f"{LATEST.date().isoformat()}, the end of the range the API accepts; end the "
+                "series sooner with COUNT or UNTIL"
+            )
         seen.add(instant)
         out.append(Occurrence(instant, instant + duration))
     if not out:

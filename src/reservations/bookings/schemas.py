@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from reservations.bookings.recurrence import MAX_OCCURRENCES
+from reservations.bookings.recurrence import MAX_EXDATES, MAX_OCCURRENCES
 from reservations.kit.fields import (
     JSON_INTEGER,
     CalendarDate,
@@ -66,7 +66,7 @@ class BookingCreate(BaseModel):
     )
     exdates: list[Timestamp | CalendarDate] = Field(
         default_factory=list,
-        max_length=MAX_OCCURRENCES,
+        max_length=MAX_EXDATES,
         description="Occurrences to leave out: by start instant, or by local date.",
     )
     timezone: TimeZoneName | None = Field(
