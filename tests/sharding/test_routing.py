@@ -324,7 +324,9 @@ def test_cli_commands_open_every_cluster(topology: Topology) -> None:
         for url in topology.clusters.values()
     ]  # fmt: skip
     assert sum(counts) == 12
-    assert all(n > 0 for n in counts), counts  # spread over the clusters
+    # Spread over the clusters by their random ids: one cluster of three gets none about once
+    # in 40 runs (3 * (2/3)^12), all twelve on one cluster once in 180,000.
+    assert sum(n > 0 for n in counts) >= 2, counts
     history = runner.invoke(app, ["history"], env=env)
     assert history.exit_code == 0, history.output
     for name in topology.clusters:
