@@ -1,7 +1,7 @@
 """Domain errors carry their HTTP meaning; one set of handlers renders RFC 9457 problem+json.
 
 Every error type has a stable slug; its `type` URI is `/problems/<slug>` (a relative reference,
-resolved against the API's base URL). README.md lists them all.
+resolved against the API's base URL). docs/api.md lists them all.
 """
 
 from __future__ import annotations
