@@ -24,6 +24,8 @@ FILES = [
     "/app/static/app.css",
     "/app/static/js/main.js",
     "/docs",
+    "/docs/static/swagger-ui-bundle.js",
+    "/docs/static/swagger-ui.css",
     "/openapi.json",
 ]
 

@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by web.docs from packaged files, not from a CDN
         redoc_url=None,
         # operationIds are the endpoint functions' names (get_reservation), stable for
         # generated clients and for the OpenAPI links between operations.
