@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
-from reservations.web import docs
+from reservations.web import docs, problems
 from reservations.web.assets import Asset, MemoryFiles, load
 
 HERE = Path(__file__).parent
@@ -46,3 +46,4 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/app/static", MemoryFiles(load(STATIC), ASSET_HEADERS), name="web-static")
     docs.install(app)
+    problems.install(app)
