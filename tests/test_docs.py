@@ -4,9 +4,7 @@ carry no dated timings or issue numbers (BENCHMARKS.md and RELIABILITY.md may)."
 
 from __future__ import annotations
 
-import asyncio
 import re
-import secrets
 import shutil
 import subprocess
 import unicodedata
@@ -14,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reservations.config import Settings
-from reservations.kit.db import Database
-from reservations.tenancy import service as tenancy
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, admin_key_on
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -86,19 +81,6 @@ def test_no_dated_timings_or_issue_numbers(path: Path) -> None:
     assert "shared/" not in text, f"{path.name} points outside the repository"
 
 
-def _admin_key(database_url: str) -> str:
-    async def main() -> str:
-        db = Database(database_url, Settings(database_url=database_url, db_pool_min=1))
-        await db.open()
-        try:
-            name = f"readme-{secrets.token_hex(4)}"
-            return (await tenancy.create_key(db, tenant=name, role=tenancy.Role.admin)).token
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README's example uses curl")
 def test_the_first_booking_works_when_pasted(live_server: LiveServer, tmp_path: Path) -> None:
     """The README's block, run by bash as a reader pastes it (only the address changed to
@@ -109,7 +91,7 @@ def test_the_first_booking_works_when_pasted(live_server: LiveServer, tmp_path: 
     expected = [line.removeprefix("# → ") for line in block.splitlines() if "# → " in line]
     done = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],
-        env={"KEY": _admin_key(live_server.database_url), "PATH": "/usr/bin:/bin"},
+        env={"KEY": admin_key_on(live_server.database_url), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=60,
