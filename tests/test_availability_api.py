@@ -18,6 +18,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from reservations.kit.clock import Clock
+from reservations.kit.openapi import PROBLEM_SCHEMAS
 from tests.conftest import Api, Tenant
 from tests.test_reservations import PROBLEM, _created, _problem
 
@@ -644,7 +645,9 @@ def test_openapi_lists_the_new_routes_with_problem_responses(app_client: TestCli
         for code in codes:
             content = op["responses"][str(code)]["content"]
             assert list(content) == [PROBLEM], (path, method, code)
-            assert content[PROBLEM]["schema"] == {"$ref": "#/components/schemas/Problem"}
+            # Each status's problem body, typed (kit/openapi.PROBLEM_SCHEMAS).
+            name = PROBLEM_SCHEMAS.get(code, "Problem")
+            assert content[PROBLEM]["schema"] == {"$ref": f"#/components/schemas/{name}"}
     schemas = doc["components"]["schemas"]
     assert "policy" in schemas["ResourceCreate"]["properties"]
     assert "override_rules" in schemas["ReservationCreate"]["properties"]

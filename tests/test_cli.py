@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -174,3 +175,64 @@ def test_bad_redis_setting_stops_start_up_naming_it(tmp_path: Path, var: str, va
     )
     assert result.returncode == 2
     assert var in result.stderr, result.stderr
+
+
+def _run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in _env(data_dir).items() if k != "XDG_RUNTIME_DIR"}
+    return subprocess.run(
+        [*CLI, *args],
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_version(tmp_path: Path) -> None:
+    from reservations import __version__
+
+    result = _run(tmp_path, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"reservations {__version__}"
+
+
+@pytest.mark.slow
+def test_keys_list_is_a_table_and_commands_print_no_warnings(tmp_path: Path) -> None:
+    """With XDG_RUNTIME_DIR unset (cron, containers, su, CI), as everywhere: nothing on
+    stderr but what the command means to say."""
+    made = _run(
+        tmp_path, "keys", "create", "--tenant", "acme", "--role", "booker", "--label", "desk"
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stderr == ""
+    prefix = made.stdout.strip().splitlines()[-1].split("_")[1]
+
+    listed = _run(tmp_path, "keys", "list", "--tenant", "acme")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr == ""
+    lines = [line.split() for line in listed.stdout.splitlines() if line.strip()]
+    header = lines[0]
+    assert header[:4] == ["prefix", "tenant", "role", "state"], listed.stdout
+    row = next(line for line in lines if line[0] == prefix)
+    assert row[1:4] == ["acme", "booker", "active"], listed.stdout
+    assert row[-1] == "desk"
+
+
+def test_serve_on_a_busy_port_says_so_before_serving(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(tmp_path, "serve", "--port", str(port))
+    assert result.returncode == 1
+    assert "Serving" not in result.stdout + result.stderr
+    assert f"port {port}" in result.stderr
+    assert "--port" in result.stderr
+    assert not (tmp_path / "postgres").exists(), "started the database before finding out"
+
+
+def test_shards_status_without_shards_is_no_error(tmp_path: Path) -> None:
+    result = _run(tmp_path, "shards", "status")
+    assert result.returncode == 0, result.stderr
+    assert "RESERVATIONS_SHARDS is not set" in result.stdout

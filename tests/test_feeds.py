@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from reservations.config import Settings
 from reservations.feeds import ical
 from reservations.kit.clock import Clock
-from tests.conftest import Api, Tenant
+from tests.conftest import Api, LiveServer, Tenant, admin_key_on
 from tests.test_reservations import _created, _problem
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -351,3 +351,37 @@ def test_a_booker_feed_shows_one_keys_reservations_in_each_resources_zone(
     assert _instant(york_event.decoded("DTSTART")) == start
     assert str(york_event["LOCATION"]) == "New York desk"
     assert str(york_event["DESCRIPTION"]) == "Customer: Ms. 1, VIP"
+
+
+def test_head_on_a_feed_answers_gets_headers_without_a_body(
+    app_client: TestClient, tenant: Tenant, live_server: LiveServer
+) -> None:
+    """Calendar apps and link checkers ask HEAD first: 200 and GET's headers, no body; an
+    unknown token is the same 404 as for GET. Through a real server too (uvicorn must accept
+    a Content-Length with no body after it)."""
+    room = tenant.admin.resource(name="Room", timezone="Europe/Berlin")
+    feed = _feed(tenant.admin, resource_id=room["id"])
+    path = httpx.URL(feed["url"]).path
+    got = app_client.get(path)
+    head = app_client.head(path)
+    assert head.status_code == 200
+    assert head.content == b""
+    for name in ("content-type", "etag", "cache-control", "content-length"):
+        assert head.headers[name] == got.headers[name], name
+    assert app_client.head(path, headers={"If-None-Match": got.headers["etag"]}).status_code == 304
+    missing = app_client.head("/feeds/" + "x" * 55 + ".ics")
+    assert missing.status_code == 404
+    assert missing.content == b""
+    assert "HEAD" in app_client.put(path).headers["allow"]
+
+    # The live server has its own database: a feed there, asked over HTTP.
+    key = admin_key_on(live_server.database_url)
+    with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        made = c.post("/v1/resources", json={"name": "Court"})
+        url = c.post("/v1/feeds", json={"resource_id": made.json()["id"]}).json()["url"]
+        live_path = httpx.URL(url).path
+        full = httpx.get(live_server.url + live_path)
+        bare = httpx.head(live_server.url + live_path)
+    assert bare.status_code == 200
+    assert bare.content == b""
+    assert bare.headers["content-length"] == full.headers["content-length"] != "0"

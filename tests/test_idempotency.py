@@ -426,6 +426,17 @@ def test_a_malformed_request_is_not_kept(tenant: Tenant, settings: Settings) -> 
     assert one(settings, "SELECT count(*) FROM resource WHERE name = %s", good["name"]) == 1
 
 
+def test_a_key_on_a_body_with_an_integer_past_64_bits_is_a_422_not_a_500(tenant: Tenant) -> None:
+    """The schema bounds `hold_seconds` below only; a 70-bit integer is valid JSON that the
+    fingerprint must still digest (the fuzzer found the 500), before the service refuses it."""
+    room = tenant.admin.resource()
+    at = "2031-05-05T10:00:00Z", "2031-05-05T11:00:00Z"
+    for path in ("/v1/reservations", "/v1/waitlist"):
+        body = {"resource_id": room["id"], "start": at[0], "end": at[1], "hold_seconds": 2**70}
+        r = tenant.admin.post(path, json=body, headers={KEY: new_key()})
+        _problem(r, 422, "invalid-input")
+
+
 @pytest.fixture(scope="module")
 def limited(database_url: str, settings: Settings) -> Iterator[TestClient]:
     """An app whose keys may make 2 requests per 2 s (one more every second)."""

@@ -15,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reservations.kit.localtime import (
+    describe_range,
     grid_instants,
     local_dates,
     minutes_after_midnight,
@@ -262,4 +263,24 @@ def test_minutes_after_midnight_matches_the_wall_clock(zone: str, instant: datet
     assert day == w.date()
     assert mins == pytest.approx(
         (w - datetime.combine(w.date(), time())).total_seconds() / 60, abs=1e-6
+    )
+
+
+def test_describe_range_says_utc_and_the_local_wall_time() -> None:
+    def t(day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(2026, 12, day, hour, minute, tzinfo=UTC)
+
+    dash = "\N{EN DASH}"
+    assert describe_range(t(14, 9), t(14, 10), "Europe/Berlin") == (
+        f"2026-12-14 09:00{dash}10:00 UTC (10:00{dash}11:00 Europe/Berlin)"
+    )
+    assert describe_range(t(14, 9), t(14, 10), "UTC") == f"2026-12-14 09:00{dash}10:00 UTC"
+    assert describe_range(t(14, 9), t(14, 10), None) == f"2026-12-14 09:00{dash}10:00 UTC"
+    # Another local date is named; so are both ends of a range across midnight.
+    assert describe_range(t(14, 23), t(15, 0, 30), "Pacific/Auckland") == (
+        f"2026-12-14 23:00 {dash} 2026-12-15 00:30 UTC (2026-12-15 12:00{dash}13:30 "
+        "Pacific/Auckland)"
+    )
+    assert describe_range(t(14, 22, 30), t(14, 23, 30), "Europe/Berlin") == (
+        f"2026-12-14 22:30{dash}23:30 UTC (23:30 {dash} 2026-12-15 00:30 Europe/Berlin)"
     )

@@ -1129,6 +1129,9 @@ def test_every_served_route_is_documented(app_client: TestClient) -> None:
         # The booking page (src/reservations/web): HTML for people, not API.
         ("/", "GET"),
         ("/app", "GET"),
+        # What each problem `type` URI means (web/problems.py): documentation, not API.
+        ("/problems", "GET"),
+        ("/problems/{slug}", "GET"),
     }
     assert documented <= served
     # /feeds/{token}.ics: the calendar URL, outside /v1 on purpose (its token is the

@@ -193,6 +193,27 @@ def test_overlap_is_409_with_conflicts(tenant: Tenant, settings: Settings) -> No
     assert len(_rows_for(settings, room["id"])) == 2
 
 
+def test_a_conflicts_times_are_in_utc_and_the_resources_zone(tenant: Tenant) -> None:
+    """A person in Berlin reads 10:00, not 08:00; a program reads `conflicts` (RFC 3339)."""
+    room = tenant.admin.resource(timezone="Europe/Berlin")
+    start, end = "2031-07-01T08:00:00Z", "2031-07-01T09:00:00Z"  # 10:00-11:00 CEST
+    first = _created(tenant.booker.book(room["id"], start, end))
+    said = "2031-07-01 08:00\N{EN DASH}09:00 UTC (10:00\N{EN DASH}11:00 Europe/Berlin)"
+    body = _problem(tenant.booker.book(room["id"], start, end), 409, "reservation-conflict")
+    assert said in body["detail"], body["detail"]
+    later = _created(tenant.booker.book(room["id"], "2031-07-01T10:00:00Z", "2031-07-01T11:00:00Z"))
+    moved = tenant.booker.patch(f"/v1/reservations/{later['id']}", json={"start": start})
+    assert said in _problem(moved, 409, "reservation-conflict")["detail"]
+    # A UTC resource's times are said once.
+    utc = tenant.admin.resource(timezone="UTC")
+    _created(tenant.booker.book(utc["id"], start, end))
+    detail = _problem(tenant.booker.book(utc["id"], start, end), 409, "reservation-conflict")[
+        "detail"
+    ]
+    assert "2031-07-01 08:00\N{EN DASH}09:00 UTC." in detail, detail
+    assert first["id"]
+
+
 # --- read and list -----------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 
-from reservations import __version__
+from reservations import __version__, problem_bodies
 from reservations.audit.endpoints import router as audit_router
 from reservations.availability.endpoints import router as availability_router
 from reservations.bookings.endpoints import router as bookings_router
@@ -33,7 +33,7 @@ from reservations.kit.faults import CrashAfterCommit, CrashAfterCommitMiddleware
 from reservations.kit.http import BodyLimitMiddleware, ObservabilityMiddleware, outside_headers
 from reservations.kit.openapi import (
     add_field_components,
-    add_problem_schema,
+    add_problem_schemas,
     parameters_without_null,
 )
 from reservations.kit.ratelimit import RateLimiter, RateLimitHeadersMiddleware
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by web.docs from packaged files, not from a CDN
         redoc_url=None,
         # operationIds are the endpoint functions' names (get_reservation), stable for
         # generated clients and for the OpenAPI links between operations.
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 description=app.description,
                 routes=app.routes,
             )
-            schema = add_field_components(add_problem_schema(schema))
+            schema = add_field_components(add_problem_schemas(schema, problem_bodies.MODELS))
             app.openapi_schema = parameters_without_null(schema)
         return app.openapi_schema
 

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
+from reservations import __version__
 from reservations.config import Settings, SettingsError, load_settings
 from reservations.kit import migrate as migrations
 from reservations.kit import shardmap
@@ -46,6 +52,25 @@ shards_app = typer.Typer(
 app.add_typer(shards_app, name="shards")
 audit_app = typer.Typer(help="Seal and verify the audit log's hash chain.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reservations {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Reservation API that never double-books."""
+
 
 # The audit log's actor for changes made from this command line (keys) and at first start.
 CLI_ACTOR = "system:cli"
@@ -171,6 +196,7 @@ def serve(
     settings = _settings()
     host = host or settings.host
     port = port or settings.port
+    _check_port(host, port)  # before starting anything, and before saying "Serving"
     with (
         _database_url(settings, apply_migrations=migrate) as url,
         _redis_url(settings) as redis_url,
@@ -203,6 +229,29 @@ def serve(
             log_level="info",
             server_header=False,
         )
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail now, with a message that says what to do, when the address cannot be listened on
+    (uvicorn would only find out after the embedded servers started and "Serving on" was
+    printed). Bound with SO_REUSEADDR, as uvicorn binds, so a port in TIME_WAIT passes."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _fail(f"cannot listen on {host}: {exc.strerror}; check --host") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise _fail(
+                        f"port {port} on {host} is already in use (another `reservations "
+                        "serve`?): stop that process, or serve on another port with --port "
+                        "(or RESERVATIONS_PORT)"
+                    ) from None
+                raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -335,12 +384,33 @@ def keys_list(
     settings = _settings()
     with _database_url(settings) as url:
         rows = _run_db(settings, url, lambda db: tenancy.list_keys(db, tenant))
+    if not rows:
+        typer.echo("no keys" + (f" in tenant {tenant!r}" if tenant else ""))
+        return
+    now = datetime.now(UTC)
+    table = Table(
+        "prefix", "tenant", "role", "state", "created (UTC)", "expires (UTC)", "label",
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
     for r in rows:
-        state = "revoked" if r["revoked_at"] else "active"
-        typer.echo(
-            f"{r['prefix']}  {r['tenant']:<20} {r['role']:<7} {state:<8}"
-            f" {r['created_at']:%Y-%m-%d %H:%M}  {r['label']}"
+        expires = r["expires_at"]
+        if r["revoked_at"]:
+            state = "revoked"
+        else:
+            state = "expired" if expires is not None and expires <= now else "active"
+        table.add_row(
+            r["prefix"],
+            r["tenant"],
+            r["role"],
+            state,
+            f"{r['created_at'].astimezone(UTC):%Y-%m-%d %H:%M}",
+            f"{expires.astimezone(UTC):%Y-%m-%d %H:%M}" if expires else "never",
+            r["label"],
         )
+    console = Console()
+    if not console.is_terminal:  # piped: whole lines, not wrapped at 80 columns
+        console = Console(width=400)
+    console.print(table)
 
 
 @keys_app.command("revoke")
@@ -497,6 +567,12 @@ def _run_shards(settings: Settings, url: str, work: Callable[[Shards], Awaitable
 def shards_status() -> None:
     """The shard map, each cluster's logical shards, rows and in-doubt transactions."""
     settings = _settings()
+    if not settings.shards:
+        typer.echo(
+            "no shards: RESERVATIONS_SHARDS is not set, so every resource lives on one "
+            "database (DATABASE_URL, or the embedded PostgreSQL)"
+        )
+        return
     with _database_url(settings) as url:
         clusters = _run_shards(settings, url, shard_status.status)
     for cluster in clusters:

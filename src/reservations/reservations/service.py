@@ -89,7 +89,8 @@ async def create(
                 clashes = await repository.overlaps(
                     conn, resource_id=body.resource_id, start=body.start, end=body.end
                 )
-            raise conflict(clashes, caller, stage="constraint") from None
+                zone = await repository.resource_zone(conn, body.resource_id)
+            raise conflict(clashes, caller, stage="constraint", zone=zone) from None
     raise AssertionError("unreachable")
 
 
@@ -135,7 +136,7 @@ async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCr
         body.resource_id, *policy.guarded(body.start, body.end), now=svc.clock.now()
     )
     if in_way:
-        error = conflict(in_way, caller, stage="map")
+        error = conflict(in_way, caller, stage="map", zone=target.zone)
         error.extra["source"] = "availability-map"
         raise error
     return False
@@ -190,7 +191,7 @@ async def _create_once(
                 await svc.fastmap.apply(
                     fastmap.changes([r for r in in_way if r["status"] == "confirmed"], live=True)
                 )
-            raise conflict(in_way, caller, stage="precheck", capacity=capacity)
+            raise conflict(in_way, caller, stage="precheck", zone=target.zone, capacity=capacity)
 
         await lock_resource(conn, lock_key(body.resource_id))
         expired = []
@@ -519,7 +520,8 @@ async def update(
                     end=body.end or row["end_at"],
                     exclude=reservation_id,
                 )
-            raise conflict(clashes, caller, stage="constraint") from None
+                zone = await repository.resource_zone(conn, row["resource_id"])
+            raise conflict(clashes, caller, stage="constraint", zone=zone) from None
     raise AssertionError("unreachable")
 
 
@@ -590,7 +592,13 @@ async def _update_once(
                 during=candidate.resource.policy.guarded(start, end),
             )
             if in_way:
-                raise conflict(in_way, caller, stage="precheck", capacity=found["capacity"])
+                raise conflict(
+                    in_way,
+                    caller,
+                    stage="precheck",
+                    zone=found["timezone"],
+                    capacity=found["capacity"],
+                )
             await lock_resource(conn, lock_key(resource_id))
         row = await _locked(conn, caller, reservation_id, expected_version)
         expired = []

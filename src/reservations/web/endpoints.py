@@ -3,18 +3,21 @@
 No template engine: the page is a static shell that signs in with an API key in the browser
 and talks to /v1 like any other client. Its Content-Security-Policy allows nothing but this
 origin (no inline script or style, no other host), which is also what keeps the key, held
-in sessionStorage, from being sent anywhere else."""
+in sessionStorage, from being sent anywhere else.
+
+The files are read into memory when the app is built (web/assets.py): a reinstall of the
+package under a running server leaves it serving them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse
 from starlette.responses import Response
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+
+from reservations.web import docs, problems
+from reservations.web.assets import Asset, MemoryFiles, load
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -27,32 +30,20 @@ PAGE_CSP = (
 # upgrade shows at once and an unchanged file costs a 304.
 ASSET_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_CSP}
 
-router = APIRouter(include_in_schema=False)
-
-
-@router.api_route("/", methods=["GET", "HEAD"])
-async def root() -> RedirectResponse:
-    return RedirectResponse("/app", status_code=307)
-
-
-@router.api_route("/app", methods=["GET", "HEAD"])
-async def page() -> FileResponse:
-    return FileResponse(HERE / "page.html", media_type="text/html", headers=ASSET_HEADERS)
-
-
-class Assets(StaticFiles):
-    def file_response(
-        self,
-        full_path: str | os.PathLike[str],
-        stat_result: os.stat_result,
-        scope: Scope,
-        status_code: int = 200,
-    ) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        response.headers.update(ASSET_HEADERS)
-        return response
-
 
 def install(app: FastAPI) -> None:
+    page = Asset.read(HERE / "page.html")
+    router = APIRouter(include_in_schema=False)
+
+    @router.api_route("/", methods=["GET", "HEAD"])
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/app", status_code=307)
+
+    @router.api_route("/app", methods=["GET", "HEAD"])
+    async def booking_page(request: Request) -> Response:
+        return page.response(request.scope, ASSET_HEADERS)
+
     app.include_router(router)
-    app.mount("/app/static", Assets(directory=STATIC), name="web-static")
+    app.mount("/app/static", MemoryFiles(load(STATIC), ASSET_HEADERS), name="web-static")
+    docs.install(app)
+    problems.install(app)
