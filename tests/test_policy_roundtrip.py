@@ -153,7 +153,11 @@ def blackout(draw: st.DrawFn) -> dict[str, Any]:
         "end": written(b, draw(st.sampled_from(OFFSETS))),
     }
     if draw(st.booleans()):
-        body["reason"] = draw(st.text(st.characters(exclude_characters="\x00"), max_size=200))
+        body["reason"] = draw(
+            st.text(
+                st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=200
+            )
+        )
     return body
 
 
