@@ -23,7 +23,7 @@ from reservations.app import create_app
 from reservations.audit import chain
 from reservations.audit import service as audit_service
 from reservations.audit import tasks as audit_tasks
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
 from reservations.reservations.service import sweep_expired
@@ -60,7 +60,7 @@ def _audit(api: Api, **params: Any) -> list[dict[str, Any]]:
 def test_changes_are_recorded_with_actor_request_and_before_after(
     tenant: Tenant, other_tenant: Tenant, app_client: TestClient
 ) -> None:
-    svc: Services = app_client.app.state.services  # type: ignore[attr-defined]
+    svc: Context = app_client.app.state.services  # type: ignore[attr-defined]
     url = svc.settings.database_url
     assert url is not None
     admin, booker = tenant.admin, tenant.booker
@@ -141,7 +141,7 @@ def test_keys_and_feeds_are_recorded_without_their_secrets(
 
 
 def test_the_log_refuses_changes_from_any_connection(app_client: TestClient) -> None:
-    svc: Services = app_client.app.state.services  # type: ignore[attr-defined]
+    svc: Context = app_client.app.state.services  # type: ignore[attr-defined]
     assert svc.settings.database_url is not None
     new_tenant(app_client)  # some rows to aim at
     app_client.portal.call(audit_tasks.seal, svc.db)  # type: ignore[union-attr]

@@ -238,8 +238,8 @@ def test_a_resource_entry_is_only_replaced_by_a_newer_version(redis_server: Redi
     import asyncio
     import uuid
 
+    from reservations.caches.resource import ResourceCache
     from reservations.kit.redis import RedisTier
-    from reservations.resources.cache import ResourceCache
 
     tenant, rid = uuid.uuid4(), uuid.uuid4()
 

@@ -1,4 +1,4 @@
-"""The availability map (reservations/fastmap.py) against PostgreSQL, the truth.
+"""The availability map (reservations/availability_map.py) against PostgreSQL, the truth.
 
 A hypothesis state machine drives random histories through the API (creates confirmed or
 held, confirm, cancel, reschedule, bookings made and cancelled, time passing without the
@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from reservations.app import create_app
+from reservations.availability_map import store as availability_map
 from reservations.kit.clock import Clock
-from reservations.reservations import fastmap
 from tests.conftest import RedisServer, Tenant, make_settings, new_tenant
 
 DAY = datetime(2033, 3, 7, tzinfo=UTC)
@@ -58,8 +58,8 @@ LIVE_OVERLAPS = (
 
 def granules(start: datetime, end: datetime) -> set[tuple[int, int]]:
     """The (UTC day, granule of the day) pairs [start, end) covers entirely, computed here
-    rather than with fastmap.covered, so a mistake there shows."""
-    step = int(fastmap.GRANULE.total_seconds())
+    rather than with availability_map.covered, so a mistake there shows."""
+    step = int(availability_map.GRANULE.total_seconds())
     first = -(-int(start.timestamp()) // step)  # ceil; test times are whole seconds
     last = int(end.timestamp()) // step
     per_day = 86_400 // step
@@ -122,7 +122,7 @@ class MapMachine(RuleBasedStateMachine):
     def map_says(self, r: int, start: datetime, end: datetime) -> list[dict[str, Any]] | None:
         s, e = self.widened(r, start, end)
         call = functools.partial(
-            self.svc.fastmap.refusal, UUID(self.resources[r]), s, e, now=self.clock.now()
+            self.svc.availability_map.refusal, UUID(self.resources[r]), s, e, now=self.clock.now()
         )
         result: list[dict[str, Any]] | None = self.client.portal.call(call)  # type: ignore[union-attr]
         return result
@@ -300,7 +300,7 @@ class MapMachine(RuleBasedStateMachine):
         reservation covers the whole granule. (The details filter in `refusal` hides stray
         bits from the answers above, so only this sees a move that leaves old bits behind or
         a partial granule marked.)"""
-        first = (DAY - fastmap._EPOCH).days
+        first = (DAY - availability_map._EPOCH).days
         for r, resource_id in enumerate(self.resources):
             rows = self.conn.execute(
                 "SELECT lower(during), upper(during) FROM reservation WHERE resource_id = %s"
@@ -310,7 +310,7 @@ class MapMachine(RuleBasedStateMachine):
             want = set().union(*(granules(lo, hi) for lo, hi in rows))
             have = set()
             for day in range(first - 1, first + 3):
-                key = self.svc.fastmap.tier.key("map", resource_id, str(day)) + ":b"
+                key = self.svc.availability_map.tier.key("map", resource_id, str(day)) + ":b"
                 raw = self.redis.get(key) or b""
                 have |= {
                     (day, i * 8 + b)
@@ -376,7 +376,7 @@ def conflict_source(resp: Any) -> str | None:
 def refusal(app_client: TestClient, resource_id: str, start: str, end: str) -> Any:
     svc = app_client.app.state.services  # type: ignore[attr-defined]
     call = functools.partial(
-        svc.fastmap.refusal,
+        svc.availability_map.refusal,
         UUID(resource_id),
         datetime.fromisoformat(start),
         datetime.fromisoformat(end),

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from reservations import cli
 from reservations.app import create_app
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.history import repository
 from reservations.history import service as history
 from reservations.kit.clock import Clock
@@ -55,8 +55,8 @@ class World:
     url: str
 
     @property
-    def svc(self) -> Services:
-        svc: Services = self.client.app.state.services  # type: ignore[attr-defined]
+    def svc(self) -> Context:
+        svc: Context = self.client.app.state.services  # type: ignore[attr-defined]
         return svc
 
     def run(self, **settings: Any) -> history.HistoryRun:

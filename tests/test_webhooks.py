@@ -26,7 +26,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from reservations.app import create_app
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
 from reservations.reservations import tasks
@@ -128,8 +128,8 @@ class Hooks:
     direct_url: str  # the database itself (for sessions the tests hold open)
 
     @property
-    def svc(self) -> Services:
-        svc: Services = self.client.app.state.services  # type: ignore[attr-defined]
+    def svc(self) -> Context:
+        svc: Context = self.client.app.state.services  # type: ignore[attr-defined]
         return svc
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -189,7 +189,7 @@ class Dispatchers:
             await db.open()
         run = tasks.run_forever if self.worker else dispatcher.run_forever
         loops = [
-            asyncio.create_task(run(Services(settings=self.settings, db=db, clock=Clock())))
+            asyncio.create_task(run(Context(settings=self.settings, db=db, clock=Clock())))
             for db in dbs
         ]
         self.started.set()

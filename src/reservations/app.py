@@ -19,9 +19,11 @@ from starlette.responses import Response
 from reservations import __version__, problem_bodies
 from reservations.audit.endpoints import router as audit_router
 from reservations.availability.endpoints import router as availability_router
+from reservations.availability_map.store import AvailabilityMap
 from reservations.bookings.endpoints import router as bookings_router
+from reservations.caches.resource import ResourceCache
 from reservations.config import Settings, load_settings
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import ShardMoving, install_error_handlers, problem_response
 from reservations.events.endpoints import router as events_router
 from reservations.feeds.endpoints import public as public_feeds_router
@@ -41,8 +43,6 @@ from reservations.kit.redis import RedisTier
 from reservations.ops.endpoints import router as ops_router
 from reservations.reservations import tasks
 from reservations.reservations.endpoints import router as reservations_router
-from reservations.reservations.fastmap import AvailabilityMap
-from reservations.resources.cache import ResourceCache
 from reservations.resources.endpoints import router as resources_router
 from reservations.sharding.router import NOT_HERE
 from reservations.tenancy.cache import KeyCache
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "starts the embedded PostgreSQL, or set DATABASE_URL."
         )
     db = Database(settings.database_url, settings)
-    svc = Services(settings=settings, db=db, clock=clock, **_redis_services(settings))
+    svc = Context(settings=settings, db=db, clock=clock, **_redis_services(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -164,7 +164,7 @@ def _redis_services(settings: Settings) -> dict[str, Any]:
         "resource_cache": (
             ResourceCache(tier, ttl_seconds=resource_ttl) if resource_ttl > 0 else None
         ),
-        "fastmap": (
+        "availability_map": (
             AvailabilityMap(tier, ttl_seconds=settings.availability_map_ttl_seconds)
             if settings.availability_map_enabled
             else None
@@ -203,7 +203,7 @@ def _install_infrastructure_handlers(app: FastAPI) -> None:
     async def database_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, psycopg.Error) and exc.sqlstate == NOT_HERE:
             # A shard moved and this instance's map was stale: nothing was written.
-            svc: Services = request.app.state.services
+            svc: Context = request.app.state.services
             await svc.shards.refused(str(exc.diag.message_primary or ""))
             return ShardMoving().response()
         return await unexpected(request, exc)

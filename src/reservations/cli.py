@@ -35,7 +35,7 @@ from reservations.tenancy import service as tenancy
 from reservations.tenancy.cache import KeyCache
 
 if TYPE_CHECKING:
-    from reservations.deps import Services
+    from reservations.context import Context
 
 app = typer.Typer(
     help="Reservation API that never double-books.",
@@ -150,13 +150,13 @@ def _reachable_redis(settings: Settings) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def _services(settings: Settings, db: Database) -> AsyncIterator[Services]:
+async def _services(settings: Settings, db: Database) -> AsyncIterator[Context]:
     """The services a command needs around an open catalog database: with shards, their
     clusters opened (and Redlock's clients closed after)."""
-    from reservations.deps import Services
+    from reservations.context import Context
     from reservations.kit.clock import Clock
 
-    svc = Services(settings=settings, db=db, clock=Clock())
+    svc = Context(settings=settings, db=db, clock=Clock())
     await svc.shards.open()
     try:
         yield svc

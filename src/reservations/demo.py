@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import DomainError
 from reservations.reservations import service as reservations
 from reservations.reservations.schemas import ReservationCreate
@@ -217,13 +217,13 @@ def attempts(resource: ResourceRead, now: datetime, rng: random.Random) -> list[
     return out
 
 
-async def _principal(svc: Services, token: str) -> Principal:
+async def _principal(svc: Context, token: str) -> Principal:
     found = await tenancy.authenticate(svc.db, token, now=svc.clock.now())
     assert found is not None
     return found
 
 
-async def _book(svc: Services, caller: Principal, resource_id: UUID, a: Attempt) -> bool:
+async def _book(svc: Context, caller: Principal, resource_id: UUID, a: Attempt) -> bool:
     body = ReservationCreate(
         resource_id=resource_id,
         start=a.start,
@@ -240,7 +240,7 @@ async def _book(svc: Services, caller: Principal, resource_id: UUID, a: Attempt)
     return True
 
 
-async def seed(svc: Services, *, rng_seed: int = 10) -> Seeded:
+async def seed(svc: Context, *, rng_seed: int = 10) -> Seeded:
     """Create the demo tenant, or only a new admin key if it is already there."""
     async with svc.db.connection() as conn:
         existing = await tenants.find_tenant(conn, TENANT)

@@ -1,85 +1,29 @@
-"""FastAPI dependencies shared by every domain: the app's services, the caller, idempotency."""
+"""FastAPI dependencies shared by every domain's routes: the context, the caller, idempotency
+headers. Only HTTP glue: the use cases take a plain `Context` (context.py)."""
 
 from __future__ import annotations
 
-import copy
 import re
-from dataclasses import dataclass, field
 from typing import Annotated
-from uuid import UUID
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from reservations.config import Settings
+from reservations.context import Context
 from reservations.errors import Forbidden, InvalidInput, Unauthenticated
-from reservations.kit.clock import Clock
-from reservations.kit.db import ACTOR, Database
+from reservations.kit.db import ACTOR
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ratelimit import STATE_KEY
-from reservations.kit.redis import RedisTier
-from reservations.kit.redlock import Redlock
-from reservations.reservations.fastmap import AvailabilityMap
-from reservations.resources.cache import ResourceCache
-from reservations.sharding.router import Shards
-from reservations.tenancy.cache import KeyCache
-from reservations.tenancy.limits import CallerLimits
 from reservations.tenancy.service import Principal, Role, authenticate
 
 
-@dataclass
-class Services:
-    """Everything a request may use; built once in the app's lifespan."""
-
-    settings: Settings
-    db: Database
-    clock: Clock
-    redis: RedisTier = field(default_factory=RedisTier.disabled)
-    key_cache: KeyCache | None = None
-    limits: CallerLimits | None = None
-    resource_cache: ResourceCache | None = None
-    fastmap: AvailabilityMap | None = None
-    # Where each resource lives (a pass-through to `db` unless RESERVATIONS_SHARDS is set),
-    # and the Redlock nodes for bookings that span clusters.
-    shards: Shards = field(init=False)
-    redlock: Redlock | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.shards = Shards(self.db, self.settings)
-        if len(self.shards.databases()) > 1:
-            urls = self.settings.redlock_url_list
-            if len(urls) < 3:
-                raise ValueError(
-                    "RESERVATIONS_REDLOCK_URLS must name at least 3 independent Redis/Valkey "
-                    "nodes when RESERVATIONS_SHARDS has more than one cluster (bookings that "
-                    f"span clusters lock with Redlock); got {len(urls)}"
-                )
-            self.redlock = Redlock(
-                urls, ttl_ms=self.settings.redlock_ttl_ms, prefix=self.settings.redis_key_prefix
-            )
-
-    def on(self, db: Database) -> Services:
-        """These services with `db` replaced (a shard cluster's database)."""
-        view = copy.copy(self)
-        view.db = db
-        return view
-
-    def at(self, ident: UUID, caller: Principal | None = None) -> Services:
-        """These services with `db` the database of `ident` (a resource, or anything created
-        beside one: reservation, booking, waitlist entry), guarded against shard moves; with
-        `caller`, whose key and tenant are mirrored there for the rows it writes."""
-        if not self.shards.sharded:
-            return self
-        return self.on(self.shards.bind(ident, caller.api_key_id if caller else None))
-
-
-def services_of(request: Request) -> Services:
-    svc: Services = request.app.state.services
+def services_of(request: Request) -> Context:
+    svc: Context = request.app.state.services
     return svc
 
 
-async def services(request: Request) -> Services:
+async def services(request: Request) -> Context:
     # async: FastAPI would run a plain function in its thread pool, a hop per request.
     return services_of(request)
 
@@ -230,7 +174,7 @@ def send(reply: Reply) -> Response:
 Caller = Annotated[Principal, Depends(principal)]
 Writer = Annotated[Principal, Depends(writer)]
 Admin = Annotated[Principal, Depends(admin)]
-Svc = Annotated[Services, Depends(services)]
+Svc = Annotated[Context, Depends(services)]
 IdemKey = Annotated[str | None, Depends(idempotency_key)]
 # For a POST that only reads (a search): the header is declared and checked, nothing kept.
 ReadOnlyKey = Annotated[str | None, Depends(read_only_key)]

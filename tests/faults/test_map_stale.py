@@ -369,7 +369,8 @@ def test_every_stale_entry_is_repaired_within_the_page_bound(
     def one_round() -> int:
         if not carry_cursor:  # the old job: every round starts its SCAN from 0
             client.portal.call(
-                svc.fastmap.tier.client.delete, svc.fastmap.tier.key("map-repair", "cursor")
+                svc.availability_map.tier.client.delete,
+                svc.availability_map.tier.key("map-repair", "cursor"),
             )  # type: ignore[union-attr]
         fixed: int = client.portal.call(lambda: tasks.repair_map(svc, page=PAGE))  # type: ignore[union-attr]
         return fixed

@@ -49,7 +49,7 @@ FINDINGS = [
     " paused.",
     "- Observed, not fixed (outside this change's files, not investigated to the end): during"
     " Valkey outages the API logs a few `Unclosed Pipeline client` warnings from redis-py"
-    " (pipeline objects of `reservations/fastmap.py` collected with a connection still"
+    " (pipeline objects of `reservations/availability_map.py` collected with a connection still"
     " attached, which redis-py then closes); no request failed because of it.",
 ]
 

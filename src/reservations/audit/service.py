@@ -11,14 +11,14 @@ from psycopg.rows import DictRow
 
 from reservations.audit import chain, repository
 from reservations.audit.schemas import AuditEntry, AuditPage
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.kit.db import Conn, Database
 from reservations.kit.pagination import decode_positions, encode_positions, merged
 from reservations.tenancy.service import Principal
 
 
 async def page(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     *,
     object_id: UUID | None,

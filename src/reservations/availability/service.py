@@ -22,7 +22,7 @@ from reservations.availability.schemas import (
     UnavailableRead,
 )
 from reservations.availability.slots import Availability, Busy, Usage, compute
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import InvalidInput, NotFound
 from reservations.history import repository as history
 from reservations.kit.db import Conn
@@ -46,7 +46,7 @@ def _window_errors(start: datetime, end: datetime) -> None:
         )
 
 
-def _bookable_length(svc: Services, duration: timedelta | None, where: str) -> None:
+def _bookable_length(svc: Context, duration: timedelta | None, where: str) -> None:
     """A slot longer than any reservation may be could never be booked: refuse the ask."""
     if duration is not None and duration > svc.settings.max_reservation:
         raise InvalidInput(
@@ -89,7 +89,7 @@ async def _booker_blocked(
 
 
 async def for_resource(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     resource_id: UUID,
     *,
@@ -229,7 +229,7 @@ def _earliest(
     return SlotRead(start=s.start, end=s.end, remaining=s.remaining)
 
 
-async def search(svc: Services, caller: Principal, body: SearchRequest) -> SearchPage:
+async def search(svc: Context, caller: Principal, body: SearchRequest) -> SearchPage:
     _bookable_length(svc, body.duration, "body")
     after: tuple[datetime, UUID] | None = None
     if body.cursor is not None:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from psycopg import errors as pg_errors
 
 from reservations.availability import enforce
+from reservations.availability_map import store as availability_map
 from reservations.bookings import repository, spanning
 from reservations.bookings.evaluation import Series, booked, check_shape, evaluate, occurrences_of
 from reservations.bookings.reply import booking_reply
@@ -27,7 +28,7 @@ from reservations.bookings.schemas import (
     Mode,
     Scope,
 )
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import (
     ApprovalRequired,
     BookingSpansClusters,
@@ -43,7 +44,7 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.reservations import admission, fastmap
+from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
 from reservations.reservations.schemas import Status, is_stale_hold
@@ -62,7 +63,7 @@ async def _lock_all(conn: Conn, resource_ids: list[UUID]) -> None:
 
 
 async def create(
-    svc: Services, caller: Principal, body: BookingCreate, idem: Idempotency | None
+    svc: Context, caller: Principal, body: BookingCreate, idem: Idempotency | None
 ) -> Reply:
     check_override(caller, body.override_rules)
     admission.check_length(svc, body.start, body.end)
@@ -93,12 +94,14 @@ async def create(
     if rows:
         metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
         await map_after_commit(
-            svc, fastmap.changes(rows, live=True) + fastmap.changes(expired, live=False)
+            svc,
+            availability_map.changes(rows, live=True)
+            + availability_map.changes(expired, live=False),
         )
     return reply
 
 
-async def _zone_of(svc: Services, caller: Principal, resource_id: UUID) -> str:
+async def _zone_of(svc: Context, caller: Principal, resource_id: UUID) -> str:
     """The first resource's time zone, the series' default (read before the booking's
     transaction; the transaction reads the resource again under its lock)."""
     if svc.resource_cache is not None:
@@ -114,7 +117,7 @@ async def _zone_of(svc: Services, caller: Principal, resource_id: UUID) -> str:
 
 
 async def _create(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     body: BookingCreate,
     idem: Idempotency | None,
@@ -190,7 +193,8 @@ async def _create(
     metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
     await map_after_commit(
         svc,
-        fastmap.changes(rows, live=True) + fastmap.changes(evaluation.expired, live=False),
+        availability_map.changes(rows, live=True)
+        + availability_map.changes(evaluation.expired, live=False),
     )
     return reply
 
@@ -205,7 +209,7 @@ def _gate(caller: Principal, body: BookingCreate, now: datetime) -> admission.Ga
     )
 
 
-async def get(svc: Services, caller: Principal, booking_id: UUID) -> Reply:
+async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
     async def read(conn: Conn) -> tuple[Any, list[Any]]:
         booking = await repository.get(
             conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
@@ -251,7 +255,7 @@ async def _locked_booking(
 
 
 async def confirm(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     expected_version: int | None,
@@ -267,12 +271,12 @@ async def confirm(
             pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
             admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
         )  # fmt: skip
-    await map_after_commit(svc, fastmap.changes(changed, live=True))
+    await map_after_commit(svc, availability_map.changes(changed, live=True))
     return reply
 
 
 async def _confirm_here(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     expected_version: int | None,
@@ -300,12 +304,12 @@ async def _confirm_here(
         reply = booking_reply(booking, rows, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
-    await map_after_commit(svc, fastmap.changes(confirmed, live=True))
+    await map_after_commit(svc, availability_map.changes(confirmed, live=True))
     return reply
 
 
 async def _admit_confirm(
-    svc: Services, conn: Conn, caller: Principal, held: list[dict[str, Any]], now: datetime
+    svc: Context, conn: Conn, caller: Principal, held: list[dict[str, Any]], now: datetime
 ) -> None:
     """Admission's word on confirming these holds (approval, as the resources ask now)."""
     found = {
@@ -368,7 +372,7 @@ def _in_scope(rows: list[dict[str, Any]], change: BookingCancel | BookingMove) -
 
 
 async def cancel(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     change: BookingCancel,
@@ -383,12 +387,12 @@ async def cancel(
             svc, caller, booking_id, expected_version, idem,
             pick=lambda rows, now: to_cancel(rows, change, now), status="cancelled",
         )  # fmt: skip
-    await map_after_commit(svc, fastmap.changes(changed, live=False))
+    await map_after_commit(svc, availability_map.changes(changed, live=False))
     return reply
 
 
 async def _cancel_here(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     change: BookingCancel,
@@ -415,7 +419,7 @@ async def _cancel_here(
         reply = booking_reply(booking, rows, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
-    await map_after_commit(svc, fastmap.changes(changed, live=False))
+    await map_after_commit(svc, availability_map.changes(changed, live=False))
     return reply
 
 
@@ -436,7 +440,7 @@ def _moved(row: dict[str, Any], move: BookingMove, zone: str) -> tuple[datetime,
 
 
 async def move(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     change: BookingMove,
@@ -455,7 +459,7 @@ async def move(
 
 
 async def _move(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     change: BookingMove,
@@ -534,7 +538,9 @@ async def _move(
         rows = await repository.reservations(conn, booking_id=booking_id)
     was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
     await map_after_commit(
-        svc, fastmap.changes(moved, live=True, was=was) + fastmap.changes(expired, live=False)
+        svc,
+        availability_map.changes(moved, live=True, was=was)
+        + availability_map.changes(expired, live=False),
     )
     return booking_reply(booking, rows, now)
 

@@ -28,7 +28,7 @@ from reservations.bookings import repository
 from reservations.bookings.evaluation import Evaluation, Series, booked, check_shape, evaluate
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import BookingCreate, Mode
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import BookingContended, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply
@@ -43,7 +43,7 @@ from reservations.tenancy.service import Principal
 
 
 async def create(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     body: BookingCreate,
     idem: Idempotency | None,
@@ -51,7 +51,7 @@ async def create(
     series: Series,
 ) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
     """Book across clusters; returns the reply, the rows made and the holds expired."""
-    assert svc.redlock is not None  # Services requires it when there are several clusters
+    assert svc.redlock is not None  # Context requires it when there are several clusters
     ids = [r.resource_id for r in body.resources]
     lease = await svc.redlock.acquire([str(i) for i in ids])
     if lease is None:
@@ -97,7 +97,7 @@ async def create(
 
 
 async def _book(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     body: BookingCreate,
     conns: dict[str, Conn],
@@ -208,7 +208,7 @@ async def _book(
 
 
 async def change(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     booking_id: UUID,
     expected_version: int | None,

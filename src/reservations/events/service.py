@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.events import repository
 from reservations.events.schemas import EventPage, EventRead
 from reservations.kit.db import Conn
@@ -45,7 +45,7 @@ def parse_cursor(cursor: str | None, *, now_allowed: bool = False) -> tuple[int,
     return key_int(txid, high=XID8_MAX), key_int(event_id)
 
 
-def check_cursor(svc: Services, cursor: str | None) -> None:
+def check_cursor(svc: Context, cursor: str | None) -> None:
     """Refuse (422) a cursor this API could not have sent, before a stream starts."""
     if svc.shards.sharded:
         parse_positions(cursor)
@@ -73,7 +73,7 @@ async def _batch(conn: Conn, *, caller: Principal, cursor: tuple[int, int] | Non
     return await repository.after(conn, tenant_id=caller.tenant_id, cursor=cursor, limit=500)
 
 
-async def page(svc: Services, caller: Principal, *, after: str | None, limit: int) -> EventPage:
+async def page(svc: Context, caller: Principal, *, after: str | None, limit: int) -> EventPage:
     if svc.shards.sharded:
         items = await _merged(svc, caller, parse_positions(after), limit)
         return EventPage(items=items, next_cursor=items[-1].id if items else after)
@@ -90,7 +90,7 @@ async def _head(conn: Conn, *, caller: Principal) -> tuple[int, int]:
     return (0, 0) if row is None else (int(row["txid"]), int(row["id"]))
 
 
-async def stream(svc: Services, caller: Principal, *, after: str | None) -> AsyncIterator[bytes]:
+async def stream(svc: Context, caller: Principal, *, after: str | None) -> AsyncIterator[bytes]:
     """SSE frames: `id` (the cursor), `event` (the type), `data` (the event as JSON). Runs
     until the client goes away; reconnecting with Last-Event-ID resumes after that event.
 
@@ -176,7 +176,7 @@ def parse_positions(cursor: str | None) -> dict[str, tuple[int, int]]:
 
 
 async def _merged(
-    svc: Services, caller: Principal, positions: dict[str, tuple[int, int]], limit: int
+    svc: Context, caller: Principal, positions: dict[str, tuple[int, int]], limit: int
 ) -> list[EventRead]:
     databases = svc.shards.databases()
     batches = await asyncio.gather(
@@ -203,7 +203,7 @@ async def _merged(
 
 
 async def _stream_merged(
-    svc: Services, caller: Principal, *, after: str | None
+    svc: Context, caller: Principal, *, after: str | None
 ) -> AsyncIterator[bytes]:
     if after == NOW:
         positions = {}

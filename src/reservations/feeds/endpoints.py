@@ -8,7 +8,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from reservations.deps import Admin, IdemKey, Services, Svc, idempotency, send
+from reservations.context import Context
+from reservations.deps import Admin, IdemKey, Svc, idempotency, send
 from reservations.feeds import service
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage
 from reservations.kit.openapi import problems
@@ -87,7 +88,7 @@ async def head_feed(
     return response
 
 
-async def _feed(svc: Services, token: str, if_none_match: str | None) -> Response:
+async def _feed(svc: Context, token: str, if_none_match: str | None) -> Response:
     cal = await service.calendar(svc, token)
     headers = {"ETag": cal.etag, "Cache-Control": CACHE_CONTROL, "X-Robots-Tag": "noindex"}
     if if_none_match is not None and cal.etag in _etags(if_none_match):

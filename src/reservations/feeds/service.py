@@ -13,7 +13,7 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import NotFound
 from reservations.feeds import ical, repository, tokens
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRead
@@ -43,7 +43,7 @@ def _read(row: dict[str, Any]) -> FeedRead:
 
 
 async def create(
-    svc: Services, caller: Principal, body: FeedCreate, idem: Idempotency | None, *, base_url: str
+    svc: Context, caller: Principal, body: FeedCreate, idem: Idempotency | None, *, base_url: str
 ) -> Reply:
     """Make a feed; the reply (201, with the token, which a stored reply keeps only sealed)
     is the one an Idempotency-Key replays."""
@@ -94,9 +94,7 @@ async def create(
     return reply
 
 
-async def list_page(
-    svc: Services, caller: Principal, *, limit: int, cursor: str | None
-) -> FeedPage:
+async def list_page(svc: Context, caller: Principal, *, limit: int, cursor: str | None) -> FeedPage:
     after = None
     if cursor is not None:
         after = decode_id_cursor(cursor)
@@ -111,7 +109,7 @@ async def list_page(
     return FeedPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
 
 
-async def revoke(svc: Services, caller: Principal, feed_id: UUID) -> None:
+async def revoke(svc: Context, caller: Principal, feed_id: UUID) -> None:
     """Revoke a feed; its URL answers 404 from the next request on. Repeatable."""
     found = False
     for db in _homes(svc, first=feed_id):
@@ -136,7 +134,7 @@ def no_feed() -> NotFound:
     return NotFound("No calendar feed at this address (the link may have been revoked).")
 
 
-async def calendar(svc: Services, token: str) -> Calendar:
+async def calendar(svc: Context, token: str) -> Calendar:
     parsed = tokens.parse(token)
     if parsed is None:
         raise no_feed()
@@ -191,7 +189,7 @@ async def calendar(svc: Services, token: str) -> Calendar:
     return Calendar(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
 
 
-def _homes(svc: Services, *, first: UUID | None = None) -> list[Database]:
+def _homes(svc: Context, *, first: UUID | None = None) -> list[Database]:
     """Where feeds live: the catalog (keys' feeds) and every shard cluster (resources'
     feeds); with `first`, the cluster that id routes to comes first."""
     homes = [svc.db, *(db for db in svc.shards.databases() if db is not svc.db)]

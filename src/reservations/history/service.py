@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.history import repository
 from reservations.history.repository import month_start, next_month, partition_name
 from reservations.kit.db import acting_as
@@ -34,12 +34,12 @@ def _months_back(start: datetime, months: int) -> datetime:
 ACTOR = "system:history"
 
 
-async def run_once(svc: Services, *, now: datetime | None = None) -> HistoryRun:
+async def run_once(svc: Context, *, now: datetime | None = None) -> HistoryRun:
     with acting_as(ACTOR):
         return await _run(svc, now=now)
 
 
-async def _run(svc: Services, *, now: datetime | None) -> HistoryRun:
+async def _run(svc: Context, *, now: datetime | None) -> HistoryRun:
     settings = svc.settings
     now = now or svc.clock.now()
     async with svc.db.transaction() as conn:

@@ -73,7 +73,7 @@ TWOPHASE_IN_DOUBT = Gauge(
     ["cluster"],
     multiprocess_mode="max",
 )
-MAP_DECISIONS = Counter(
+AVAILABILITY_MAP_DECISIONS = Counter(
     "availability_map_decisions_total",
     "Availability-map checks before a create: refuse (fast 409), pass (to the database), "
     "unavailable (Redis could not answer)",
@@ -83,7 +83,7 @@ HISTORY_MOVED = Counter(
     "reservations_moved_to_history_total",
     "Reservations the history job moved out of the live table",
 )
-MAP_REPAIRS = Counter(
+AVAILABILITY_MAP_REPAIRS = Counter(
     "availability_map_repaired_total", "Map entries the repair job found wrong and rebuilt"
 )
 AUDIT_SEALED = Counter("audit_rows_sealed_total", "Audit rows the sealer added to the hash chain")

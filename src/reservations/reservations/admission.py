@@ -30,7 +30,7 @@ from uuid import UUID
 from reservations.availability import enforce, rules
 from reservations.availability.policy import Policy
 from reservations.availability.rules import Violation
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import ApprovalRequired, Forbidden, HoldLimitReached, InvalidInput
 from reservations.kit.db import Conn, Database
 from reservations.reservations import repository
@@ -169,7 +169,7 @@ class Gate:
             raise Forbidden("Only admin keys may send override_rules=true.")
 
 
-def check_length(svc: Services, start: datetime, end: datetime) -> None:
+def check_length(svc: Context, start: datetime, end: datetime) -> None:
     """The system-wide bounds on a range, whoever asks."""
     if end <= start:
         raise InvalidInput(
@@ -184,7 +184,7 @@ def check_length(svc: Services, start: datetime, end: datetime) -> None:
         )
 
 
-def check_hold_seconds(svc: Services, hold_seconds: int | None) -> None:
+def check_hold_seconds(svc: Context, hold_seconds: int | None) -> None:
     if hold_seconds is not None and hold_seconds > svc.settings.max_hold_seconds:
         raise InvalidInput(
             f"hold_seconds may be at most {svc.settings.max_hold_seconds}.",
@@ -221,7 +221,7 @@ def violations(gate: Gate, candidate: Candidate) -> list[Violation]:
     )
 
 
-def screen(svc: Services, gate: Gate, candidate: Candidate) -> None:
+def screen(svc: Context, gate: Gate, candidate: Candidate) -> None:
     """The checks that need no database: length, quantity and the policy's rules. Raises
     the refusal a direct create would get."""
     if gate.change in (Change.create, Change.reschedule):
@@ -334,7 +334,7 @@ async def booker_refusals(
 
 
 async def check_hold_cap(
-    svc: Services,
+    svc: Context,
     conn: Conn,
     actor: Principal,
     *,
@@ -370,7 +370,7 @@ async def check_hold_cap(
 
 
 async def admit(
-    svc: Services,
+    svc: Context,
     conn: Conn,
     gate: Gate,
     candidates: Sequence[Candidate],
@@ -387,7 +387,7 @@ async def admit(
 
 
 async def settle_each(
-    svc: Services, conn: Conn, gate: Gate, candidates: Sequence[Candidate]
+    svc: Context, conn: Conn, gate: Gate, candidates: Sequence[Candidate]
 ) -> list[Terms]:
     """The terms of changed rows, each from its own current state (a booking's move or
     confirm), and the hold cap the rows that become holds must fit."""
@@ -398,7 +398,7 @@ async def settle_each(
 
 
 async def settle(
-    svc: Services,
+    svc: Context,
     conn: Conn,
     gate: Gate,
     candidates: Sequence[Candidate],

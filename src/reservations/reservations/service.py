@@ -21,7 +21,8 @@ from uuid import UUID
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
-from reservations.deps import Services
+from reservations.availability_map import store as availability_map
+from reservations.context import Context
 from reservations.errors import (
     Forbidden,
     HoldExpired,
@@ -37,7 +38,7 @@ from reservations.kit.db import Conn, acting_as, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
-from reservations.reservations import admission, fastmap, repository
+from reservations.reservations import admission, repository
 from reservations.reservations.conflicts import blocking, conflict, from_json
 from reservations.reservations.schemas import (
     ReservationCreate,
@@ -69,7 +70,7 @@ def check_override(caller: Principal, override: bool) -> None:
 
 
 async def create(
-    svc: Services, caller: Principal, body: ReservationCreate, idem: Idempotency | None
+    svc: Context, caller: Principal, body: ReservationCreate, idem: Idempotency | None
 ) -> Reply:
     check_override(caller, body.override_rules)
     admission.check_length(svc, body.start, body.end)
@@ -94,7 +95,7 @@ async def create(
     raise AssertionError("unreachable")
 
 
-def _gate(svc: Services, caller: Principal, body: ReservationCreate) -> admission.Gate:
+def _gate(svc: Context, caller: Principal, body: ReservationCreate) -> admission.Gate:
     return admission.Gate(
         actor=caller,
         change=admission.Change.create,
@@ -117,12 +118,12 @@ def _candidate(
     )
 
 
-async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCreate) -> bool:
+async def _refuse_from_map(svc: Context, caller: Principal, body: ReservationCreate) -> bool:
     """The database-free refusal: with the resource's metadata from the cache and its
     availability map from Redis, refuse a create whose guarded range fully covers a granule
     a live reservation holds. Anything less certain goes on to the database. Returns whether
     the resource was missing from the cache (the database path then fills it)."""
-    if svc.fastmap is None or svc.resource_cache is None or body.quantity != 1:
+    if svc.availability_map is None or svc.resource_cache is None or body.quantity != 1:
         return False
     resource = await svc.resource_cache.get(caller.tenant_id, body.resource_id)
     if resource is None:
@@ -132,7 +133,7 @@ async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCr
     target = admission.Target.of(resource)
     admission.screen(svc, _gate(svc, caller, body), _candidate(caller, body, target))
     policy = target.policy
-    in_way = await svc.fastmap.refusal(
+    in_way = await svc.availability_map.refusal(
         body.resource_id, *policy.guarded(body.start, body.end), now=svc.clock.now()
     )
     if in_way:
@@ -143,7 +144,7 @@ async def _refuse_from_map(svc: Services, caller: Principal, body: ReservationCr
 
 
 async def _create_once(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     body: ReservationCreate,
     idem: Idempotency | None,
@@ -187,9 +188,13 @@ async def _create_once(
             during=policy.guarded(body.start, body.end),
         )
         if in_way:
-            if svc.fastmap is not None:  # read-repair: the next attempt is refused from Redis
-                await svc.fastmap.apply(
-                    fastmap.changes([r for r in in_way if r["status"] == "confirmed"], live=True)
+            if (
+                svc.availability_map is not None
+            ):  # read-repair: the next attempt is refused from Redis
+                await svc.availability_map.apply(
+                    availability_map.changes(
+                        [r for r in in_way if r["status"] == "confirmed"], live=True
+                    )
                 )
             raise conflict(in_way, caller, stage="precheck", zone=target.zone, capacity=capacity)
 
@@ -224,14 +229,15 @@ async def _create_once(
             await idem.save(conn, reply, now=now)
     metrics.RESERVATIONS_CREATED.labels(row["status"]).inc()
     await map_after_commit(
-        svc, fastmap.changes([row], live=True) + fastmap.changes(expired, live=False)
+        svc,
+        availability_map.changes([row], live=True) + availability_map.changes(expired, live=False),
     )
     return reply
 
 
-async def map_after_commit(svc: Services, changes: list[fastmap.Change]) -> None:
-    if svc.fastmap is not None and changes:
-        await svc.fastmap.apply(changes)
+async def map_after_commit(svc: Context, changes: list[availability_map.Change]) -> None:
+    if svc.availability_map is not None and changes:
+        await svc.availability_map.apply(changes)
 
 
 def _not_found(reservation_id: UUID) -> NotFound:
@@ -245,7 +251,7 @@ def _in_history(row: dict[str, Any]) -> ReservationInHistory:
     )
 
 
-async def get(svc: Services, caller: Principal, reservation_id: UUID) -> Reply:
+async def get(svc: Context, caller: Principal, reservation_id: UUID) -> Reply:
     svc = svc.at(reservation_id)
     row = await svc.db.read(
         lambda conn: repository.get(
@@ -258,7 +264,7 @@ async def get(svc: Services, caller: Principal, reservation_id: UUID) -> Reply:
 
 
 async def list_page(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     *,
     resource_id: UUID | None,
@@ -353,7 +359,7 @@ async def _as_is(conn: Conn, caller: Principal, row: dict[str, Any]) -> admissio
 
 
 async def confirm(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     expected_version: int | None,
@@ -379,12 +385,12 @@ async def confirm(
         if idem is not None:
             await idem.save(conn, reply, now=now)
     if confirmed:
-        await map_after_commit(svc, fastmap.changes([row], live=True))
+        await map_after_commit(svc, availability_map.changes([row], live=True))
     return reply
 
 
 async def cancel(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     expected_version: int | None,
@@ -412,13 +418,13 @@ async def cancel(
         if idem is not None:
             await idem.save(conn, reply, now=now)
     if cancelled:
-        await map_after_commit(svc, fastmap.changes([row], live=False))
+        await map_after_commit(svc, availability_map.changes([row], live=False))
         await promote(svc, row["resource_id"])
     return reply
 
 
 async def approve(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     expected_version: int | None,
@@ -429,7 +435,7 @@ async def approve(
 
 
 async def decline(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     expected_version: int | None,
@@ -441,7 +447,7 @@ async def decline(
 
 
 async def _decide(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     expected_version: int | None,
@@ -472,14 +478,14 @@ async def _decide(
         reply = _reply(row, now)
         await record(idem, conn, reply, now=now)
     if approve:
-        await map_after_commit(svc, fastmap.changes([row], live=True))
+        await map_after_commit(svc, availability_map.changes([row], live=True))
     else:
         await promote(svc, row["resource_id"])
     return reply
 
 
 async def update(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     body: ReservationUpdate,
@@ -526,7 +532,7 @@ async def update(
 
 
 async def _update_once(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     reservation_id: UUID,
     body: ReservationUpdate,
@@ -622,7 +628,8 @@ async def _update_once(
     if moving:
         await map_after_commit(
             svc,
-            fastmap.changes([row], live=True, was=was) + fastmap.changes(expired, live=False),
+            availability_map.changes([row], live=True, was=was)
+            + availability_map.changes(expired, live=False),
         )
     return _reply(row, now)
 
@@ -634,14 +641,14 @@ _LIVE = (Status.held, Status.pending, Status.confirmed)
 SWEEPER = "system:sweeper"
 
 
-async def sweep_expired(svc: Services, *, batch: int = 500) -> int:
+async def sweep_expired(svc: Context, *, batch: int = 500) -> int:
     """Expire holds past their expiry, in batches, until none are due."""
     total = 0
     while True:
         with acting_as(SWEEPER):
             async with svc.db.transaction() as conn:
                 rows = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
-        await map_after_commit(svc, fastmap.changes(rows, live=False))
+        await map_after_commit(svc, availability_map.changes(rows, live=False))
         for resource_id in sorted({r["resource_id"] for r in rows}):
             await promote(svc, resource_id)
         total += len(rows)

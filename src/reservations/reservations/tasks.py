@@ -19,11 +19,12 @@ from uuid import UUID
 import psycopg
 
 from reservations.audit import tasks as audit
-from reservations.deps import Services
+from reservations.availability_map import store as availability_map
+from reservations.context import Context
 from reservations.history import service as history
 from reservations.kit.idempotency import purge_expired
-from reservations.kit.metrics import MAP_REPAIRS
-from reservations.reservations import fastmap, repository
+from reservations.kit.metrics import AVAILABILITY_MAP_REPAIRS
+from reservations.reservations import repository
 from reservations.reservations.service import sweep_expired
 from reservations.sharding import twophase
 from reservations.waitlist.promotion import promote_all
@@ -32,40 +33,43 @@ from reservations.webhooks import dispatcher
 log = logging.getLogger(__name__)
 
 
-async def purge_idempotency(svc: Services) -> int:
+async def purge_idempotency(svc: Context) -> int:
     async with svc.db.transaction() as conn:
         return await purge_expired(conn, before=svc.clock.now() - svc.settings.idempotency_ttl)
 
 
-async def repair_map(svc: Services, *, resource_id: UUID | None = None, page: int = 10_000) -> int:
+async def repair_map(svc: Context, *, resource_id: UUID | None = None, page: int = 10_000) -> int:
     """Rebuild from PostgreSQL the next page of (resource, day) entries the availability map
     holds (or every entry of one resource); returns how many entries were wrong. Pages
     continue across rounds and workers, so every entry is rebuilt within
     ceil(entries / page) + 1 rounds: that bounds how long a lost clear can refuse a free
     range."""
-    if svc.fastmap is None:
+    if svc.availability_map is None:
         return 0
     days: dict[UUID, list[int]] = defaultdict(list)
-    for rid, day in await svc.fastmap.days_in_use(resource_id=resource_id, limit=page):
+    for rid, day in await svc.availability_map.days_in_use(resource_id=resource_id, limit=page):
         days[rid].append(day)
     fixed = 0
     now = svc.clock.now()
     for rid, in_use in days.items():
-        start, end = fastmap.day_bounds(min(in_use))[0], fastmap.day_bounds(max(in_use))[1]
+        start, end = (
+            availability_map.day_bounds(min(in_use))[0],
+            availability_map.day_bounds(max(in_use))[1],
+        )
         async with svc.at(rid).db.connection() as conn:
             rows = await repository.live_unit_rows(
                 conn, resource_id=rid, start=start, end=end, now=now
             )
         for day in in_use:
-            lo, hi = fastmap.day_bounds(day)
+            lo, hi = availability_map.day_bounds(day)
             on_day = [r for r in rows if r["during_start"] < hi and lo < r["during_end"]]
-            fixed += await svc.fastmap.repair_day(rid, day, on_day) or 0
+            fixed += await svc.availability_map.repair_day(rid, day, on_day) or 0
     if fixed:
-        MAP_REPAIRS.inc(fixed)
+        AVAILABILITY_MAP_REPAIRS.inc(fixed)
     return fixed
 
 
-async def run_forever(svc: Services) -> None:
+async def run_forever(svc: Context) -> None:
     # A webhook dispatcher per database with an outbox: the catalog's (test messages, and
     # every event when unsharded) and each shard cluster's.
     others = [db for db in svc.shards.databases() if db is not svc.db]
@@ -82,7 +86,7 @@ async def run_forever(svc: Services) -> None:
                 await task
 
 
-async def _sweep_forever(svc: Services) -> None:
+async def _sweep_forever(svc: Context) -> None:
     interval = svc.settings.sweep_interval_seconds
     repair_every = svc.settings.availability_map_repair_interval_seconds
     history_every = svc.settings.history_interval_seconds
@@ -119,7 +123,7 @@ async def _sweep_forever(svc: Services) -> None:
         await asyncio.sleep(interval * (0.75 + random.random() / 2))  # noqa: S311
 
 
-async def _sweep_once(svc: Services, rounds: int, *, archive: bool) -> None:
+async def _sweep_once(svc: Context, rounds: int, *, archive: bool) -> None:
     await sweep_expired(svc)
     await audit.seal(svc.db)
     if rounds % 60 == 0:

@@ -7,7 +7,8 @@ from uuid import UUID
 
 from psycopg import errors as pg_errors
 
-from reservations.deps import Services
+from reservations.availability_map import store as availability_map
+from reservations.context import Context
 from reservations.errors import (
     CapacityInUse,
     NotFound,
@@ -18,8 +19,8 @@ from reservations.kit.db import lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
-from reservations.reservations import fastmap, tasks
 from reservations.reservations import repository as reservation_repo
+from reservations.reservations import tasks
 from reservations.resources import repository
 from reservations.resources.schemas import (
     ResourceCreate,
@@ -34,7 +35,7 @@ def _not_found(resource_id: UUID) -> NotFound:
     return NotFound(f"No resource {resource_id} in your tenant.")
 
 
-async def create(svc: Services, caller: Principal, body: ResourceCreate) -> ResourceRead:
+async def create(svc: Context, caller: Principal, body: ResourceCreate) -> ResourceRead:
     """Create a resource (no Idempotency-Key: the demo's seeding)."""
     reply = await create_reply(svc, caller, body, None)
     return ResourceRead.model_validate_json(reply.body)
@@ -46,7 +47,7 @@ def _created(resource: ResourceRead) -> Reply:
 
 
 async def create_reply(
-    svc: Services, caller: Principal, body: ResourceCreate, idem: Idempotency | None
+    svc: Context, caller: Principal, body: ResourceCreate, idem: Idempotency | None
 ) -> Reply:
     """Create a resource; the reply is the one an Idempotency-Key replays."""
     # Its logical shard follows from its id; `near` puts it on another resource's, and an
@@ -82,13 +83,13 @@ async def create_reply(
     return reply
 
 
-async def _cache(svc: Services, caller: Principal, row: dict[str, Any]) -> None:
+async def _cache(svc: Context, caller: Principal, row: dict[str, Any]) -> None:
     """After COMMIT: offer the row to the cache (a newer version there wins)."""
     if svc.resource_cache is not None:
         await svc.resource_cache.put(row, tenant_id=caller.tenant_id, essential=True)
 
 
-async def get(svc: Services, caller: Principal, resource_id: UUID) -> ResourceRead:
+async def get(svc: Context, caller: Principal, resource_id: UUID) -> ResourceRead:
     if svc.resource_cache is not None:
         cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
         if cached is not None:
@@ -105,7 +106,7 @@ async def get(svc: Services, caller: Principal, resource_id: UUID) -> ResourceRe
 
 
 async def list_page(
-    svc: Services, caller: Principal, *, tags: list[str], limit: int, cursor: str | None
+    svc: Context, caller: Principal, *, tags: list[str], limit: int, cursor: str | None
 ) -> ResourcePage:
     after = None
     if cursor is not None:
@@ -122,7 +123,7 @@ async def list_page(
 
 
 async def update(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     resource_id: UUID,
     body: ResourceUpdate,
@@ -177,8 +178,8 @@ async def update(
                 current_version=current["version"],
             )
         updated = ResourceRead.model_validate(row)  # before COMMIT, as in create
-    if svc.fastmap is not None:
-        await svc.fastmap.apply(fastmap.changes(expired, live=False))
+    if svc.availability_map is not None:
+        await svc.availability_map.apply(availability_map.changes(expired, live=False))
         if "capacity" in changes:
             # Which reservations the map may hold just changed: rebuild this resource's days.
             await tasks.repair_map(svc, resource_id=resource_id)
@@ -196,7 +197,7 @@ def _capacity_in_use(capacity: int, peak: int | None) -> CapacityInUse:
 
 
 async def archive(
-    svc: Services, caller: Principal, resource_id: UUID, *, cancel_reservations: bool
+    svc: Context, caller: Principal, resource_id: UUID, *, cancel_reservations: bool
 ) -> None:
     """Archive a resource. Its future live reservations would otherwise be orphaned, so they
     must be cancelled explicitly (`cancel_reservations=true`) or the archive is refused."""
@@ -225,5 +226,5 @@ async def archive(
             raise _not_found(resource_id)
     if svc.resource_cache is not None:
         await svc.resource_cache.archived(resource_id, version)
-    if svc.fastmap is not None:
-        await svc.fastmap.apply(fastmap.changes(cancelled, live=False))
+    if svc.availability_map is not None:
+        await svc.availability_map.apply(availability_map.changes(cancelled, live=False))

@@ -31,11 +31,12 @@ from uuid import UUID
 from psycopg import errors as pg_errors
 
 from reservations.availability.rules import Reason
-from reservations.deps import Services
+from reservations.availability_map import store as availability_map
+from reservations.context import Context
 from reservations.errors import BookingRuleViolated, HoldLimitReached
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.reservations import admission, fastmap
+from reservations.reservations import admission
 from reservations.reservations import repository as reservations
 from reservations.reservations.conflicts import blocking
 from reservations.resources import repository as resources
@@ -46,7 +47,7 @@ from reservations.waitlist import repository
 _LAPSING = {Reason.in_the_past, Reason.too_soon}
 
 
-async def promote(svc: Services, resource_id: UUID) -> list[UUID]:
+async def promote(svc: Context, resource_id: UUID) -> list[UUID]:
     """Give holds to the resource's waiting entries that fit now, first come first.
     Returns the promoted entries' ids."""
     svc = svc.at(resource_id)
@@ -61,13 +62,13 @@ async def promote(svc: Services, resource_id: UUID) -> list[UUID]:
             return []
         await lock_resource(conn, lock_key(resource_id))
         promoted, holds = await _promote_locked(svc, conn, resource_id, entries)
-    if svc.fastmap is not None and holds:
-        await svc.fastmap.apply(fastmap.changes(holds, live=True))
+    if svc.availability_map is not None and holds:
+        await svc.availability_map.apply(availability_map.changes(holds, live=True))
     return promoted
 
 
 async def _promote_locked(
-    svc: Services, conn: Conn, resource_id: UUID, entries: list[Any]
+    svc: Context, conn: Conn, resource_id: UUID, entries: list[Any]
 ) -> tuple[list[UUID], list[Any]]:
     now = svc.clock.now()
     resource = await resources.get(conn, tenant_id=entries[0]["tenant_id"], resource_id=resource_id)
@@ -159,7 +160,7 @@ async def _insert_hold(
         return None  # still taken (or before the history horizon): it keeps waiting
 
 
-async def promote_all(svc: Services) -> int:
+async def promote_all(svc: Context) -> int:
     """The worker's safety net: promotion for every resource with waiting entries (catches
     ranges freed by paths that do not promote at once, such as a reschedule or a capacity
     raise)."""

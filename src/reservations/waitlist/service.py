@@ -6,7 +6,7 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import NotFound, WaitlistFull
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, amend, claim, record
@@ -25,7 +25,7 @@ def _not_found(entry_id: UUID) -> NotFound:
 
 
 async def join(
-    svc: Services, caller: Principal, body: WaitlistJoin, idem: Idempotency | None = None
+    svc: Context, caller: Principal, body: WaitlistJoin, idem: Idempotency | None = None
 ) -> Reply:
     """Wait for a range. The range must be one the caller could book (admission's rules,
     as a direct create would be judged); the waitlist is bounded per resource and per key."""
@@ -82,7 +82,7 @@ def joined(entry: WaitlistEntryRead) -> Reply:
     return Reply(status=201, body=entry.model_dump_json())
 
 
-async def _check_bounds(svc: Services, conn: Conn, caller: Principal, resource_id: UUID) -> None:
+async def _check_bounds(svc: Context, conn: Conn, caller: Principal, resource_id: UUID) -> None:
     per_resource = svc.settings.waitlist_max_per_resource
     if await repository.count_waiting(conn, resource_id=resource_id) >= per_resource:
         raise WaitlistFull(
@@ -104,7 +104,7 @@ async def _check_bounds(svc: Services, conn: Conn, caller: Principal, resource_i
         )
 
 
-async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
+async def get(svc: Context, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
     async with svc.at(entry_id).db.connection() as conn:
         row = await repository.get(
             conn, tenant_id=caller.tenant_id, entry_id=entry_id, owner=caller.owner()
@@ -116,7 +116,7 @@ async def get(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntry
 
 
 async def list_page(
-    svc: Services, caller: Principal, *, resource_id: UUID | None, cursor: str | None, limit: int
+    svc: Context, caller: Principal, *, resource_id: UUID | None, cursor: str | None, limit: int
 ) -> WaitlistPage:
     after = decode_instant_cursor(cursor) if cursor is not None else None
 
@@ -148,7 +148,7 @@ async def list_page(
     return WaitlistPage(items=items, next_cursor=next_cursor)
 
 
-async def leave(svc: Services, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
+async def leave(svc: Context, caller: Principal, entry_id: UUID) -> WaitlistEntryRead:
     """Leave the list; leaving again (or after promotion) changes nothing."""
     now = svc.clock.now()
     svc = svc.at(entry_id, caller)

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import psycopg
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.kit.db import Database
 from reservations.webhooks import repository
 
@@ -24,19 +24,19 @@ log = logging.getLogger(__name__)
 SYNC_SECONDS = 5.0
 
 
-def clusters(svc: Services) -> list[Database]:
+def clusters(svc: Context) -> list[Database]:
     """The databases other than the catalog that hold events."""
     return [db for db in svc.shards.databases() if db is not svc.shards.catalog]
 
 
-async def sync(svc: Services, db: Database) -> int:
+async def sync(svc: Context, db: Database) -> int:
     async with svc.shards.catalog.connection() as conn:
         rows = await repository.all_endpoints(conn)
     async with db.transaction() as conn:
         return await repository.sync_copies(conn, rows)
 
 
-async def push(svc: Services, *, resumed: UUID | None = None) -> None:
+async def push(svc: Context, *, resumed: UUID | None = None) -> None:
     """After a change in the catalog: sync every cluster now (a cluster that cannot be
     reached catches up on its next dispatcher round); `resumed`: an endpoint re-enabled."""
     for db in clusters(svc):
@@ -50,7 +50,7 @@ async def push(svc: Services, *, resumed: UUID | None = None) -> None:
             log.warning("webhook endpoints not synced to %s yet: %r", db.name, exc)
 
 
-async def disable_everywhere(svc: Services, endpoint_id: UUID, reason: str) -> None:
+async def disable_everywhere(svc: Context, endpoint_id: UUID, reason: str) -> None:
     """A cluster's dispatcher disabled its copy: the endpoint itself is disabled."""
     async with svc.shards.catalog.transaction() as conn:
         await repository.disable_endpoint(conn, endpoint_id=endpoint_id, reason=reason)

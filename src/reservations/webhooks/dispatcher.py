@@ -31,7 +31,7 @@ import psycopg
 
 from reservations import __version__
 from reservations.config import Settings
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7
 from reservations.kit.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED
@@ -137,7 +137,7 @@ async def send(client: httpx.AsyncClient, settings: Settings, row: dict[str, Any
         return Result(status_code=None, latency_ms=None, error=_short(exc))
 
 
-async def record(svc: Services, row: dict[str, Any], claim_id: UUID, result: Result) -> str:
+async def record(svc: Context, row: dict[str, Any], claim_id: UUID, result: Result) -> str:
     """Write the attempt and what follows from it, in one transaction; the outcome.
 
     Locks the endpoint before the message, the order every writer of both keeps (PATCH,
@@ -185,7 +185,7 @@ async def record(svc: Services, row: dict[str, Any], claim_id: UUID, result: Res
     return outcome
 
 
-async def _count_failure(svc: Services, conn: Conn, endpoint_id: UUID, result: Result) -> None:
+async def _count_failure(svc: Context, conn: Conn, endpoint_id: UUID, result: Result) -> None:
     settings = svc.settings
     streak = await repository.endpoint_failed(conn, endpoint_id=endpoint_id)
     if streak is None or not streak["enabled"]:
@@ -208,13 +208,13 @@ async def _count_failure(svc: Services, conn: Conn, endpoint_id: UUID, result: R
 
 
 async def deliver(
-    svc: Services, client: httpx.AsyncClient, row: dict[str, Any], claim_id: UUID
+    svc: Context, client: httpx.AsyncClient, row: dict[str, Any], claim_id: UUID
 ) -> str:
     result = await send(client, svc.settings, row)
     return await record(svc, row, claim_id, result)
 
 
-async def claim(svc: Services, limit: int) -> tuple[UUID, list[dict[str, Any]]]:
+async def claim(svc: Context, limit: int) -> tuple[UUID, list[dict[str, Any]]]:
     claim_id = uuid7()
     async with svc.db.transaction() as conn:
         rows = await repository.claim(
@@ -223,14 +223,14 @@ async def claim(svc: Services, limit: int) -> tuple[UUID, list[dict[str, Any]]]:
     return claim_id, [dict(r) for r in rows]
 
 
-async def purge(svc: Services) -> int:
+async def purge(svc: Context) -> int:
     async with svc.db.transaction() as conn:
         return await repository.purge_finished(
             conn, older_than_days=svc.settings.webhooks_retention_days, batch=PURGE_BATCH
         )
 
 
-async def run_forever(svc: Services) -> None:
+async def run_forever(svc: Context) -> None:
     """The worker loop: keeps up to `webhooks_concurrency` requests in flight, claims more
     as they finish (the next message of a resource becomes claimable when the one before it
     is done), and sleeps `webhooks_interval_seconds` (with jitter) when there is nothing."""

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.webhooks import repository
 
 BATCH = 500
 
 
-async def fan_out_endpoint(svc: Services, endpoint_id: UUID, *, batch: int = BATCH) -> int:
+async def fan_out_endpoint(svc: Context, endpoint_id: UUID, *, batch: int = BATCH) -> int:
     """Queue one batch of the endpoint's new events; how many events were read (0: none
     readable, or another worker has the endpoint)."""
     async with svc.db.transaction() as conn:
@@ -60,7 +60,7 @@ async def fan_out_endpoint(svc: Services, endpoint_id: UUID, *, batch: int = BAT
     return len(events)
 
 
-async def fan_out(svc: Services, *, batch: int = BATCH) -> int:
+async def fan_out(svc: Context, *, batch: int = BATCH) -> int:
     """Bring every endpoint's queue up to the outbox; how many events were read."""
     async with svc.db.connection() as conn:
         due = await repository.fanout_due(conn)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
-from reservations.deps import Services
+from reservations.context import Context
 from reservations.errors import InvalidInput, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, Database
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
@@ -48,7 +48,7 @@ def _bad_url(message: str) -> InvalidInput:
     )
 
 
-async def check_url(svc: Services, url: str) -> None:
+async def check_url(svc: Context, url: str) -> None:
     """The URL's form, and unless private receivers are allowed, that its host resolves to
     public addresses only (422 naming `url` otherwise). Delivery checks again."""
     allow = svc.settings.webhooks_allow_private
@@ -64,7 +64,7 @@ async def check_url(svc: Services, url: str) -> None:
 
 
 async def create(
-    svc: Services, caller: Principal, body: WebhookCreate, idem: Idempotency | None
+    svc: Context, caller: Principal, body: WebhookCreate, idem: Idempotency | None
 ) -> Reply:
     """Register an endpoint; the reply (201, with the signing secret, which a stored reply
     keeps only sealed) is the one an Idempotency-Key replays."""
@@ -97,7 +97,7 @@ async def create(
     return reply
 
 
-async def get(svc: Services, caller: Principal, endpoint_id: UUID) -> WebhookRead:
+async def get(svc: Context, caller: Principal, endpoint_id: UUID) -> WebhookRead:
     row = await svc.db.read(
         lambda conn: repository.get_endpoint(
             conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
@@ -109,7 +109,7 @@ async def get(svc: Services, caller: Principal, endpoint_id: UUID) -> WebhookRea
 
 
 async def list_page(
-    svc: Services, caller: Principal, *, limit: int, cursor: str | None
+    svc: Context, caller: Principal, *, limit: int, cursor: str | None
 ) -> WebhookPage:
     after = None
     if cursor is not None:
@@ -125,7 +125,7 @@ async def list_page(
 
 
 async def update(
-    svc: Services,
+    svc: Context,
     caller: Principal,
     endpoint_id: UUID,
     body: WebhookUpdate,
@@ -164,7 +164,7 @@ async def update(
     return WebhookRead.model_validate(row)
 
 
-async def delete(svc: Services, caller: Principal, endpoint_id: UUID) -> None:
+async def delete(svc: Context, caller: Principal, endpoint_id: UUID) -> None:
     async with svc.db.transaction() as conn:
         if not await repository.delete_endpoint(
             conn, tenant_id=caller.tenant_id, endpoint_id=endpoint_id
@@ -175,7 +175,7 @@ async def delete(svc: Services, caller: Principal, endpoint_id: UUID) -> None:
 
 
 async def send_test(
-    svc: Services, caller: Principal, endpoint_id: UUID, idem: Idempotency | None
+    svc: Context, caller: Principal, endpoint_id: UUID, idem: Idempotency | None
 ) -> Reply:
     """Queue a `webhook.test` message; the worker delivers it like any other (signed,
     retried, logged), as soon as the endpoint is enabled. 202 with the message."""
@@ -202,7 +202,7 @@ async def send_test(
 
 
 async def attempts(
-    svc: Services, caller: Principal, endpoint_id: UUID, *, limit: int, cursor: str | None
+    svc: Context, caller: Principal, endpoint_id: UUID, *, limit: int, cursor: str | None
 ) -> AttemptPage:
     before = decode_positions(cursor)
     found = await svc.db.read(

@@ -29,7 +29,7 @@ from uuid import UUID
 
 import orjson
 
-from reservations.kit.metrics import MAP_DECISIONS
+from reservations.kit.metrics import AVAILABILITY_MAP_DECISIONS
 from reservations.kit.redis import UNAVAILABLE, Client, RedisTier
 
 GRANULE = timedelta(minutes=5)
@@ -221,7 +221,7 @@ class AvailabilityMap:
         certain there are some (the range fully covers a marked granule); else None."""
         spans = covered(start, end)
         if not spans:
-            MAP_DECISIONS.labels("pass").inc()
+            AVAILABILITY_MAP_DECISIONS.labels("pass").inc()
             return None
         days = touched(start, end)
 
@@ -235,10 +235,10 @@ class AvailabilityMap:
 
         result = await self.tier.run("map_check", call)
         if result is UNAVAILABLE:
-            MAP_DECISIONS.labels("unavailable").inc()
+            AVAILABILITY_MAP_DECISIONS.labels("unavailable").inc()
             return None
         if not any(result[: len(spans)]):
-            MAP_DECISIONS.labels("pass").inc()
+            AVAILABILITY_MAP_DECISIONS.labels("pass").inc()
             return None
         in_way: dict[str, dict[str, Any]] = {}
         for values in result[len(spans) :]:
@@ -251,9 +251,11 @@ class AvailabilityMap:
                 if not stale and d["during_start"] < end and start < d["during_end"]:
                     in_way[d["id"]] = d
         if not any(d["status"] == "confirmed" for d in in_way.values()):
-            MAP_DECISIONS.labels("pass").inc()  # bits without details: let the database say
+            AVAILABILITY_MAP_DECISIONS.labels(
+                "pass"
+            ).inc()  # bits without details: let the database say
             return None
-        MAP_DECISIONS.labels("refuse").inc()
+        AVAILABILITY_MAP_DECISIONS.labels("refuse").inc()
         return sorted(in_way.values(), key=lambda d: (d["start_at"], d["id"]))
 
     async def apply(self, changes: Iterable[Change]) -> None:

@@ -1,0 +1,1 @@
+"""Caches in the Redis/Valkey tier of rows that several domains read on hot paths."""
