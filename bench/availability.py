@@ -610,8 +610,8 @@ async def in_process(
     n: int,
 ) -> dict[str, Any]:
     """The same use cases without HTTP, on a pool like the server's."""
+    from reservations import wiring
     from reservations.config import Settings
-    from reservations.context import Context
     from reservations.kit.clock import Clock
     from reservations.kit.db import Database
     from reservations.tenancy.service import authenticate
@@ -622,7 +622,7 @@ async def in_process(
     try:
         caller = await authenticate(db, token, now=datetime.now(UTC))
         assert caller is not None
-        ctx = Ctx(Context(settings=settings, db=db, clock=Clock()), caller, token, n)
+        ctx = Ctx(wiring.build(settings, db, Clock()), caller, token, n)
         out = {name: await split_resource(ctx, *args) for name, args in resources.items()}
         out["search"] = await split_search(ctx, *search)
         out["search"]["authenticate_ms"] = out["week"]["authenticate_ms"]

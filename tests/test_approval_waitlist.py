@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from reservations.reservations.service import sweep_expired
+from reservations.reservations.tasks import sweep_expired
 from tests.conftest import (
     PgServer,
     RedisServer,

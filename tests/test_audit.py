@@ -26,7 +26,7 @@ from reservations.audit import tasks as audit_tasks
 from reservations.context import Context
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
-from reservations.reservations.service import sweep_expired
+from reservations.reservations.tasks import sweep_expired
 from tests.conftest import (
     THROUGH_PGBOUNCER,
     Api,

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from reservations.bookings.recurrence import MAX_OCCURRENCES
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from reservations.reservations.service import sweep_expired
+from reservations.reservations.tasks import sweep_expired
 from tests.conftest import Api, Tenant
 from tests.test_reservations import _created, _db, _problem
 

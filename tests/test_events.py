@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from reservations.config import Settings
-from reservations.reservations.service import sweep_expired
+from reservations.reservations.tasks import sweep_expired
 from tests.conftest import LiveServer, Tenant, new_tenant, wait_for_earlier_transactions
 from tests.test_reservations import _created, _problem
 

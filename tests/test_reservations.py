@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from reservations.reservations.service import sweep_expired
+from reservations.reservations.tasks import sweep_expired
 from tests.conftest import Api, Tenant
 
 PROBLEM = "application/problem+json"

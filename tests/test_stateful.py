@@ -21,7 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from reservations.reservations.service import sweep_expired
+from reservations.reservations.tasks import sweep_expired
 from tests.conftest import new_tenant
 
 DAY = datetime(2032, 1, 5, tzinfo=UTC)

@@ -25,12 +25,12 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from reservations import wiring, worker
 from reservations.app import create_app
 from reservations.context import Context
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
-from reservations.reservations import tasks
-from reservations.webhooks import addresses, dispatcher, fanout, repository
+from reservations.webhooks import addresses, fanout, repository
 from tests.conftest import THROUGH_PGBOUNCER, PgServer, Tenant, make_settings, new_tenant
 from tests.pgbouncer import start_pgbouncer
 from tests.test_reservations import _created, _problem
@@ -170,7 +170,7 @@ class Dispatchers:
     url: str
     count: int = 1
     overrides: dict[str, Any] = field(default_factory=dict)
-    # The whole worker loop (tasks.run_forever: sweeps and webhooks), not the dispatcher alone.
+    # The whole worker loop (worker.run_forever: sweeps and webhooks), not the webhook loop alone.
     worker: bool = False
     errors: list[BaseException] = field(default_factory=list)
 
@@ -187,11 +187,8 @@ class Dispatchers:
         dbs = [Database(self.url, self.settings) for _ in range(self.count)]
         for db in dbs:
             await db.open()
-        run = tasks.run_forever if self.worker else dispatcher.run_forever
-        loops = [
-            asyncio.create_task(run(Context(settings=self.settings, db=db, clock=Clock())))
-            for db in dbs
-        ]
+        run = worker.run_forever if self.worker else worker.deliver_webhooks_forever
+        loops = [asyncio.create_task(run(wiring.build(self.settings, db, Clock()))) for db in dbs]
         self.started.set()
         await self.stop.wait()
         for task in loops:

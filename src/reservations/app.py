@@ -16,12 +16,10 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import PoolTimeout
 from starlette.responses import Response
 
-from reservations import __version__, problem_bodies
+from reservations import __version__, problem_bodies, wiring, worker
 from reservations.audit.endpoints import router as audit_router
 from reservations.availability.endpoints import router as availability_router
-from reservations.availability_map.store import AvailabilityMap
 from reservations.bookings.endpoints import router as bookings_router
-from reservations.caches.resource import ResourceCache
 from reservations.config import Settings, load_settings
 from reservations.context import Context
 from reservations.errors import ShardMoving, install_error_handlers, problem_response
@@ -38,15 +36,11 @@ from reservations.kit.openapi import (
     add_problem_schemas,
     parameters_without_null,
 )
-from reservations.kit.ratelimit import RateLimiter, RateLimitHeadersMiddleware
-from reservations.kit.redis import RedisTier
+from reservations.kit.ratelimit import RateLimitHeadersMiddleware
 from reservations.ops.endpoints import router as ops_router
-from reservations.reservations import tasks
 from reservations.reservations.endpoints import router as reservations_router
 from reservations.resources.endpoints import router as resources_router
 from reservations.sharding.router import NOT_HERE
-from reservations.tenancy.cache import KeyCache
-from reservations.tenancy.limits import CallerLimits
 from reservations.waitlist.endpoints import router as waitlist_router
 from reservations.web import endpoints as web
 from reservations.webhooks.endpoints import router as webhooks_router
@@ -72,25 +66,24 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             "starts the embedded PostgreSQL, or set DATABASE_URL."
         )
     db = Database(settings.database_url, settings)
-    svc = Context(settings=settings, db=db, clock=clock, **_redis_services(settings))
+    svc = wiring.build(settings, db, clock, redis=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
-        await svc.shards.open()
-        await svc.redis.open()
-        sweeper = asyncio.create_task(tasks.run_forever(svc)) if settings.run_worker else None
         try:
-            yield
+            async with wiring.opened(svc):
+                sweeper = (
+                    asyncio.create_task(worker.run_forever(svc)) if settings.run_worker else None
+                )
+                try:
+                    yield
+                finally:
+                    if sweeper is not None:
+                        sweeper.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await sweeper
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
-            await svc.redis.close()
-            if svc.redlock is not None:
-                await svc.redlock.close()
-            await svc.shards.close()
             await db.close()
 
     app = FastAPI(
@@ -144,35 +137,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def _redis_services(settings: Settings) -> dict[str, Any]:
-    """The Redis tier and what uses it; nothing connects until the lifespan opens it."""
-    if settings.redis_url is None:
-        log.warning(
-            "REDIS_URL is not set: running without the cache tier. 'reservations serve' starts "
-            "an embedded Valkey; set REDIS_URL=none to silence this."
-        )
-    tier = RedisTier.from_settings(settings)
-    if not tier.enabled:
-        return {"redis": tier}
-    ttl = settings.api_key_cache_ttl_seconds
-    resource_ttl = settings.resource_cache_ttl_seconds
-    return {
-        "redis": tier,
-        "key_cache": KeyCache(tier, ttl_seconds=ttl) if ttl > 0 else None,
-        "resource_cache": (
-            ResourceCache(tier, ttl_seconds=resource_ttl) if resource_ttl > 0 else None
-        ),
-        "availability_map": (
-            AvailabilityMap(tier, ttl_seconds=settings.availability_map_ttl_seconds)
-            if settings.availability_map_enabled
-            else None
-        ),
-        "limits": (
-            CallerLimits(RateLimiter(tier), settings) if settings.rate_limit_enabled else None
-        ),
-    }
 
 
 def _install_infrastructure_handlers(app: FastAPI) -> None:

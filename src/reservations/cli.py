@@ -151,19 +151,13 @@ def _reachable_redis(settings: Settings) -> str | None:
 
 @contextlib.asynccontextmanager
 async def _services(settings: Settings, db: Database) -> AsyncIterator[Context]:
-    """The services a command needs around an open catalog database: with shards, their
-    clusters opened (and Redlock's clients closed after)."""
-    from reservations.context import Context
+    """The context a command needs around an open catalog database (wiring.py, without the
+    Redis tier): with shards, their clusters opened (and Redlock's clients closed after)."""
+    from reservations import wiring
     from reservations.kit.clock import Clock
 
-    svc = Context(settings=settings, db=db, clock=Clock())
-    await svc.shards.open()
-    try:
+    async with wiring.opened(wiring.build(settings, db, Clock())) as svc:
         yield svc
-    finally:
-        if svc.redlock is not None:
-            await svc.redlock.close()
-        await svc.shards.close()
 
 
 def _run_db(settings: Settings, url: str, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -264,7 +258,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 def worker() -> None:
     """Run the background jobs (hold expiry, idempotency purge, map repair, history,
     webhook delivery) without serving HTTP."""
-    from reservations.reservations import tasks
+    from reservations import worker as background
 
     settings = _settings()
     with _database_url(settings) as url:
@@ -279,7 +273,7 @@ def worker() -> None:
                 loop.add_signal_handler(sig, task.cancel)
             try:
                 async with _services(settings, db) as svc:
-                    await tasks.run_forever(svc)
+                    await background.run_forever(svc)
             except asyncio.CancelledError:
                 pass
             finally:

@@ -9,8 +9,8 @@ one still running (as the event stream reads the outbox)."""
 from __future__ import annotations
 
 from reservations.audit import chain, repository
+from reservations.audit.metrics import AUDIT_SEALED
 from reservations.kit.db import Database
-from reservations.kit.metrics import AUDIT_SEALED
 
 
 async def seal(db: Database, *, batch: int = 1000) -> int:

@@ -29,7 +29,7 @@ from uuid import UUID
 
 import orjson
 
-from reservations.kit.metrics import AVAILABILITY_MAP_DECISIONS
+from reservations.availability_map.metrics import AVAILABILITY_MAP_DECISIONS
 from reservations.kit.redis import UNAVAILABLE, Client, RedisTier
 
 GRANULE = timedelta(minutes=5)

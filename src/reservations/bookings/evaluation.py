@@ -13,9 +13,8 @@ from reservations.availability.policy import Policy
 from reservations.bookings.recurrence import Occurrence, RecurrenceError, expand
 from reservations.bookings.schemas import BookingCreate, OccurrenceReport, Outcome
 from reservations.errors import BookingRuleViolated, InvalidInput, ReservationConflict
-from reservations.kit import metrics
 from reservations.kit.db import Conn
-from reservations.reservations import admission
+from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
 

@@ -39,16 +39,15 @@ from reservations.errors import (
     ReservationConflict,
     ReservationNotLive,
 )
-from reservations.kit import metrics
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
-from reservations.reservations import admission
+from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
 from reservations.reservations.schemas import Status, is_stale_hold
-from reservations.reservations.service import check_override, map_after_commit
+from reservations.reservations.service import check_override
 from reservations.resources import repository as resource_repo
 from reservations.tenancy.service import Principal, Role
 
@@ -82,7 +81,7 @@ async def create(
                 idem,
                 Series(zone, occurrences),
             )
-        reply, rows, expired = await spanning.create(
+        reply, rows = await spanning.create(
             svc, caller, body, idem, groups, Series(zone, occurrences)
         )
     except pg_errors.ExclusionViolation:
@@ -93,11 +92,6 @@ async def create(
         ) from None
     if rows:
         metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
-        await map_after_commit(
-            svc,
-            availability_map.changes(rows, live=True)
-            + availability_map.changes(expired, live=False),
-        )
     return reply
 
 
@@ -126,7 +120,8 @@ async def _create(
     now = svc.clock.now()
     ids = [r.resource_id for r in body.resources]
     occurrences = series.occurrences
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
         ):
@@ -190,12 +185,12 @@ async def _create(
         reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
         if idem is not None:
             await idem.save(conn, reply, now=now)
+        svc.map_after_commit(
+            unit,
+            availability_map.changes(rows, live=True)
+            + availability_map.changes(evaluation.expired, live=False),
+        )
     metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
-    await map_after_commit(
-        svc,
-        availability_map.changes(rows, live=True)
-        + availability_map.changes(evaluation.expired, live=False),
-    )
     return reply
 
 
@@ -266,13 +261,11 @@ async def confirm(
     try:
         return await _confirm_here(svc, caller, booking_id, expected_version, idem)
     except BookingSpansClusters:  # nothing was done; do it on every cluster at once
-        reply, changed = await spanning.change(
+        return await spanning.change(
             svc, caller, booking_id, expected_version, idem,
             pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
             admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
         )  # fmt: skip
-    await map_after_commit(svc, availability_map.changes(changed, live=True))
-    return reply
 
 
 async def _confirm_here(
@@ -284,7 +277,8 @@ async def _confirm_here(
 ) -> Reply:
     now = svc.clock.now()
     svc = svc.at(booking_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
         ):
@@ -293,7 +287,6 @@ async def _confirm_here(
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         now = svc.clock.now()  # after the locks: a hold may have run out while we waited
         held = to_confirm(rows, caller, now)
-        confirmed = []
         if held:
             await _admit_confirm(svc, conn, caller, held, now)
             confirmed = await repository.set_status(
@@ -301,10 +294,10 @@ async def _confirm_here(
             )
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
+            svc.map_after_commit(unit, availability_map.changes(confirmed, live=True))
         reply = booking_reply(booking, rows, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
-    await map_after_commit(svc, availability_map.changes(confirmed, live=True))
     return reply
 
 
@@ -383,12 +376,10 @@ async def cancel(
     try:
         return await _cancel_here(svc, caller, booking_id, change, expected_version, idem)
     except BookingSpansClusters:  # nothing was done; do it on every cluster at once
-        reply, changed = await spanning.change(
+        return await spanning.change(
             svc, caller, booking_id, expected_version, idem,
             pick=lambda rows, now: to_cancel(rows, change, now), status="cancelled",
         )  # fmt: skip
-    await map_after_commit(svc, availability_map.changes(changed, live=False))
-    return reply
 
 
 async def _cancel_here(
@@ -401,7 +392,8 @@ async def _cancel_here(
 ) -> Reply:
     now = svc.clock.now()
     svc = svc.at(booking_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
         ):
@@ -409,17 +401,16 @@ async def _cancel_here(
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         live = to_cancel(rows, change, now)
-        changed = []
         if live:
             changed = await repository.set_status(
                 conn, reservation_ids=[r["id"] for r in live], status="cancelled", now=now
             )
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
+            svc.map_after_commit(unit, availability_map.changes(changed, live=False))
         reply = booking_reply(booking, rows, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
-    await map_after_commit(svc, availability_map.changes(changed, live=False))
     return reply
 
 
@@ -467,7 +458,8 @@ async def _move(
 ) -> Reply:
     now = svc.clock.now()
     svc = svc.at(booking_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         booking = await repository.get(
             conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
         )
@@ -536,12 +528,12 @@ async def _move(
                 )
         booking = await repository.touch(conn, booking_id=booking_id, now=now)
         rows = await repository.reservations(conn, booking_id=booking_id)
-    was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
-    await map_after_commit(
-        svc,
-        availability_map.changes(moved, live=True, was=was)
-        + availability_map.changes(expired, live=False),
-    )
+        was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
+        svc.map_after_commit(
+            unit,
+            availability_map.changes(moved, live=True, was=was)
+            + availability_map.changes(expired, live=False),
+        )
     return booking_reply(booking, rows, now)
 
 

@@ -24,6 +24,7 @@ from uuid import UUID
 
 import psycopg
 
+from reservations.availability_map import store as availability_map
 from reservations.bookings import repository
 from reservations.bookings.evaluation import Evaluation, Series, booked, check_shape, evaluate
 from reservations.bookings.reply import booking_reply
@@ -49,8 +50,9 @@ async def create(
     idem: Idempotency | None,
     groups: dict[str, list[UUID]],
     series: Series,
-) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Book across clusters; returns the reply, the rows made and the holds expired."""
+) -> tuple[Reply, list[dict[str, Any]]]:
+    """Book across clusters; returns the reply and the rows made (the availability map is
+    told of them, and of the holds expired, once every cluster has committed)."""
     assert svc.redlock is not None  # Context requires it when there are several clusters
     ids = [r.resource_id for r in body.resources]
     lease = await svc.redlock.acquire([str(i) for i in ids])
@@ -68,7 +70,7 @@ async def create(
             if idem is not None and (
                 replay := await idem.claim(home, now=now, ttl=svc.settings.idempotency_ttl)
             ):
-                return replay, [], []
+                return replay, []
             fault_point("before-fence")
             for name, rids in groups.items():
                 conn = tx.conns[name]
@@ -83,8 +85,13 @@ async def create(
             )
             if idem is not None:
                 await idem.save(home, reply, now=now)
+            svc.map_after_commit(
+                tx,
+                availability_map.changes(rows, live=True)
+                + availability_map.changes(expired, live=False),
+            )
             await tx.commit()
-        return reply, rows, expired
+        return reply, rows
     except psycopg.Error as exc:
         if sqlstate(exc) == STALE_TOKEN:
             raise BookingContended(
@@ -217,7 +224,7 @@ async def change(
     pick: Callable[[list[dict[str, Any]], datetime], list[Any]],
     status: str,
     admit: Callable[[Conn, list[dict[str, Any]], datetime], Awaitable[None]] | None = None,
-) -> tuple[Reply, list[dict[str, Any]]]:
+) -> Reply:
     """Confirm or cancel (`status`) the reservations `pick` chooses from all of a spanning
     booking's reservations, on every cluster that holds some, all or none (two-phase).
     `admit`: admission's word on the chosen rows of each cluster (a confirm's)."""
@@ -237,7 +244,7 @@ async def change(
         if idem is not None and (
             replay := await idem.claim(home, now=now, ttl=svc.settings.idempotency_ttl)
         ):
-            return replay, []
+            return replay
         bookings = {}
         rows: dict[str, list[Any]] = {}
         for name, conn in tx.conns.items():
@@ -286,5 +293,6 @@ async def change(
         reply = booking_reply(bookings[home_name] or booking, merged, now)
         if idem is not None:
             await idem.save(home, reply, now=now)
+        svc.map_after_commit(tx, availability_map.changes(changed, live=status == "confirmed"))
         await tx.commit()
-    return reply, changed
+    return reply

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from reservations.context import Context
 from reservations.history import repository
+from reservations.history.metrics import HISTORY_MOVED
 from reservations.history.repository import month_start, next_month, partition_name
 from reservations.kit.db import acting_as
-from reservations.kit.metrics import HISTORY_MOVED
 
 
 @dataclass

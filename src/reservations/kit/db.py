@@ -13,6 +13,12 @@ settings (so they cannot leak to the next user of a pooled connection); the audi
 (migration 0007) read them. Whoever authenticates a request, or starts a job, sets `ACTOR`
 (see `acting_as`); nothing else has to pass it along.
 
+The unit of work (`Database.unit`) is one transaction and what is to happen once it has
+committed: a use case registers its effects outside PostgreSQL (the availability map, the
+resource cache, waitlist promotion, counters) with `unit.after_commit(...)` inside the block,
+and the owner runs them after COMMIT, or drops them when the block raises. Nobody places an
+effect by hand after a block, so none is forgotten on one path or run for a rolled-back change.
+
 A transaction may keep a record of its own failure (`on_failure`): the Idempotency-Key's
 claim uses it to leave the refusal of a request under its key, in the transaction that holds
 the key's lock, so no duplicate can run between the failure and its record.
@@ -28,8 +34,8 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import AsyncPipeline, pq
@@ -65,22 +71,56 @@ def acting_as(actor: str) -> Iterator[None]:
 Recorder = Callable[[Conn, BaseException], Awaitable[bool]]
 
 
-@dataclass
-class _Unit:
+# What a unit of work does once it has committed (`Unit.after_commit`).
+Effect = Callable[[], Awaitable[object]]
+
+
+@dataclass(eq=False)
+class Unit:
+    """One transaction (`conn`) and what is to happen only once it has committed."""
+
+    conn: Conn
     recorder: Recorder | None = None
     kept: BaseException | None = None
+    effects: list[Effect] = field(default_factory=list)
+
+    def after_commit(self, effect: Effect) -> None:
+        """Run `effect` after COMMIT, in the order registered; never if the block raises."""
+        self.effects.append(effect)
+
+    async def run_effects(self) -> None:
+        """The owner's last step after COMMIT (see `run_effects`)."""
+        effects, self.effects = self.effects, []
+        await run_effects(effects)
 
 
-# The transactions open now, by connection: a `_Unit` lives exactly as long as its
+class AfterCommit(Protocol):
+    """A unit of work: `Unit`, or sharding's TwoPhase for a transaction across clusters."""
+
+    def after_commit(self, effect: Effect) -> None: ...
+
+
+async def run_effects(effects: list[Effect]) -> None:
+    """Run a committed unit's effects in order. One that fails is logged and the rest still
+    run: the change is committed, and what effects keep (the availability map, caches, the
+    waitlist) has its own repair in the worker."""
+    for effect in effects:
+        try:
+            await effect()
+        except Exception:
+            log.exception("an effect after COMMIT failed: %r", effect)
+
+
+# The transactions open now, by connection: a `Unit` is registered exactly as long as its
 # transaction (`owned`), so nothing registered can outlive it on a pooled connection.
-_UNITS: weakref.WeakKeyDictionary[Conn, _Unit] = weakref.WeakKeyDictionary()
+_UNITS: weakref.WeakKeyDictionary[Conn, Unit] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
-def owned(conn: Conn) -> Iterator[_Unit]:
-    """For the owner of a transaction on `conn` (`Database.transaction`, sharding's
-    TwoPhase): for the block, `on_failure` registrations on `conn` belong to it."""
-    unit = _Unit()
+def owned(conn: Conn) -> Iterator[Unit]:
+    """For the owner of a transaction on `conn` (`Database.unit`, sharding's TwoPhase): for
+    the block, `on_failure` registrations on `conn` belong to it."""
+    unit = Unit(conn)
     _UNITS[conn] = unit
     try:
         yield unit
@@ -209,10 +249,12 @@ class Database:
             return await work(conn)
 
     @asynccontextmanager
-    async def transaction(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
-        """The unit of work: commits when the block ends, rolls back if it raises. With
-        replicas, the WAL position after COMMIT becomes the response's consistency token.
-        The actor and request id of the current task go with it (see the module's doc).
+    async def unit(self, *, pipeline: bool = False) -> AsyncIterator[Unit]:
+        """The unit of work: a transaction that commits when the block ends and rolls back
+        if it raises; then, once committed and the connection is back in the pool, the
+        effects the block registered (`Unit.after_commit`). With replicas, the WAL position
+        after COMMIT becomes the response's consistency token. The actor and request id of
+        the current task go with it (see the module's doc).
 
         `pipeline`: the block runs in psycopg's pipeline mode (see `pipelined`), so
         statements whose results it does not read yet travel together with the next one
@@ -221,14 +263,14 @@ class Database:
 
         A block that raises rolls back, unless a recorder registered with `on_failure`
         keeps a record of the failure: then it commits that, and the error is raised after
-        COMMIT."""
+        COMMIT (the block's effects are dropped: its work was undone)."""
         async with self.pool.connection() as conn:
             with owned(conn) as unit:
                 async with pipelined(conn) if pipeline else _plain(conn):
                     await self.set_locals(conn)
                     if self._on_begin is not None:
                         await self._on_begin(conn)
-                    yield conn
+                    yield unit
             if self.replicas is not None and (state := CURRENT.get()) is not None:
                 cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
                 row = await cur.fetchone()
@@ -236,6 +278,13 @@ class Database:
                     state.wrote(self.name, row["lsn"])
             if unit.kept is not None:  # committed with its record (`on_failure`)
                 raise unit.kept
+        await unit.run_effects()
+
+    @asynccontextmanager
+    async def transaction(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+        """A unit of work (`unit`) for a block that has no effects after COMMIT."""
+        async with self.unit(pipeline=pipeline) as unit:
+            yield unit.conn
 
     async def set_locals(self, conn: Conn) -> None:
         """First thing in a write transaction: its actor and request id (and behind a

@@ -26,11 +26,6 @@ LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-RESERVATIONS_CREATED = Counter("reservations_created_total", "Reservations created", ["status"])
-RESERVATIONS_CONFLICTED = Counter(
-    "reservations_conflicts_total", "Creates and reschedules refused for overlap", ["stage"]
-)
-RESERVATIONS_EXPIRED = Counter("reservations_expired_total", "Holds marked expired", ["by"])
 REDIS_ERRORS = Counter(
     "redis_errors_total", "Redis calls that failed or timed out and fell back", ["op"]
 )
@@ -55,47 +50,6 @@ REPLICA_LAG = Gauge(
     "replica_lag_seconds", "Age of each replica's data (inf: unreachable or not a standby)",
     ["replica"], multiprocess_mode="max",
 )  # fmt: skip
-SHARD_WRITES = Counter(
-    "shard_write_transactions_total", "Write transactions per shard cluster", ["cluster"]
-)
-SHARD_REFUSALS = Counter(
-    "shard_guard_refusals_total",
-    "Writes refused because the logical shard is not (or no longer) on that cluster",
-)
-TWOPHASE = Counter(
-    "twophase_transactions_total",
-    "Cross-shard bookings by outcome (committed, aborted) and who decided (coordinator, recovery)",
-    ["outcome", "by"],
-)
-TWOPHASE_IN_DOUBT = Gauge(
-    "twophase_in_doubt",
-    "Prepared cross-shard transactions found on a cluster by the last recovery pass",
-    ["cluster"],
-    multiprocess_mode="max",
-)
-AVAILABILITY_MAP_DECISIONS = Counter(
-    "availability_map_decisions_total",
-    "Availability-map checks before a create: refuse (fast 409), pass (to the database), "
-    "unavailable (Redis could not answer)",
-    ["decision"],
-)
-HISTORY_MOVED = Counter(
-    "reservations_moved_to_history_total",
-    "Reservations the history job moved out of the live table",
-)
-AVAILABILITY_MAP_REPAIRS = Counter(
-    "availability_map_repaired_total", "Map entries the repair job found wrong and rebuilt"
-)
-AUDIT_SEALED = Counter("audit_rows_sealed_total", "Audit rows the sealer added to the hash chain")
-
-WEBHOOK_ATTEMPTS = Counter(
-    "webhook_deliveries_total",
-    "Webhook delivery attempts by outcome: delivered (2xx), failed (will retry), dead (gave up)",
-    ["outcome"],
-)
-WEBHOOK_ENDPOINTS_DISABLED = Counter(
-    "webhook_endpoints_disabled_total", "Webhook endpoints disabled after sustained failure"
-)
 
 
 def render() -> tuple[bytes, str]:

@@ -11,9 +11,9 @@ from typing import Any
 
 from reservations.availability.slots import Busy, Usage
 from reservations.errors import ReservationConflict
-from reservations.kit import metrics
 from reservations.kit.localtime import describe_range
 from reservations.kit.spans import Span
+from reservations.reservations import metrics
 from reservations.reservations.schemas import ConflictItem, Status, is_stale_hold
 from reservations.tenancy.service import Principal
 

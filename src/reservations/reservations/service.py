@@ -33,12 +33,11 @@ from reservations.errors import (
     ReservationNotLive,
     ReservationNotPending,
 )
-from reservations.kit import metrics
-from reservations.kit.db import Conn, acting_as, lock_resource
+from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
-from reservations.reservations import admission, repository
+from reservations.reservations import admission, metrics, repository
 from reservations.reservations.conflicts import blocking, conflict, from_json
 from reservations.reservations.schemas import (
     ReservationCreate,
@@ -49,7 +48,6 @@ from reservations.reservations.schemas import (
 )
 from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal, Role
-from reservations.waitlist.promotion import promote
 
 
 def etag(version: int) -> str:
@@ -156,7 +154,8 @@ async def _create_once(
     now = gate.now
     # Pipelined: BEGIN, the claim and the pre-check go in one round trip, the lock with the
     # insert, the idempotency record with COMMIT (kit/db.py `pipelined`).
-    async with svc.db.transaction(pipeline=True) as conn:
+    async with svc.db.unit(pipeline=True) as unit:
+        conn = unit.conn
         claim = (
             await idem.send_claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
             if idem is not None
@@ -227,17 +226,13 @@ async def _create_once(
         reply = _reply(row, now, status=201)
         if idem is not None:
             await idem.save(conn, reply, now=now)
+        svc.map_after_commit(
+            unit,
+            availability_map.changes([row], live=True)
+            + availability_map.changes(expired, live=False),
+        )
     metrics.RESERVATIONS_CREATED.labels(row["status"]).inc()
-    await map_after_commit(
-        svc,
-        availability_map.changes([row], live=True) + availability_map.changes(expired, live=False),
-    )
     return reply
-
-
-async def map_after_commit(svc: Context, changes: list[availability_map.Change]) -> None:
-    if svc.availability_map is not None and changes:
-        await svc.availability_map.apply(changes)
 
 
 def _not_found(reservation_id: UUID) -> NotFound:
@@ -367,7 +362,8 @@ async def confirm(
 ) -> Reply:
     now = svc.clock.now()
     svc = svc.at(reservation_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
         ):
@@ -381,11 +377,10 @@ async def confirm(
             row = await repository.update(
                 conn, reservation_id=reservation_id, changes=terms.columns(), now=now
             )
+            svc.map_after_commit(unit, availability_map.changes([row], live=True))
         reply = _reply(row, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
-    if confirmed:
-        await map_after_commit(svc, availability_map.changes([row], live=True))
     return reply
 
 
@@ -399,14 +394,14 @@ async def cancel(
     """Cancel a live reservation; cancelling a cancelled one again is a no-op (200)."""
     now = svc.clock.now()
     svc = svc.at(reservation_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if idem is not None and (
             replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
         ):
             return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
-        cancelled = row["status"] != Status.cancelled
-        if cancelled:
+        if row["status"] != Status.cancelled:
             _live_or_raise(row, now)
             row = await repository.update(
                 conn,
@@ -414,12 +409,11 @@ async def cancel(
                 changes={"status": Status.cancelled.value, "expires_at": None},
                 now=now,
             )
+            svc.map_after_commit(unit, availability_map.changes([row], live=False))
+            svc.freed_after_commit(unit, [row["resource_id"]])
         reply = _reply(row, now)
         if idem is not None:
             await idem.save(conn, reply, now=now)
-    if cancelled:
-        await map_after_commit(svc, availability_map.changes([row], live=False))
-        await promote(svc, row["resource_id"])
     return reply
 
 
@@ -459,7 +453,8 @@ async def _decide(
         raise Forbidden("Only admin keys may approve or decline bookings.")
     now = svc.clock.now()
     svc = svc.at(reservation_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
         row = await _locked(conn, caller, reservation_id, expected_version)
@@ -475,12 +470,12 @@ async def _decide(
         else:
             changes = {"status": Status.declined.value, "expires_at": None, "needs_approval": False}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
+        if approve:
+            svc.map_after_commit(unit, availability_map.changes([row], live=True))
+        else:
+            svc.freed_after_commit(unit, [row["resource_id"]])
         reply = _reply(row, now)
         await record(idem, conn, reply, now=now)
-    if approve:
-        await map_after_commit(svc, availability_map.changes([row], live=True))
-    else:
-        await promote(svc, row["resource_id"])
     return reply
 
 
@@ -542,7 +537,8 @@ async def _update_once(
     expire_first: bool,
 ) -> Reply:
     now = svc.clock.now()
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         current = await repository.get(
             conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
         )
@@ -625,35 +621,13 @@ async def _update_once(
             return _reply(row, now)
         was = {row["id"]: (row["during_start"], row["during_end"])}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
-    if moving:
-        await map_after_commit(
-            svc,
-            availability_map.changes([row], live=True, was=was)
-            + availability_map.changes(expired, live=False),
-        )
+        if moving:
+            svc.map_after_commit(
+                unit,
+                availability_map.changes([row], live=True, was=was)
+                + availability_map.changes(expired, live=False),
+            )
     return _reply(row, now)
 
 
 _LIVE = (Status.held, Status.pending, Status.confirmed)
-
-
-# The audit log's actor for the hold sweeper's changes.
-SWEEPER = "system:sweeper"
-
-
-async def sweep_expired(svc: Context, *, batch: int = 500) -> int:
-    """Expire holds past their expiry, in batches, until none are due."""
-    total = 0
-    while True:
-        with acting_as(SWEEPER):
-            async with svc.db.transaction() as conn:
-                rows = await repository.expire_due(conn, now=svc.clock.now(), batch=batch)
-        await map_after_commit(svc, availability_map.changes(rows, live=False))
-        for resource_id in sorted({r["resource_id"] for r in rows}):
-            await promote(svc, resource_id)
-        total += len(rows)
-        if len(rows) < batch:
-            break
-    if total:
-        metrics.RESERVATIONS_EXPIRED.labels("sweeper").inc(total)
-    return total

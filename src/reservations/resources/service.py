@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +16,7 @@ from reservations.errors import (
     PreconditionFailed,
     ResourceHasFutureReservations,
 )
-from reservations.kit.db import lock_resource
+from reservations.kit.db import Unit, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
@@ -60,7 +61,8 @@ async def create_reply(
     ) is None:
         raise NotFound(f"No resource {near} in your tenant (near).")
     now = svc.clock.now()
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
         row = await repository.insert(
@@ -79,14 +81,15 @@ async def create_reply(
         # GET; it must fail this request and leave nothing.
         reply = _created(ResourceRead.model_validate(row))
         await record(idem, conn, reply, now=now)
-    await _cache(svc, caller, row)
+        _cache_after_commit(svc, unit, caller, row)
     return reply
 
 
-async def _cache(svc: Context, caller: Principal, row: dict[str, Any]) -> None:
-    """After COMMIT: offer the row to the cache (a newer version there wins)."""
+def _cache_after_commit(svc: Context, unit: Unit, caller: Principal, row: dict[str, Any]) -> None:
+    """Once committed, offer the row to the cache (a newer version there wins)."""
     if svc.resource_cache is not None:
-        await svc.resource_cache.put(row, tenant_id=caller.tenant_id, essential=True)
+        cache = svc.resource_cache
+        unit.after_commit(partial(cache.put, row, tenant_id=caller.tenant_id, essential=True))
 
 
 async def get(svc: Context, caller: Principal, resource_id: UUID) -> ResourceRead:
@@ -100,8 +103,9 @@ async def get(svc: Context, caller: Principal, resource_id: UUID) -> ResourceRea
     )
     if row is None:
         raise _not_found(resource_id)
-    if svc.db.replicas is None:  # a replica's copy may be stale: only the primary fills
-        await _cache(svc, caller, row)
+    if svc.db.replicas is None and svc.resource_cache is not None:
+        # A replica's copy may be stale: only the primary's fills the cache.
+        await svc.resource_cache.put(row, tenant_id=caller.tenant_id, essential=True)
     return ResourceRead.model_validate(row)
 
 
@@ -137,7 +141,8 @@ async def update(
         changes["policy"] = body.policy.model_dump(mode="json", exclude_defaults=True)
     expired: list[dict[str, Any]] = []
     svc = svc.at(resource_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if "capacity" in changes:
             if (
                 await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
@@ -178,12 +183,11 @@ async def update(
                 current_version=current["version"],
             )
         updated = ResourceRead.model_validate(row)  # before COMMIT, as in create
-    if svc.availability_map is not None:
-        await svc.availability_map.apply(availability_map.changes(expired, live=False))
-        if "capacity" in changes:
+        svc.map_after_commit(unit, availability_map.changes(expired, live=False))
+        if "capacity" in changes and svc.availability_map is not None:
             # Which reservations the map may hold just changed: rebuild this resource's days.
-            await tasks.repair_map(svc, resource_id=resource_id)
-    await _cache(svc, caller, row)
+            unit.after_commit(partial(tasks.repair_map, svc, resource_id=resource_id))
+        _cache_after_commit(svc, unit, caller, row)
     return updated
 
 
@@ -203,7 +207,8 @@ async def archive(
     must be cancelled explicitly (`cancel_reservations=true`) or the archive is refused."""
     now = svc.clock.now()
     svc = svc.at(resource_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id) is None:
             raise _not_found(resource_id)
         # Same lock as the writers: no booking can slip in between the count and the archive.
@@ -224,7 +229,6 @@ async def archive(
         )
         if version is None:
             raise _not_found(resource_id)
-    if svc.resource_cache is not None:
-        await svc.resource_cache.archived(resource_id, version)
-    if svc.availability_map is not None:
-        await svc.availability_map.apply(availability_map.changes(cancelled, live=False))
+        if svc.resource_cache is not None:
+            unit.after_commit(partial(svc.resource_cache.archived, resource_id, version))
+        svc.map_after_commit(unit, availability_map.changes(cancelled, live=False))

@@ -19,11 +19,10 @@ from uuid import UUID
 import psycopg
 
 from reservations.config import Settings
-from reservations.kit import metrics
 from reservations.kit.db import Conn, Database
 from reservations.kit.replicas import stop_task
 from reservations.kit.shardmap import ShardMap, parse
-from reservations.sharding import repository
+from reservations.sharding import metrics, repository
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

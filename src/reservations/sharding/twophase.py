@@ -32,9 +32,8 @@ import psycopg
 from psycopg import sql
 
 from reservations.errors import BookingContended
-from reservations.kit import metrics
-from reservations.kit.db import Conn, Database, keep_failure, owned
-from reservations.sharding import repository
+from reservations.kit.db import Conn, Database, Effect, keep_failure, owned, run_effects
+from reservations.sharding import metrics, repository
 from reservations.sharding.router import Shards
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,9 @@ class TwoPhase:
     participant's recorder keeps (kit/db.py `on_failure`: the coordinator's
     Idempotency-Key claim, on the home cluster) and that comes before PREPARE: that
     participant alone commits its record, one-phase (nothing else of the booking is in it
-    after its savepoint), and every other one rolls back."""
+    after its savepoint), and every other one rolls back. Like kit/db.py's `Unit`, it is a
+    unit of work: effects registered with `after_commit` run once `commit()` has committed
+    and the block has ended, never otherwise."""
 
     def __init__(self, shards: Shards, gid: str, clusters: list[str]) -> None:
         self.shards = shards
@@ -75,6 +76,12 @@ class TwoPhase:
         self._owned = contextlib.ExitStack()
         self._prepared = False
         self._finished = False
+        self._committed = False
+        self._effects: list[Effect] = []
+
+    def after_commit(self, effect: Effect) -> None:
+        """Run `effect` once every participant has committed and the block has ended."""
+        self._effects.append(effect)
 
     async def __aenter__(self) -> Self:
         try:
@@ -106,6 +113,8 @@ class TwoPhase:
                 await self._rollback()
         finally:
             await self._give_back()
+        if self._committed:
+            await run_effects(self._effects)
 
     async def _keep_failure(self, exc: BaseException) -> None:
         for name, conn in list(self.conns.items()):
@@ -146,6 +155,7 @@ class TwoPhase:
                 log.warning("2PC %s: COMMIT PREPARED on %s failed: %r", self.gid, name, exc)
             if i == 0:
                 fault_point("mid-commit")
+        self._committed = True
         metrics.TWOPHASE.labels("committed", "coordinator").inc()
 
     async def _rollback(self) -> None:

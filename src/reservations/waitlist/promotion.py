@@ -51,7 +51,8 @@ async def promote(svc: Context, resource_id: UUID) -> list[UUID]:
     """Give holds to the resource's waiting entries that fit now, first come first.
     Returns the promoted entries' ids."""
     svc = svc.at(resource_id)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         entries = await repository.waiting(
             conn,
             resource_id=resource_id,
@@ -62,8 +63,7 @@ async def promote(svc: Context, resource_id: UUID) -> list[UUID]:
             return []
         await lock_resource(conn, lock_key(resource_id))
         promoted, holds = await _promote_locked(svc, conn, resource_id, entries)
-    if svc.availability_map is not None and holds:
-        await svc.availability_map.apply(availability_map.changes(holds, live=True))
+        svc.map_after_commit(unit, availability_map.changes(holds, live=True))
     return promoted
 
 

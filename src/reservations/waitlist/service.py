@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from uuid import UUID
 
 from psycopg.rows import DictRow
@@ -33,7 +34,8 @@ async def join(
     admission.check_hold_seconds(svc, body.hold_seconds)
     now = svc.clock.now()
     svc = svc.at(body.resource_id, caller)
-    async with svc.db.transaction() as conn:
+    async with svc.db.unit() as unit:
+        conn = unit.conn
         if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
         resource = await resources.get(
@@ -73,7 +75,8 @@ async def join(
             now=now,
         )
         await record(idem, conn, joined(WaitlistEntryRead.from_row(row, None)), now=now)
-    await promote(svc, body.resource_id)  # the range may be free already
+        unit.after_commit(partial(promote, svc, body.resource_id))  # it may be free already
+    # The entry as it is after its promotion, if any, is what a retry replays.
     await amend(svc.db, idem, reply := joined(await get(svc, caller, row["id"])))
     return reply
 

@@ -27,15 +27,14 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-import psycopg
 
 from reservations import __version__
 from reservations.config import Settings
 from reservations.context import Context
 from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7
-from reservations.kit.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED
-from reservations.webhooks import addresses, copies, fanout, messages, repository, signing
+from reservations.webhooks import addresses, copies, messages, repository, signing
+from reservations.webhooks.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED
 
 log = logging.getLogger(__name__)
 
@@ -228,60 +227,3 @@ async def purge(svc: Context) -> int:
         return await repository.purge_finished(
             conn, older_than_days=svc.settings.webhooks_retention_days, batch=PURGE_BATCH
         )
-
-
-async def run_forever(svc: Context) -> None:
-    """The worker loop: keeps up to `webhooks_concurrency` requests in flight, claims more
-    as they finish (the next message of a resource becomes claimable when the one before it
-    is done), and sleeps `webhooks_interval_seconds` (with jitter) when there is nothing."""
-    settings = svc.settings
-    interval = settings.webhooks_interval_seconds
-    inflight: set[asyncio.Task[str]] = set()
-    last_fanout = last_purge = last_sync = 0.0
-    more_events = False
-    copy = svc.db is not svc.shards.catalog  # a shard cluster's dispatcher
-    async with new_client(settings) as client:
-        try:
-            while True:
-                worked = False
-                try:
-                    if copy and time.monotonic() - last_sync >= copies.SYNC_SECONDS:
-                        last_sync = time.monotonic()
-                        await copies.sync(svc, svc.db)
-                    if more_events or time.monotonic() - last_fanout >= interval:
-                        last_fanout = time.monotonic()
-                        more_events = await fanout.fan_out(svc) > 0
-                        worked = more_events
-                    if time.monotonic() - last_purge >= PURGE_EVERY_SECONDS:
-                        last_purge = time.monotonic()
-                        await purge(svc)
-                    free = settings.webhooks_concurrency - len(inflight)
-                    if free > 0:
-                        claim_id, rows = await claim(svc, free)
-                        for row in rows:
-                            inflight.add(asyncio.create_task(deliver(svc, client, row, claim_id)))
-                        worked = worked or bool(rows)
-                except (psycopg.Error, OSError, TimeoutError) as exc:
-                    # The database may be restarting; the next round tries again.
-                    log.warning("webhook dispatch round failed: %s", exc)
-                except Exception:
-                    log.exception("webhook dispatch round failed")
-                    await asyncio.sleep(interval)
-                if inflight:
-                    done, _ = await asyncio.wait(
-                        inflight, timeout=interval, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for task in done:
-                        inflight.discard(task)
-                        if not task.cancelled() and (failure := task.exception()) is not None:
-                            log.warning("webhook delivery failed to record: %r", failure)
-                elif not worked:
-                    await asyncio.sleep(interval * (0.75 + random.random() / 2))  # noqa: S311
-        finally:
-            # Stopping: let requests under way finish and be recorded for a moment (a
-            # message cut off here is sent again when its lease ends), then cut them off.
-            if inflight:
-                await asyncio.wait(inflight, timeout=STOP_GRACE_SECONDS)
-            for task in inflight:
-                task.cancel()
-            await asyncio.gather(*inflight, return_exceptions=True)
