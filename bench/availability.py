@@ -440,9 +440,10 @@ class Ctx:
 async def split_resource(ctx: Ctx, resource: UUID, ws: datetime, we: datetime) -> dict[str, Any]:
     """GET availability in-process: the service call whole, then each step it takes."""
     from reservations.availability import enforce, service
-    from reservations.availability.slots import Busy, compute
+    from reservations.availability.slots import compute
+    from reservations.catalog import repository as resources
+    from reservations.policy.usage import Busy
     from reservations.reservations import repository as reservations
-    from reservations.resources import repository as resources
     from reservations.tenancy.service import authenticate
 
     db, tenant, hour, now = ctx.svc.db, ctx.caller.tenant_id, timedelta(hours=1), datetime.now(UTC)
@@ -526,9 +527,9 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
         SearchHit,
         SearchRequest,
     )
-    from reservations.availability.slots import Busy
+    from reservations.catalog import repository as resources
+    from reservations.policy.usage import Busy
     from reservations.reservations import repository as reservations
-    from reservations.resources import repository as resources
 
     db, tenant, now = ctx.svc.db, ctx.caller.tenant_id, datetime.now(UTC)
     body = SearchRequest.model_validate(

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from reservations.availability.policy import Policy
+from reservations.policy.model import Policy
 
 MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)

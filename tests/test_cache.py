@@ -238,7 +238,7 @@ def test_a_resource_entry_is_only_replaced_by_a_newer_version(redis_server: Redi
     import asyncio
     import uuid
 
-    from reservations.caches.resource import ResourceCache
+    from reservations.catalog.cache import ResourceCache
     from reservations.kit.redis import RedisTier
 
     tenant, rid = uuid.uuid4(), uuid.uuid4()

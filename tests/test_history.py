@@ -24,7 +24,7 @@ from reservations import cli
 from reservations.app import create_app
 from reservations.context import Context
 from reservations.history import repository
-from reservations.history import service as history
+from reservations.history import tasks as history
 from reservations.kit.clock import Clock
 from tests.conftest import (
     THROUGH_PGBOUNCER,
@@ -61,7 +61,9 @@ class World:
 
     def run(self, **settings: Any) -> history.HistoryRun:
         svc = dataclasses.replace(self.svc, settings=self.svc.settings.model_copy(update=settings))
-        run: history.HistoryRun = self.client.portal.call(history.run_once, svc)  # type: ignore[union-attr]
+        run: history.HistoryRun = self.client.portal.call(
+            lambda: history.run_once(svc.db, svc.settings, now=svc.clock.now())
+        )  # type: ignore[union-attr]
         return run
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from reservations.app import create_app
-from reservations.availability.enforce import policy_of
-from reservations.availability.policy import Policy
 from reservations.availability.schemas import AvailabilityRead
 from reservations.kit.clock import Clock
 from reservations.kit.fields import EARLIEST, LATEST
+from reservations.policy.enforce import policy_of
+from reservations.policy.model import Policy
 from tests.conftest import Api, Tenant, make_settings, new_tenant
 
 PROBLEM = "application/problem+json"

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reservations.availability import rules
-from reservations.availability.enforce import blocked_periods, over_limit
-from reservations.availability.policy import WEEKDAYS, Policy
+from reservations.policy import rules
+from reservations.policy.enforce import blocked_periods, over_limit
+from reservations.policy.model import WEEKDAYS, Policy
 from tests.policy_model import (
     MINUTE,
     ZONES,

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reservations.availability import rules
-from reservations.availability.policy import WEEKDAYS, Policy
-from reservations.availability.slots import Availability, Busy, Usage, compute
+from reservations.availability.slots import Availability, compute
+from reservations.policy import rules
+from reservations.policy.model import WEEKDAYS, Policy
+from reservations.policy.usage import Busy, Usage
 from tests.policy_model import (
     MINUTE,
     Model,

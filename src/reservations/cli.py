@@ -287,14 +287,17 @@ def worker() -> None:
 def history() -> None:
     """Move ended reservations to the history now (workers do it every
     RESERVATIONS_HISTORY_INTERVAL_SECONDS) and print what was done."""
-    from reservations.history import service as history_service
+    from reservations.history import tasks as history_service
 
     settings = _settings()
 
     async def everywhere(db: Database) -> list[tuple[str, Any]]:
         async with _services(settings, db) as svc:  # each cluster has its own history
             return [
-                (other.name, await history_service.run_once(svc.on(other)))
+                (
+                    other.name,
+                    await history_service.run_once(other, svc.settings, now=svc.clock.now()),
+                )
                 for other in svc.shards.databases()
             ]
 

@@ -12,7 +12,7 @@ from functools import partial
 from uuid import UUID
 
 from reservations.availability_map.store import AvailabilityMap, Change
-from reservations.caches.resource import ResourceCache
+from reservations.catalog.cache import ResourceCache
 from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.kit.db import AfterCommit, Database

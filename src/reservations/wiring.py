@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from reservations.availability_map.store import AvailabilityMap
-from reservations.caches.resource import ResourceCache
+from reservations.catalog.cache import ResourceCache
 from reservations.config import Settings
 from reservations.context import Context
 from reservations.kit.clock import Clock

@@ -20,7 +20,7 @@ import psycopg
 
 from reservations.audit import tasks as audit
 from reservations.context import Context
-from reservations.history import service as history
+from reservations.history import tasks as history
 from reservations.kit.idempotency import purge_expired
 from reservations.reservations.tasks import repair_map, sweep_expired
 from reservations.sharding import twophase
@@ -97,7 +97,7 @@ async def _sweep_once(svc: Context, rounds: int, *, archive: bool) -> None:
     if rounds % 5 == 0:
         await promote_all(svc)
     if archive:
-        run = await history.run_once(svc)
+        run = await history.run_once(svc.db, svc.settings, now=svc.clock.now())
         if run.moved or run.created or run.detached:
             log.info(
                 "history: horizon %s, moved %d, partitions made %s, detached %s",

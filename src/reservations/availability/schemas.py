@@ -5,8 +5,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reservations.availability.rules import Reason
 from reservations.kit.fields import Duration, JsonInt, Tag, Timestamp, WrittenDuration
+from reservations.policy.rules import Reason
 
 MAX_WINDOW = timedelta(days=31)
 MAX_SEARCH_RESOURCES = 2_000

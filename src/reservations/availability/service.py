@@ -7,8 +7,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from reservations.availability import enforce, rules
-from reservations.availability.policy import Policy
 from reservations.availability.schemas import (
     MAX_SEARCH_RESOURCES,
     MAX_WINDOW,
@@ -21,15 +19,19 @@ from reservations.availability.schemas import (
     SpanRead,
     UnavailableRead,
 )
-from reservations.availability.slots import Availability, Busy, Usage, compute
+from reservations.availability.slots import Availability, compute
+from reservations.catalog import repository as resources
 from reservations.context import Context
 from reservations.errors import InvalidInput, NotFound
 from reservations.history import repository as history
 from reservations.kit.db import Conn
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor
 from reservations.kit.spans import Span
+from reservations.policy import enforce, rules
+from reservations.policy.model import Policy
+from reservations.policy.usage import Busy, Usage
+from reservations.reservations import admission
 from reservations.reservations import repository as reservations
-from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal
 
 
@@ -73,7 +75,7 @@ async def _booker_blocked(
     limit = policy.booker_limit
     if limit is None:
         return []
-    existing = await enforce.booker_existing(
+    existing = await admission.booker_existing(
         conn,
         policy,
         zone,

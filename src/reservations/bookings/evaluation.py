@@ -9,11 +9,11 @@ from itertools import pairwise
 from typing import Any
 from uuid import UUID
 
-from reservations.availability.policy import Policy
 from reservations.bookings.recurrence import Occurrence, RecurrenceError, expand
 from reservations.bookings.schemas import BookingCreate, OccurrenceReport, Outcome
 from reservations.errors import BookingRuleViolated, InvalidInput, ReservationConflict
 from reservations.kit.db import Conn
+from reservations.policy.model import Policy
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from psycopg import errors as pg_errors
 
-from reservations.availability import enforce
 from reservations.availability_map import store as availability_map
 from reservations.bookings import repository, spanning
 from reservations.bookings.evaluation import Series, booked, check_shape, evaluate, occurrences_of
@@ -28,6 +27,7 @@ from reservations.bookings.schemas import (
     Mode,
     Scope,
 )
+from reservations.catalog import repository as resource_repo
 from reservations.context import Context
 from reservations.errors import (
     ApprovalRequired,
@@ -43,12 +43,12 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
 from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.policy import enforce
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
 from reservations.reservations.schemas import Status, is_stale_hold
 from reservations.reservations.service import check_override
-from reservations.resources import repository as resource_repo
 from reservations.tenancy.service import Principal, Role
 
 

@@ -29,6 +29,7 @@ from reservations.bookings import repository
 from reservations.bookings.evaluation import Evaluation, Series, booked, check_shape, evaluate
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import BookingCreate, Mode
+from reservations.catalog import repository as resource_repo
 from reservations.context import Context
 from reservations.errors import BookingContended, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, lock_resource
@@ -36,7 +37,6 @@ from reservations.kit.idempotency import Idempotency, Reply
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
-from reservations.resources import repository as resource_repo
 from reservations.sharding import repository as shard_repo
 from reservations.sharding.router import STALE_TOKEN, sqlstate
 from reservations.sharding.twophase import TwoPhase, fault_point

@@ -27,12 +27,12 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from reservations.availability import enforce, rules
-from reservations.availability.policy import Policy
-from reservations.availability.rules import Violation
 from reservations.context import Context
 from reservations.errors import ApprovalRequired, Forbidden, HoldLimitReached, InvalidInput
 from reservations.kit.db import Conn, Database
+from reservations.policy import enforce, rules
+from reservations.policy.model import Policy
+from reservations.policy.rules import Violation
 from reservations.reservations import repository
 from reservations.reservations.schemas import Status
 from reservations.tenancy.service import Principal, Role
@@ -309,7 +309,7 @@ async def booker_refusals(
         first = candidates[indexes[0]]
         policy, zone = first.resource.policy, first.resource.zone
         starts = [candidates[i].start for i in indexes]
-        existing = await enforce.booker_existing(
+        existing = await booker_existing(
             conn,
             policy,
             zone,
@@ -412,3 +412,30 @@ async def settle(
         svc, conn, gate.actor, new=new_holds(candidates, settled), now=gate.now, here=here
     )
     return settled
+
+
+async def booker_existing(
+    conn: Conn,
+    policy: Policy,
+    zone: str,
+    *,
+    resource_id: UUID,
+    api_key_id: UUID,
+    customer: str | None,
+    starts: Sequence[datetime],
+    now: datetime,
+) -> list[datetime]:
+    """Starts of the booker's live reservations in the periods the given starts fall in
+    (policy/enforce.py `booker_window`): the data the booker limit is decided on."""
+    window = enforce.booker_window(policy, zone, starts)
+    if window is None:
+        return []
+    return await repository.booker_starts(
+        conn,
+        resource_id=resource_id,
+        created_by=api_key_id,
+        customer=enforce.booker_of(policy, api_key_id, customer),
+        start=window[0],
+        end=window[1],
+        now=now,
+    )

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reservations.availability.slots import Busy, Usage
 from reservations.errors import ReservationConflict
 from reservations.kit.localtime import describe_range
 from reservations.kit.spans import Span
+from reservations.policy.usage import Busy, Usage
 from reservations.reservations import metrics
 from reservations.reservations.schemas import ConflictItem, Status, is_stale_hold
 from reservations.tenancy.service import Principal

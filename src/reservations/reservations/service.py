@@ -22,6 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
+from reservations.catalog import repository as resources
 from reservations.context import Context
 from reservations.errors import (
     Forbidden,
@@ -46,7 +47,6 @@ from reservations.reservations.schemas import (
     ReservationUpdate,
     Status,
 )
-from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal, Role
 
 

@@ -6,8 +6,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reservations.availability.policy import Policy, stored
 from reservations.kit.fields import JSON_INTEGER, JsonInt, Metadata, Name, Tag, TimeZoneName
+from reservations.policy.model import Policy, stored
 
 MAX_TAGS = 32
 

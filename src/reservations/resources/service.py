@@ -9,6 +9,7 @@ from uuid import UUID
 from psycopg import errors as pg_errors
 
 from reservations.availability_map import store as availability_map
+from reservations.catalog import repository
 from reservations.context import Context
 from reservations.errors import (
     CapacityInUse,
@@ -22,7 +23,6 @@ from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations import tasks
-from reservations.resources import repository
 from reservations.resources.schemas import (
     ResourceCreate,
     ResourcePage,

@@ -30,16 +30,16 @@ from uuid import UUID
 
 from psycopg import errors as pg_errors
 
-from reservations.availability.rules import Reason
 from reservations.availability_map import store as availability_map
+from reservations.catalog import repository as resources
 from reservations.context import Context
 from reservations.errors import BookingRuleViolated, HoldLimitReached
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.policy.rules import Reason
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
 from reservations.reservations.conflicts import blocking
-from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal, Role
 from reservations.waitlist import repository
 

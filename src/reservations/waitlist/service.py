@@ -7,6 +7,7 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
+from reservations.catalog import repository as resources
 from reservations.context import Context
 from reservations.errors import NotFound, WaitlistFull
 from reservations.kit.db import Conn, lock_resource
@@ -14,7 +15,6 @@ from reservations.kit.idempotency import Idempotency, Reply, amend, claim, recor
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
 from reservations.reservations import admission
-from reservations.resources import repository as resources
 from reservations.tenancy.service import Principal
 from reservations.waitlist import repository
 from reservations.waitlist.promotion import promote

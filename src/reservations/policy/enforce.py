@@ -1,6 +1,7 @@
 """Turning rule checks into refusals: the policy of a stored resource, the 422 for broken
-rules, and the booker limit (which needs the booker's reservations, read under the
-resource's lock so two racing requests cannot both take the last allowed booking)."""
+rules, and the booker limit's arithmetic over the booker's existing starts (which the caller
+reads, under the resource's lock, so two racing requests cannot both take the last allowed
+booking: see reservations/admission.py `booker_existing`)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,11 @@ from uuid import UUID
 
 import orjson
 
-from reservations.availability import rules
-from reservations.availability.policy import Policy, stored
-from reservations.availability.rules import Reason, Violation
 from reservations.errors import BookingRuleViolated
-from reservations.kit.db import Conn
 from reservations.kit.spans import Span
-from reservations.reservations import repository
+from reservations.policy import rules
+from reservations.policy.model import Policy, stored
+from reservations.policy.rules import Reason, Violation
 
 
 def policy_of(raw: dict[str, Any] | None) -> Policy:
@@ -77,35 +76,19 @@ def over_limit(
     return refused
 
 
-async def booker_existing(
-    conn: Conn,
-    policy: Policy,
-    zone: str,
-    *,
-    resource_id: UUID,
-    api_key_id: UUID,
-    customer: str | None,
-    starts: Sequence[datetime],
-    now: datetime,
-) -> list[datetime]:
-    """Starts of the booker's live reservations in the periods the given starts fall in."""
+def booker_window(
+    policy: Policy, zone: str, starts: Sequence[datetime]
+) -> tuple[datetime | None, datetime | None] | None:
+    """Where the booker's existing starts matter for a limit on these starts: the periods
+    they fall in, as (first start, last end), or (None, None) for a limit on live bookings
+    at any time; None when the policy sets no limit (nothing to read)."""
     limit = policy.booker_limit
     if limit is None or not starts:
-        return []
-    lo = hi = None
-    if limit.period is not None:
-        spans = [rules.period_span(limit.period, zone, s) for s in starts]
-        lo = min(s[0] for s in spans if s is not None)
-        hi = max(s[1] for s in spans if s is not None)
-    return await repository.booker_starts(
-        conn,
-        resource_id=resource_id,
-        created_by=api_key_id,
-        customer=booker_of(policy, api_key_id, customer),
-        start=lo,
-        end=hi,
-        now=now,
-    )
+        return None
+    if limit.period is None:
+        return None, None
+    spans = [rules.period_span(limit.period, zone, s) for s in starts]
+    return min(s[0] for s in spans if s is not None), max(s[1] for s in spans if s is not None)
 
 
 def limit_violation(policy: Policy) -> Violation:

@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from reservations.availability.policy import Policy
 from reservations.kit.localtime import local_dates, minutes_after_midnight, wall_span_instants
 from reservations.kit.spans import Span, clip, covering, normalize, overlapping, subtract
+from reservations.policy.model import Policy
 
 _DAY = timedelta(days=1)
 
