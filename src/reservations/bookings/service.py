@@ -41,7 +41,7 @@ from reservations.errors import (
 )
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
-from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.policy import enforce
 from reservations.reservations import admission, metrics
@@ -122,9 +122,7 @@ async def _create(
     occurrences = series.occurrences
     async with svc.db.unit() as unit:
         conn = unit.conn
-        if idem is not None and (
-            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-        ):
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
         # The locks first: what is read below (capacity, archived or not) then holds until
         # COMMIT. (Locking ids of another tenant's resources reveals nothing: 404 follows.)
@@ -183,8 +181,7 @@ async def _create(
             raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
         rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
         reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
-        if idem is not None:
-            await idem.save(conn, reply, now=now)
+        await record(idem, conn, reply, now=now)
         svc.map_after_commit(
             unit,
             availability_map.changes(rows, live=True)
@@ -258,46 +255,68 @@ async def confirm(
 ) -> Reply:
     """Confirm every held reservation of the booking, or none: if any hold has expired, the
     whole confirm is refused (409 hold-expired) and nothing changes."""
-    try:
-        return await _confirm_here(svc, caller, booking_id, expected_version, idem)
-    except BookingSpansClusters:  # nothing was done; do it on every cluster at once
-        return await spanning.change(
-            svc, caller, booking_id, expected_version, idem,
-            pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
-            admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
-        )  # fmt: skip
+    return await _change(
+        svc, caller, booking_id, expected_version, idem,
+        pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
+        admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
+    )  # fmt: skip
 
 
-async def _confirm_here(
+async def _change(
     svc: Context,
     caller: Principal,
     booking_id: UUID,
     expected_version: int | None,
     idem: Idempotency | None,
+    *,
+    pick: spanning.Pick,
+    status: str,
+    admit: spanning.Admit | None = None,
+) -> Reply:
+    """Set `status` on the reservations `pick` chooses (after `admit`'s word on them), all or
+    none: on the booking's cluster, or on every cluster at once when it spans several."""
+    try:
+        return await _change_here(
+            svc, caller, booking_id, expected_version, idem, pick, status, admit
+        )
+    except BookingSpansClusters:  # nothing was done; do it on every cluster at once
+        return await spanning.change(
+            svc, caller, booking_id, expected_version, idem, pick=pick, status=status, admit=admit
+        )
+
+
+async def _change_here(
+    svc: Context,
+    caller: Principal,
+    booking_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None,
+    pick: spanning.Pick,
+    status: str,
+    admit: spanning.Admit | None,
 ) -> Reply:
     now = svc.clock.now()
     svc = svc.at(booking_id, caller)
     async with svc.db.unit() as unit:
         conn = unit.conn
-        if idem is not None and (
-            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-        ):
+        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         now = svc.clock.now()  # after the locks: a hold may have run out while we waited
-        held = to_confirm(rows, caller, now)
-        if held:
-            await _admit_confirm(svc, conn, caller, held, now)
-            confirmed = await repository.set_status(
-                conn, reservation_ids=[r["id"] for r in held], status="confirmed", now=now
+        chosen = pick(rows, now)
+        if chosen:
+            if admit is not None:
+                await admit(conn, chosen, now)
+            changed = await repository.set_status(
+                conn, reservation_ids=[r["id"] for r in chosen], status=status, now=now
             )
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
-            svc.map_after_commit(unit, availability_map.changes(confirmed, live=True))
+            live = status == Status.confirmed
+            svc.map_after_commit(unit, availability_map.changes(changed, live=live))
         reply = booking_reply(booking, rows, now)
-        if idem is not None:
-            await idem.save(conn, reply, now=now)
+        await record(idem, conn, reply, now=now)
     return reply
 
 
@@ -373,45 +392,10 @@ async def cancel(
     idem: Idempotency | None,
 ) -> Reply:
     """Cancel the live reservations in scope; cancelling again changes nothing."""
-    try:
-        return await _cancel_here(svc, caller, booking_id, change, expected_version, idem)
-    except BookingSpansClusters:  # nothing was done; do it on every cluster at once
-        return await spanning.change(
-            svc, caller, booking_id, expected_version, idem,
-            pick=lambda rows, now: to_cancel(rows, change, now), status="cancelled",
-        )  # fmt: skip
-
-
-async def _cancel_here(
-    svc: Context,
-    caller: Principal,
-    booking_id: UUID,
-    change: BookingCancel,
-    expected_version: int | None,
-    idem: Idempotency | None,
-) -> Reply:
-    now = svc.clock.now()
-    svc = svc.at(booking_id, caller)
-    async with svc.db.unit() as unit:
-        conn = unit.conn
-        if idem is not None and (
-            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-        ):
-            return replay
-        booking = await _locked_booking(conn, caller, booking_id, expected_version)
-        rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
-        live = to_cancel(rows, change, now)
-        if live:
-            changed = await repository.set_status(
-                conn, reservation_ids=[r["id"] for r in live], status="cancelled", now=now
-            )
-            booking = await repository.touch(conn, booking_id=booking_id, now=now)
-            rows = await repository.reservations(conn, booking_id=booking_id)
-            svc.map_after_commit(unit, availability_map.changes(changed, live=False))
-        reply = booking_reply(booking, rows, now)
-        if idem is not None:
-            await idem.save(conn, reply, now=now)
-    return reply
+    return await _change(
+        svc, caller, booking_id, expected_version, idem,
+        pick=lambda rows, now: to_cancel(rows, change, now), status="cancelled",
+    )  # fmt: skip
 
 
 def _moved(row: dict[str, Any], move: BookingMove, zone: str) -> tuple[datetime, datetime]:

@@ -33,7 +33,7 @@ from reservations.catalog import repository as resource_repo
 from reservations.context import Context
 from reservations.errors import BookingContended, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, lock_resource
-from reservations.kit.idempotency import Idempotency, Reply
+from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
@@ -67,9 +67,7 @@ async def create(
         async with TwoPhase(svc.shards, str(booking_id), list(groups)) as tx:
             home = tx.conns[svc.shards.cluster_name(ids[0])]
             now = svc.clock.now()
-            if idem is not None and (
-                replay := await idem.claim(home, now=now, ttl=svc.settings.idempotency_ttl)
-            ):
+            if replay := await claim(idem, home, now=now, ttl=svc.settings.idempotency_ttl):
                 return replay, []
             fault_point("before-fence")
             for name, rids in groups.items():
@@ -83,8 +81,7 @@ async def create(
             reply, rows, expired = await _book(
                 svc, caller, body, tx.conns, groups, booking_id, series
             )
-            if idem is not None:
-                await idem.save(home, reply, now=now)
+            await record(idem, home, reply, now=now)
             svc.map_after_commit(
                 tx,
                 availability_map.changes(rows, live=True)
@@ -214,6 +211,12 @@ async def _book(
     return reply, rows, evaluation.expired
 
 
+# What a confirm or cancel changes: `pick` chooses the rows (refusing if it must), `admit`
+# gives admission's word on the chosen rows of one cluster (a confirm's).
+Pick = Callable[[list[dict[str, Any]], datetime], list[Any]]
+Admit = Callable[[Conn, list[dict[str, Any]], datetime], Awaitable[None]]
+
+
 async def change(
     svc: Context,
     caller: Principal,
@@ -221,9 +224,9 @@ async def change(
     expected_version: int | None,
     idem: Idempotency | None,
     *,
-    pick: Callable[[list[dict[str, Any]], datetime], list[Any]],
+    pick: Pick,
     status: str,
-    admit: Callable[[Conn, list[dict[str, Any]], datetime], Awaitable[None]] | None = None,
+    admit: Admit | None = None,
 ) -> Reply:
     """Confirm or cancel (`status`) the reservations `pick` chooses from all of a spanning
     booking's reservations, on every cluster that holds some, all or none (two-phase).
@@ -241,9 +244,7 @@ async def change(
     async with TwoPhase(svc.shards, f"{booking_id}:{uuid7_beside(booking_id)}", held_on) as tx:
         home = tx.conns[home_name]
         now = svc.clock.now()
-        if idem is not None and (
-            replay := await idem.claim(home, now=now, ttl=svc.settings.idempotency_ttl)
-        ):
+        if replay := await claim(idem, home, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
         bookings = {}
         rows: dict[str, list[Any]] = {}
@@ -291,8 +292,7 @@ async def change(
             key=lambda r: (r["start_at"], str(r["resource_id"])),
         )
         reply = booking_reply(bookings[home_name] or booking, merged, now)
-        if idem is not None:
-            await idem.save(home, reply, now=now)
+        await record(idem, home, reply, now=now)
         svc.map_after_commit(tx, availability_map.changes(changed, live=status == "confirmed"))
         await tx.commit()
     return reply

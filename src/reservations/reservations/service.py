@@ -12,7 +12,7 @@ How a create is kept fast and correct (DESIGN.md, "The one invariant"):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from reservations.errors import (
     ReservationNotLive,
     ReservationNotPending,
 )
-from reservations.kit.db import Conn, lock_resource
+from reservations.kit.db import Conn, Unit, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
@@ -224,8 +224,7 @@ async def _create_once(
         if row is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
         reply = _reply(row, now, status=201)
-        if idem is not None:
-            await idem.save(conn, reply, now=now)
+        await record(idem, conn, reply, now=now)
         svc.map_after_commit(
             unit,
             availability_map.changes([row], live=True)
@@ -353,6 +352,110 @@ async def _as_is(conn: Conn, caller: Principal, row: dict[str, Any]) -> admissio
     return admission.Candidate.as_is(admission.Target.of(resource), row)
 
 
+# One change of a locked reservation's status: returns the row as it is after.
+Step = Callable[[Context, Unit, Principal, DictRow, datetime], Awaitable[DictRow]]
+
+
+async def _change(
+    svc: Context,
+    caller: Principal,
+    reservation_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None,
+    step: Step,
+) -> Reply:
+    """The frame of confirm, cancel, approve and decline: the reservation's cluster, the
+    Idempotency-Key, the row locked at the expected version, `step`, the reply."""
+    now = svc.clock.now()
+    svc = svc.at(reservation_id, caller)
+    async with svc.db.unit() as unit:
+        if replay := await claim(idem, unit.conn, now=now, ttl=svc.settings.idempotency_ttl):
+            return replay
+        row = await _locked(unit.conn, caller, reservation_id, expected_version)
+        row = await step(svc, unit, caller, row, now)
+        reply = _reply(row, now)
+        await record(idem, unit.conn, reply, now=now)
+    return reply
+
+
+async def _admitted(
+    svc: Context,
+    unit: Unit,
+    caller: Principal,
+    row: DictRow,
+    now: datetime,
+    change: admission.Change,
+) -> DictRow:
+    """The row with the terms admission settles for it now (a confirmation or approval),
+    marked in the availability map once committed."""
+    gate = admission.Gate(actor=caller, change=change, now=now)
+    terms = await admission.admit(svc, unit.conn, gate, [await _as_is(unit.conn, caller, row)])
+    row = await repository.update(
+        unit.conn, reservation_id=row["id"], changes=terms.columns(), now=now
+    )
+    svc.map_after_commit(unit, availability_map.changes([row], live=True))
+    return row
+
+
+async def _ended(
+    svc: Context, unit: Unit, row: DictRow, now: datetime, status: Status, **columns: Any
+) -> DictRow:
+    """The row no longer live (`status`): cleared from the map and its range offered to the
+    waitlist once committed."""
+    changes = {"status": status.value, "expires_at": None, **columns}
+    row = await repository.update(unit.conn, reservation_id=row["id"], changes=changes, now=now)
+    svc.map_after_commit(unit, availability_map.changes([row], live=False))
+    svc.freed_after_commit(unit, [row["resource_id"]])
+    return row
+
+
+async def _confirming(
+    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
+) -> DictRow:
+    _live_or_raise(row, now)
+    if row["status"] != Status.held:
+        return row
+    # By an admin, a pending booking's confirmation is its approval.
+    return await _admitted(svc, unit, caller, row, now, admission.Change.confirm)
+
+
+async def _cancelling(
+    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
+) -> DictRow:
+    if row["status"] == Status.cancelled:
+        return row  # cancelling again changes nothing
+    _live_or_raise(row, now)
+    return await _ended(svc, unit, row, now, Status.cancelled)
+
+
+def _admin_or_raise(caller: Principal) -> None:
+    # Before the Idempotency-Key is claimed: a refused role leaves nothing under it.
+    if caller.role is not Role.admin:
+        raise Forbidden("Only admin keys may approve or decline bookings.")
+
+
+def _pending_or_raise(row: DictRow, now: datetime) -> None:
+    status = ReservationRead.from_row(row, now).status
+    if status is not Status.pending:
+        raise ReservationNotPending(
+            f"The reservation is {status.value}; only pending bookings can be approved or declined."
+        )
+
+
+async def _approving(
+    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
+) -> DictRow:
+    _pending_or_raise(row, now)
+    return await _admitted(svc, unit, caller, row, now, admission.Change.approve)
+
+
+async def _declining(
+    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
+) -> DictRow:
+    _pending_or_raise(row, now)
+    return await _ended(svc, unit, row, now, Status.declined, needs_approval=False)
+
+
 async def confirm(
     svc: Context,
     caller: Principal,
@@ -360,28 +463,7 @@ async def confirm(
     expected_version: int | None,
     idem: Idempotency | None,
 ) -> Reply:
-    now = svc.clock.now()
-    svc = svc.at(reservation_id, caller)
-    async with svc.db.unit() as unit:
-        conn = unit.conn
-        if idem is not None and (
-            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-        ):
-            return replay
-        row = await _locked(conn, caller, reservation_id, expected_version)
-        _live_or_raise(row, now)
-        confirmed = row["status"] == Status.held
-        if confirmed:  # by an admin, a pending booking's confirmation is its approval
-            gate = admission.Gate(actor=caller, change=admission.Change.confirm, now=now)
-            terms = await admission.admit(svc, conn, gate, [await _as_is(conn, caller, row)])
-            row = await repository.update(
-                conn, reservation_id=reservation_id, changes=terms.columns(), now=now
-            )
-            svc.map_after_commit(unit, availability_map.changes([row], live=True))
-        reply = _reply(row, now)
-        if idem is not None:
-            await idem.save(conn, reply, now=now)
-    return reply
+    return await _change(svc, caller, reservation_id, expected_version, idem, _confirming)
 
 
 async def cancel(
@@ -392,29 +474,7 @@ async def cancel(
     idem: Idempotency | None,
 ) -> Reply:
     """Cancel a live reservation; cancelling a cancelled one again is a no-op (200)."""
-    now = svc.clock.now()
-    svc = svc.at(reservation_id, caller)
-    async with svc.db.unit() as unit:
-        conn = unit.conn
-        if idem is not None and (
-            replay := await idem.claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-        ):
-            return replay
-        row = await _locked(conn, caller, reservation_id, expected_version)
-        if row["status"] != Status.cancelled:
-            _live_or_raise(row, now)
-            row = await repository.update(
-                conn,
-                reservation_id=reservation_id,
-                changes={"status": Status.cancelled.value, "expires_at": None},
-                now=now,
-            )
-            svc.map_after_commit(unit, availability_map.changes([row], live=False))
-            svc.freed_after_commit(unit, [row["resource_id"]])
-        reply = _reply(row, now)
-        if idem is not None:
-            await idem.save(conn, reply, now=now)
-    return reply
+    return await _change(svc, caller, reservation_id, expected_version, idem, _cancelling)
 
 
 async def approve(
@@ -425,7 +485,8 @@ async def approve(
     idem: Idempotency | None = None,
 ) -> Reply:
     """An admin approves a pending booking: it is confirmed."""
-    return await _decide(svc, caller, reservation_id, expected_version, approve=True, idem=idem)
+    _admin_or_raise(caller)
+    return await _change(svc, caller, reservation_id, expected_version, idem, _approving)
 
 
 async def decline(
@@ -437,46 +498,8 @@ async def decline(
 ) -> Reply:
     """An admin declines a pending booking: it is declined and its range is free again (the
     waitlist is offered it)."""
-    return await _decide(svc, caller, reservation_id, expected_version, approve=False, idem=idem)
-
-
-async def _decide(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    expected_version: int | None,
-    *,
-    approve: bool,
-    idem: Idempotency | None = None,
-) -> Reply:
-    if caller.role is not Role.admin:
-        raise Forbidden("Only admin keys may approve or decline bookings.")
-    now = svc.clock.now()
-    svc = svc.at(reservation_id, caller)
-    async with svc.db.unit() as unit:
-        conn = unit.conn
-        if replay := await claim(idem, conn, now=now, ttl=svc.settings.idempotency_ttl):
-            return replay
-        row = await _locked(conn, caller, reservation_id, expected_version)
-        if ReservationRead.from_row(row, now).status is not Status.pending:
-            raise ReservationNotPending(
-                f"The reservation is {ReservationRead.from_row(row, now).status.value}; only"
-                " pending bookings can be approved or declined."
-            )
-        if approve:
-            gate = admission.Gate(actor=caller, change=admission.Change.approve, now=now)
-            terms = await admission.admit(svc, conn, gate, [await _as_is(conn, caller, row)])
-            changes = terms.columns()
-        else:
-            changes = {"status": Status.declined.value, "expires_at": None, "needs_approval": False}
-        row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
-        if approve:
-            svc.map_after_commit(unit, availability_map.changes([row], live=True))
-        else:
-            svc.freed_after_commit(unit, [row["resource_id"]])
-        reply = _reply(row, now)
-        await record(idem, conn, reply, now=now)
-    return reply
+    _admin_or_raise(caller)
+    return await _change(svc, caller, reservation_id, expected_version, idem, _declining)
 
 
 async def update(
