@@ -177,26 +177,8 @@ async def _create_once(
         target = admission.Target.of(found)
         candidate = _candidate(caller, body, target)
         admission.screen(svc, gate, candidate)
-        capacity, policy = target.capacity, target.policy
         overlaps = [from_json(o) for o in found["overlaps"]]
-        in_way = blocking(
-            overlaps,
-            now=now,
-            capacity=capacity,
-            quantity=body.quantity,
-            during=policy.guarded(body.start, body.end),
-        )
-        if in_way:
-            if (
-                svc.availability_map is not None
-            ):  # read-repair: the next attempt is refused from Redis
-                await svc.availability_map.apply(
-                    availability_map.changes(
-                        [r for r in in_way if r["status"] == "confirmed"], live=True
-                    )
-                )
-            raise conflict(in_way, caller, stage="precheck", zone=target.zone, capacity=capacity)
-
+        await _refuse_overlaps(svc, caller, candidate, overlaps, now, repair=True)
         await lock_resource(conn, lock_key(body.resource_id))
         expired = []
         if overlaps or expire_first:
@@ -205,24 +187,7 @@ async def _create_once(
             )
             metrics.RESERVATIONS_EXPIRED.labels("booking").inc(len(expired))
         terms = await admission.admit(svc, conn, gate, [candidate])
-        row = await repository.insert(
-            conn,
-            reservation_id=uuid7_beside(body.resource_id),
-            tenant_id=caller.tenant_id,
-            resource_id=body.resource_id,
-            start=body.start,
-            end=body.end,
-            status=terms.status,
-            quantity=body.quantity,
-            expires_at=terms.expires_at,
-            customer=body.customer,
-            metadata=body.metadata,
-            created_by=caller.api_key_id,
-            now=now,
-            needs_approval=terms.needs_approval,
-        )
-        if row is None:
-            raise NotFound(f"No resource {body.resource_id} in your tenant.")
+        row = await _insert(conn, caller, body, terms, now)
         reply = _reply(row, now, status=201)
         await record(idem, conn, reply, now=now)
         svc.map_after_commit(
@@ -232,6 +197,59 @@ async def _create_once(
         )
     metrics.RESERVATIONS_CREATED.labels(row["status"]).inc()
     return reply
+
+
+async def _refuse_overlaps(
+    svc: Context,
+    caller: Principal,
+    candidate: admission.Candidate,
+    overlaps: list[DictRow],
+    now: datetime,
+    *,
+    repair: bool,
+) -> None:
+    """The lock-free pre-check: 409 when the live rows read with the resource leave no room
+    for the candidate (with `repair`, the confirmed ones go to the availability map first,
+    so a retry is refused there)."""
+    target = candidate.resource
+    in_way = blocking(
+        overlaps,
+        now=now,
+        capacity=target.capacity,
+        quantity=candidate.quantity,
+        during=target.policy.guarded(candidate.start, candidate.end),
+    )
+    if not in_way:
+        return
+    if repair and svc.availability_map is not None:
+        confirmed = [r for r in in_way if r["status"] == "confirmed"]
+        await svc.availability_map.apply(availability_map.changes(confirmed, live=True))
+    raise conflict(in_way, caller, stage="precheck", zone=target.zone, capacity=target.capacity)
+
+
+async def _insert(
+    conn: Conn, caller: Principal, body: ReservationCreate, terms: admission.Terms, now: datetime
+) -> DictRow:
+    """The reservation row as admitted, under the database's guards."""
+    row = await repository.insert(
+        conn,
+        reservation_id=uuid7_beside(body.resource_id),
+        tenant_id=caller.tenant_id,
+        resource_id=body.resource_id,
+        start=body.start,
+        end=body.end,
+        status=terms.status,
+        quantity=body.quantity,
+        expires_at=terms.expires_at,
+        customer=body.customer,
+        metadata=body.metadata,
+        created_by=caller.api_key_id,
+        now=now,
+        needs_approval=terms.needs_approval,
+    )
+    if row is None:
+        raise NotFound(f"No resource {body.resource_id} in your tenant.")
+    return row
 
 
 def _not_found(reservation_id: UUID) -> NotFound:
@@ -562,18 +580,8 @@ async def _update_once(
     now = svc.clock.now()
     async with svc.db.unit() as unit:
         conn = unit.conn
-        current = await repository.get(
-            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
-        )
-        if current is None:
-            raise _not_found(reservation_id)
-        if current["in_history"]:
-            raise _in_history(current)
-        changes: dict[str, Any] = {}
-        if "customer" in fields and body.customer != current["customer"]:
-            changes["customer"] = body.customer
-        if "metadata" in fields and body.metadata is not None:
-            changes["metadata"] = body.metadata
+        current = await _current(conn, caller, reservation_id)
+        changes = _edits(body, fields, current)
         start = body.start if body.start is not None else current["start_at"]
         end = body.end if body.end is not None else current["end_at"]
         moving = (start, end) != (current["start_at"], current["end_at"])
@@ -589,42 +597,11 @@ async def _update_once(
                 now=now,
                 override=body.override_rules,
             )
-            resource_id = current["resource_id"]
-            found = await repository.resource_and_overlaps(
-                conn,
-                tenant_id=caller.tenant_id,
-                resource_id=resource_id,
-                start=start,
-                end=end,
-                exclude=reservation_id,
+            customer = changes.get("customer", current["customer"])
+            candidate, clashes = await _screened(
+                svc, conn, caller, gate, current, (start, end), customer, moving=moving
             )
-            if found is None:
-                raise ReservationNotLive("The reservation's resource is archived.")
-            candidate = admission.Candidate.moved(
-                admission.Target.of(found),
-                current,
-                start=start,
-                end=end,
-                customer=changes["customer"] if "customer" in changes else current["customer"],
-            )
-            admission.screen(svc, gate, candidate)
-            clashes = [from_json(o) for o in found["overlaps"]] if moving else []
-            in_way = blocking(
-                clashes,
-                now=now,
-                capacity=found["capacity"],
-                quantity=current["quantity"],
-                during=candidate.resource.policy.guarded(start, end),
-            )
-            if in_way:
-                raise conflict(
-                    in_way,
-                    caller,
-                    stage="precheck",
-                    zone=found["timezone"],
-                    capacity=found["capacity"],
-                )
-            await lock_resource(conn, lock_key(resource_id))
+            await lock_resource(conn, lock_key(current["resource_id"]))
         row = await _locked(conn, caller, reservation_id, expected_version)
         expired = []
         if admit:
@@ -645,12 +622,63 @@ async def _update_once(
         was = {row["id"]: (row["during_start"], row["during_end"])}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
         if moving:
-            svc.map_after_commit(
-                unit,
-                availability_map.changes([row], live=True, was=was)
-                + availability_map.changes(expired, live=False),
-            )
+            marks = availability_map.changes([row], live=True, was=was)
+            svc.map_after_commit(unit, marks + availability_map.changes(expired, live=False))
     return _reply(row, now)
+
+
+async def _current(conn: Conn, caller: Principal, reservation_id: UUID) -> DictRow:
+    """The reservation as the caller may see it, not yet locked; refused if in history."""
+    current = await repository.get(
+        conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
+    )
+    if current is None:
+        raise _not_found(reservation_id)
+    if current["in_history"]:
+        raise _in_history(current)
+    return current
+
+
+def _edits(body: ReservationUpdate, fields: set[str], current: DictRow) -> dict[str, Any]:
+    """The columns a PATCH changes besides the range."""
+    changes: dict[str, Any] = {}
+    if "customer" in fields and body.customer != current["customer"]:
+        changes["customer"] = body.customer
+    if "metadata" in fields and body.metadata is not None:
+        changes["metadata"] = body.metadata
+    return changes
+
+
+async def _screened(
+    svc: Context,
+    conn: Conn,
+    caller: Principal,
+    gate: admission.Gate,
+    current: DictRow,
+    span: tuple[datetime, datetime],
+    customer: str | None,
+    *,
+    moving: bool,
+) -> tuple[admission.Candidate, list[DictRow]]:
+    """A change that admission asks again, before the locks: the candidate as changed,
+    screened, and the live rows in its new range (refused now if they leave no room)."""
+    found = await repository.resource_and_overlaps(
+        conn,
+        tenant_id=caller.tenant_id,
+        resource_id=current["resource_id"],
+        start=span[0],
+        end=span[1],
+        exclude=current["id"],
+    )
+    if found is None:
+        raise ReservationNotLive("The reservation's resource is archived.")
+    candidate = admission.Candidate.moved(
+        admission.Target.of(found), current, start=span[0], end=span[1], customer=customer
+    )
+    admission.screen(svc, gate, candidate)
+    clashes = [from_json(o) for o in found["overlaps"]] if moving else []
+    await _refuse_overlaps(svc, caller, candidate, clashes, gate.now, repair=False)
+    return candidate, clashes
 
 
 _LIVE = (Status.held, Status.pending, Status.confirmed)
