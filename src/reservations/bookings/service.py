@@ -15,10 +15,11 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from psycopg import errors as pg_errors
+from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
-from reservations.bookings import repository, spanning
-from reservations.bookings.evaluation import Series, booked, check_shape, evaluate, occurrences_of
+from reservations.bookings import records, repository, spanning
+from reservations.bookings.evaluation import Series, booked, evaluate, occurrences_of
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import (
     BookingCancel,
@@ -127,58 +128,27 @@ async def _create(
         # The locks first: what is read below (capacity, archived or not) then holds until
         # COMMIT. (Locking ids of another tenant's resources reveals nothing: 404 follows.)
         await _lock_all(conn, ids)
-        found = {
-            r["id"]: r
-            for r in await resource_repo.get_many(
-                conn, tenant_id=caller.tenant_id, resource_ids=ids
-            )
-        }
-        if missing := [str(i) for i in ids if i not in found]:
-            raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
-        targets = {i: admission.Target.of(found[i]) for i in ids}
-        for units in body.resources:
-            admission.check_quantity(units.quantity, targets[units.resource_id].capacity)
-        check_shape(occurrences, {i: t.policy for i, t in targets.items()})
-
-        gate = _gate(caller, body, now)
+        found = await resource_repo.get_many(conn, tenant_id=caller.tenant_id, resource_ids=ids)
+        targets = records.targets_of({r["id"]: r for r in found}, body, occurrences)
+        gate = records.create_gate(caller, body, now)
         evaluation = await evaluate(conn, gate, body, targets, occurrences)
         ok = evaluation.ok()
         if not ok or (len(ok) < len(occurrences) and body.mode is Mode.all_or_nothing):
             raise evaluation.refusal()
         candidates = booked(gate, body, targets, occurrences, ok)
         terms = await admission.settle(svc, conn, gate, candidates)
-
-        booking = await repository.insert(
-            conn,
-            booking_id=uuid7_beside(ids[0]),
-            tenant_id=caller.tenant_id,
-            rrule=body.rrule,
-            exdates=[d.isoformat() for d in body.exdates],
-            timezone=series.zone,
-            mode=body.mode.value,
-            customer=body.customer,
-            metadata=body.metadata,
-            created_by=caller.api_key_id,
-            now=now,
+        booking = await records.insert_booking(
+            conn, caller, body, booking_id=uuid7_beside(ids[0]), zone=series.zone, now=now
         )
-        rows = await reservation_repo.insert_many(
+        rows = await records.insert_reservations(
             conn,
-            tenant_id=caller.tenant_id,
+            caller,
+            body,
             booking_id=booking["id"],
-            items=[
-                (uuid7_beside(c.resource.id), c.resource.id, c.start, c.end, c.quantity)
-                for c in candidates
-            ],
-            status=terms.status,
-            expires_at=terms.expires_at,
-            customer=body.customer,
-            metadata=body.metadata,
-            created_by=caller.api_key_id,
+            candidates=candidates,
+            terms=terms,
             now=now,
-            needs_approval=terms.needs_approval,
         )
-        if len(rows) != len(candidates):  # cannot happen under the locks; never half-book
-            raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
         rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
         reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
         await record(idem, conn, reply, now=now)
@@ -189,16 +159,6 @@ async def _create(
         )
     metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
     return reply
-
-
-def _gate(caller: Principal, body: BookingCreate, now: datetime) -> admission.Gate:
-    return admission.Gate(
-        actor=caller,
-        change=admission.Change.create,
-        now=now,
-        override=body.override_rules,
-        hold_seconds=body.hold_seconds,
-    )
 
 
 async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
@@ -473,35 +433,12 @@ async def _move(
             now=now,
             override=change.override_rules,
         )
-        moves, candidates = [], []
-        for row in live:
-            start, end = _moved(row, change, booking["timezone"])
-            resource = found.get(row["resource_id"])
-            if resource is None:
-                raise ReservationNotLive("A resource of this booking is archived.")
-            candidate = admission.Candidate.moved(
-                admission.Target.of(resource), row, start=start, end=end, customer=row["customer"]
-            )
-            admission.check_length(svc, start, end)
-            if violations := admission.violations(gate, candidate):
-                raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
-            moves.append((row["id"], start, end))
-            candidates.append(candidate)
+        moves, candidates = _moves(svc, gate, change, booking["timezone"], live, found)
         if refused := await admission.booker_refusals(conn, gate, candidates):
             first = min(refused)
             raise enforce.refuse([refused[first]], occurrence=live[first]["start_at"].isoformat())
         terms = await admission.settle_each(svc, conn, gate, candidates)
-        expired = []
-        for rid in resource_ids:  # holds past their expiry must not stand in the way
-            mine = [m for m, r in zip(moves, live, strict=True) if r["resource_id"] == rid]
-            if mine:
-                expired += await reservation_repo.expire_stale_holds(
-                    conn,
-                    resource_id=rid,
-                    start=min(m[1] for m in mine),
-                    end=max(m[2] for m in mine),
-                    now=now,
-                )
+        expired = await _expire_in_the_way(conn, resource_ids, live, moves, now)
         await _refuse_overlaps(conn, caller, live, moves, found, now)
         await repository.defer_guards(conn)
         moved = await repository.move(conn, moves=moves, now=now)
@@ -513,12 +450,58 @@ async def _move(
         booking = await repository.touch(conn, booking_id=booking_id, now=now)
         rows = await repository.reservations(conn, booking_id=booking_id)
         was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
-        svc.map_after_commit(
-            unit,
-            availability_map.changes(moved, live=True, was=was)
-            + availability_map.changes(expired, live=False),
-        )
+        marks = availability_map.changes(moved, live=True, was=was)
+        svc.map_after_commit(unit, marks + availability_map.changes(expired, live=False))
     return booking_reply(booking, rows, now)
+
+
+def _moves(
+    svc: Context,
+    gate: admission.Gate,
+    change: BookingMove,
+    zone: str,
+    live: list[DictRow],
+    found: dict[UUID, DictRow],
+) -> tuple[list[tuple[UUID, datetime, datetime]], list[admission.Candidate]]:
+    """Where each live reservation in scope goes, and its candidate for admission; refused
+    at the first that breaks a rule."""
+    moves, candidates = [], []
+    for row in live:
+        start, end = _moved(row, change, zone)
+        resource = found.get(row["resource_id"])
+        if resource is None:
+            raise ReservationNotLive("A resource of this booking is archived.")
+        candidate = admission.Candidate.moved(
+            admission.Target.of(resource), row, start=start, end=end, customer=row["customer"]
+        )
+        admission.check_length(svc, start, end)
+        if violations := admission.violations(gate, candidate):
+            raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
+        moves.append((row["id"], start, end))
+        candidates.append(candidate)
+    return moves, candidates
+
+
+async def _expire_in_the_way(
+    conn: Conn,
+    resource_ids: list[UUID],
+    live: list[DictRow],
+    moves: list[tuple[UUID, datetime, datetime]],
+    now: datetime,
+) -> list[DictRow]:
+    """Holds past their expiry must not stand in the way of the moved ranges."""
+    expired: list[DictRow] = []
+    for rid in resource_ids:
+        mine = [m for m, r in zip(moves, live, strict=True) if r["resource_id"] == rid]
+        if mine:
+            expired += await reservation_repo.expire_stale_holds(
+                conn,
+                resource_id=rid,
+                start=min(m[1] for m in mine),
+                end=max(m[2] for m in mine),
+                now=now,
+            )
+    return expired
 
 
 async def _refuse_overlaps(

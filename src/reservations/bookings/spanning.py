@@ -23,10 +23,11 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
-from reservations.bookings import repository
-from reservations.bookings.evaluation import Evaluation, Series, booked, check_shape, evaluate
+from reservations.bookings import records, repository
+from reservations.bookings.evaluation import Evaluation, Series, booked, evaluate
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import BookingCreate, Mode
 from reservations.catalog import repository as resource_repo
@@ -36,7 +37,6 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import admission
-from reservations.reservations import repository as reservation_repo
 from reservations.sharding import repository as shard_repo
 from reservations.sharding.router import STALE_TOKEN, sqlstate
 from reservations.sharding.twophase import TwoPhase, fault_point
@@ -111,27 +111,55 @@ async def _book(
 ) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
     now = svc.clock.now()
     ids = [r.resource_id for r in body.resources]
-    found: dict[UUID, dict[str, Any]] = {}
+    found: dict[UUID, DictRow] = {}
     for name, rids in groups.items():
         for row in await resource_repo.get_many(
             conns[name], tenant_id=caller.tenant_id, resource_ids=rids
         ):
             found[row["id"]] = row
-    if missing := [str(i) for i in ids if i not in found]:
-        raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
-    targets = {i: admission.Target.of(found[i]) for i in ids}
-    for units in body.resources:
-        admission.check_quantity(units.quantity, targets[units.resource_id].capacity)
-    zone, occurrences = series.zone, series.occurrences
-    check_shape(occurrences, {i: t.policy for i, t in targets.items()})
-
-    gate = admission.Gate(
-        actor=caller,
-        change=admission.Change.create,
-        now=now,
-        override=body.override_rules,
-        hold_seconds=body.hold_seconds,
+    targets = records.targets_of(found, body, series.occurrences)
+    gate = records.create_gate(caller, body, now)
+    evaluation = await _evaluate(conns, groups, gate, body, targets, series)
+    # Terms for the whole booking; live holds counted once, over every cluster.
+    home = svc.shards.cluster_name(ids[0])
+    candidates = booked(gate, body, targets, series.occurrences, evaluation.ok())
+    terms = await admission.settle(
+        svc, conns[home], gate, candidates, here=svc.shards.by_name(home)
     )
+    booking: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for name, rids in groups.items():
+        conn = conns[name]
+        booking = dict(
+            await records.insert_booking(
+                conn, caller, body, booking_id=booking_id, zone=series.zone, now=now, spanning=True
+            )
+        )
+        rows += await records.insert_reservations(
+            conn,
+            caller,
+            body,
+            booking_id=booking_id,
+            candidates=[c for c in candidates if c.resource.id in rids],
+            terms=terms,
+            now=now,
+        )
+    rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
+    reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
+    return reply, rows, evaluation.expired
+
+
+async def _evaluate(
+    conns: dict[str, Conn],
+    groups: dict[str, list[UUID]],
+    gate: admission.Gate,
+    body: BookingCreate,
+    targets: dict[UUID, admission.Target],
+    series: Series,
+) -> Evaluation:
+    """Each occurrence against the rules on every cluster, for that cluster's resources;
+    refused as the booking's mode says."""
+    occurrences = series.occurrences
     evaluation = Evaluation(occurrences)
     for name, rids in groups.items():
         part = await evaluate(
@@ -149,66 +177,7 @@ async def _book(
     ok = evaluation.ok()
     if not ok or (len(ok) < len(occurrences) and body.mode is Mode.all_or_nothing):
         raise evaluation.refusal()
-
-    # Terms for the whole booking; live holds counted once, over every cluster.
-    home = svc.shards.cluster_name(ids[0])
-    terms = await admission.settle(
-        svc,
-        conns[home],
-        gate,
-        booked(gate, body, targets, occurrences, ok),
-        here=svc.shards.by_name(home),
-    )
-    booking: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-    for name, rids in groups.items():
-        conn = conns[name]
-        booking = dict(
-            await repository.insert(
-                conn,
-                booking_id=booking_id,
-                tenant_id=caller.tenant_id,
-                rrule=body.rrule,
-                exdates=[d.isoformat() for d in body.exdates],
-                timezone=zone,
-                mode=body.mode.value,
-                customer=body.customer,
-                metadata=body.metadata,
-                created_by=caller.api_key_id,
-                now=now,
-                spanning=True,
-            )
-        )
-        here = [u for u in body.resources if u.resource_id in rids]
-        made = await reservation_repo.insert_many(
-            conn,
-            tenant_id=caller.tenant_id,
-            booking_id=booking_id,
-            items=[
-                (
-                    uuid7_beside(u.resource_id),
-                    u.resource_id,
-                    occurrences[i].start,
-                    occurrences[i].end,
-                    u.quantity,
-                )
-                for i in ok
-                for u in here
-            ],
-            status=terms.status,
-            expires_at=terms.expires_at,
-            customer=body.customer,
-            metadata=body.metadata,
-            created_by=caller.api_key_id,
-            now=now,
-            needs_approval=terms.needs_approval,
-        )
-        if len(made) != len(ok) * len(here):
-            raise NotFound("A resource of this booking was archived meanwhile; nothing booked.")
-        rows += made
-    rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
-    reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
-    return reply, rows, evaluation.expired
+    return evaluation
 
 
 # What a confirm or cancel changes: `pick` chooses the rows (refusing if it must), `admit`
@@ -246,23 +215,7 @@ async def change(
         now = svc.clock.now()
         if replay := await claim(idem, home, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
-        bookings = {}
-        rows: dict[str, list[Any]] = {}
-        for name, conn in tx.conns.items():
-            bookings[name] = await repository.get(
-                conn,
-                tenant_id=caller.tenant_id,
-                booking_id=booking_id,
-                owner=caller.owner(),
-                lock=True,
-            )
-            rows[name] = await repository.reservations(conn, booking_id=booking_id, lock=True)
-            # The shard guard of each logical shard changed here (waits out a move of it).
-            shards_here = {
-                svc.shards.logical(r["resource_id"]): r["resource_id"] for r in rows[name]
-            }
-            for resource_id in shards_here.values():
-                await svc.shards.guard(conn, resource_id)
+        bookings, rows = await _locked_everywhere(svc, tx.conns, caller, booking_id)
         booking = bookings[home_name]
         if booking is None:
             raise NotFound(f"No booking {booking_id} that your key may see.")
@@ -277,16 +230,7 @@ async def change(
             for name, conn in tx.conns.items():
                 if mine := [r for r in rows[name] if r["id"] in chosen]:
                     await admit(conn, mine, now)
-        changed: list[dict[str, Any]] = []
-        if chosen:
-            for name, conn in tx.conns.items():
-                mine = [r["id"] for r in rows[name] if r["id"] in chosen]
-                if mine:
-                    changed += await repository.set_status(
-                        conn, reservation_ids=mine, status=status, now=now
-                    )
-                bookings[name] = await repository.touch(conn, booking_id=booking_id, now=now)
-                rows[name] = await repository.reservations(conn, booking_id=booking_id)
+        changed = await _set_status(tx.conns, bookings, rows, chosen, status, booking_id, now)
         merged = sorted(
             (r for part in rows.values() for r in part),
             key=lambda r: (r["start_at"], str(r["resource_id"])),
@@ -296,3 +240,46 @@ async def change(
         svc.map_after_commit(tx, availability_map.changes(changed, live=status == "confirmed"))
         await tx.commit()
     return reply
+
+
+async def _locked_everywhere(
+    svc: Context, conns: dict[str, Conn], caller: Principal, booking_id: UUID
+) -> tuple[dict[str, DictRow | None], dict[str, list[DictRow]]]:
+    """The booking's row and reservations on every cluster, locked, each cluster's shard
+    guards taken (a move of one of its logical shards is waited out)."""
+    bookings: dict[str, DictRow | None] = {}
+    rows: dict[str, list[DictRow]] = {}
+    for name, conn in conns.items():
+        bookings[name] = await repository.get(
+            conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner(), lock=True
+        )
+        rows[name] = await repository.reservations(conn, booking_id=booking_id, lock=True)
+        shards_here = {svc.shards.logical(r["resource_id"]): r["resource_id"] for r in rows[name]}
+        for resource_id in shards_here.values():
+            await svc.shards.guard(conn, resource_id)
+    return bookings, rows
+
+
+async def _set_status(
+    conns: dict[str, Conn],
+    bookings: dict[str, DictRow | None],
+    rows: dict[str, list[DictRow]],
+    chosen: set[UUID],
+    status: str,
+    booking_id: UUID,
+    now: datetime,
+) -> list[DictRow]:
+    """`status` on the chosen reservations, cluster by cluster; `bookings` and `rows` are
+    brought up to date. Returns the changed rows."""
+    changed: list[DictRow] = []
+    if not chosen:
+        return changed
+    for name, conn in conns.items():
+        ids = [r["id"] for r in rows[name] if r["id"] in chosen]
+        if ids:
+            changed += await repository.set_status(
+                conn, reservation_ids=ids, status=status, now=now
+            )
+        bookings[name] = await repository.touch(conn, booking_id=booking_id, now=now)
+        rows[name] = await repository.reservations(conn, booking_id=booking_id)
+    return changed
