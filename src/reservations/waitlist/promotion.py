@@ -98,20 +98,7 @@ async def _promote_locked(
             near, now=now, capacity=target.capacity, quantity=entry["quantity"], during=during
         ):
             continue  # still taken: no statement spent on it
-        gate = admission.Gate(
-            actor=Principal(entry["tenant_id"], entry["created_by"], Role(entry["role"])),
-            change=admission.Change.create,
-            now=now,
-            hold_seconds=entry["hold_seconds"],
-        )
-        candidate = admission.Candidate(
-            resource=target,
-            start=entry["start_at"],
-            end=entry["end_at"],
-            owner=entry["created_by"],
-            customer=entry["customer"],
-            quantity=entry["quantity"],
-        )
+        gate, candidate = _as_booker(entry, target, now)
         if violations := admission.violations(gate, candidate):
             if any(v.reason in _LAPSING for v in violations):
                 lapsed.append(entry["id"])
@@ -132,6 +119,27 @@ async def _promote_locked(
         holds.append(hold)
     await repository.lapse(conn, entry_ids=lapsed, now=now)
     return promoted, holds
+
+
+def _as_booker(
+    entry: dict[str, Any], target: admission.Target, now: datetime
+) -> tuple[admission.Gate, admission.Candidate]:
+    """The entry as the create of the booker who joined: admission judges it as that."""
+    gate = admission.Gate(
+        actor=Principal(entry["tenant_id"], entry["created_by"], Role(entry["role"])),
+        change=admission.Change.create,
+        now=now,
+        hold_seconds=entry["hold_seconds"],
+    )
+    candidate = admission.Candidate(
+        resource=target,
+        start=entry["start_at"],
+        end=entry["end_at"],
+        owner=entry["created_by"],
+        customer=entry["customer"],
+        quantity=entry["quantity"],
+    )
+    return gate, candidate
 
 
 async def _insert_hold(
