@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -67,6 +67,33 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         )
     db = Database(settings.database_url, settings)
     svc = wiring.build(settings, db, clock, redis=True)
+    app = FastAPI(
+        title="Reservations API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, db, svc),
+        openapi_url="/openapi.json",
+        docs_url=None,  # served by web.docs from packaged files, not from a CDN
+        redoc_url=None,
+        # operationIds are the endpoint functions' names (get_reservation), stable for
+        # generated clients and for the OpenAPI links between operations.
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.state.services = svc
+    install_error_handlers(app)
+    _install_infrastructure_handlers(app)
+    _include_routers(app)
+    web.install(app)
+    _add_middlewares(app, settings, svc)
+    _install_openapi(app)
+    return app
+
+
+def _lifespan(
+    settings: Settings, db: Database, svc: Context
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the pool, the opened services and (if configured) the background
+    loop live exactly as long as the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,21 +113,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         finally:
             await db.close()
 
-    app = FastAPI(
-        title="Reservations API",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        openapi_url="/openapi.json",
-        docs_url=None,  # served by web.docs from packaged files, not from a CDN
-        redoc_url=None,
-        # operationIds are the endpoint functions' names (get_reservation), stable for
-        # generated clients and for the OpenAPI links between operations.
-        generate_unique_id_function=lambda route: route.name,
-    )
-    app.state.services = svc
-    install_error_handlers(app)
-    _install_infrastructure_handlers(app)
+    return lifespan
+
+
+def _include_routers(app: FastAPI) -> None:
+    """Which domains the API serves, in the order their routes are matched."""
     app.include_router(resources_router)
     app.include_router(reservations_router)
     app.include_router(availability_router)
@@ -112,7 +129,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(public_feeds_router)
     app.include_router(audit_router)
     app.include_router(ops_router)
-    web.install(app)
+
+
+def _add_middlewares(app: FastAPI, settings: Settings, svc: Context) -> None:
+    """Which middlewares wrap the app; each one added wraps those before it, so the last
+    (observability) is outermost."""
     crash = CrashAfterCommit.parse(settings.fault_crash_after_commit)
     if crash is not None:  # tests only: innermost, so it sees the reply the service made
         app.add_middleware(CrashAfterCommitMiddleware, fault=crash)
@@ -122,6 +143,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     if svc.limits is not None:
         app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(ObservabilityMiddleware)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document: built once on first request, with problem schemas and field
+    components added and nullable parameters simplified."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -136,7 +162,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
 
 
 def _install_infrastructure_handlers(app: FastAPI) -> None:

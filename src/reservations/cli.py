@@ -35,6 +35,7 @@ from reservations.tenancy import service as tenancy
 from reservations.tenancy.cache import KeyCache
 
 if TYPE_CHECKING:
+    from reservations.audit.service import Verification
     from reservations.context import Context
 
 app = typer.Typer(
@@ -495,31 +496,49 @@ def audit_verify(
 ) -> None:
     """Recompute the audit log's hash chain. Prints "ok N rows" and exits 0, or names the
     first broken position (or unsealed rows that should not be) and exits 1."""
-    from reservations.audit import service as audit_service
-
     settings = _settings()
     expected = _anchor(anchor)
     with _database_url(settings) as url:
-        if cluster is None:
-            found = _run_db(
-                settings,
-                url,
-                lambda db: audit_service.verify(
-                    db, max_unsealed_age_seconds=max_unsealed_age, anchor=expected
-                ),
-            )
-        else:
+        found = _verify_chain(
+            settings, url, cluster=cluster, max_unsealed_age=max_unsealed_age, anchor=expected
+        )
+    _report_verification(found, max_unsealed_age=max_unsealed_age)
 
-            async def on_cluster(shards: Shards) -> audit_service.Verification:
-                if cluster not in shards.clusters:
-                    raise _fail(f"no cluster {cluster!r}; the clusters: {sorted(shards.clusters)}")
-                return await audit_service.verify(
-                    shards.by_name(cluster),
-                    max_unsealed_age_seconds=max_unsealed_age,
-                    anchor=expected,
-                )
 
-            found = _run_shards(settings, url, on_cluster)
+def _verify_chain(
+    settings: Settings,
+    url: str,
+    *,
+    cluster: str | None,
+    max_unsealed_age: float,
+    anchor: tuple[int, bytes] | None,
+) -> Verification:
+    """Which chain is verified: the catalog's without a cluster, else that cluster's own."""
+    from reservations.audit import service as audit_service
+
+    if cluster is None:
+        return _run_db(
+            settings,
+            url,
+            lambda db: audit_service.verify(
+                db, max_unsealed_age_seconds=max_unsealed_age, anchor=anchor
+            ),
+        )
+
+    async def on_cluster(shards: Shards) -> Verification:
+        if cluster not in shards.clusters:
+            raise _fail(f"no cluster {cluster!r}; the clusters: {sorted(shards.clusters)}")
+        return await audit_service.verify(
+            shards.by_name(cluster),
+            max_unsealed_age_seconds=max_unsealed_age,
+            anchor=anchor,
+        )
+
+    return _run_shards(settings, url, on_cluster)
+
+
+def _report_verification(found: Verification, *, max_unsealed_age: float) -> None:
+    """Whether the verification passed: prints the findings, exits 1 on any failure."""
     if found.broken_at is not None:
         typer.echo(f"broken at position {found.broken_at}: {found.problem}")
         typer.echo(f"positions 1-{found.broken_at - 1} are intact")

@@ -103,35 +103,13 @@ async def for_resource(
     customer: str | None,
     explain: bool,
 ) -> AvailabilityRead:
-    _window_errors(window_start, window_end)
-    if duration is not None and duration <= timedelta(0):
-        raise InvalidInput(
-            "duration must be positive, such as PT1H.",
-            errors=[{"field": "duration", "in": "query", "message": "must be positive"}],
-        )
-    _bookable_length(svc, duration, "query")
+    _ask_errors(svc, window_start, window_end, duration)
     now = svc.clock.now()
 
     async def read(conn: Conn) -> tuple[Any, list[Any], list[Span], datetime | None]:
-        row = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
-        if row is None:
-            return None, [], [], None
-        policy = enforce.policy_of(row["policy"])
-        lo, hi = policy.guarded(window_start, window_end)
-        busy = await reservations.busy_between(
-            conn, resource_ids=[resource_id], start=lo, end=hi, now=now
+        return await _resource_rows(
+            conn, caller, resource_id, window=(window_start, window_end), customer=customer, now=now
         )
-        blocked = await _booker_blocked(
-            conn,
-            policy,
-            row["timezone"],
-            resource_id=resource_id,
-            caller=caller,
-            customer=customer,
-            window=(window_start, window_end),
-            now=now,
-        )
-        return row, busy, blocked, await history.horizon(conn)
 
     row, busy, blocked, history_before = await svc.at(resource_id).db.read(read)
     if row is None:
@@ -155,6 +133,53 @@ async def for_resource(
         history_before=history_before,
     )
     return _read(row, result, window_start, window_end, duration, quantity, explain)
+
+
+def _ask_errors(
+    svc: Context, window_start: datetime, window_end: datetime, duration: timedelta | None
+) -> None:
+    """Whether one resource's availability may be asked for: the window, then the duration."""
+    _window_errors(window_start, window_end)
+    if duration is not None and duration <= timedelta(0):
+        raise InvalidInput(
+            "duration must be positive, such as PT1H.",
+            errors=[{"field": "duration", "in": "query", "message": "must be positive"}],
+        )
+    _bookable_length(svc, duration, "query")
+
+
+async def _resource_rows(
+    conn: Conn,
+    caller: Principal,
+    resource_id: UUID,
+    *,
+    window: Span,
+    customer: str | None,
+    now: datetime,
+) -> tuple[Any, list[Any], list[Span], datetime | None]:
+    """What one resource's availability is computed from: its row (None when the caller's
+    tenant has no such resource), the live reservations around the window, the spans the
+    booker may not start in, and the history horizon."""
+    window_start, window_end = window
+    row = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+    if row is None:
+        return None, [], [], None
+    policy = enforce.policy_of(row["policy"])
+    lo, hi = policy.guarded(window_start, window_end)
+    busy = await reservations.busy_between(
+        conn, resource_ids=[resource_id], start=lo, end=hi, now=now
+    )
+    blocked = await _booker_blocked(
+        conn,
+        policy,
+        row["timezone"],
+        resource_id=resource_id,
+        caller=caller,
+        customer=customer,
+        window=window,
+        now=now,
+    )
+    return row, busy, blocked, await history.horizon(conn)
 
 
 def _read(
@@ -231,6 +256,11 @@ def _earliest(
     return SlotRead(start=s.start, end=s.end, remaining=s.remaining)
 
 
+# One shard's part of a search: its candidate rows (the first MAX_SEARCH_RESOURCES by id), their
+# policies, their live reservations, the shard's history horizon, and whether none were left out.
+_Candidates = tuple[list[Any], dict[UUID, Policy], list[Any], datetime | None, bool]
+
+
 async def search(svc: Context, caller: Principal, body: SearchRequest) -> SearchPage:
     _bookable_length(svc, body.duration, "body")
     after: tuple[datetime, UUID] | None = None
@@ -238,38 +268,62 @@ async def search(svc: Context, caller: Principal, body: SearchRequest) -> Search
         after = decode_instant_cursor(body.cursor)
     now = svc.clock.now()
 
-    async def read(
-        conn: Conn,
-    ) -> tuple[list[Any], dict[UUID, Policy], list[Any], datetime | None, bool]:
-        rows = await resources.candidates(
-            conn,
-            tenant_id=caller.tenant_id,
-            tags=body.tags,
-            min_capacity=max(body.min_capacity, body.quantity),
-            limit=MAX_SEARCH_RESOURCES + 1,  # one more tells whether any were left out
-        )
-        complete = len(rows) <= MAX_SEARCH_RESOURCES
-        rows = rows[:MAX_SEARCH_RESOURCES]
-        policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
-        if not rows:
-            return rows, policies, [], None, complete
-        zero = timedelta(0)
-        busy_rows = await reservations.busy_between(
-            conn,
-            resource_ids=list(policies),
-            start=body.from_ - max((p.buffer_before for p in policies.values()), default=zero),
-            end=body.to + max((p.buffer_after for p in policies.values()), default=zero),
-            now=now,
-        )
-        return rows, policies, busy_rows, await history.horizon(conn), complete
+    async def read(conn: Conn) -> _Candidates:
+        return await _candidates(conn, caller, body, now)
 
     # Each shard's candidates, with its own history horizon; the first MAX_SEARCH_RESOURCES
     # by id across all of them, as on one database.
     shards = await svc.shards.gather(read)
     considered = sorted(r["id"] for part in shards for r in part[0])[:MAX_SEARCH_RESOURCES]
     complete = all(part[4] for part in shards) and sum(len(p[0]) for p in shards) <= len(considered)
-    keep = set(considered)
-    hits = []
+    hits = _hits(shards, set(considered), body, now=now, after=after)
+    hits.sort(key=lambda h: (h.earliest.start, h.resource.id))
+    page = hits[: body.limit]
+    next_cursor = (
+        encode_cursor(page[-1].earliest.start, page[-1].resource.id)
+        if len(hits) > body.limit
+        else None
+    )
+    return SearchPage(items=page, next_cursor=next_cursor, complete=complete)
+
+
+async def _candidates(
+    conn: Conn, caller: Principal, body: SearchRequest, now: datetime
+) -> _Candidates:
+    """Which of one shard's resources a search considers, and the rows that decide their fit."""
+    rows = await resources.candidates(
+        conn,
+        tenant_id=caller.tenant_id,
+        tags=body.tags,
+        min_capacity=max(body.min_capacity, body.quantity),
+        limit=MAX_SEARCH_RESOURCES + 1,  # one more tells whether any were left out
+    )
+    complete = len(rows) <= MAX_SEARCH_RESOURCES
+    rows = rows[:MAX_SEARCH_RESOURCES]
+    policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
+    if not rows:
+        return rows, policies, [], None, complete
+    zero = timedelta(0)
+    busy_rows = await reservations.busy_between(
+        conn,
+        resource_ids=list(policies),
+        start=body.from_ - max((p.buffer_before for p in policies.values()), default=zero),
+        end=body.to + max((p.buffer_after for p in policies.values()), default=zero),
+        now=now,
+    )
+    return rows, policies, busy_rows, await history.horizon(conn), complete
+
+
+def _hits(
+    shards: list[_Candidates],
+    keep: set[UUID],
+    body: SearchRequest,
+    *,
+    now: datetime,
+    after: tuple[datetime, UUID] | None,
+) -> list[SearchHit]:
+    """Which kept candidates are hits: those that fit the ask, starting after the cursor."""
+    hits: list[SearchHit] = []
     for rows, policies, busy_rows, history_before, _ in shards:
         by_resource: dict[UUID, list[Busy]] = {}
         for b in busy_rows:
@@ -285,11 +339,4 @@ async def search(svc: Context, caller: Principal, body: SearchRequest) -> Search
                 hits.append(
                     SearchHit(resource=ResourceBrief.model_validate(row), earliest=earliest)
                 )
-    hits.sort(key=lambda h: (h.earliest.start, h.resource.id))
-    page = hits[: body.limit]
-    next_cursor = (
-        encode_cursor(page[-1].earliest.start, page[-1].resource.id)
-        if len(hits) > body.limit
-        else None
-    )
-    return SearchPage(items=page, next_cursor=next_cursor, complete=complete)
+    return hits

@@ -63,35 +63,26 @@ def compute(
     duration, only the free spans (and the explanation) are computed. `history_before`: the
     database's history horizon; no guarded range may start before it."""
     out = Availability()
-    bb, ba = policy.buffer_before, policy.buffer_after
-    usage = Usage(busy, window_start - bb, window_end + ba)
-    # A booking [s, e) needs room on [s - bb, e + ba): shrink each roomy span by the buffers.
-    room = [(a + bb, b - ba) for a, b in usage.room_for(capacity, quantity) if a + bb < b - ba]
-    allowed = rules.allowed_spans(policy, zone, window_start, window_end)
-    bookable = intersect(allowed, clip(normalize(room), window_start, window_end))
+    usage = Usage(busy, window_start - policy.buffer_before, window_end + policy.buffer_after)
+    room, bookable = _bookable(policy, zone, usage, capacity, quantity, (window_start, window_end))
     earliest, latest = rules.start_bounds(policy, now)
-    first = earliest  # the earliest start the notice and the history horizon both allow
-    if history_before is not None and (first is None or first < history_before + bb):
-        first = history_before + bb
+    first = _first_start(earliest, history_before, policy.buffer_before)
     out.free = clip(bookable, max(window_start, first or window_start), window_end)
     blocked = normalize(booker_blocked)
     too_long = rules.duration_violation(policy, duration) if duration is not None else None
     if duration is not None and too_long is None and quantity <= capacity:
-        step = policy.slot_grid_minutes or step_minutes
-        for span_start, span_end in bookable:
-            lo = max(span_start, first or span_start)
-            hi = span_end - duration + _TINY
-            if latest is not None:
-                hi = min(hi, latest + _TINY)
-            for t in grid_instants(zone, step, lo, hi):
-                if blocked and covering(blocked, t, t + _TINY) is not None:
-                    continue
-                remaining = capacity - usage.peak(t - bb, t + duration + ba)
-                out.slots.append(Slot(t, t + duration, remaining))
-                if max_slots is not None and len(out.slots) >= max_slots:
-                    break
-            if max_slots is not None and len(out.slots) >= max_slots:
-                break
+        out.slots = _slots(
+            policy,
+            zone,
+            usage,
+            capacity,
+            bookable,
+            duration=duration,
+            starts=(first, latest),
+            blocked=blocked,
+            step_minutes=step_minutes,
+            max_slots=max_slots,
+        )
     if explain:
         out.unavailable = _explain(
             policy,
@@ -99,7 +90,7 @@ def compute(
             usage,
             capacity,
             quantity,
-            room=normalize(room),
+            room=room,
             window=(window_start, window_end),
             bounds=(earliest, latest),
             now=now,
@@ -107,6 +98,67 @@ def compute(
             duration_problem=too_long,
             history_before=history_before,
         )
+    return out
+
+
+def _bookable(
+    policy: Policy, zone: str, usage: Usage, capacity: int, quantity: int, window: Span
+) -> tuple[list[Span], list[Span]]:
+    """Where a booking's range may lie: the room for `quantity` units with both buffers
+    around it, and that room inside the window, the opening hours and outside blackouts."""
+    bb, ba = policy.buffer_before, policy.buffer_after
+    window_start, window_end = window
+    # A booking [s, e) needs room on [s - bb, e + ba): shrink each roomy span by the buffers.
+    room = normalize(
+        (a + bb, b - ba) for a, b in usage.room_for(capacity, quantity) if a + bb < b - ba
+    )
+    allowed = rules.allowed_spans(policy, zone, window_start, window_end)
+    return room, intersect(allowed, clip(room, window_start, window_end))
+
+
+def _first_start(
+    earliest: datetime, history_before: datetime | None, buffer_before: timedelta
+) -> datetime:
+    """The earliest start the notice and the history horizon both allow."""
+    first = earliest
+    if history_before is not None and (first is None or first < history_before + buffer_before):
+        first = history_before + buffer_before
+    return first
+
+
+def _slots(
+    policy: Policy,
+    zone: str,
+    usage: Usage,
+    capacity: int,
+    bookable: list[Span],
+    *,
+    duration: timedelta,
+    starts: tuple[datetime, datetime | None],
+    blocked: list[Span],
+    step_minutes: int,
+    max_slots: int | None,
+) -> list[Slot]:
+    """Which grid instants a slot of `duration` starts at (inside a bookable span, between the
+    first and the latest start, not blocked for the booker), up to `max_slots`."""
+    bb, ba = policy.buffer_before, policy.buffer_after
+    first, latest = starts
+    out: list[Slot] = []
+    step = policy.slot_grid_minutes or step_minutes
+    for span_start, span_end in bookable:
+        lo = max(span_start, first or span_start)
+        hi = span_end - duration + _TINY
+        if latest is not None:
+            hi = min(hi, latest + _TINY)
+        for t in grid_instants(zone, step, lo, hi):
+            if blocked and covering(blocked, t, t + _TINY) is not None:
+                continue
+            remaining = capacity - usage.peak(t - bb, t + duration + ba)
+            out.append(Slot(t, t + duration, remaining))
+            if max_slots is not None and len(out) >= max_slots:
+                break
+        if max_slots is not None and len(out) >= max_slots:
+            break
     return out
 
 

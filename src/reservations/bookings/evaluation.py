@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 from uuid import UUID
@@ -123,14 +124,29 @@ async def evaluate(
     """Rules, overlaps/capacity and booker limits of every occurrence on every resource,
     read with the resources' locks held (so what it finds free stays free until commit).
     The rules and limits are admission's (reservations.admission), per occurrence."""
-    now, caller = gate.now, gate.actor
+    now = gate.now
     evaluation = Evaluation(occurrences)
-    ids = list(targets)
     lo, hi = occurrences[0].start, occurrences[-1].end
-    for rid in ids:
+    for rid in targets:
         evaluation.expired += await reservation_repo.expire_stale_holds(
             conn, resource_id=rid, start=lo, end=hi, now=now
         )
+    busy = await _busy(conn, targets, lo=lo, hi=hi, now=now)
+    for units in body.resources:
+        rid = units.resource_id
+        candidates = _candidates(gate, body, targets[rid], units.quantity, occurrences)
+        for i, candidate in enumerate(candidates):
+            for reason in _met(gate, rid, candidate, busy[rid]):
+                evaluation.add(i, reason)
+        await _booker_limits(conn, gate, evaluation, rid, candidates)
+    return evaluation
+
+
+async def _busy(
+    conn: Conn, targets: dict[UUID, admission.Target], *, lo: datetime, hi: datetime, now: datetime
+) -> dict[UUID, list[dict[str, Any]]]:
+    """The live rows each resource holds around [lo, hi), widened by the largest buffers."""
+    ids = list(targets)
     before = max(t.policy.buffer_before for t in targets.values())
     after = max(t.policy.buffer_after for t in targets.values())
     busy: dict[UUID, list[dict[str, Any]]] = {rid: [] for rid in ids}
@@ -138,55 +154,74 @@ async def evaluate(
         conn, resource_ids=ids, start=lo - before, end=hi + after, now=now
     ):
         busy[row["resource_id"]].append(row)
-    for units in body.resources:
-        rid = units.resource_id
-        target = targets[rid]
-        candidates = [
-            admission.Candidate(
-                resource=target,
-                start=occ.start,
-                end=occ.end,
-                owner=caller.api_key_id,
-                customer=body.customer,
-                quantity=units.quantity,
-            )
-            for occ in occurrences
-        ]
-        for i, candidate in enumerate(candidates):
-            for v in admission.violations(gate, candidate):
-                evaluation.add(
-                    i, {"resource_id": str(rid), "reason": v.reason.value, "detail": v.detail}
-                )
-            during = target.policy.guarded(candidate.start, candidate.end)
-            near = [
-                r
-                for r in busy[rid]
-                if r["during_start"] < during[1] and during[0] < r["during_end"]
-            ]
-            in_way = blocking(
-                near, now=now, capacity=target.capacity, quantity=units.quantity, during=during
-            )
-            if in_way:
-                evaluation.add(
-                    i,
-                    {
-                        "resource_id": str(rid),
-                        "reason": "booked",
-                        "conflicts": items(in_way, caller),
-                    },
-                )
-        ok = evaluation.ok()
-        refused = await admission.booker_refusals(conn, gate, [candidates[i] for i in ok])
-        for j, violation in refused.items():
-            evaluation.add(
-                ok[j],
-                {
-                    "resource_id": str(rid),
-                    "reason": violation.reason.value,
-                    "detail": violation.detail,
-                },
-            )
-    return evaluation
+    return busy
+
+
+def _candidates(
+    gate: admission.Gate,
+    body: BookingCreate,
+    target: admission.Target,
+    quantity: int,
+    occurrences: list[Occurrence],
+) -> list[admission.Candidate]:
+    """The rows one resource would get: one per occurrence, the caller's, for the customer."""
+    return [
+        admission.Candidate(
+            resource=target,
+            start=occ.start,
+            end=occ.end,
+            owner=gate.actor.api_key_id,
+            customer=body.customer,
+            quantity=quantity,
+        )
+        for occ in occurrences
+    ]
+
+
+def _met(
+    gate: admission.Gate,
+    rid: UUID,
+    candidate: admission.Candidate,
+    busy: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """What one occurrence meets on one resource: the rules it breaks, then the live rows in
+    its way (any overlap, or for a pooled resource too little capacity left)."""
+    reasons: list[dict[str, Any]] = [
+        {"resource_id": str(rid), "reason": v.reason.value, "detail": v.detail}
+        for v in admission.violations(gate, candidate)
+    ]
+    target = candidate.resource
+    during = target.policy.guarded(candidate.start, candidate.end)
+    near = [r for r in busy if r["during_start"] < during[1] and during[0] < r["during_end"]]
+    in_way = blocking(
+        near, now=gate.now, capacity=target.capacity, quantity=candidate.quantity, during=during
+    )
+    if in_way:
+        reasons.append(
+            {"resource_id": str(rid), "reason": "booked", "conflicts": items(in_way, gate.actor)}
+        )
+    return reasons
+
+
+async def _booker_limits(
+    conn: Conn,
+    gate: admission.Gate,
+    evaluation: Evaluation,
+    rid: UUID,
+    candidates: list[admission.Candidate],
+) -> None:
+    """Which occurrences still admitted on this resource the booker limit refuses."""
+    ok = evaluation.ok()
+    refused = await admission.booker_refusals(conn, gate, [candidates[i] for i in ok])
+    for j, violation in refused.items():
+        evaluation.add(
+            ok[j],
+            {
+                "resource_id": str(rid),
+                "reason": violation.reason.value,
+                "detail": violation.detail,
+            },
+        )
 
 
 def booked(

@@ -79,6 +79,20 @@ class ShardMap:
 
 def parse(text: str) -> ShardMap:
     """Parse and validate RESERVATIONS_SHARDS (JSON, or '@path' to a JSON file)."""
+    source, text = _read(text)
+    doc = _document(text, source)
+    count = _logical_shards(doc, source)
+    urls, replicas = _clusters(doc.get("clusters"), source)
+    assign = doc.get("assign")
+    if assign is None:  # spread evenly, in contiguous ranges, in the clusters' order
+        names = list(urls)
+        assignment = tuple(names[n * len(names) // count] for n in range(count))
+        return ShardMap(count, urls, assignment, replicas)
+    return ShardMap(count, urls, _assignment(assign, urls, count, source), replicas)
+
+
+def _read(text: str) -> tuple[str, str]:
+    """Where the map comes from (the variable, or the file '@path' names) and its text."""
     source = "RESERVATIONS_SHARDS"
     if text.startswith("@"):
         path = Path(text[1:]).expanduser()
@@ -87,6 +101,11 @@ def parse(text: str) -> ShardMap:
             text = path.read_text()
         except OSError as exc:
             raise ShardMapError(f"cannot read the shard map file {path}: {exc.strerror}") from None
+    return source, text
+
+
+def _document(text: str, source: str) -> dict[str, object]:
+    """Whether the text is a JSON object with only the known keys."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -96,10 +115,19 @@ def parse(text: str) -> ShardMap:
     extra = sorted(set(doc) - {"logical_shards", "clusters", "assign"})
     if extra:
         raise ShardMapError(f"{source}: unknown keys {extra}")
+    return doc
+
+
+def _logical_shards(doc: dict[str, object], source: str) -> int:
+    """The number of logical shards: an integer 1-MAX_LOGICAL."""
     count = doc.get("logical_shards")
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_LOGICAL:
         raise ShardMapError(f"{source}: 'logical_shards' must be an integer 1-{MAX_LOGICAL}")
-    clusters = doc.get("clusters")
+    return count
+
+
+def _clusters(clusters: object, source: str) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """Each cluster's primary URL and replica URLs, from a URL or {"url", "replicas"}."""
     if not isinstance(clusters, dict) or not clusters:
         raise ShardMapError(f"{source}: 'clusters' must map names to postgresql:// URLs")
     urls: dict[str, str] = {}
@@ -122,11 +150,13 @@ def parse(text: str) -> ShardMap:
             )
         urls[name] = str(url)
         replicas[name] = tuple(copies)
-    assign = doc.get("assign")
-    if assign is None:  # spread evenly, in contiguous ranges, in the clusters' order
-        names = list(urls)
-        assignment = tuple(names[n * len(names) // count] for n in range(count))
-        return ShardMap(count, urls, assignment, replicas)
+    return urls, replicas
+
+
+def _assignment(
+    assign: object, clusters: dict[str, str], count: int, source: str
+) -> tuple[str, ...]:
+    """Which cluster owns each logical shard, from 'assign': every shard exactly once."""
     if not isinstance(assign, dict):
         raise ShardMapError(f"{source}: 'assign' must map cluster names to ranges like '0-31'")
     owner: dict[int, str] = {}
@@ -134,16 +164,7 @@ def parse(text: str) -> ShardMap:
         if name not in clusters:
             raise ShardMapError(f"{source}: 'assign' names {name!r}, which is not a cluster")
         for part in str(ranges_).split(","):
-            match = _RANGE.match(part)
-            if match is None:
-                raise ShardMapError(f"{source}: {name!r}: {part!r} is not a range like '0-31'")
-            low = int(match.group(1))
-            high = int(match.group(2) or low)
-            if not low <= high < count:
-                raise ShardMapError(
-                    f"{source}: {name!r}: range {part.strip()!r} is outside 0-{count - 1}"
-                )
-            for n in range(low, high + 1):
+            for n in _range(part, name, count, source):
                 if n in owner:
                     raise ShardMapError(
                         f"{source}: logical shard {n} is assigned to both {owner[n]!r} and {name!r}"
@@ -154,7 +175,19 @@ def parse(text: str) -> ShardMap:
         raise ShardMapError(
             f"{source}: logical shards {ranges(missing)} are assigned to no cluster"
         )
-    return ShardMap(count, urls, tuple(owner[n] for n in range(count)), replicas)
+    return tuple(owner[n] for n in range(count))
+
+
+def _range(part: str, name: str, count: int, source: str) -> range:
+    """The logical shards one part of a cluster's 'assign' ('5' or '0-31') names."""
+    match = _RANGE.match(part)
+    if match is None:
+        raise ShardMapError(f"{source}: {name!r}: {part!r} is not a range like '0-31'")
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not low <= high < count:
+        raise ShardMapError(f"{source}: {name!r}: range {part.strip()!r} is outside 0-{count - 1}")
+    return range(low, high + 1)
 
 
 def _is_url(value: object) -> bool:
