@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import Api, Tenant, new_tenant
+from tests.support.api import Api, Tenant, new_tenant
 
 PROBLEM = "application/problem+json"
 MIB = 1_048_576

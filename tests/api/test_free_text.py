@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reservations.kit.fields import METADATA_MAX_BYTES
-from tests.conftest import Api, Tenant, new_tenant
+from tests.support.api import Api, Tenant, new_tenant
 
 PROBLEM = "application/problem+json"
 START, END = "2031-06-01T10:00:00Z", "2031-06-01T11:00:00Z"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, admin_key_on
+from tests.support.live import LiveServer, admin_key_on
 
 GENERATOR = "openapi_python_client"
 PACKAGE = "reservations_api_client"
@@ -45,7 +45,7 @@ def document(live_server_module: LiveServer) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def live_server_module(database_url: str, redis_server: Any) -> Iterator[LiveServer]:
-    from tests.conftest import start_live_server, stop_live_server
+    from tests.support.live import start_live_server, stop_live_server
 
     server = start_live_server(database_url, **redis_server.env())
     yield server

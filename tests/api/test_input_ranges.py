@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from reservations.errors import InvalidInput
 from reservations.events.service import parse_positions
 from reservations.kit.fields import EARLIEST, LATEST
-from tests.conftest import LiveServer, Tenant, new_tenant
+from tests.support.api import Tenant, new_tenant
+from tests.support.live import LiveServer
 
 PROBLEM = "application/problem+json"
 BIGINT_MAX = 2**63 - 1
@@ -278,7 +279,7 @@ def stays_open(url: str, headers: dict[str, str], seconds: float) -> httpx.Respo
 def test_the_stream_lives_on_at_the_edges(live_server: LiveServer, database_url: str) -> None:
     """An event cursor at the edge of its range starts a stream that keeps polling; one past
     it is a 422 before the stream (it used to start, then die at its first query)."""
-    from tests.deploy.test_nginx import admin_token
+    from tests.support.live import admin_token
 
     auth = {"Authorization": f"Bearer {admin_token(database_url)}"}
     for txid, event in [(XID8_MAX, BIGINT_MAX), (0, 0), (2**63, 1)]:

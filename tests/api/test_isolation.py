@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 
 from reservations.tenancy import keys
 from reservations.tenancy import service as tenancy
-from tests.conftest import Api, Tenant
+from tests.support.api import Api, Tenant
+from tests.support.routes import FREE_END, FREE_START, ID_ROUTES, Route, fill
 
 PROBLEM = "application/problem+json"
 START, END = "2031-03-01T10:00:00Z", "2031-03-01T11:00:00Z"
-FREE_START, FREE_END = "2031-03-02T10:00:00Z", "2031-03-02T11:00:00Z"
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,71 +125,8 @@ def victim(other_tenant: Tenant) -> World:
     return make_world(other_tenant)
 
 
-def fill(value: Any, ids: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return value.format(**ids)
-    if isinstance(value, dict):
-        return {k: fill(v, ids) for k, v in value.items()}
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # every route that takes an id, against another tenant's objects
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    method: str
-    path: str
-    body: dict[str, Any] | None = None
-    write: bool = False
-    admin_only: bool = False
-
-
-ID_ROUTES = [
-    Route("get-resource", "GET", "/v1/resources/{rid}"),
-    Route(
-        "patch-resource",
-        "PATCH",
-        "/v1/resources/{rid}",
-        {"name": "Hijacked", "tags": ["mine"]},
-        write=True,
-        admin_only=True,
-    ),
-    Route("delete-resource", "DELETE", "/v1/resources/{rid}", write=True, admin_only=True),
-    Route(
-        "delete-resource-cancelling",
-        "DELETE",
-        "/v1/resources/{rid}?cancel_reservations=true",
-        write=True,
-        admin_only=True,
-    ),
-    Route(
-        "book-resource",
-        "POST",
-        "/v1/reservations",
-        {"resource_id": "{rid}", "start": FREE_START, "end": FREE_END},
-        write=True,
-    ),
-    Route("get-reservation", "GET", "/v1/reservations/{bid}"),
-    Route(
-        "patch-reservation",
-        "PATCH",
-        "/v1/reservations/{bid}",
-        {"customer": "hijacked", "metadata": {"x": 1}},
-        write=True,
-    ),
-    Route(
-        "reschedule-reservation",
-        "PATCH",
-        "/v1/reservations/{bid}",
-        {"start": FREE_START, "end": FREE_END},
-        write=True,
-    ),
-    Route("confirm-reservation", "POST", "/v1/reservations/{bid}/confirm", write=True),
-    Route("cancel-reservation", "POST", "/v1/reservations/{bid}/cancel", write=True),
-]
 
 
 def cross_tenant_expectation(role: str, route: Route) -> int:

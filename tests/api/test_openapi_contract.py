@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from tests.conftest import Tenant
+from tests.support.api import Tenant
 
 PROBLEM = "application/problem+json"
 T0, T1 = "2031-05-05T10:00:00Z", "2031-05-05T11:00:00Z"

@@ -94,10 +94,10 @@ from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.tenancy import keys
 from reservations.tenancy import service as tenancy
-from tests.conftest import Api, Tenant, new_tenant
+from tests.support.api import Api, Tenant, new_tenant
 
 # test_isolation.py's matrix: another tenant's id on resource and reservation routes, every role.
-from tests.test_isolation import ID_ROUTES as ISOLATION_ROUTES
+from tests.support.routes import ID_ROUTES as ISOLATION_ROUTES
 
 PROBLEM = "application/problem+json"
 T0, T1 = "2031-06-02T10:00:00Z", "2031-06-02T11:00:00Z"

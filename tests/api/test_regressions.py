@@ -7,8 +7,7 @@ import pytest
 from psycopg import errors as pg_errors
 
 from reservations.config import Settings
-from tests.conftest import Tenant
-from tests.test_reservations import _created, _problem
+from tests.support.api import Tenant, _created, _problem
 
 
 def test_lowering_capacity_to_one_counts_quantities(tenant: Tenant, settings: Settings) -> None:

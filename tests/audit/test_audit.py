@@ -27,17 +27,9 @@ from reservations.deps import Services
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
 from reservations.reservations.service import sweep_expired
-from tests.conftest import (
-    THROUGH_PGBOUNCER,
-    Api,
-    PgServer,
-    RedisServer,
-    Tenant,
-    make_settings,
-    new_tenant,
-)
-from tests.pgbouncer import start_pgbouncer
-from tests.test_reservations import _created, _problem
+from tests.support.api import Api, Tenant, _created, _problem, new_tenant
+from tests.support.pgbouncer import start_pgbouncer
+from tests.support.servers import THROUGH_PGBOUNCER, PgServer, RedisServer, make_settings
 
 START, END = "2034-02-01T09:00:00Z", "2034-02-01T10:00:00Z"
 

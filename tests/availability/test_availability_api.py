@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 from reservations.kit.clock import Clock
 from reservations.kit.openapi import PROBLEM_SCHEMAS
-from tests.conftest import Api, Tenant
-from tests.test_reservations import PROBLEM, _created, _problem
+from tests.support.api import PROBLEM, Api, Tenant, _created, _problem
 
 BERLIN = "Europe/Berlin"
 ALL_DAY = {

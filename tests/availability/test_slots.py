@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from reservations.availability import rules
 from reservations.availability.policy import WEEKDAYS, Policy
 from reservations.availability.slots import Availability, Busy, Usage, compute
-from tests.policy_model import (
+from tests.support.policy_model import (
     MINUTE,
     Model,
     minutes_touching,

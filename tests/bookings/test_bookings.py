@@ -16,8 +16,7 @@ from reservations.bookings.recurrence import MAX_OCCURRENCES
 from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.reservations.service import sweep_expired
-from tests.conftest import Api, Tenant
-from tests.test_reservations import _created, _db, _problem
+from tests.support.api import Api, Tenant, _created, _db, _problem
 
 BERLIN = "Europe/Berlin"
 TZ = ZoneInfo(BERLIN)

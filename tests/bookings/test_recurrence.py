@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reservations.bookings.recurrence import MAX_OCCURRENCES, RecurrenceError, expand
-from tests.policy_model import ZONES, transition_days, wall_of
+from tests.support.policy_model import ZONES, transition_days, wall_of
 
 PROPS = settings(max_examples=150, deadline=None)
 HOUR = timedelta(hours=1)

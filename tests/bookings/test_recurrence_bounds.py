@@ -31,8 +31,7 @@ from reservations.bookings.recurrence import (
 )
 from reservations.bookings.walk import Meter, WindowEnd, WorkExceeded, walk
 from reservations.kit.fields import LATEST
-from tests.conftest import Tenant
-from tests.test_reservations import _created, _problem
+from tests.support.api import Tenant, _created, _problem
 
 CPU_LIMIT = 0.1  # seconds of this thread's CPU per expansion
 MINUTE = timedelta(minutes=1)

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port
+from tests.support.live import free_port
 
 CLI = [sys.executable, "-m", "reservations"]
 

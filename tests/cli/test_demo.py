@@ -16,7 +16,7 @@ from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
 from reservations.tenancy import service as tenancy
-from tests.conftest import PgServer
+from tests.support.servers import PgServer
 
 CLI = [sys.executable, "-m", "reservations", "demo"]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, free_port
+from tests.support.live import free_port
+from tests.support.servers import RedisServer
 
 # Packaging, whatever PostgreSQL is behind the API: CI's first pass (embedded servers) runs it;
 # the second, against TEST_DATABASE_URL, does not again.
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(
     reason="runs in the pass on the embedded servers, not again against TEST_DATABASE_URL",
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FILES = [
     "/app",
     "/app/static/app.css",

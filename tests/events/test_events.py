@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 
 from reservations.config import Settings
 from reservations.reservations.service import sweep_expired
-from tests.conftest import LiveServer, Tenant, new_tenant, wait_for_earlier_transactions
-from tests.test_reservations import _created, _problem
+from tests.support.api import Tenant, _created, _problem, new_tenant, sse_frames
+from tests.support.live import LiveServer
+from tests.support.servers import wait_for_earlier_transactions
 
 START = "2033-04-04T09:00:00Z"
 END = "2033-04-04T10:00:00Z"
@@ -190,7 +191,7 @@ def test_concurrent_changes_of_one_resource_get_gapless_numbers(tenant: Tenant) 
 def test_the_stream_is_live_and_resumes_after_the_last_event_id(
     live_server: LiveServer, database_url: str
 ) -> None:
-    from tests.deploy.test_nginx import admin_token
+    from tests.support.live import admin_token
 
     token = admin_token(database_url)
     auth = {"Authorization": f"Bearer {token}"}
@@ -259,31 +260,12 @@ def test_a_new_tenant_starts_with_an_empty_stream(app_client: TestClient) -> Non
     assert page == {"items": [], "next_cursor": None}
 
 
-async def sse_frames(c: httpx.AsyncClient, n: int, **kw: Any) -> list[dict[str, str]]:
-    """The first `n` frames with an id of /v1/events/stream (fields by name)."""
-    got: list[dict[str, str]] = []
-    async with c.stream("GET", "/v1/events/stream", **kw) as s:
-        assert s.status_code == 200
-        frame: dict[str, str] = {}
-        async for line in s.aiter_lines():
-            if line == "":
-                if "id" in frame:
-                    got.append(frame)
-                    if len(got) >= n:
-                        return got
-                frame = {}
-            elif not line.startswith(":"):
-                field, _, value = line.partition(": ")
-                frame[field] = value
-    return got
-
-
 def test_the_stream_can_start_at_the_end_and_resume_from_there(
     live_server: LiveServer, database_url: str
 ) -> None:
     """`after=now` (what the booking page uses): no history, an id-only first frame naming
     where it started, and a reconnect from that id misses nothing committed in between."""
-    from tests.deploy.test_nginx import admin_token
+    from tests.support.live import admin_token
 
     token = admin_token(database_url)
     auth = {"Authorization": f"Bearer {token}"}

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from reservations.config import Settings
 from reservations.feeds import ical
 from reservations.kit.clock import Clock
-from tests.conftest import Api, LiveServer, Tenant, admin_key_on
-from tests.test_reservations import _created, _problem
+from tests.support.api import Api, Tenant, _created, _problem
+from tests.support.live import LiveServer, admin_key_on
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

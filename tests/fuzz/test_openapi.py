@@ -37,14 +37,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import (
-    LiveServer,
-    RedisServer,
-    Tenant,
-    new_tenant,
-    start_live_server,
-    stop_live_server,
-)
+from tests.support.api import Tenant, new_tenant
+from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.servers import RedisServer
 
 pytestmark = [
     pytest.mark.slow,

@@ -26,16 +26,9 @@ from reservations.deps import Services
 from reservations.history import repository
 from reservations.history import service as history
 from reservations.kit.clock import Clock
-from tests.conftest import (
-    THROUGH_PGBOUNCER,
-    PgServer,
-    RedisServer,
-    Tenant,
-    make_settings,
-    new_tenant,
-)
-from tests.pgbouncer import start_pgbouncer
-from tests.test_reservations import _created, _problem
+from tests.support.api import Tenant, _created, _problem, new_tenant
+from tests.support.pgbouncer import start_pgbouncer
+from tests.support.servers import THROUGH_PGBOUNCER, PgServer, RedisServer, make_settings
 
 NOW = datetime.now(UTC)
 

@@ -16,7 +16,7 @@ from psycopg import pq
 
 from reservations.config import Settings
 from reservations.kit.db import Conn, Database, on_failure
-from tests.conftest import make_settings
+from tests.support.servers import make_settings
 
 
 def _run(database_url: str, body: Callable[[Database, str], Awaitable[None]]) -> None:

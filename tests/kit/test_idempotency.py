@@ -27,8 +27,9 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from tests.conftest import Api, LiveServer, Tenant, make_settings, new_tenant
-from tests.test_reservations import PROBLEM, _created, _problem
+from tests.support.api import PROBLEM, Api, Tenant, _created, _problem, new_tenant
+from tests.support.live import LiveServer
+from tests.support.servers import make_settings
 
 DAY = "2033-03-{:02d}T{:02d}:00:00Z"
 KEY = "Idempotency-Key"

@@ -14,10 +14,10 @@ import httpx
 import psycopg
 import pytest
 
-from tests.concurrency.test_capacity_race import capacity_burst, peak_usage
-from tests.concurrency.test_race import burst, create_key, overlapping_pairs
-from tests.conftest import LiveServer, PgServer, start_live_server, stop_live_server
-from tests.pgbouncer import BINARY, PgBouncer, start_pgbouncer
+from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.pgbouncer import BINARY, PgBouncer, start_pgbouncer
+from tests.support.race import burst, capacity_burst, create_key, overlapping_pairs, peak_usage
+from tests.support.servers import PgServer
 
 pytestmark = pytest.mark.skipif(
     BINARY is None, reason="pgbouncer is not installed (Debian: apt-get install pgbouncer)"

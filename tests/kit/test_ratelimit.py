@@ -16,13 +16,9 @@ from reservations.app import create_app
 from reservations.kit.clock import Clock
 from reservations.kit.ratelimit import Policy, RateLimiter
 from reservations.kit.redis import RedisTier
-from tests.conftest import (
-    RedisServer,
-    make_settings,
-    new_tenant,
-    start_live_server,
-    stop_live_server,
-)
+from tests.support.api import new_tenant
+from tests.support.live import start_live_server, stop_live_server
+from tests.support.servers import RedisServer, make_settings
 
 KEY_Q, TENANT_Q, WINDOW = 5, 8, 60
 ITEM = re.compile(r'^"(\w+)"((?:;\w+=\d+)+)$')

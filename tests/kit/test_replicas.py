@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.concurrency.test_race import create_key
-from tests.conftest import LiveServer, PgServer, metric, start_live_server, stop_live_server
-from tests.replica import Replica, start_replica
+from tests.support.live import LiveServer, metric, start_live_server, stop_live_server
+from tests.support.race import create_key
+from tests.support.replica import Replica, start_replica
+from tests.support.servers import PgServer
 
 MAX_LAG = 3.0  # RESERVATIONS_REPLICA_MAX_LAG_SECONDS
 CHECK = 0.5  # RESERVATIONS_REPLICA_CHECK_SECONDS

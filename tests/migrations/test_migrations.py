@@ -14,7 +14,7 @@ import pytest
 from psycopg import errors as pg_errors
 
 from reservations.kit import migrate
-from tests.conftest import PgServer, _with_database
+from tests.support.servers import PgServer, _with_database
 
 T0 = datetime(2031, 3, 2, 9, tzinfo=UTC)
 

@@ -32,7 +32,8 @@ from reservations.availability.policy import Policy
 from reservations.availability.schemas import AvailabilityRead
 from reservations.kit.clock import Clock
 from reservations.kit.fields import EARLIEST, LATEST
-from tests.conftest import Api, Tenant, make_settings, new_tenant
+from tests.support.api import Api, Tenant, new_tenant
+from tests.support.servers import make_settings
 
 PROBLEM = "application/problem+json"
 DAY = 86_400

@@ -14,8 +14,7 @@ import pytest
 
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from tests.conftest import Api, Tenant
-from tests.test_reservations import PROBLEM, _created, _db, _problem
+from tests.support.api import PROBLEM, Api, Tenant, _created, _db, _problem
 
 BERLIN = "Europe/Berlin"  # CEST (UTC+2) in June 2030
 # 2030-06-03 is a Monday.

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from reservations.availability import rules
 from reservations.availability.enforce import blocked_periods, over_limit
 from reservations.availability.policy import WEEKDAYS, Policy
-from tests.policy_model import (
+from tests.support.policy_model import (
     MINUTE,
     ZONES,
     Model,

@@ -13,8 +13,7 @@ from psycopg import errors as pg_errors
 
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from tests.conftest import Api, Tenant
-from tests.test_reservations import _created, _db, _problem
+from tests.support.api import Api, Tenant, _created, _db, _problem
 
 
 def at(hour: int, minute: int = 0, day: int = 3) -> str:

@@ -38,7 +38,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from reservations.app import create_app
 from reservations.kit.clock import Clock
 from reservations.reservations import fastmap
-from tests.conftest import RedisServer, Tenant, make_settings, new_tenant
+from tests.support.api import Tenant, new_tenant
+from tests.support.servers import RedisServer, make_settings
 
 DAY = datetime(2033, 3, 7, tzinfo=UTC)
 # (buffer_before, buffer_after) per resource; the second one widens every guarded range.

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from tests.conftest import new_tenant
+from tests.support.api import new_tenant
 
 PROBLEM = "application/problem+json"
 

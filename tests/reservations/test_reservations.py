@@ -11,16 +11,13 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-import psycopg
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.reservations.service import sweep_expired
-from tests.conftest import Api, Tenant
-
-PROBLEM = "application/problem+json"
+from tests.support.api import PROBLEM, Api, Tenant, _created, _db, _problem
 
 
 def at(day: int, hour: int, minute: int = 0) -> str:
@@ -30,26 +27,6 @@ def at(day: int, hour: int, minute: int = 0) -> str:
 
 def ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def _problem(r: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = r.json()
-    assert body["type"] == f"/problems/{slug}", body
-    assert body["status"] == status
-    return body
-
-
-def _created(r: httpx.Response) -> dict[str, Any]:
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def _db(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    assert settings.database_url is not None
-    with psycopg.connect(settings.database_url) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def _rows_for(settings: Settings, resource_id: str) -> list[tuple[Any, ...]]:

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
 )
 
 from reservations.reservations.service import sweep_expired
-from tests.conftest import new_tenant
+from tests.support.api import new_tenant
 
 DAY = datetime(2032, 1, 5, tzinfo=UTC)
 

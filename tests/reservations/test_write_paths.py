@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import Api, Tenant
+from tests.support.api import Api, Tenant
 
 # A Monday ten to sixteen days ahead of real time, at midnight UTC (resources default to UTC).
 _soon = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=10)

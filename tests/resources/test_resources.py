@@ -6,7 +6,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from tests.conftest import Api, Tenant
+from tests.support.api import Api, Tenant
 
 PROBLEM = "application/problem+json"
 START = "2031-03-01T10:00:00Z"

@@ -27,10 +27,10 @@ import httpx
 import psycopg
 import redis
 
-from tests.conftest import free_port
-from tests.pgbouncer import BINARY as PGBOUNCER_BINARY
-from tests.pgbouncer import PgBouncer, start_pgbouncer
-from tests.replica import Replica, _wheel_bindir, start_replica
+from tests.support.live import free_port
+from tests.support.pgbouncer import BINARY as PGBOUNCER_BINARY
+from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.replica import Replica, _wheel_bindir, start_replica
 
 PG_USER = "embedded_postgres"
 

@@ -24,15 +24,9 @@ from reservations.app import create_app
 from reservations.kit.clock import Clock
 from reservations.tenancy import keys
 from reservations.tenancy import service as tenancy
-from tests.conftest import (
-    Api,
-    RedisServer,
-    Tenant,
-    make_settings,
-    metric,
-    start_live_server,
-    stop_live_server,
-)
+from tests.support.api import Api, Tenant
+from tests.support.live import metric, start_live_server, stop_live_server
+from tests.support.servers import RedisServer, make_settings
 
 
 def lookups(client: TestClient | httpx.Client, result: str) -> float:

@@ -16,15 +16,13 @@ from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
 from reservations.reservations.service import sweep_expired
-from tests.conftest import (
+from tests.support.api import Tenant, _created, _problem, new_tenant
+from tests.support.servers import (
     PgServer,
     RedisServer,
-    Tenant,
     make_settings,
-    new_tenant,
     wait_for_earlier_transactions,
 )
-from tests.test_reservations import _created, _problem
 
 DAY = "2034-02-06"
 

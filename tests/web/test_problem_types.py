@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from reservations import errors
 from reservations.errors import DomainError
-from tests.conftest import Tenant
+from tests.support.api import Tenant
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 

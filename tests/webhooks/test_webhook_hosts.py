@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
-from tests.conftest import Api, Tenant, make_settings, new_tenant
+from tests.support.api import Api, Tenant, new_tenant
+from tests.support.servers import make_settings
 
 PROBLEM = "application/problem+json"
 LDH = string.ascii_lowercase + string.digits + "-"
