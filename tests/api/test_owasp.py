@@ -886,7 +886,7 @@ def test_the_only_url_a_client_gives_is_a_webhook_endpoints(app_client: TestClie
                 if urlish.search(param["name"]) and not param["name"].endswith("_id"):
                     found.append(param["name"])
     # The one URL a client may give: a webhook endpoint's, held to the public-address rule at
-    # registration and again before every delivery (tests/test_webhooks.py).
+    # registration and again before every delivery (tests/webhooks/test_webhooks.py).
     assert sorted(set(found)) == ["WebhookCreate.url", "WebhookUpdate.url"], found
 
 

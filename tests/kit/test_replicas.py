@@ -1,5 +1,5 @@
-"""Read replicas against a real streaming replica (tests/replica.py) that applies the primary's
-WAL one second late (`recovery_min_apply_delay`), so staleness is certain, not a race.
+"""Read replicas against a real streaming replica (tests/support/replica.py) that applies the
+primary's WAL one second late (`recovery_min_apply_delay`), so staleness is certain, not a race.
 
 - A client that sends back the Consistency-Token of its write always reads that write.
 - Without the token the same immediate read, served by the replica, misses it: the control

@@ -705,7 +705,7 @@ def test_idempotency_key_is_per_api_key(tenant: Tenant, settings: Settings) -> N
 def test_refusal_is_stored_under_its_key(tenant: Tenant, settings: Settings) -> None:
     """A request that ran and was refused keeps its refusal under its key (Stripe's rule):
     its client was told the slot is taken, so a retry must not book it later. More in
-    tests/test_idempotency.py."""
+    tests/kit/test_idempotency.py."""
     room = tenant.admin.resource()
     blocker = _created(tenant.admin.book(room["id"], at(9, 10), at(9, 11)))
     key = _key()

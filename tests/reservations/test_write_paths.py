@@ -159,7 +159,7 @@ WRITE_ROUTES = {
     "DELETE /v1/waitlist/{entry_id}": "leaves the queue; no reservation",
     "POST /v1/resources": "makes a resource, no reservation",
     "PATCH /v1/resources/{resource_id}": "policy and capacity: binds later writes (capacity "
-    "below what is booked is refused, tests/test_capacity.py)",
+    "below what is booked is refused, tests/reservations/test_capacity.py)",
     "DELETE /v1/resources/{resource_id}": "archives; refused while future reservations live",
     "POST /v1/availability/search": "a read (free-slot search)",
     "POST /v1/webhooks": "no reservation",
@@ -172,7 +172,7 @@ WRITE_ROUTES = {
 
 
 def test_every_write_route_has_its_row(app_client: TestClient) -> None:
-    # The document lists every served route (tests/test_owasp.py holds it to that).
+    # The document lists every served route (tests/api/test_owasp.py holds it to that).
     doc = app_client.get("/openapi.json").json()
     found = {
         f"{method.upper()} {path}"
