@@ -13,58 +13,26 @@ prefix, so parallel workers and earlier runs never see each other's keys.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
-import httpx
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from reservations.app import create_app
 from reservations.config import Settings
-from reservations.kit import migrate
 from reservations.kit.clock import Clock
-from reservations.kit.db import Database
 from reservations.kit.embedded import quiet_runtime_dir
 from reservations.kit.embedded_valkey import EmbeddedValkey
-from reservations.tenancy import service as tenancy
-from tests.pgbouncer import start_pgbouncer
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlparse(url)
-    return urlunparse(parts._replace(path="/" + name))
-
-
-@dataclass
-class PgServer:
-    admin_url: str
-
-    def create_database(self, prefix: str = "rsv_test") -> str:
-        name = f"{prefix}_{secrets.token_hex(4)}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = _with_database(self.admin_url, name)
-        migrate.upgrade(url)
-        return url
-
-    def drop_database(self, url: str) -> None:
-        name = urlparse(url).path.lstrip("/")
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.support.api import Tenant, new_tenant
+from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.pgbouncer import start_pgbouncer
+from tests.support.servers import THROUGH_PGBOUNCER, PgServer, RedisServer, make_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,13 +67,6 @@ def pg_server() -> Iterator[PgServer]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# TEST_PGBOUNCER=1: every connection of the suite goes through a real PgBouncer in
-# transaction mode with fewer server connections than the tests' concurrency.
-THROUGH_PGBOUNCER = bool(os.environ.get("TEST_PGBOUNCER"))
-if THROUGH_PGBOUNCER:
-    os.environ.setdefault("RESERVATIONS_DB_POOLER", "transaction")
-
-
 @pytest.fixture(scope="session")
 def database_url(pg_server: PgServer) -> Iterator[str]:
     url = pg_server.create_database()
@@ -116,15 +77,6 @@ def database_url(pg_server: PgServer) -> Iterator[str]:
     else:
         yield url
     pg_server.drop_database(url)
-
-
-@dataclass
-class RedisServer:
-    url: str
-    prefix: str
-
-    def env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.url, "RESERVATIONS_REDIS_KEY_PREFIX": self.prefix}
 
 
 @pytest.fixture(scope="session")
@@ -142,36 +94,6 @@ def redis_server() -> Iterator[RedisServer]:
     finally:
         embedded.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "run_worker": False,
-        "db_pool_min": 1,
-        # Two xdist workers may share one server (max_connections 100): each keeps under 50.
-        "db_pool_max": 20,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def wait_for_earlier_transactions(client: TestClient, timeout: float = 15.0) -> None:
-    """Wait until every transaction begun before this call has ended, server-wide. The outbox
-    readers (and the audit sealer) show only rows older than the oldest running transaction,
-    and on a shared server (CI's second pass) another test may hold one open for a while."""
-    url = client.app.state.services.settings.database_url  # type: ignore[attr-defined]
-    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-        row = conn.execute("SELECT pg_current_xact_id()").fetchone()
-        assert row is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            done = conn.execute(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > %s::xid8", (row[0],)
-            ).fetchone()
-            if (done and done[0]) or time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -197,79 +119,6 @@ def clock(app_client: TestClient) -> Iterator[Clock]:
     clock.offset = type(clock.offset)(0)
 
 
-class Api:
-    """A TestClient bound to one API key."""
-
-    def __init__(self, client: TestClient, token: str) -> None:
-        self.client = client
-        self.token = token
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        headers = {**self.headers, **kw.pop("headers", {})}
-        return self.client.request(method, path, headers=headers, **kw)
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("POST", path, **kw)
-
-    def patch(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("PATCH", path, **kw)
-
-    def delete(self, path: str, **kw: Any) -> httpx.Response:
-        return self.request("DELETE", path, **kw)
-
-    def resource(self, **fields: Any) -> dict[str, Any]:
-        body = {"name": "Room", **fields}
-        r = self.post("/v1/resources", json=body)
-        assert r.status_code == 201, r.text
-        return dict(r.json())
-
-    def book(self, resource_id: str, start: str, end: str, **fields: Any) -> httpx.Response:
-        return self.post(
-            "/v1/reservations",
-            json={"resource_id": resource_id, "start": start, "end": end, **fields},
-        )
-
-
-@dataclass
-class Tenant:
-    name: str
-    admin: Api
-    booker: Api
-    viewer: Api
-    tokens: dict[str, str]
-
-    def another_booker(self) -> Api:
-        created = self.admin.client.portal.call(  # type: ignore[union-attr]
-            _create_key, self.admin.client, self.name, tenancy.Role.booker
-        )
-        return Api(self.admin.client, created)
-
-
-async def _create_key(client: TestClient, tenant: str, role: tenancy.Role) -> str:
-    db = client.app.state.services.db  # type: ignore[attr-defined]
-    created = await tenancy.create_key(db, tenant=tenant, role=role)
-    return created.token
-
-
-def new_tenant(client: TestClient) -> Tenant:
-    name = f"tenant-{secrets.token_hex(4)}"
-    tokens = {
-        role.value: client.portal.call(_create_key, client, name, role)  # type: ignore[union-attr]
-        for role in tenancy.Role
-    }
-    return Tenant(
-        name=name,
-        admin=Api(client, tokens["admin"]),
-        booker=Api(client, tokens["booker"]),
-        viewer=Api(client, tokens["viewer"]),
-        tokens=tokens,
-    )
-
-
 @pytest.fixture
 def tenant(app_client: TestClient, clock: Clock) -> Tenant:
     """A fresh tenant with one key per role: tests isolate by tenant, not by truncation."""
@@ -281,98 +130,8 @@ def other_tenant(app_client: TestClient) -> Tenant:
     return new_tenant(app_client)
 
 
-def admin_key_on(database_url: str) -> str:
-    """An admin key of a new tenant, made straight in the database (for a server process)."""
-
-    async def main() -> str:
-        db = Database(database_url, Settings(database_url=database_url, db_pool_min=1))
-        await db.open()
-        try:
-            name = f"t-{secrets.token_hex(4)}"
-            return (await tenancy.create_key(db, tenant=name, role=tenancy.Role.admin)).token
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen[bytes]
-    database_url: str
-
-
-def start_live_server(database_url: str, **env: str) -> LiveServer:
-    """The real thing: `uvicorn` in its own process, serving the app over loopback."""
-    port = free_port()
-    environ = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "RESERVATIONS_RUN_WORKER": "false",
-        # A warm pool, as in production: connections are not opened one by one mid-burst.
-        "RESERVATIONS_DB_POOL_MIN": "24",
-        "RESERVATIONS_DB_POOL_MAX": "24",
-        **env,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "reservations.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=environ,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return LiveServer(url=url, process=process, database_url=database_url)
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError("live server exited during start-up")
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("live server did not become ready in 30 s")
-
-
-def stop_live_server(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-
-
 @pytest.fixture
 def live_server(database_url: str, redis_server: RedisServer) -> Iterator[LiveServer]:
     server = start_live_server(database_url, **redis_server.env())
     yield server
     stop_live_server(server)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in a Prometheus text exposition (0 if absent)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0

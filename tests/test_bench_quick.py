@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.live import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer, admin_key_on
+from tests.support.live import LiveServer, admin_key_on
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

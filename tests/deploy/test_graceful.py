@@ -24,9 +24,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.concurrency.test_race import _http, overlapping_pairs
-from tests.conftest import PgServer, RedisServer, free_port
-from tests.deploy.test_nginx import admin_token
+from tests.support.live import admin_token, free_port
+from tests.support.race import _http, overlapping_pairs
+from tests.support.servers import PgServer, RedisServer
 
 pytestmark = pytest.mark.slow
 

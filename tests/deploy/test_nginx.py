@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -25,36 +24,21 @@ import httpx
 import psycopg
 import pytest
 
-from reservations.config import Settings
-from reservations.kit.db import Database
-from reservations.tenancy import service as tenancy
-from tests.concurrency.test_race import overlapping_pairs
-from tests.conftest import (
+from tests.deploy.nginx import Nginx, nginx_binary, start_nginx
+from tests.support.live import (
     LiveServer,
-    RedisServer,
+    admin_token,
     free_port,
     metric,
     start_live_server,
     stop_live_server,
 )
-from tests.deploy.nginx import Nginx, nginx_binary, start_nginx
+from tests.support.race import overlapping_pairs
+from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
-
-
-def admin_token(database_url: str) -> str:
-    async def main() -> str:
-        db = Database(database_url, Settings(database_url=database_url, db_pool_min=1))
-        await db.open()
-        try:
-            name = f"lb-{secrets.token_hex(4)}"
-            return (await tenancy.create_key(db, tenant=name, role=tenancy.Role.admin)).token
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
 
 
 @dataclass

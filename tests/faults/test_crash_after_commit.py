@@ -23,14 +23,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from reservations.config import Settings
 from reservations.kit.faults import CrashAfterCommit, CrashAfterCommitMiddleware
-from tests.concurrency.test_race import create_key
-from tests.conftest import (
-    LiveServer,
-    PgServer,
-    RedisServer,
-    start_live_server,
-    stop_live_server,
-)
+from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.race import create_key
+from tests.support.servers import PgServer, RedisServer
 
 # -- the trigger, without dying ------------------------------------------------------------
 

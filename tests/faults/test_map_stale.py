@@ -28,15 +28,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import (
-    LiveServer,
-    RedisServer,
-    metric,
-    new_tenant,
-    start_live_server,
-    stop_live_server,
-)
-from tests.faults.test_redis_down import PrivateRedis, assert_database_consistent
+from tests.support.api import new_tenant
+from tests.support.faults import PrivateRedis, assert_database_consistent
+from tests.support.live import LiveServer, metric, start_live_server, stop_live_server
+from tests.support.servers import RedisServer
 
 SOURCE = "availability-map"
 
@@ -330,7 +325,7 @@ def private_map_client(database_url: str, redis_server: RedisServer) -> Iterator
     (resource, day) entries the repair job has to page through."""
     from reservations.app import create_app
     from reservations.kit.clock import Clock
-    from tests.conftest import make_settings
+    from tests.support.servers import make_settings
 
     own = make_settings(
         database_url,

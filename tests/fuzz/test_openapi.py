@@ -11,7 +11,7 @@ Identities come from a Web Fuzzing Commons file: an admin and a booker of one te
 admin of another tenant. `object_level_authorization` replays what the acting identity read as
 its `peers`, who must not see it: the other tenant for the admin run, and a second booker of
 the same tenant for the booker run (an admin and a booker of one tenant are no such pair: a
-booker reads the tenant's resources by design; tests/test_isolation.py has the full matrix).
+booker reads the tenant's resources by design; tests/api/test_isolation.py has the full matrix).
 
 tests/fuzz/hooks.py adds a check, narrows the time zones drawn, and points positive cases at
 resources made beforehand with ranges that can be booked (see there why each is sound).
@@ -37,21 +37,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import (
-    LiveServer,
-    RedisServer,
-    Tenant,
-    new_tenant,
-    start_live_server,
-    stop_live_server,
-)
+from tests.support.api import Tenant, new_tenant
+from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.servers import RedisServer
 
 pytestmark = [
     pytest.mark.slow,
     # The fuzzer checks the HTTP contract, which is the same whatever PostgreSQL is behind
     # it; it runs in CI's first pass (embedded PostgreSQL 18). In the second pass (PostgreSQL
     # 15 through PgBouncer) its minutes of writes also flooded the streaming replica that
-    # tests/test_replicas.py runs beside it on the same cluster (19 s of lag).
+    # tests/kit/test_replicas.py runs beside it on the same cluster (19 s of lag).
     pytest.mark.skipif(
         bool(os.environ.get("TEST_DATABASE_URL")),
         reason="runs in the pass on the embedded servers, not again against TEST_DATABASE_URL",

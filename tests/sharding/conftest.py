@@ -4,16 +4,11 @@ Valkey nodes for Redlock, started once per test session (per xdist worker)."""
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import psycopg
 import pytest
@@ -24,7 +19,8 @@ from reservations.kit import migrate
 from reservations.kit.clock import Clock
 from reservations.kit.embedded import EmbeddedPostgres
 from reservations.kit.embedded_valkey import EmbeddedValkey
-from tests.conftest import Tenant, make_settings, new_tenant
+from tests.support.api import Tenant, new_tenant
+from tests.support.sharding import CLUSTERS, Topology, _database
 
 # These tests start their own servers (embedded PostgreSQL 18 and Valkey) whatever
 # TEST_DATABASE_URL says; CI's second pass (PostgreSQL 15, Redis 7, PgBouncer) would only
@@ -42,43 +38,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(skip)
-
-
-CLUSTERS = ("a", "b", "c")
-LOGICAL = 16
-
-
-def _database(url: str, name: str) -> str:
-    return urlunparse(urlparse(url)._replace(path="/" + name))
-
-
-@dataclass
-class Topology:
-    catalog: str
-    clusters: dict[str, str]
-    redlock: list[str]
-    cache: str
-
-    def shards_json(self, **extra: Any) -> str:
-        return json.dumps({"logical_shards": LOGICAL, "clusters": self.clusters, **extra})
-
-    def settings(self, **overrides: Any) -> Any:
-        values: dict[str, Any] = {
-            "shards": self.shards_json(),
-            "redlock_urls": ",".join(self.redlock),
-            "redis_url": self.cache,
-            "redis_key_prefix": f"rsv-shard-{secrets.token_hex(3)}:",
-            **overrides,
-        }
-        return make_settings(self.catalog, **values)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            "RESERVATIONS_SHARDS": self.shards_json(),
-            "RESERVATIONS_REDLOCK_URLS": ",".join(self.redlock),
-            "REDIS_URL": self.cache,
-            **extra,
-        }
 
 
 @pytest.fixture(scope="session")
@@ -114,8 +73,3 @@ def sharded_client(topology: Topology) -> Iterator[TestClient]:
 @pytest.fixture
 def tenant(sharded_client: TestClient) -> Tenant:
     return new_tenant(sharded_client)
-
-
-def rows_on(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, args).fetchall()

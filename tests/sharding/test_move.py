@@ -14,7 +14,7 @@ from reservations.kit.db import Database
 from reservations.kit.shardmap import logical_of
 from reservations.sharding import move
 from reservations.sharding.router import Shards
-from tests.sharding.conftest import LOGICAL, Topology, rows_on
+from tests.support.sharding import LOGICAL, Topology, rows_on
 
 
 def _move(topology: Topology, logical: int, target: str) -> move.MoveReport:

@@ -7,7 +7,7 @@ import secrets
 from itertools import pairwise
 
 from reservations.kit.redlock import Redlock
-from tests.sharding.conftest import Topology
+from tests.support.sharding import Topology
 
 
 def _lock(topology: Topology, urls: list[str] | None = None, ttl_ms: int = 2000) -> Redlock:

@@ -14,9 +14,9 @@ from reservations.app import create_app
 from reservations.cli import app as cli
 from reservations.kit.clock import Clock
 from reservations.kit.shardmap import logical_of
-from tests.conftest import new_tenant
-from tests.replica import start_replica
-from tests.sharding.conftest import LOGICAL, Topology
+from tests.support.api import new_tenant
+from tests.support.replica import start_replica
+from tests.support.sharding import LOGICAL, Topology
 
 
 def test_a_clusters_replica_serves_reads_and_tokens_keep_read_your_writes(

@@ -7,7 +7,7 @@ from uuid import UUID
 import pytest
 
 from reservations.kit.shardmap import ShardMapError, logical_of, parse
-from tests.sharding.conftest import LOGICAL, Topology, rows_on
+from tests.support.sharding import LOGICAL, Topology, rows_on
 
 DAY = "2031-03-0{}T{:02d}:00:00+00:00"
 
@@ -264,7 +264,7 @@ def test_the_tenants_hold_cap_counts_every_cluster(topology: Topology) -> None:
 
     from reservations.app import create_app
     from reservations.kit.clock import Clock
-    from tests.conftest import new_tenant
+    from tests.support.api import new_tenant
 
     settings = topology.settings(max_live_holds_per_tenant=3)
     with TestClient(create_app(settings, Clock()), raise_server_exceptions=False) as client:
@@ -283,7 +283,7 @@ def test_the_tenants_hold_cap_counts_every_cluster(topology: Topology) -> None:
 
 
 def test_metrics_count_writes_per_cluster(tenant, topology: Topology) -> None:
-    from tests.conftest import metric
+    from tests.support.live import metric
 
     rooms = _on_each_cluster(tenant, topology)
     before = tenant.admin.client.get("/metrics").text
@@ -347,7 +347,7 @@ def test_cli_commands_open_every_cluster(topology: Topology) -> None:
 def test_other_tenants_ids_stay_invisible_on_every_cluster(
     tenant, sharded_client, topology: Topology
 ) -> None:
-    from tests.conftest import new_tenant
+    from tests.support.api import new_tenant
 
     other = new_tenant(sharded_client)
     rooms = _on_each_cluster(tenant, topology)
@@ -372,8 +372,8 @@ def test_the_live_stream_resumes_across_clusters(topology: Topology) -> None:
     from typer.testing import CliRunner
 
     from reservations.cli import app
-    from tests.conftest import start_live_server, stop_live_server
-    from tests.test_events import sse_frames
+    from tests.support.api import sse_frames
+    from tests.support.live import start_live_server, stop_live_server
 
     env = {"DATABASE_URL": topology.catalog, **topology.env(), "REDIS_URL": "none"}
     made = CliRunner().invoke(

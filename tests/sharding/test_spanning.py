@@ -18,8 +18,9 @@ import pytest
 from reservations.kit.shardmap import logical_of
 from reservations.sharding import twophase
 from reservations.sharding.router import Shards
-from tests.conftest import Tenant, new_tenant, start_live_server, stop_live_server
-from tests.sharding.conftest import LOGICAL, Topology, rows_on
+from tests.support.api import Tenant, new_tenant
+from tests.support.live import start_live_server, stop_live_server
+from tests.support.sharding import LOGICAL, Topology, rows_on
 
 DAY = "2032-05-{:02d}T{:02d}:00:00+00:00"
 

