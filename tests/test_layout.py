@@ -19,9 +19,6 @@ NOT_A_PACKAGE = {
     "storm": "the Jepsen-style storm",
     "fuzz": "Schemathesis against /openapi.json",
     "deploy": "deploy/: nginx, graceful shutdown, manifests",
-    # reservations/policy/ (rules, policy, enforce) is being moved out of availability/;
-    # this line can go once src/reservations/policy/ exists.
-    "policy": "the booking rules, the policy model, policies read back, local time",
     "support": "helpers the tests share",
 }
 

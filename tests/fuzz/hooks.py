@@ -100,7 +100,7 @@ def schema_valid_input_is_refused_only_for_rules_schema_cannot_express(
 
 # The fuzzer draws time zones from these instead of all ~600: every zone takes the same code
 # path, and the coverage phase would otherwise send each one to each operation that takes a zone
-# (a minute of this test's budget). Zone arithmetic itself is tests/policy/test_localtime.py's.
+# (a minute of this test's budget). Zone arithmetic itself is tests/kit/test_localtime.py's.
 ZONES = [
     "UTC",
     "Europe/Berlin",
