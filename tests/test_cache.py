@@ -55,7 +55,7 @@ def revoke(client: TestClient, token: str) -> None:
     async def run() -> None:
         row = await tenancy.revoke_key(svc.db, prefix, cache=svc.key_cache)
         assert row is not None
-        assert row["cache_invalidated"] is True
+        assert row.cache_invalidated is True
 
     client.portal.call(run)  # type: ignore[union-attr]
 
