@@ -471,7 +471,7 @@ async def split_resource(ctx: Ctx, resource: UUID, ws: datetime, we: datetime) -
             return await resources.get(conn, tenant_id=tenant, resource_id=resource)
 
     row = await get_row()
-    policy = enforce.policy_of(row["policy"])
+    policy = enforce.policy_of(row.policy)
 
     async def busy_rows() -> Any:
         async with db.connection() as conn:
@@ -512,7 +512,7 @@ async def split_resource(ctx: Ctx, resource: UUID, ws: datetime, we: datetime) -
         "authenticate_ms": await clock(auth, ctx.n),
         "sql_resource_ms": await clock(get_row, ctx.n),
         "sql_busy_between_ms": await clock(busy_rows, ctx.n),
-        "policy_parse_ms": await clock(sync(lambda: enforce.policy_of(row["policy"])), ctx.n),
+        "policy_parse_ms": await clock(sync(lambda: enforce.policy_of(row.policy)), ctx.n),
         "slots_compute_ms": await clock(sync(slots), ctx.n),
         "response_json_ms": await clock(sync(render), ctx.n),
     }
@@ -548,7 +548,7 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
             )
 
     rows = await candidates()
-    policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
+    policies = {r.id: enforce.policy_of(r.policy) for r in rows}
 
     async def busy_all() -> Any:
         async with db.connection() as conn:
@@ -567,20 +567,18 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
     def earliest_all() -> int:
         hits = 0
         for r in rows:
-            found = service._earliest(
-                r, policies[r["id"]], by_resource.get(r["id"], []), body, now, None
-            )
+            found = service._earliest(r, policies[r.id], by_resource.get(r.id, []), body, now, None)
             hits += found is not None
         return hits
 
     found = [
-        (r, service._earliest(r, policies[r["id"]], by_resource.get(r["id"], []), body, now, None))
+        (r, service._earliest(r, policies[r.id], by_resource.get(r.id, []), body, now, None))
         for r in rows
     ]
 
     def build_hits() -> list[Any]:
         hits = [
-            SearchHit(resource=ResourceBrief.model_validate(r), earliest=e)
+            SearchHit(resource=ResourceBrief.model_validate(r, from_attributes=True), earliest=e)
             for r, e in found
             if e is not None
         ]
@@ -594,7 +592,7 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
         "service_call_ms": await clock(whole, reps),
         "sql_candidates_ms": await clock(candidates, reps),
         "policy_parse_all_ms": await clock(
-            sync(lambda: [enforce.policy_of(r["policy"]) for r in rows]), reps
+            sync(lambda: [enforce.policy_of(r.policy) for r in rows]), reps
         ),
         "sql_busy_between_ms": await clock(busy_all, reps),
         "earliest_slot_all_ms": await clock(sync(earliest_all), reps),

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich import box
@@ -292,7 +292,7 @@ def history() -> None:
 
     settings = _settings()
 
-    async def everywhere(db: Database) -> list[tuple[str, Any]]:
+    async def everywhere(db: Database) -> list[tuple[str, history_service.HistoryRun]]:
         async with _services(settings, db) as svc:  # each cluster has its own history
             return [
                 (
@@ -391,19 +391,19 @@ def keys_list(
         box=box.SIMPLE_HEAD,
     )  # fmt: skip
     for r in rows:
-        expires = r["expires_at"]
-        if r["revoked_at"]:
+        expires = r.expires_at
+        if r.revoked_at:
             state = "revoked"
         else:
             state = "expired" if expires is not None and expires <= now else "active"
         table.add_row(
-            r["prefix"],
-            r["tenant"],
-            r["role"],
+            r.prefix,
+            r.tenant,
+            r.role,
             state,
-            f"{r['created_at'].astimezone(UTC):%Y-%m-%d %H:%M}",
+            f"{r.created_at.astimezone(UTC):%Y-%m-%d %H:%M}",
             f"{expires.astimezone(UTC):%Y-%m-%d %H:%M}" if expires else "never",
-            r["label"],
+            r.label,
         )
     console = Console()
     if not console.is_terminal:  # piped: whole lines, not wrapped at 80 columns
@@ -420,7 +420,7 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
     with _database_url(settings) as url:
         redis_url = _reachable_redis(settings)
 
-        async def revoke(db: Database) -> Any:
+        async def revoke(db: Database) -> tenancy.RevokedKey | None:
             tier = RedisTier(redis_url, timeout=2.0, prefix=settings.redis_key_prefix)
             await tier.open()
             try:
@@ -433,8 +433,8 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
             row = _run_db(settings, url, revoke)
     if row is None:
         raise _fail(f"no key with prefix {prefix}")
-    typer.echo(f"revoked {row['prefix']} at {row['revoked_at']:%Y-%m-%d %H:%M:%S%z}")
-    if row["cache_invalidated"] is False:
+    typer.echo(f"revoked {row.prefix} at {row.revoked_at:%Y-%m-%d %H:%M:%S%z}")
+    if row.cache_invalidated is False:
         typer.echo(
             f"warning: Redis ({redis_url}) could not be told; API processes may accept the key "
             f"for up to {settings.api_key_cache_ttl_seconds} s more",

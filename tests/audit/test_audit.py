@@ -23,6 +23,7 @@ from reservations.app import create_app
 from reservations.audit import chain
 from reservations.audit import service as audit_service
 from reservations.audit import tasks as audit_tasks
+from reservations.audit.repository import AuditTextRow
 from reservations.context import Context
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
@@ -371,13 +372,13 @@ def test_the_actor_lasts_one_transaction_on_a_shared_connection(w: World) -> Non
 
 
 def test_canonical_bytes_keep_numbers_and_order_exact() -> None:
-    row = {
-        "id": 7, "tenant_id": "t", "actor": None, "request_id": "r", "action": "update",
-        "object_type": "resource", "object_id": "o", "txid": "42",
-        "changed_at": "2034-01-01T00:00:00.000000Z",
-        "before": '{"b": 1.10, "a": [1, "x\\u0000\\"é"], "c": null}',
-        "after": '{"a": 1.1}',
-    }  # fmt: skip
+    row = AuditTextRow(
+        id=7, tenant_id="t", actor=None, request_id="r", action="update",
+        object_type="resource", object_id="o", txid="42",
+        changed_at="2034-01-01T00:00:00.000000Z",
+        before='{"b": 1.10, "a": [1, "x\\u0000\\"é"], "c": null}',
+        after='{"a": 1.1}',
+    )  # fmt: skip
     assert chain.canonical_bytes(row, 3) == (
         b'{"action":"update","actor":null,"after":{"a":1.1},'
         b'"before":{"a":[1,"x\\u0000\\"\xc3\xa9"],"b":1.10,"c":null},'
@@ -385,7 +386,7 @@ def test_canonical_bytes_keep_numbers_and_order_exact() -> None:
         b'"object_type":"resource","request_id":"r","seq":3,"tenant_id":"t","txid":"42"}'
     )
     assert chain.link(chain.GENESIS, row, 3) != chain.link(
-        chain.GENESIS, {**row, "before": row["before"].replace("1.10", "1.1")}, 3
+        chain.GENESIS, dataclasses.replace(row, before=row.before.replace("1.10", "1.1")), 3
     )
 
 

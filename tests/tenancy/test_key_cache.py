@@ -49,7 +49,7 @@ def revoke(client: TestClient, token: str) -> None:
     async def run() -> None:
         row = await tenancy.revoke_key(svc.db, prefix, cache=svc.key_cache)
         assert row is not None
-        assert row["cache_invalidated"] is True
+        assert row.cache_invalidated is True
 
     client.portal.call(run)  # type: ignore[union-attr]
 
@@ -231,14 +231,19 @@ def test_a_resource_entry_is_only_replaced_by_a_newer_version(redis_server: Redi
     archive's tombstone. A plain SET in `_PUT` fails every assertion after the first put."""
     import asyncio
     import uuid
+    from datetime import UTC, datetime
 
     from reservations.catalog.cache import ResourceCache
+    from reservations.catalog.repository import ResourceRow
     from reservations.kit.redis import RedisTier
 
-    tenant, rid = uuid.uuid4(), uuid.uuid4()
+    tenant, rid, at = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
 
-    def row(version: int, name: str) -> dict[str, object]:
-        return {"id": rid, "version": version, "name": name, "capacity": 1, "timezone": "UTC"}
+    def row(version: int, name: str) -> ResourceRow:
+        return ResourceRow(
+            id=rid, name=name, capacity=1, timezone="UTC", tags=[], metadata={}, policy={},
+            version=version, created_at=at, updated_at=at,
+        )  # fmt: skip
 
     async def run() -> list[object]:
         tier = RedisTier(redis_server.url, prefix=redis_server.prefix + "rescas:")
@@ -249,7 +254,7 @@ def test_a_resource_entry_is_only_replaced_by_a_newer_version(redis_server: Redi
 
             async def name() -> object:
                 entry = await cache.get(tenant, rid)
-                return None if entry is None else (entry["version"], entry["name"])
+                return None if entry is None else (entry.version, entry.name)
 
             await cache.put(row(2, "after the PATCH"), tenant_id=tenant)
             seen.append(await name())

@@ -27,23 +27,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-GENESIS = bytes(32)
+from reservations.audit.repository import AuditTextRow
 
-# The columns of an audit row that the hash covers (besides seq), as the repository reads
-# them: text forms chosen so that reading them back can only give the same bytes.
-COLUMNS = (
-    "id",
-    "tenant_id",
-    "actor",
-    "request_id",
-    "action",
-    "object_type",
-    "object_id",
-    "before",
-    "after",
-    "txid",
-    "changed_at",
-)
+GENESIS = bytes(32)
 
 
 class _Number(str):
@@ -78,15 +64,26 @@ def canonical_json(value: Any) -> str:
     raise TypeError(f"no canonical JSON for {type(value).__name__}")
 
 
-def canonical_bytes(row: Mapping[str, Any], seq: int) -> bytes:
-    """The bytes the hash covers for `row` (the repository's text columns) at `seq`."""
-    doc: dict[str, Any] = {name: row[name] for name in COLUMNS}
-    doc["id"] = int(row["id"])
-    doc["before"] = parse_json(row["before"])
-    doc["after"] = parse_json(row["after"])
-    doc["seq"] = seq
+def canonical_bytes(row: AuditTextRow, seq: int) -> bytes:
+    """The bytes the hash covers for `row` (the columns of an audit row that the hash covers,
+    in the text forms the repository reads: chosen so that reading them back can only give
+    the same bytes) at `seq`."""
+    doc: dict[str, Any] = {
+        "id": row.id,
+        "tenant_id": row.tenant_id,
+        "actor": row.actor,
+        "request_id": row.request_id,
+        "action": row.action,
+        "object_type": row.object_type,
+        "object_id": row.object_id,
+        "before": parse_json(row.before),
+        "after": parse_json(row.after),
+        "txid": row.txid,
+        "changed_at": row.changed_at,
+        "seq": seq,
+    }
     return canonical_json(doc).encode("utf-8")
 
 
-def link(previous: bytes, row: Mapping[str, Any], seq: int) -> bytes:
+def link(previous: bytes, row: AuditTextRow, seq: int) -> bytes:
     return hashlib.sha256(previous + canonical_bytes(row, seq)).digest()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
 from reservations.audit import chain, repository
+from reservations.audit.repository import AuditEntryRow, ChainRow
 from reservations.audit.schemas import AuditEntry, AuditPage
 from reservations.context import Context
 from reservations.kit.db import Conn, Database
@@ -29,7 +27,7 @@ async def page(
     before = decode_positions(cursor)
     databases = [svc.db, *(db for db in svc.shards.databases() if db is not svc.db)]
 
-    def query(db: Database) -> Callable[[Conn], Awaitable[list[DictRow]]]:
+    def query(db: Database) -> Callable[[Conn], Awaitable[list[AuditEntryRow]]]:
         return lambda conn: repository.page(
             conn,
             tenant_id=caller.tenant_id,
@@ -40,19 +38,27 @@ async def page(
         )
 
     pages = [[(db.name, r) for r in await db.read(query(db))] for db in databases]
-    rows = merged(pages, key=lambda t: (t[1]["changed_at"], t[1]["id"]), limit=limit, reverse=True)
+    rows = merged(pages, key=lambda t: (t[1].changed_at, t[1].id), limit=limit, reverse=True)
     items = [
-        AuditEntry.model_validate(
-            {
-                **row,
-                "database": name,
-                "hash": bytes(row["hash"]).hex() if row["hash"] is not None else None,
-            }
+        AuditEntry(
+            id=row.id,
+            database=name,
+            changed_at=row.changed_at,
+            actor=row.actor,
+            actor_key_prefix=row.actor_key_prefix,
+            request_id=row.request_id,
+            action=row.action,
+            object_type=row.object_type,
+            object_id=row.object_id,
+            before=row.before,
+            after=row.after,
+            seq=row.seq,
+            hash=row.hash.hex() if row.hash is not None else None,
         )
         for name, row in rows
     ]
     for name, row in rows:
-        before[name] = int(row["id"])
+        before[name] = row.id
     more = len(items) == limit
     return AuditPage(items=items, next_cursor=encode_positions(before) if more else None)
 
@@ -101,8 +107,8 @@ async def verify(
                 problem = _problem(row, seq, previous, anchor)
                 if problem is not None:
                     return Verification(rows=checked, head=None, broken_at=seq, problem=problem)
-                previous = bytes(row["hash"])
-                head_cursor = (row["seal_txid"], row["audit_id"])
+                previous = row.hash
+                head_cursor = (row.seal_txid, row.audit_id)
                 checked = seq
             if len(rows) < batch:
                 break
@@ -119,23 +125,24 @@ async def verify(
     return Verification(
         rows=checked,
         head=previous if checked else None,
-        behind=counts["behind"],
-        pending=counts["pending"],
-        stale=counts["stale"],
+        behind=counts.behind,
+        pending=counts.pending,
+        stale=counts.stale,
     )
 
 
 def _problem(
-    row: dict[str, Any], seq: int, previous: bytes, anchor: tuple[int, bytes] | None
+    row: ChainRow, seq: int, previous: bytes, anchor: tuple[int, bytes] | None
 ) -> str | None:
-    if row["seq"] != seq:
-        return f"seal {seq} is missing (the next one is {row['seq']})"
-    if row["id"] is None:
-        return f"audit row {row['audit_id']} is missing"
-    if row["txid"] != row["seal_txid"]:
-        return f"audit row {row['audit_id']} has another transaction id than when sealed"
-    if chain.link(previous, row, seq) != bytes(row["hash"]):
-        return f"audit row {row['audit_id']} (or the seal) has changed since it was sealed"
-    if anchor is not None and anchor[0] == seq and bytes(row["hash"]) != anchor[1]:
+    if row.seq != seq:
+        return f"seal {seq} is missing (the next one is {row.seq})"
+    audited = row.audited()
+    if audited is None:
+        return f"audit row {row.audit_id} is missing"
+    if audited.txid != row.seal_txid:
+        return f"audit row {row.audit_id} has another transaction id than when sealed"
+    if chain.link(previous, audited, seq) != row.hash:
+        return f"audit row {row.audit_id} (or the seal) has changed since it was sealed"
+    if anchor is not None and anchor[0] == seq and row.hash != anchor[1]:
         return "the chain differs from the anchor here: it was rewritten"
     return None

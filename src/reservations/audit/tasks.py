@@ -22,12 +22,12 @@ async def seal(db: Database, *, batch: int = 1000) -> int:
             if not await repository.try_seal_lock(conn):
                 break
             top = await repository.head(conn)
-            after = (top["txid"], top["audit_id"]) if top is not None else None
+            after = (top.txid, top.audit_id) if top is not None else None
             rows = await repository.unsealed(conn, after=after, limit=batch)
             if not rows:
                 break
-            seq = top["seq"] if top is not None else 0
-            previous = bytes(top["hash"]) if top is not None else chain.GENESIS
+            seq = top.seq if top is not None else 0
+            previous = top.hash if top is not None else chain.GENESIS
             seqs, hashes = [], []
             for row in rows:
                 seq += 1
@@ -37,8 +37,8 @@ async def seal(db: Database, *, batch: int = 1000) -> int:
             await repository.insert_seals(
                 conn,
                 seqs=seqs,
-                audit_ids=[r["id"] for r in rows],
-                txids=[r["txid"] for r in rows],
+                audit_ids=[r.id for r in rows],
+                txids=[r.txid for r in rows],
                 hashes=hashes,
             )
         total += len(rows)

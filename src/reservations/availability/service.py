@@ -21,6 +21,7 @@ from reservations.availability.schemas import (
 )
 from reservations.availability.slots import Availability, compute
 from reservations.catalog import repository as resources
+from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.errors import InvalidInput, NotFound
 from reservations.history import repository as history
@@ -106,7 +107,7 @@ async def for_resource(
     _ask_errors(svc, window_start, window_end, duration)
     now = svc.clock.now()
 
-    async def read(conn: Conn) -> tuple[Any, list[Any], list[Span], datetime | None]:
+    async def read(conn: Conn) -> tuple[ResourceRow | None, list[Any], list[Span], datetime | None]:
         return await _resource_rows(
             conn, caller, resource_id, window=(window_start, window_end), customer=customer, now=now
         )
@@ -114,13 +115,13 @@ async def for_resource(
     row, busy, blocked, history_before = await svc.at(resource_id).db.read(read)
     if row is None:
         raise NotFound(f"No resource {resource_id} in your tenant.")
-    policy, zone = enforce.policy_of(row["policy"]), row["timezone"]
+    policy, zone = enforce.policy_of(row.policy), row.timezone
     if duration is not None and (v := rules.duration_violation(policy, duration)) is not None:
         raise enforce.refuse([v])
     result = compute(
         policy,
         zone,
-        row["capacity"],
+        row.capacity,
         _busy(busy),
         window_start=window_start,
         window_end=window_end,
@@ -156,7 +157,7 @@ async def _resource_rows(
     window: Span,
     customer: str | None,
     now: datetime,
-) -> tuple[Any, list[Any], list[Span], datetime | None]:
+) -> tuple[ResourceRow | None, list[Any], list[Span], datetime | None]:
     """What one resource's availability is computed from: its row (None when the caller's
     tenant has no such resource), the live reservations around the window, the spans the
     booker may not start in, and the history horizon."""
@@ -164,7 +165,7 @@ async def _resource_rows(
     row = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
     if row is None:
         return None, [], [], None
-    policy = enforce.policy_of(row["policy"])
+    policy = enforce.policy_of(row.policy)
     lo, hi = policy.guarded(window_start, window_end)
     busy = await reservations.busy_between(
         conn, resource_ids=[resource_id], start=lo, end=hi, now=now
@@ -172,7 +173,7 @@ async def _resource_rows(
     blocked = await _booker_blocked(
         conn,
         policy,
-        row["timezone"],
+        row.timezone,
         resource_id=resource_id,
         caller=caller,
         customer=customer,
@@ -183,7 +184,7 @@ async def _resource_rows(
 
 
 def _read(
-    row: dict[str, Any],
+    row: ResourceRow,
     result: Availability,
     window_start: datetime,
     window_end: datetime,
@@ -192,9 +193,9 @@ def _read(
     explain: bool,
 ) -> AvailabilityRead:
     return AvailabilityRead(
-        resource_id=row["id"],
-        timezone=row["timezone"],
-        capacity=row["capacity"],
+        resource_id=row.id,
+        timezone=row.timezone,
+        capacity=row.capacity,
         from_=window_start,
         to=window_end,
         duration=duration,
@@ -213,15 +214,15 @@ def _read(
 
 
 def _earliest(
-    row: dict[str, Any],
+    row: ResourceRow,
     policy: Policy,
     busy: list[Busy],
     body: SearchRequest,
     now: datetime,
     history_before: datetime | None,
 ) -> SlotRead | None:
-    zone = row["timezone"]
-    if body.quantity > row["capacity"]:
+    zone = row.timezone
+    if body.quantity > row.capacity:
         return None
     if body.duration is None:
         # Free for the whole window: the window itself must be a bookable range.
@@ -231,15 +232,15 @@ def _earliest(
         if history_before is not None and during[0] < history_before:
             return None
         peak = Usage(busy, *during).peak(*during)
-        if peak + body.quantity > row["capacity"]:
+        if peak + body.quantity > row.capacity:
             return None
-        return SlotRead(start=body.from_, end=body.to, remaining=row["capacity"] - peak)
+        return SlotRead(start=body.from_, end=body.to, remaining=row.capacity - peak)
     if rules.duration_violation(policy, body.duration) is not None:
         return None
     found = compute(
         policy,
         zone,
-        row["capacity"],
+        row.capacity,
         busy,
         window_start=body.from_,
         window_end=body.to,
@@ -258,7 +259,7 @@ def _earliest(
 
 # One shard's part of a search: its candidate rows (the first MAX_SEARCH_RESOURCES by id), their
 # policies, their live reservations, the shard's history horizon, and whether none were left out.
-_Candidates = tuple[list[Any], dict[UUID, Policy], list[Any], datetime | None, bool]
+_Candidates = tuple[list[ResourceRow], dict[UUID, Policy], list[Any], datetime | None, bool]
 
 
 async def search(svc: Context, caller: Principal, body: SearchRequest) -> SearchPage:
@@ -274,7 +275,7 @@ async def search(svc: Context, caller: Principal, body: SearchRequest) -> Search
     # Each shard's candidates, with its own history horizon; the first MAX_SEARCH_RESOURCES
     # by id across all of them, as on one database.
     shards = await svc.shards.gather(read)
-    considered = sorted(r["id"] for part in shards for r in part[0])[:MAX_SEARCH_RESOURCES]
+    considered = sorted(r.id for part in shards for r in part[0])[:MAX_SEARCH_RESOURCES]
     complete = all(part[4] for part in shards) and sum(len(p[0]) for p in shards) <= len(considered)
     hits = _hits(shards, set(considered), body, now=now, after=after)
     hits.sort(key=lambda h: (h.earliest.start, h.resource.id))
@@ -300,7 +301,7 @@ async def _candidates(
     )
     complete = len(rows) <= MAX_SEARCH_RESOURCES
     rows = rows[:MAX_SEARCH_RESOURCES]
-    policies = {r["id"]: enforce.policy_of(r["policy"]) for r in rows}
+    policies = {r.id: enforce.policy_of(r.policy) for r in rows}
     if not rows:
         return rows, policies, [], None, complete
     zero = timedelta(0)
@@ -331,12 +332,15 @@ def _hits(
                 Busy(b["during_start"], b["during_end"], b["quantity"])
             )
         for row in rows:
-            if row["id"] not in keep:
+            if row.id not in keep:
                 continue
-            busy = by_resource.get(row["id"], [])
-            earliest = _earliest(row, policies[row["id"]], busy, body, now, history_before)
-            if earliest is not None and (after is None or (earliest.start, row["id"]) > after):
+            busy = by_resource.get(row.id, [])
+            earliest = _earliest(row, policies[row.id], busy, body, now, history_before)
+            if earliest is not None and (after is None or (earliest.start, row.id) > after):
                 hits.append(
-                    SearchHit(resource=ResourceBrief.model_validate(row), earliest=earliest)
+                    SearchHit(
+                        resource=ResourceBrief.model_validate(row, from_attributes=True),
+                        earliest=earliest,
+                    )
                 )
     return hits

@@ -13,6 +13,7 @@ from reservations.bookings import repository
 from reservations.bookings.evaluation import check_shape
 from reservations.bookings.recurrence import Occurrence
 from reservations.bookings.schemas import BookingCreate
+from reservations.catalog.repository import ResourceRow
 from reservations.errors import NotFound
 from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7_beside
@@ -32,7 +33,7 @@ def create_gate(caller: Principal, body: BookingCreate, now: datetime) -> admiss
 
 
 def targets_of(
-    found: dict[UUID, DictRow], body: BookingCreate, occurrences: list[Occurrence]
+    found: dict[UUID, ResourceRow], body: BookingCreate, occurrences: list[Occurrence]
 ) -> dict[UUID, admission.Target]:
     """The booking's resources as admission sees them, once every one is found, has the
     units asked for, and takes occurrences of this shape."""

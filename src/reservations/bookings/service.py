@@ -29,6 +29,7 @@ from reservations.bookings.schemas import (
     Scope,
 )
 from reservations.catalog import repository as resource_repo
+from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.errors import (
     ApprovalRequired,
@@ -102,13 +103,13 @@ async def _zone_of(svc: Context, caller: Principal, resource_id: UUID) -> str:
     if svc.resource_cache is not None:
         cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
         if cached is not None:
-            return str(cached["timezone"])
+            return cached.timezone
     row = await svc.at(resource_id).db.read(
         lambda conn: resource_repo.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
     )
     # None: the transaction says 404, after the Idempotency-Key's claim (a retry of a booking
     # whose resource has since been archived still gets its stored reply).
-    return str(row["timezone"]) if row is not None else "UTC"
+    return row.timezone if row is not None else "UTC"
 
 
 async def _create(
@@ -129,7 +130,7 @@ async def _create(
         # COMMIT. (Locking ids of another tenant's resources reveals nothing: 404 follows.)
         await _lock_all(conn, ids)
         found = await resource_repo.get_many(conn, tenant_id=caller.tenant_id, resource_ids=ids)
-        targets = records.targets_of({r["id"]: r for r in found}, body, occurrences)
+        targets = records.targets_of({r.id: r for r in found}, body, occurrences)
         gate = records.create_gate(caller, body, now)
         evaluation = await evaluate(conn, gate, body, targets, occurrences)
         ok = evaluation.ok()
@@ -285,7 +286,7 @@ async def _admit_confirm(
 ) -> None:
     """Admission's word on confirming these holds (approval, as the resources ask now)."""
     found = {
-        r["id"]: admission.Target.of(r)
+        r.id: admission.Target.of(r)
         for r in await resource_repo.get_many(
             conn, tenant_id=caller.tenant_id, resource_ids=sorted({h["resource_id"] for h in held})
         )
@@ -422,7 +423,7 @@ async def _move(
         if not live:
             raise ReservationNotLive("No live reservation of this booking is in scope.")
         found = {
-            r["id"]: r
+            r.id: r
             for r in await resource_repo.get_many(
                 conn, tenant_id=caller.tenant_id, resource_ids=resource_ids
             )
@@ -461,7 +462,7 @@ def _moves(
     change: BookingMove,
     zone: str,
     live: list[DictRow],
-    found: dict[UUID, DictRow],
+    found: dict[UUID, ResourceRow],
 ) -> tuple[list[tuple[UUID, datetime, datetime]], list[admission.Candidate]]:
     """Where each live reservation in scope goes, and its candidate for admission; refused
     at the first that breaks a rule."""
@@ -509,7 +510,7 @@ async def _refuse_overlaps(
     caller: Principal,
     live: list[dict[str, Any]],
     moves: list[tuple[UUID, datetime, datetime]],
-    found: dict[UUID, dict[str, Any]],
+    found: dict[UUID, ResourceRow],
     now: datetime,
 ) -> None:
     """Name the reservations (outside the moved set) that the new ranges would meet."""
@@ -525,7 +526,7 @@ async def _refuse_overlaps(
     clashes = []
     for row, (_, start, end) in zip(live, moves, strict=True):
         resource = found[row["resource_id"]]
-        policy = enforce.policy_of(resource["policy"])
+        policy = enforce.policy_of(resource.policy)
         during = policy.guarded(start, end)
         near = [
             b
@@ -533,7 +534,7 @@ async def _refuse_overlaps(
             if b["during_start"] < during[1] and during[0] < b["during_end"]
         ]
         clashes += blocking(
-            near, now=now, capacity=resource["capacity"], quantity=row["quantity"], during=during
+            near, now=now, capacity=resource.capacity, quantity=row["quantity"], during=during
         )
     if clashes:
         metrics.RESERVATIONS_CONFLICTED.labels("precheck").inc()

@@ -31,6 +31,7 @@ from reservations.bookings.evaluation import Evaluation, Series, booked, evaluat
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.schemas import BookingCreate, Mode
 from reservations.catalog import repository as resource_repo
+from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.errors import BookingContended, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, lock_resource
@@ -111,12 +112,12 @@ async def _book(
 ) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
     now = svc.clock.now()
     ids = [r.resource_id for r in body.resources]
-    found: dict[UUID, DictRow] = {}
+    found: dict[UUID, ResourceRow] = {}
     for name, rids in groups.items():
         for row in await resource_repo.get_many(
             conns[name], tenant_id=caller.tenant_id, resource_ids=rids
         ):
-            found[row["id"]] = row
+            found[row.id] = row
     targets = records.targets_of(found, body, series.occurrences)
     gate = records.create_gate(caller, body, now)
     evaluation = await _evaluate(conns, groups, gate, body, targets, series)

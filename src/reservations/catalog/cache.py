@@ -8,11 +8,13 @@ after its commit. Archiving writes a versioned tombstone. A TTL bounds what a lo
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
 
+from reservations.catalog.repository import ResourceRow
 from reservations.kit.metrics import CACHE_LOOKUPS
 from reservations.kit.redis import UNAVAILABLE, Client, RedisTier
 
@@ -27,17 +29,36 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
-_FIELDS = (
-    "id",
-    "name",
-    "capacity",
-    "timezone",
-    "tags",
-    "metadata",
-    "policy",
-    "created_at",
-    "updated_at",
-)
+
+def _encode(row: ResourceRow, tenant_id: UUID) -> dict[str, Any]:
+    """The entry's JSON: the row but its version (the entry's prefix), with its tenant."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "capacity": row.capacity,
+        "timezone": row.timezone,
+        "tags": row.tags,
+        "metadata": row.metadata,
+        "policy": row.policy,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "tenant_id": str(tenant_id),
+    }
+
+
+def _decode(entry: dict[str, Any], version: int) -> ResourceRow:
+    return ResourceRow(
+        id=UUID(entry["id"]),
+        name=entry["name"],
+        capacity=entry["capacity"],
+        timezone=entry["timezone"],
+        tags=entry["tags"],
+        metadata=entry["metadata"],
+        policy=entry["policy"],
+        version=version,
+        created_at=datetime.fromisoformat(entry["created_at"]),
+        updated_at=datetime.fromisoformat(entry["updated_at"]),
+    )
 
 
 class ResourceCache:
@@ -49,7 +70,7 @@ class ResourceCache:
     def _key(self, resource_id: UUID) -> str:
         return self.tier.key("res", str(resource_id))
 
-    async def get(self, tenant_id: UUID, resource_id: UUID) -> dict[str, Any] | None:
+    async def get(self, tenant_id: UUID, resource_id: UUID) -> ResourceRow | None:
         """The cached live resource of this tenant, or None (unknown, archived, another
         tenant's, or Redis unavailable: ask the database)."""
         key = self._key(resource_id)
@@ -66,15 +87,15 @@ class ResourceCache:
         entry: dict[str, Any] = orjson.loads(payload)
         if entry.get("archived") or entry.get("tenant_id") != str(tenant_id):
             return None
-        entry["version"] = int(version)
-        return entry
+        try:
+            return _decode(entry, int(version))
+        except (ValueError, KeyError, TypeError):
+            return None  # an entry this version cannot read: the database decides
 
-    async def put(self, row: dict[str, Any], *, tenant_id: UUID, essential: bool = False) -> None:
+    async def put(self, row: ResourceRow, *, tenant_id: UUID, essential: bool = False) -> None:
         """After COMMIT (`essential`: tried even in Redis's cool-down, a lost write-through
         would serve the old version until the TTL) or after a read: offer this version."""
-        payload = {k: row[k] for k in _FIELDS if k in row}
-        payload["tenant_id"] = str(tenant_id)
-        await self._put(row["id"], row["version"], payload, essential=essential)
+        await self._put(row.id, row.version, _encode(row, tenant_id), essential=essential)
 
     async def archived(self, resource_id: UUID, version: int) -> None:
         await self._put(resource_id, version, {"archived": True}, essential=True)

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from reservations.kit.db import Conn
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow:
+    """A live `resource` row as every domain reads it (COLUMNS); `policy` is the stored
+    JSON (availability's `policy_of` reads it)."""
+
+    id: UUID
+    name: str
+    capacity: int
+    timezone: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    policy: dict[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
 
 COLUMNS = "id, name, capacity, timezone, tags, metadata, policy, version, created_at, updated_at"
 
@@ -26,8 +44,10 @@ async def insert(
     metadata: dict[str, Any],
     policy: dict[str, Any],
     now: datetime,
-) -> DictRow:
-    cur = await conn.execute(
+) -> ResourceRow:
+    row = await fetch_one(
+        conn,
+        ResourceRow,
         "INSERT INTO resource (id, tenant_id, name, capacity, timezone, tags, metadata, policy,"
         " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         f" RETURNING {COLUMNS}",
@@ -44,40 +64,42 @@ async def insert(
             now,
         ),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
-async def get(conn: Conn, *, tenant_id: UUID, resource_id: UUID) -> DictRow | None:
-    cur = await conn.execute(
+async def get(conn: Conn, *, tenant_id: UUID, resource_id: UUID) -> ResourceRow | None:
+    return await fetch_one(
+        conn,
+        ResourceRow,
         f"SELECT {COLUMNS} FROM resource WHERE id = %s AND tenant_id = %s AND archived_at IS NULL",
         (resource_id, tenant_id),
     )
-    return await cur.fetchone()
 
 
-async def get_many(conn: Conn, *, tenant_id: UUID, resource_ids: list[UUID]) -> list[DictRow]:
-    cur = await conn.execute(
+async def get_many(conn: Conn, *, tenant_id: UUID, resource_ids: list[UUID]) -> list[ResourceRow]:
+    return await fetch_all(
+        conn,
+        ResourceRow,
         f"SELECT {COLUMNS} FROM resource WHERE id = ANY(%s) AND tenant_id = %s"
         " AND archived_at IS NULL ORDER BY id",
         (resource_ids, tenant_id),
     )
-    return await cur.fetchall()
 
 
 async def candidates(
     conn: Conn, *, tenant_id: UUID, tags: list[str], min_capacity: int, limit: int
-) -> list[DictRow]:
+) -> list[ResourceRow]:
     """Live resources with all `tags` and at least `min_capacity`, for a search."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        ResourceRow,
         f"SELECT {COLUMNS} FROM resource WHERE tenant_id = %(tenant)s AND archived_at IS NULL"
         " AND capacity >= %(cap)s"
         " AND (cardinality(%(tags)s::text[]) = 0 OR tags @> %(tags)s::text[])"
         " ORDER BY id LIMIT %(limit)s",
         {"tenant": tenant_id, "tags": tags, "cap": min_capacity, "limit": limit},
     )
-    return await cur.fetchall()
 
 
 async def page(
@@ -87,15 +109,16 @@ async def page(
     tags: list[str],
     after: UUID | None,
     limit: int,
-) -> list[DictRow]:
-    cur = await conn.execute(
+) -> list[ResourceRow]:
+    return await fetch_all(
+        conn,
+        ResourceRow,
         f"SELECT {COLUMNS} FROM resource WHERE tenant_id = %(tenant)s AND archived_at IS NULL"
         " AND (%(after)s::uuid IS NULL OR id > %(after)s)"
         " AND (cardinality(%(tags)s::text[]) = 0 OR tags @> %(tags)s::text[])"
         " ORDER BY id LIMIT %(limit)s",
         {"tenant": tenant_id, "after": after, "tags": tags, "limit": limit},
     )
-    return await cur.fetchall()
 
 
 async def update(
@@ -106,7 +129,7 @@ async def update(
     changes: dict[str, Any],
     expected_version: int | None,
     now: datetime,
-) -> DictRow | None:
+) -> ResourceRow | None:
     """Apply `changes` (column -> value) when the version matches; None if no such row or
     the version is stale (the caller tells the two apart)."""
     sets = []
@@ -123,22 +146,23 @@ async def update(
             params[column] = Jsonb(value) if column in ("metadata", "policy") else value
     sets.append("version = version + 1")
     sets.append("updated_at = %(now)s")
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        ResourceRow,
         f"UPDATE resource SET {', '.join(sets)}"
         " WHERE id = %(id)s AND tenant_id = %(tenant)s AND archived_at IS NULL"
         " AND (%(expected)s::int IS NULL OR version = %(expected)s)"
         f" RETURNING {COLUMNS}",
         params,
     )
-    return await cur.fetchone()
 
 
 async def archive(conn: Conn, *, tenant_id: UUID, resource_id: UUID, now: datetime) -> int | None:
     """Archive; the new version, or None if there was no live resource to archive."""
-    cur = await conn.execute(
+    return await fetch_value(
+        conn,
+        int,
         "UPDATE resource SET archived_at = %s, version = version + 1, updated_at = %s"
         " WHERE id = %s AND tenant_id = %s AND archived_at IS NULL RETURNING version",
         (now, now, resource_id, tenant_id),
     )
-    row = await cur.fetchone()
-    return int(row["version"]) if row else None

@@ -3,11 +3,35 @@ sequence locks in a fixed order before a statement that changes several resource
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
+from reservations.kit.db import Conn, fetch_all, fetch_one
 
-from reservations.kit.db import Conn
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An `event` (the outbox) as the stream shows it (COLUMNS)."""
+
+    id: int
+    resource_id: UUID
+    resource_seq: int
+    type: str
+    subject_id: UUID
+    data: dict[str, Any]
+    txid: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRow:
+    """An event's place in its tenant's stream: (txid, id)."""
+
+    txid: str
+    id: int
+
 
 COLUMNS = "id, resource_id, resource_seq, type, subject_id, data, txid::text AS txid, created_at"
 
@@ -35,7 +59,7 @@ async def lock_sequences(
 
 async def after(
     conn: Conn, *, tenant_id: UUID, cursor: tuple[int, int] | None, limit: int
-) -> list[DictRow]:
+) -> list[EventRow]:
     """The tenant's events after `cursor` (txid, id), oldest first, only from transactions
     older than every one still running: none can later appear before what was returned."""
     params: dict[str, object] = {"tenant": tenant_id, "limit": limit}
@@ -43,22 +67,24 @@ async def after(
     if cursor is not None:
         where = " AND (txid, id) > (%(txid)s::text::xid8, %(id)s)"
         params["txid"], params["id"] = str(cursor[0]), cursor[1]
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        EventRow,
         f"SELECT {COLUMNS} FROM event WHERE tenant_id = %(tenant)s{where}"
         " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
         " ORDER BY txid, id LIMIT %(limit)s",
         params,
     )
-    return await cur.fetchall()
 
 
-async def head(conn: Conn, *, tenant_id: UUID) -> DictRow | None:
+async def head(conn: Conn, *, tenant_id: UUID) -> PositionRow | None:
     """The tenant's last event a reader may see now (same visibility rule as `after`): a
     cursor after which only events committed later, or still running, can appear."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        PositionRow,
         "SELECT txid::text AS txid, id FROM event WHERE tenant_id = %(tenant)s"
         " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
         " ORDER BY txid DESC, id DESC LIMIT 1",
         {"tenant": tenant_id},
     )
-    return await cur.fetchone()

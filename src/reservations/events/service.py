@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from uuid import UUID
 
 import orjson
 
 from reservations.context import Context
 from reservations.events import repository
+from reservations.events.repository import EventRow
 from reservations.events.schemas import EventPage, EventRead
 from reservations.kit.db import Conn
 from reservations.kit.pagination import (
@@ -53,23 +54,26 @@ def check_cursor(svc: Context, cursor: str | None) -> None:
         parse_cursor(cursor, now_allowed=True)
 
 
-def _read(row: dict[str, Any], caller: Principal, position: str | None = None) -> EventRead:
-    data, subject = row["data"], row["subject_id"]
-    if caller.role is Role.booker and not row["type"].startswith("resource."):
+def _read(row: EventRow, caller: Principal, position: str | None = None) -> EventRead:
+    data = row.data
+    subject: UUID | None = row.subject_id
+    if caller.role is Role.booker and not row.type.startswith("resource."):
         data = {k: data[k] for k in _BOOKER_FIELDS if k in data}
         subject = None
     return EventRead(
-        id=position or encode_cursor(row["txid"], row["id"]),
-        type=row["type"],
-        resource_id=row["resource_id"],
-        resource_seq=row["resource_seq"],
+        id=position or encode_cursor(row.txid, row.id),
+        type=row.type,
+        resource_id=row.resource_id,
+        resource_seq=row.resource_seq,
         subject_id=subject,
         data=data,
-        created_at=row["created_at"],
+        created_at=row.created_at,
     )
 
 
-async def _batch(conn: Conn, *, caller: Principal, cursor: tuple[int, int] | None) -> list[Any]:
+async def _batch(
+    conn: Conn, *, caller: Principal, cursor: tuple[int, int] | None
+) -> list[EventRow]:
     return await repository.after(conn, tenant_id=caller.tenant_id, cursor=cursor, limit=500)
 
 
@@ -87,7 +91,7 @@ async def page(svc: Context, caller: Principal, *, after: str | None, limit: int
 
 async def _head(conn: Conn, *, caller: Principal) -> tuple[int, int]:
     row = await repository.head(conn, tenant_id=caller.tenant_id)
-    return (0, 0) if row is None else (int(row["txid"]), int(row["id"]))
+    return (0, 0) if row is None else (int(row.txid), row.id)
 
 
 async def stream(svc: Context, caller: Principal, *, after: str | None) -> AsyncIterator[bytes]:
@@ -114,7 +118,7 @@ async def stream(svc: Context, caller: Principal, *, after: str | None) -> Async
         nonlocal cursor
         rows = await svc.db.read(functools.partial(_batch, caller=caller, cursor=cursor))
         if rows:
-            cursor = (int(rows[-1]["txid"]), int(rows[-1]["id"]))
+            cursor = (int(rows[-1].txid), rows[-1].id)
         return [_read(row, caller) for row in rows]
 
     async for frame in _frames(batch):
@@ -196,8 +200,8 @@ async def _merged(
     state = dict(positions)
     out = []
     # heapq.merge keeps each cluster's own order, so every prefix is a prefix of each.
-    for name, row in merged(tagged, key=lambda t: t[1]["created_at"], limit=limit):
-        state[name] = (int(row["txid"]), int(row["id"]))
+    for name, row in merged(tagged, key=lambda t: t[1].created_at, limit=limit):
+        state[name] = (int(row.txid), row.id)
         out.append(_read(row, caller, _encode_positions(state)))
     return out
 

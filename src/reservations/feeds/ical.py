@@ -19,12 +19,13 @@ that every subscriber fetches every few minutes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from icalendar import Timezone
+
+from reservations.feeds.repository import FeedEventRow
 
 PRODID = "-//reservations//Reservations API//EN"
 UID_DOMAIN = "reservations"
@@ -93,31 +94,29 @@ def vtimezone(zone: str, first_year: int, last_year: int) -> bytes:
     return bytes(component.to_ical())
 
 
-def _event(row: Mapping[str, Any], *, personal: bool) -> Iterable[str]:
-    summary = row["resource_name"]
-    if row["quantity"] > 1:
-        summary += f" ({row['quantity']} units)"
+def _event(row: FeedEventRow, *, personal: bool) -> Iterable[str]:
+    summary = row.resource_name
+    if row.quantity > 1:
+        summary += f" ({row.quantity} units)"
     yield "BEGIN:VEVENT"
-    yield f"UID:{row['id']}@{UID_DOMAIN}"
-    yield f"DTSTAMP:{_utc(row['updated_at'])}"
-    yield _time_property("DTSTART", row["start_at"], row["timezone"])
-    yield _time_property("DTEND", row["end_at"], row["timezone"])
+    yield f"UID:{row.id}@{UID_DOMAIN}"
+    yield f"DTSTAMP:{_utc(row.updated_at)}"
+    yield _time_property("DTSTART", row.start_at, row.timezone)
+    yield _time_property("DTEND", row.end_at, row.timezone)
     yield f"SUMMARY:{text(summary)}"
-    yield "STATUS:" + ("TENTATIVE" if row["status"] == "held" else "CONFIRMED")
+    yield "STATUS:" + ("TENTATIVE" if row.status == "held" else "CONFIRMED")
     yield "TRANSP:OPAQUE"
-    yield f"SEQUENCE:{row['version'] - 1}"
-    yield f"CREATED:{_utc(row['created_at'])}"
-    yield f"LAST-MODIFIED:{_utc(row['updated_at'])}"
+    yield f"SEQUENCE:{row.version - 1}"
+    yield f"CREATED:{_utc(row.created_at)}"
+    yield f"LAST-MODIFIED:{_utc(row.updated_at)}"
     if personal:
-        yield f"LOCATION:{text(row['resource_name'])}"
-        if row["customer"]:
-            yield f"DESCRIPTION:{text('Customer: ' + row['customer'])}"
+        yield f"LOCATION:{text(row.resource_name)}"
+        if row.customer:
+            yield f"DESCRIPTION:{text('Customer: ' + row.customer)}"
     yield "END:VEVENT"
 
 
-def render(
-    *, name: str, zone: str | None, rows: Sequence[Mapping[str, Any]], personal: bool
-) -> bytes:
+def render(*, name: str, zone: str | None, rows: Sequence[FeedEventRow], personal: bool) -> bytes:
     """The feed. `zone`: the calendar's own zone (a resource's), if it has one. `personal`:
     a feed of one key's reservations, which may show their customer; a resource's feed
     shows when it is taken, never by whom."""
@@ -133,10 +132,10 @@ def render(
         head.append(f"X-WR-TIMEZONE:{zone}")
     head += [f"REFRESH-INTERVAL;VALUE=DURATION:{REFRESH}", f"X-PUBLISHED-TTL:{REFRESH}"]
     out = [fold(line) for line in head]
-    zones = sorted({r["timezone"] for r in rows} - _UTC_ZONES)
+    zones = sorted({r.timezone for r in rows} - _UTC_ZONES)
     if zones:
-        first = min(r["start_at"] for r in rows).year - 1
-        last = max(r["end_at"] for r in rows).year + 1
+        first = min(r.start_at for r in rows).year - 1
+        last = max(r.end_at for r in rows).year + 1
         out += [vtimezone(z, first, last) for z in zones]
     for row in rows:
         out += [fold(line) for line in _event(row, personal=personal)]

@@ -8,14 +8,12 @@ import hashlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
-
-from psycopg.rows import DictRow
 
 from reservations.context import Context
 from reservations.errors import NotFound
 from reservations.feeds import ical, repository, tokens
+from reservations.feeds.repository import FeedEventRow, FeedRow
 from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRead
 from reservations.kit.db import Conn, Database
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
@@ -30,15 +28,15 @@ WINDOW_AHEAD = timedelta(days=365)
 MAX_EVENTS = 5000
 
 
-def _read(row: dict[str, Any]) -> FeedRead:
+def _read(row: FeedRow) -> FeedRead:
     return FeedRead(
-        id=row["id"],
-        kind="resource" if row["resource_id"] is not None else "booker",
-        resource_id=row["resource_id"],
-        api_key_prefix=row["api_key_prefix"],
-        label=row["label"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        id=row.id,
+        kind="resource" if row.resource_id is not None else "booker",
+        resource_id=row.resource_id,
+        api_key_prefix=row.api_key_prefix,
+        label=row.label,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
     )
 
 
@@ -66,12 +64,11 @@ async def create(
                 raise NotFound(f"No resource {body.resource_id} in your tenant.")
         else:
             assert body.api_key_prefix is not None
-            key = await repository.key_by_prefix(
+            api_key_id = await repository.key_by_prefix(
                 conn, tenant_id=caller.tenant_id, prefix=body.api_key_prefix
             )
-            if key is None:
+            if api_key_id is None:
                 raise NotFound(f"No API key with prefix {body.api_key_prefix} in your tenant.")
-            api_key_id = key["id"]
         row = await repository.insert(
             conn,
             feed_id=feed_id,
@@ -104,7 +101,7 @@ async def list_page(svc: Context, caller: Principal, *, limit: int, cursor: str 
         )
         for db in _homes(svc)
     ]
-    items = [_read(r) for r in merged(pages, key=lambda r: r["id"], limit=limit)]
+    items = [_read(r) for r in merged(pages, key=lambda r: r.id, limit=limit)]
     more = len(items) == limit
     return FeedPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
 
@@ -148,41 +145,41 @@ async def calendar(svc: Context, token: str) -> Calendar:
             break
     if (
         feed is None
-        or not tokens.secret_matches(secret, bytes(feed["secret_hash"]))
-        or feed["revoked_at"] is not None
+        or not tokens.secret_matches(secret, feed.secret_hash)
+        or feed.revoked_at is not None
     ):
         raise no_feed()
     now = svc.clock.now()
 
-    def query(conn: Conn) -> Awaitable[list[DictRow]]:
+    def query(conn: Conn) -> Awaitable[list[FeedEventRow]]:
         return repository.events(
             conn,
-            tenant_id=feed["tenant_id"],
-            resource_id=feed["resource_id"],
-            created_by=feed["api_key_id"],
+            tenant_id=feed.tenant_id,
+            resource_id=feed.resource_id,
+            created_by=feed.api_key_id,
             start=now - WINDOW_BEHIND,
             end=now + WINDOW_AHEAD,
             now=now,
             limit=MAX_EVENTS,
         )
 
-    if feed["resource_id"] is not None:
-        rows = await svc.at(feed["resource_id"]).db.read(query)
+    if feed.resource_id is not None:
+        rows = await svc.at(feed.resource_id).db.read(query)
     else:  # a key's reservations may be on every cluster
         pages = await svc.shards.gather(query)
-        rows = merged(pages, key=lambda r: (r["start_at"], r["id"]), limit=MAX_EVENTS)
-    personal = feed["api_key_id"] is not None
-    if feed["label"]:
-        name = feed["label"]
+        rows = merged(pages, key=lambda r: (r.start_at, r.id), limit=MAX_EVENTS)
+    personal = feed.api_key_id is not None
+    if feed.label:
+        name = feed.label
     elif personal:
-        name = f"Reservations of key {feed['api_key_prefix']}"
+        name = f"Reservations of key {feed.api_key_prefix}"
     else:
-        name = feed["resource_name"]
+        name = feed.resource_name or ""
     # Off the event loop: a large feed takes a while to write.
     body = await asyncio.to_thread(
         ical.render,
         name=name,
-        zone=None if personal else feed["resource_timezone"],
+        zone=None if personal else feed.resource_timezone,
         rows=rows,
         personal=personal,
     )

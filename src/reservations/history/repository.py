@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from psycopg import sql
 
-from reservations.kit.db import Conn
+from reservations.kit.db import Conn, fetch_value, fetch_values
 
 # The (int, int) advisory-lock key of migration 0003's HISTORY_LOCK.
 HISTORY_LOCK = (20261125, 1)
@@ -39,36 +39,34 @@ def partition_name(start: datetime) -> str:
 
 async def horizon(conn: Conn) -> datetime | None:
     """Live rows may not start before this; None until the first move."""
-    cur = await conn.execute("SELECT moved_before FROM history_horizon")
-    row = await cur.fetchone()
-    return row["moved_before"] if row else None
+    return await fetch_value(conn, datetime, "SELECT moved_before FROM history_horizon")
 
 
 async def advance_horizon(conn: Conn, *, to: datetime) -> datetime:
     """Move the horizon forward to `to` (never back). Waits until every writer that read the
     old horizon has finished; call in its own short transaction."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", HISTORY_LOCK)
-    cur = await conn.execute(
+    moved_before = await fetch_value(
+        conn,
+        datetime,
         "UPDATE history_horizon SET moved_before = greatest(moved_before, %s)"
         " RETURNING moved_before",
         (to,),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    moved_before: datetime = row["moved_before"]
+    assert moved_before is not None
     return moved_before
 
 
 async def partitions(conn: Conn) -> dict[str, tuple[datetime, datetime]]:
     """The attached history partitions by name, with their [from, to) bounds."""
-    cur = await conn.execute(
-        "SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound"
-        " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'reservation_history'::regclass"
+    names = await fetch_values(
+        conn,
+        str,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'reservation_history'::regclass",
     )
     found: dict[str, tuple[datetime, datetime]] = {}
-    for row in await cur.fetchall():
-        name: str = row["name"]
+    for name in names:
         year, month = int(name[-7:-3]), int(name[-2:])
         start = datetime(year, month, 1, tzinfo=UTC)
         found[name] = (start, next_month(start))
@@ -77,12 +75,13 @@ async def partitions(conn: Conn) -> dict[str, tuple[datetime, datetime]]:
 
 async def candidate_months(conn: Conn, *, before: datetime) -> list[datetime]:
     """Months (UTC) of start_at among live-table rows whose guarded range ends by `before`."""
-    cur = await conn.execute(
-        "SELECT DISTINCT date_trunc('month', start_at, 'UTC') AS month FROM reservation"
+    return await fetch_values(
+        conn,
+        datetime,
+        "SELECT DISTINCT date_trunc('month', start_at, 'UTC') FROM reservation"
         " WHERE upper(during) <= %s",
         (before,),
     )
-    return [row["month"] for row in await cur.fetchall()]
 
 
 async def create_partition(conn: Conn, *, start: datetime) -> bool:

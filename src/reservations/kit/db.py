@@ -35,11 +35,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, LiteralString, Protocol, TypeAlias, TypeVar
 
 import psycopg
-from psycopg import AsyncPipeline, pq
-from psycopg.rows import DictRow, dict_row
+from psycopg import AsyncPipeline, pq, sql
+from psycopg.abc import Params
+from psycopg.rows import DictRow, class_row, dict_row, scalar_row
 from psycopg_pool import AsyncConnectionPool
 
 from reservations.config import Settings
@@ -50,6 +51,9 @@ from reservations.kit.replicas import Replicas, stop_task
 Conn = psycopg.AsyncConnection[DictRow]
 INTRANS, INERROR = pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR
 T = TypeVar("T")
+R = TypeVar("R")  # a row class (see `fetch_one`)
+V = TypeVar("V")  # a column's type (see `fetch_value`)
+Statement: TypeAlias = LiteralString | sql.SQL | sql.Composed
 log = logging.getLogger(__name__)
 
 # Who the current request or job acts as: an API key id, or "system:<job>". Per task, like the
@@ -367,3 +371,54 @@ async def lock_resource(conn: Conn, key: int) -> None:
     Not the guarantee (the exclusion constraint is) but what keeps racing inserts into the
     constraint's GiST index from deadlocking each other (see DESIGN.md)."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s::int8)", (key,))
+
+
+# Typed reads. A repository names the row it returns as a frozen dataclass whose fields are
+# exactly the statement's column names (psycopg's `class_row` passes them as keyword
+# arguments, so a SELECT list and its dataclass that disagree fail at the first read), or
+# the type of the one value it reads. A cursor-level row factory, so the pool's default
+# (dict rows, for code not yet typed) is left alone; works in pipeline mode too.
+
+
+async def fetch_one(
+    conn: Conn, row: type[R], query: Statement, params: Params | None = None
+) -> R | None:
+    """The first row of `query` as a `row`, or None when there is none."""
+    async with conn.cursor(row_factory=class_row(row)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def fetch_all(
+    conn: Conn, row: type[R], query: Statement, params: Params | None = None
+) -> list[R]:
+    """Every row of `query`, each a `row`."""
+    async with conn.cursor(row_factory=class_row(row)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+def _checked(kind: type[V], value: object) -> V | None:
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__} from the database, got {type(value).__name__}")
+    return value
+
+
+async def fetch_value(
+    conn: Conn, kind: type[V], query: Statement, params: Params | None = None
+) -> V | None:
+    """The first column of the first row of `query` (a `kind`, checked), or None when there
+    is no row or the value is NULL."""
+    async with conn.cursor(row_factory=scalar_row) as cur:
+        await cur.execute(query, params)
+        return _checked(kind, await cur.fetchone())
+
+
+async def fetch_values(
+    conn: Conn, kind: type[V], query: Statement, params: Params | None = None
+) -> list[V]:
+    """The first column of every row of `query`, each a `kind` (checked; NULLs left out)."""
+    async with conn.cursor(row_factory=scalar_row) as cur:
+        await cur.execute(query, params)
+        values = [_checked(kind, v) for v in await cur.fetchall()]
+    return [v for v in values if v is not None]

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.errors import ApprovalRequired, Forbidden, HoldLimitReached, InvalidInput
 from reservations.kit.db import Conn, Database
@@ -58,12 +59,12 @@ class Target:
     policy: Policy
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Target:
+    def of(cls, row: ResourceRow) -> Target:
         return cls(
-            id=row["id"],
-            capacity=row["capacity"],
-            zone=row["timezone"],
-            policy=enforce.policy_of(row["policy"]),
+            id=row.id,
+            capacity=row.capacity,
+            zone=row.timezone,
+            policy=enforce.policy_of(row.policy),
         )
 
 

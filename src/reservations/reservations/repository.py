@@ -14,6 +14,7 @@ ended before the history horizon, migration 0003) and says which rows are there.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,8 +22,9 @@ from uuid import UUID
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from reservations.catalog.repository import ResourceRow
 from reservations.events import repository as events
-from reservations.kit.db import Conn, pipelined
+from reservations.kit.db import Conn, fetch_one, pipelined
 
 _COLUMN_NAMES = (
     "id",
@@ -87,6 +89,14 @@ def _live_overlaps(range_sql: str) -> str:
     return f"({base} AND NOT pooled) UNION ALL ({base} AND pooled)"
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceOverlapsRow(ResourceRow):
+    """`resource_and_overlaps`: the resource row with the live reservations in the way, as
+    JSON objects (`from_json` reads them)."""
+
+    overlaps: list[dict[str, Any]]
+
+
 async def resource_and_overlaps(
     conn: Conn,
     *,
@@ -95,12 +105,14 @@ async def resource_and_overlaps(
     start: datetime,
     end: datetime,
     exclude: UUID | None = None,
-) -> DictRow | None:
+) -> ResourceOverlapsRow | None:
     """The resource (if live, in this tenant) with its policy, and the live reservations
     whose `during` meets [start, end) widened by its buffers: the cheap, lock-free
     pre-check, in one round trip."""
     widened = f"tstzrange(%(start)s - {BUFFER_BEFORE}, %(end)s + {BUFFER_AFTER})"
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        ResourceOverlapsRow,
         "SELECT r.id, r.name, r.capacity, r.timezone, r.tags, r.metadata, r.policy, r.version,"
         " r.created_at, r.updated_at, coalesce((SELECT json_agg(o ORDER BY o.start_at)"
         f" FROM ({_live_overlaps(widened)}) o), '[]') AS overlaps"
@@ -114,7 +126,6 @@ async def resource_and_overlaps(
             "exclude": exclude,
         },
     )
-    return await cur.fetchone()
 
 
 async def overlaps(

@@ -126,7 +126,7 @@ async def _refuse_from_map(svc: Context, caller: Principal, body: ReservationCre
     resource = await svc.resource_cache.get(caller.tenant_id, body.resource_id)
     if resource is None:
         return True
-    if resource["capacity"] != 1:
+    if resource.capacity != 1:
         return False
     target = admission.Target.of(resource)
     admission.screen(svc, _gate(svc, caller, body), _candidate(caller, body, target))
@@ -177,7 +177,7 @@ async def _create_once(
         target = admission.Target.of(found)
         candidate = _candidate(caller, body, target)
         admission.screen(svc, gate, candidate)
-        overlaps = [from_json(o) for o in found["overlaps"]]
+        overlaps = [from_json(o) for o in found.overlaps]
         await _refuse_overlaps(svc, caller, candidate, overlaps, now, repair=True)
         await lock_resource(conn, lock_key(body.resource_id))
         expired = []
@@ -676,7 +676,7 @@ async def _screened(
         admission.Target.of(found), current, start=span[0], end=span[1], customer=customer
     )
     admission.screen(svc, gate, candidate)
-    clashes = [from_json(o) for o in found["overlaps"]] if moving else []
+    clashes = [from_json(o) for o in found.overlaps] if moving else []
     await _refuse_overlaps(svc, caller, candidate, clashes, gate.now, repair=False)
     return candidate, clashes
 

@@ -10,6 +10,7 @@ from psycopg import errors as pg_errors
 
 from reservations.availability_map import store as availability_map
 from reservations.catalog import repository
+from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.errors import (
     CapacityInUse,
@@ -34,6 +35,10 @@ from reservations.tenancy.service import Principal
 
 def _not_found(resource_id: UUID) -> NotFound:
     return NotFound(f"No resource {resource_id} in your tenant.")
+
+
+def _read(row: ResourceRow) -> ResourceRead:
+    return ResourceRead.model_validate(row, from_attributes=True)
 
 
 async def create(svc: Context, caller: Principal, body: ResourceCreate) -> ResourceRead:
@@ -79,13 +84,13 @@ async def create_reply(
         )
         # Read the row back before COMMIT: a row the reader refused would fail every later
         # GET; it must fail this request and leave nothing.
-        reply = _created(ResourceRead.model_validate(row))
+        reply = _created(_read(row))
         await record(idem, conn, reply, now=now)
         _cache_after_commit(svc, unit, caller, row)
     return reply
 
 
-def _cache_after_commit(svc: Context, unit: Unit, caller: Principal, row: dict[str, Any]) -> None:
+def _cache_after_commit(svc: Context, unit: Unit, caller: Principal, row: ResourceRow) -> None:
     """Once committed, offer the row to the cache (a newer version there wins)."""
     if svc.resource_cache is not None:
         cache = svc.resource_cache
@@ -96,7 +101,7 @@ async def get(svc: Context, caller: Principal, resource_id: UUID) -> ResourceRea
     if svc.resource_cache is not None:
         cached = await svc.resource_cache.get(caller.tenant_id, resource_id)
         if cached is not None:
-            return ResourceRead.model_validate(cached)
+            return _read(cached)
     svc = svc.at(resource_id)
     row = await svc.db.read(
         lambda conn: repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
@@ -106,7 +111,7 @@ async def get(svc: Context, caller: Principal, resource_id: UUID) -> ResourceRea
     if svc.db.replicas is None and svc.resource_cache is not None:
         # A replica's copy may be stale: only the primary's fills the cache.
         await svc.resource_cache.put(row, tenant_id=caller.tenant_id, essential=True)
-    return ResourceRead.model_validate(row)
+    return _read(row)
 
 
 async def list_page(
@@ -120,8 +125,8 @@ async def list_page(
             conn, tenant_id=caller.tenant_id, tags=tags, after=after, limit=limit + 1
         )
     )
-    rows = merged(pages, key=lambda r: r["id"], limit=limit + 1)
-    items = [ResourceRead.model_validate(r) for r in rows[:limit]]
+    rows = merged(pages, key=lambda r: r.id, limit=limit + 1)
+    items = [_read(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return ResourcePage(items=items, next_cursor=next_cursor)
 
@@ -179,10 +184,10 @@ async def update(
             if current is None:
                 raise _not_found(resource_id)
             raise PreconditionFailed(
-                f"The resource is at version {current['version']}; fetch it again and retry.",
-                current_version=current["version"],
+                f"The resource is at version {current.version}; fetch it again and retry.",
+                current_version=current.version,
             )
-        updated = ResourceRead.model_validate(row)  # before COMMIT, as in create
+        updated = _read(row)  # before COMMIT, as in create
         svc.map_after_commit(unit, availability_map.changes(expired, live=False))
         if "capacity" in changes and svc.availability_map is not None:
             # Which reservations the map may hold just changed: rebuild this resource's days.

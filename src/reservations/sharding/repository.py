@@ -9,16 +9,56 @@ from datetime import datetime
 from uuid import UUID
 
 from psycopg import sql
-from psycopg.rows import DictRow
 
-from reservations.kit.db import Conn
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value, fetch_values
+
+
+@dataclass(frozen=True, slots=True)
+class MapRow:
+    """A `shard_map` row: where a logical shard lives."""
+
+    logical: int
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRow:
+    """A prepared transaction (`pg_prepared_xacts`) with its age in seconds."""
+
+    gid: str
+    age: float
+
+
+@dataclass(frozen=True, slots=True)
+class TenancyRow:
+    """A tenant and one of its `api_key` rows (no secret), as a cluster mirrors them."""
+
+    tenant_id: UUID
+    name: str
+    tenant_created_at: datetime
+    id: UUID
+    prefix: str
+    role: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CountsRow:
+    """What one cluster holds: resources and live reservations."""
+
+    resources: int
+    live_reservations: int
+
 
 # --- catalog: the shard map ---
 
 
 async def load_map(conn: Conn) -> dict[int, str]:
-    cur = await conn.execute("SELECT logical, cluster FROM shard_map ORDER BY logical")
-    return {int(r["logical"]): str(r["cluster"]) for r in await cur.fetchall()}
+    rows = await fetch_all(conn, MapRow, "SELECT logical, cluster FROM shard_map ORDER BY logical")
+    return {r.logical: r.cluster for r in rows}
 
 
 async def seed_map(conn: Conn, assignment: tuple[str, ...]) -> None:
@@ -42,8 +82,7 @@ async def assign(conn: Conn, *, logical: int, cluster: str) -> None:
 
 
 async def owned(conn: Conn) -> list[int]:
-    cur = await conn.execute("SELECT logical FROM shard_owned ORDER BY logical")
-    return [int(r["logical"]) for r in await cur.fetchall()]
+    return await fetch_values(conn, int, "SELECT logical FROM shard_owned ORDER BY logical")
 
 
 async def claim(conn: Conn, shards: list[int]) -> None:
@@ -77,22 +116,23 @@ async def fence(conn: Conn, *, resource_id: UUID, token: int) -> None:
 
 async def decide(conn: Conn, *, gid: str, decision: str, participants: list[str]) -> str:
     """Record a decision unless one exists; return the decision that stands."""
-    cur = await conn.execute(
+    decided = await fetch_value(
+        conn,
+        str,
         "WITH ins AS (INSERT INTO twophase_decision (gid, decision, participants)"
         " VALUES (%s, %s, %s) ON CONFLICT (gid) DO NOTHING RETURNING decision)"
         " SELECT decision FROM ins UNION ALL"
         " SELECT decision FROM twophase_decision WHERE gid = %s LIMIT 1",
         (gid, decision, participants, gid),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return str(row["decision"])
+    assert decided is not None
+    return decided
 
 
 async def decision(conn: Conn, gid: str) -> str | None:
-    cur = await conn.execute("SELECT decision FROM twophase_decision WHERE gid = %s", (gid,))
-    row = await cur.fetchone()
-    return None if row is None else str(row["decision"])
+    return await fetch_value(
+        conn, str, "SELECT decision FROM twophase_decision WHERE gid = %s", (gid,)
+    )
 
 
 async def forget_decisions(conn: Conn, *, older_than_seconds: float) -> int:
@@ -103,81 +143,84 @@ async def forget_decisions(conn: Conn, *, older_than_seconds: float) -> int:
     return cur.rowcount
 
 
-async def prepared(conn: Conn, prefix: str) -> list[DictRow]:
+async def prepared(conn: Conn, prefix: str) -> list[PreparedRow]:
     """This cluster's prepared transactions whose gid starts with `prefix`, with their age."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        PreparedRow,
         "SELECT gid, extract(epoch FROM now() - prepared)::float8 AS age"
         " FROM pg_prepared_xacts WHERE gid LIKE %s AND database = current_database()"
         " ORDER BY prepared",
         (prefix + "%",),
     )
-    return await cur.fetchall()
 
 
 # --- tenancy rows a cluster needs for its foreign keys ---
 
 
-async def tenancy_rows(conn: Conn, api_key_id: UUID) -> DictRow | None:
-    cur = await conn.execute(
-        "SELECT t.id AS tenant_id, t.name, t.created_at AS tenant_created_at, k.id, k.prefix,"
-        " k.role, k.label, k.created_at, k.expires_at, k.revoked_at"
-        " FROM api_key k JOIN tenant t ON t.id = k.tenant_id WHERE k.id = %s",
-        (api_key_id,),
-    )
-    return await cur.fetchone()
+_TENANCY = (
+    "SELECT t.id AS tenant_id, t.name, t.created_at AS tenant_created_at, k.id, k.prefix,"
+    " k.role, k.label, k.created_at, k.expires_at, k.revoked_at"
+    " FROM api_key k JOIN tenant t ON t.id = k.tenant_id"
+)
 
 
-async def mirror_tenancy(conn: Conn, row: DictRow) -> None:
+async def tenancy_rows(conn: Conn, api_key_id: UUID) -> TenancyRow | None:
+    return await fetch_one(conn, TenancyRow, _TENANCY + " WHERE k.id = %s", (api_key_id,))
+
+
+async def mirror_tenancy(conn: Conn, row: TenancyRow) -> None:
     """Copy a tenant and one of its keys onto a cluster, for the foreign keys of the rows
     written there. No secret: clusters never authenticate anyone (the catalog does)."""
     await conn.execute(
         "INSERT INTO tenant (id, name, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (row["tenant_id"], row["name"], row["tenant_created_at"]),
+        (row.tenant_id, row.name, row.tenant_created_at),
     )
     await conn.execute(
         "INSERT INTO api_key (id, tenant_id, prefix, secret_hash, role, label, created_at,"
         " expires_at, revoked_at) VALUES (%s, %s, %s, '\\x', %s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING",
         (
-            row["id"],
-            row["tenant_id"],
-            row["prefix"],
-            row["role"],
-            row["label"],
-            row["created_at"],
-            row["expires_at"],
-            row["revoked_at"],
+            row.id,
+            row.tenant_id,
+            row.prefix,
+            row.role,
+            row.label,
+            row.created_at,
+            row.expires_at,
+            row.revoked_at,
         ),
     )
 
 
-async def counts(conn: Conn) -> DictRow:
+async def counts(conn: Conn) -> CountsRow:
     """Rows on one cluster: resources and live reservations."""
-    cur = await conn.execute(
+    row = await fetch_one(
+        conn,
+        CountsRow,
         "SELECT (SELECT count(*) FROM resource) AS resources,"
         " (SELECT count(*) FROM reservation WHERE status IN ('held', 'confirmed'))"
-        " AS live_reservations"
+        " AS live_reservations",
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
 async def wal_position(conn: Conn) -> str:
-    cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
-    row = await cur.fetchone()
-    assert row is not None
-    return str(row["lsn"])
+    lsn = await fetch_value(conn, str, "SELECT pg_current_wal_lsn()::text")
+    assert lsn is not None
+    return lsn
 
 
 async def behind(conn: Conn, position: str) -> int:
     """Bytes of WAL a replica has yet to replay to reach the primary's `position`."""
-    cur = await conn.execute(
-        "SELECT greatest(0, pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()))::bigint AS b",
+    lag = await fetch_value(
+        conn,
+        int,
+        "SELECT greatest(0, pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()))::bigint",
         (position,),
     )
-    row = await cur.fetchone()
-    return int(row["b"]) if row and row["b"] is not None else 0
+    return lag or 0
 
 
 # --- moving a logical shard: what belongs to shard %(n)s of %(count)s, table by table ---
@@ -225,13 +268,8 @@ async def replica_role(conn: Conn) -> None:
     await conn.execute("SET LOCAL session_replication_role = replica")
 
 
-async def all_tenancy(conn: Conn) -> list[DictRow]:
-    cur = await conn.execute(
-        "SELECT t.id AS tenant_id, t.name, t.created_at AS tenant_created_at, k.id, k.prefix,"
-        " k.role, k.label, k.created_at, k.expires_at, k.revoked_at"
-        " FROM api_key k JOIN tenant t ON t.id = k.tenant_id"
-    )
-    return await cur.fetchall()
+async def all_tenancy(conn: Conn) -> list[TenancyRow]:
+    return await fetch_all(conn, TenancyRow, _TENANCY)
 
 
 async def delete_shard_rows(conn: Conn, table: ShardTable, params: dict[str, int]) -> int:
@@ -243,24 +281,26 @@ async def delete_shard_rows(conn: Conn, table: ShardTable, params: dict[str, int
 
 
 async def history_months(conn: Conn, params: dict[str, int]) -> list[datetime]:
-    cur = await conn.execute(
+    return await fetch_values(
+        conn,
+        datetime,
         sql.SQL(
-            "SELECT DISTINCT date_trunc('month', start_at, 'UTC') AS month"
-            " FROM reservation_history WHERE {}"
+            "SELECT DISTINCT date_trunc('month', start_at, 'UTC') FROM reservation_history WHERE {}"
         ).format(_OF_RESOURCE),
         params,
     )
-    return [r["month"] for r in await cur.fetchall()]
 
 
 async def _columns(conn: Conn, table: ShardTable) -> list[str]:
-    cur = await conn.execute(
+    names = await fetch_values(
+        conn,
+        str,
         "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
         " AND table_schema = current_schema() AND is_generated = 'NEVER'"
         " ORDER BY ordinal_position",
         (table.name,),
     )
-    return [r["column_name"] for r in await cur.fetchall() if r["column_name"] not in table.skip]
+    return [name for name in names if name not in table.skip]
 
 
 async def copy_shard_rows(
@@ -299,7 +339,9 @@ async def widen_spans(conn: Conn, params: dict[str, int]) -> None:
 
 async def split_bookings(conn: Conn, params: dict[str, int]) -> list[UUID]:
     """Bookings with reservations on this shard and on others."""
-    cur = await conn.execute(
+    return await fetch_values(
+        conn,
+        UUID,
         sql.SQL(
             "SELECT DISTINCT booking_id FROM reservation_all WHERE booking_id IS NOT NULL"
             " AND {} AND booking_id IN (SELECT booking_id FROM reservation_all"
@@ -307,7 +349,6 @@ async def split_bookings(conn: Conn, params: dict[str, int]) -> list[UUID]:
         ).format(_OF_RESOURCE),
         params,
     )
-    return [r["booking_id"] for r in await cur.fetchall()]
 
 
 async def mark_spanning(conn: Conn, bookings: list[UUID]) -> None:
@@ -315,13 +356,14 @@ async def mark_spanning(conn: Conn, bookings: list[UUID]) -> None:
 
 
 async def shard_bookings(conn: Conn, params: dict[str, int]) -> list[UUID]:
-    cur = await conn.execute(
+    return await fetch_values(
+        conn,
+        UUID,
         sql.SQL(
             "SELECT DISTINCT booking_id FROM reservation_all WHERE booking_id IS NOT NULL AND {}"
         ).format(_OF_RESOURCE),
         params,
     )
-    return [r["booking_id"] for r in await cur.fetchall()]
 
 
 async def delete_bookings_without_rows(conn: Conn, bookings: list[UUID]) -> int:

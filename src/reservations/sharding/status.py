@@ -63,8 +63,8 @@ async def status(shards: Shards) -> list[ClusterStatus]:
                 name=name,
                 mapped=shards.map.shards_of(name),
                 owned=owned,
-                resources=int(count["resources"]),
-                live_reservations=int(count["live_reservations"]),
+                resources=count.resources,
+                live_reservations=count.live_reservations,
                 in_doubt=doubt.get(db.name, []),
                 replicas=lags,
             )

@@ -187,21 +187,21 @@ async def recover(shards: Shards, *, older_than: float) -> dict[str, int]:
             rows = await repository.prepared(conn, GID_PREFIX)
         metrics.TWOPHASE_IN_DOUBT.labels(db.name).set(len(rows))
         for row in rows:
-            if row["age"] < older_than:
+            if row.age < older_than:
                 continue
-            gid = str(row["gid"]).rsplit(":", 1)[0]
+            gid = row.gid.rsplit(":", 1)[0]
             async with shards.catalog.connection() as conn:
                 decided = await repository.decide(conn, gid=gid, decision="abort", participants=[])
             verb = "COMMIT PREPARED" if decided == "commit" else "ROLLBACK PREPARED"
             async with db.connection() as conn:
                 try:
-                    await conn.execute(sql.SQL(verb + " {}").format(sql.Literal(row["gid"])))
+                    await conn.execute(sql.SQL(verb + " {}").format(sql.Literal(row.gid)))
                 except psycopg.errors.UndefinedObject:
                     continue  # finished by someone else meanwhile
             outcome = "committed" if decided == "commit" else "aborted"
             done[outcome] += 1
             metrics.TWOPHASE.labels(outcome, "recovery").inc()
-            log.warning("2PC recovery: %s %s on %s", outcome, row["gid"], db.name)
+            log.warning("2PC recovery: %s %s on %s", outcome, row.gid, db.name)
     return done
 
 
@@ -210,8 +210,5 @@ async def in_doubt(shards: Shards) -> dict[str, list[tuple[str, float]]]:
     out: dict[str, list[tuple[str, float]]] = {}
     for db in shards.databases():
         async with db.connection() as conn:
-            out[db.name] = [
-                (str(r["gid"]), float(r["age"]))
-                for r in await repository.prepared(conn, GID_PREFIX)
-            ]
+            out[db.name] = [(r.gid, r.age) for r in await repository.prepared(conn, GID_PREFIX)]
     return out

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import orjson
 
 from reservations.kit.metrics import CACHE_LOOKUPS
 from reservations.kit.redis import UNAVAILABLE, Client, RedisTier
+from reservations.tenancy.repository import KeyCheckRow
 
 _TOMBSTONE = b"revoked"
 
@@ -38,14 +38,14 @@ class KeyRecord:
     revoked: bool
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> KeyRecord:
+    def from_row(cls, row: KeyCheckRow) -> KeyRecord:
         return cls(
-            tenant_id=row["tenant_id"],
-            api_key_id=row["id"],
-            role=row["role"],
-            secret_hash=bytes(row["secret_hash"]),
-            expires_at=row["expires_at"],
-            revoked=row["revoked_at"] is not None,
+            tenant_id=row.tenant_id,
+            api_key_id=row.id,
+            role=row.role,
+            secret_hash=row.secret_hash,
+            expires_at=row.expires_at,
+            revoked=row.revoked_at is not None,
         )
 
     def encode(self) -> bytes:

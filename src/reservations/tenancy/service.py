@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
 from reservations.kit.db import Database
 from reservations.kit.ids import uuid7
 from reservations.tenancy import keys, repository
 from reservations.tenancy.cache import KeyCache, KeyRecord
+from reservations.tenancy.repository import ListedKeyRow
 
 
 class Role(StrEnum):
@@ -45,6 +44,15 @@ class CreatedKey:
     prefix: str
 
 
+@dataclass(frozen=True)
+class RevokedKey:
+    """A revocation: the key, when, and whether Redis was told (None: no cache to tell)."""
+
+    prefix: str
+    revoked_at: datetime
+    cache_invalidated: bool | None
+
+
 async def create_key(
     db: Database,
     *,
@@ -61,7 +69,7 @@ async def create_key(
         await repository.insert_key(
             conn,
             key_id=uuid7(),
-            tenant_id=row["id"],
+            tenant_id=row.id,
             prefix=new.prefix,
             secret_hash=new.secret_hash,
             role=role.value,
@@ -79,23 +87,24 @@ async def bootstrap_default(db: Database) -> CreatedKey | None:
     return await create_key(db, tenant="default", role=Role.admin, label="first start")
 
 
-async def list_keys(db: Database, tenant: str | None) -> list[DictRow]:
+async def list_keys(db: Database, tenant: str | None) -> list[ListedKeyRow]:
     async with db.connection() as conn:
         return await repository.list_keys(conn, tenant)
 
 
-async def revoke_key(db: Database, prefix: str, *, cache: KeyCache | None) -> DictRow | None:
+async def revoke_key(db: Database, prefix: str, *, cache: KeyCache | None) -> RevokedKey | None:
     """Revoke a key. `cache` is required (None only where no API process caches keys): with
     it, the key is refused from the next request on in every API process sharing the Redis.
     `cache_invalidated` in the result says whether Redis was told (if not, cached copies live
     until their TTL)."""
     async with db.transaction() as conn:
         row = await repository.revoke_key(conn, prefix=prefix, at=datetime.now(UTC))
-    if row is not None:
-        # After COMMIT: invalidating earlier would let a concurrent request re-cache the row
-        # as it was before the revocation.
-        row["cache_invalidated"] = await cache.invalidate(prefix) if cache else None
-    return row
+    if row is None:
+        return None
+    # After COMMIT: invalidating earlier would let a concurrent request re-cache the row as
+    # it was before the revocation.
+    invalidated = await cache.invalidate(prefix) if cache else None
+    return RevokedKey(prefix=row.prefix, revoked_at=row.revoked_at, cache_invalidated=invalidated)
 
 
 async def authenticate(

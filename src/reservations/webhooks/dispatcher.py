@@ -23,7 +23,6 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import httpx
@@ -35,6 +34,7 @@ from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7
 from reservations.webhooks import addresses, copies, messages, repository, signing
 from reservations.webhooks.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED
+from reservations.webhooks.repository import ClaimedRow
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ def _short(exc: BaseException) -> str:
     return text[:ERROR_MAX_CHARS]
 
 
-async def send(client: httpx.AsyncClient, settings: Settings, row: dict[str, Any]) -> Result:
+async def send(client: httpx.AsyncClient, settings: Settings, row: ClaimedRow) -> Result:
     """One attempt: check where the URL points now, connect to that address, POST."""
     started = time.monotonic()
     try:
-        target = addresses.parse(row["url"], allow_private=settings.webhooks_allow_private)
-        url, extensions, host = row["url"], {}, {}
+        target = addresses.parse(row.url, allow_private=settings.webhooks_allow_private)
+        url, extensions, host = row.url, {}, {}
         if not settings.webhooks_allow_private:
             address = (await addresses.public_addresses(target))[0]
             url = target.url_for(address)
@@ -104,8 +104,8 @@ async def send(client: httpx.AsyncClient, settings: Settings, row: dict[str, Any
             **host,
             "Content-Type": "application/json",
             **signing.headers(
-                row["secret"],
-                msg_id=messages.message_id(row["id"]),
+                row.secret,
+                msg_id=messages.message_id(row.id),
                 timestamp=int(time.time()),
                 body=body,
             ),
@@ -132,47 +132,47 @@ async def send(client: httpx.AsyncClient, settings: Settings, row: dict[str, Any
         latency = int((time.monotonic() - started) * 1000)
         return Result(status_code=None, latency_ms=latency, error=_short(exc))
     except Exception as exc:  # anything a hostile receiver provokes is its failure, not ours
-        log.warning("webhook send to %s raised", row["url"], exc_info=True)
+        log.warning("webhook send to %s raised", row.url, exc_info=True)
         return Result(status_code=None, latency_ms=None, error=_short(exc))
 
 
-async def record(svc: Context, row: dict[str, Any], claim_id: UUID, result: Result) -> str:
+async def record(svc: Context, row: ClaimedRow, claim_id: UUID, result: Result) -> str:
     """Write the attempt and what follows from it, in one transaction; the outcome.
 
     Locks the endpoint before the message, the order every writer of both keeps (PATCH,
     DELETE), so none of them can deadlock with a worker."""
     settings = svc.settings
-    delivery_id: UUID = row["id"]
+    delivery_id = row.id
     async with svc.db.transaction() as conn:
         state = None
-        if await repository.lock_endpoint(conn, endpoint_id=row["endpoint_id"]):
+        if await repository.lock_endpoint(conn, endpoint_id=row.endpoint_id):
             state = await repository.lock_delivery(conn, delivery_id=delivery_id)
         if state is None:
             return "gone"  # the endpoint was deleted while we sent
-        now: datetime = state["now"]
+        now = state.now
         started = now - timedelta(milliseconds=result.latency_ms or 0)
-        ours = state["claim"] == claim_id and state["status"] == "pending"
+        ours = state.claim == claim_id and state.status == "pending"
         next_at: datetime | None = None
         if result.ok:
             outcome = "delivered"
             await repository.mark_delivered(conn, delivery_id=delivery_id)
-            await repository.endpoint_succeeded(conn, endpoint_id=row["endpoint_id"])
+            await repository.endpoint_succeeded(conn, endpoint_id=row.endpoint_id)
         else:
-            first = state["first_attempt_at"] or now
+            first = state.first_attempt_at or now
             outcome = "failed"
             if ours and (now - first).total_seconds() >= settings.webhooks_give_up_after_seconds:
                 outcome = "dead"
                 await repository.mark_dead(conn, delivery_id=delivery_id)
             elif ours:
                 next_at = await repository.reschedule(
-                    conn, delivery_id=delivery_id, delay_seconds=backoff(settings, row["attempts"])
+                    conn, delivery_id=delivery_id, delay_seconds=backoff(settings, row.attempts)
                 )
-            await _count_failure(svc, conn, row["endpoint_id"], result)
+            await _count_failure(svc, conn, row.endpoint_id, result)
         await repository.insert_attempt(
             conn,
             delivery_id=delivery_id,
-            endpoint_id=row["endpoint_id"],
-            attempt=row["attempts"],
+            endpoint_id=row.endpoint_id,
+            attempt=row.attempts,
             outcome=outcome,
             status_code=result.status_code,
             latency_ms=result.latency_ms,
@@ -187,16 +187,16 @@ async def record(svc: Context, row: dict[str, Any], claim_id: UUID, result: Resu
 async def _count_failure(svc: Context, conn: Conn, endpoint_id: UUID, result: Result) -> None:
     settings = svc.settings
     streak = await repository.endpoint_failed(conn, endpoint_id=endpoint_id)
-    if streak is None or not streak["enabled"]:
+    if streak is None or not streak.enabled:
         return
-    failing_for = (streak["now"] - streak["failing_since"]).total_seconds()
+    failing_for = (streak.now - streak.failing_since).total_seconds()
     if (
-        streak["consecutive_failures"] >= settings.webhooks_disable_after_failures
+        streak.consecutive_failures >= settings.webhooks_disable_after_failures
         and failing_for >= settings.webhooks_disable_after_seconds
     ):
         reason = (
-            f"Disabled automatically: all {streak['consecutive_failures']} delivery attempts "
-            f"since {streak['failing_since'].isoformat()} failed (last: {result.error}). "
+            f"Disabled automatically: all {streak.consecutive_failures} delivery attempts "
+            f"since {streak.failing_since.isoformat()} failed (last: {result.error}). "
             "Fix the receiver, then PATCH enabled=true to resume; queued messages wait."
         )
         await repository.disable_endpoint(conn, endpoint_id=endpoint_id, reason=reason)
@@ -206,20 +206,18 @@ async def _count_failure(svc: Context, conn: Conn, endpoint_id: UUID, result: Re
         log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
 
 
-async def deliver(
-    svc: Context, client: httpx.AsyncClient, row: dict[str, Any], claim_id: UUID
-) -> str:
+async def deliver(svc: Context, client: httpx.AsyncClient, row: ClaimedRow, claim_id: UUID) -> str:
     result = await send(client, svc.settings, row)
     return await record(svc, row, claim_id, result)
 
 
-async def claim(svc: Context, limit: int) -> tuple[UUID, list[dict[str, Any]]]:
+async def claim(svc: Context, limit: int) -> tuple[UUID, list[ClaimedRow]]:
     claim_id = uuid7()
     async with svc.db.transaction() as conn:
         rows = await repository.claim(
             conn, claim_id=claim_id, limit=limit, lease_seconds=lease_seconds(svc.settings)
         )
-    return claim_id, [dict(r) for r in rows]
+    return claim_id, rows
 
 
 async def purge(svc: Context) -> int:

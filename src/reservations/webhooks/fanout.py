@@ -31,17 +31,17 @@ async def fan_out_endpoint(svc: Context, endpoint_id: UUID, *, batch: int = BATC
             return 0
         events = await repository.outbox_after(
             conn,
-            tenant_id=position["tenant_id"],
-            after_txid=position["after_txid"],
-            after_id=position["after_id"],
+            tenant_id=position.tenant_id,
+            after_txid=position.after_txid,
+            after_id=position.after_id,
             limit=batch,
         )
         if not events:
             return 0
         tops: dict[UUID, int] = {}
         for event in events:
-            rid = event["resource_id"]
-            tops[rid] = max(tops.get(rid, 0), event["resource_seq"])
+            rid = event.resource_id
+            tops[rid] = max(tops.get(rid, 0), event.resource_seq)
         marks = await repository.stream_marks(
             conn, endpoint_id=endpoint_id, resource_ids=list(tops)
         )
@@ -55,7 +55,7 @@ async def fan_out_endpoint(svc: Context, endpoint_id: UUID, *, batch: int = BATC
             )
         last = events[-1]
         await repository.advance_fanout(
-            conn, endpoint_id=endpoint_id, txid=last["txid"], event_id=last["id"]
+            conn, endpoint_id=endpoint_id, txid=last.txid, event_id=last.id
         )
     return len(events)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import orjson
 
 from reservations.kit.pagination import encode_cursor
+from reservations.webhooks.repository import ClaimedRow
 
 TEST_TYPE = "webhook.test"
 
@@ -24,28 +24,28 @@ def event_id(txid: str | None, event_id: int | None) -> str | None:
     return encode_cursor(txid, event_id)
 
 
-def body(row: dict[str, Any]) -> bytes:
+def body(row: ClaimedRow) -> bytes:
     """The Standard Webhooks payload shape (`type`, `timestamp`, `data`) plus the event's
     place in the outbox, so a receiver can order, dedupe or resume from /v1/events."""
-    if row["event_id"] is None:
+    if row.event_id is None:
         return orjson.dumps(
             {
                 "type": TEST_TYPE,
-                "timestamp": row["created_at"],
+                "timestamp": row.created_at,
                 "data": {
-                    "endpoint_id": row["endpoint_id"],
+                    "endpoint_id": row.endpoint_id,
                     "message": "A test message: the endpoint receives and verifies webhooks.",
                 },
             }
         )
     return orjson.dumps(
         {
-            "type": row["event_type"],
-            "timestamp": row["event_created_at"],
-            "id": event_id(row["event_txid"], row["event_id"]),
-            "resource_id": row["resource_id"],
-            "resource_seq": row["resource_seq"],
-            "subject_id": row["subject_id"],
-            "data": row["data"],
+            "type": row.event_type,
+            "timestamp": row.event_created_at,
+            "id": event_id(row.event_txid, row.event_id),
+            "resource_id": row.resource_id,
+            "resource_seq": row.resource_seq,
+            "subject_id": row.subject_id,
+            "data": row.data,
         }
     )

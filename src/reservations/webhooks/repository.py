@@ -6,13 +6,149 @@ clock, never a worker's: workers on different hosts may disagree about now."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value, fetch_values
 
-from reservations.kit.db import Conn
+
+@dataclass(frozen=True, slots=True)
+class EndpointRow:
+    """A `webhook_endpoint` row as the API shows it (ENDPOINT_COLUMNS: no secret)."""
+
+    id: UUID
+    url: str
+    description: str
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    failing_since: datetime | None
+    consecutive_failures: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTestRow:
+    """The `webhook_delivery` row of a queued test message."""
+
+    id: UUID
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """A `webhook_attempt` row with its message (`webhook_delivery`) and event's txid."""
+
+    id: int
+    attempt: int
+    outcome: str
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+    attempted_at: datetime
+    next_attempt_at: datetime | None
+    delivery_id: UUID
+    delivery_status: str
+    event_type: str
+    event_id: int | None
+    event_txid: str | None
+    resource_id: UUID | None
+    resource_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutRow:
+    """An endpoint's `webhook_fanout` position in its tenant's outbox."""
+
+    tenant_id: UUID
+    after_txid: str
+    after_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An `event` as the fan-out reads it: its place in the outbox and in its resource's
+    sequence."""
+
+    id: int
+    txid: str
+    resource_id: UUID
+    resource_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMarkRow:
+    """A `webhook_stream` row: the last sequence number queued for (endpoint, resource)."""
+
+    resource_id: UUID
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """A claimed `webhook_delivery` with what sending it needs: its endpoint's URL and
+    secret, and its event (all None for a test message)."""
+
+    id: UUID
+    endpoint_id: UUID
+    event_type: str
+    attempts: int
+    created_at: datetime
+    url: str
+    secret: str
+    event_id: int | None
+    event_txid: str | None
+    resource_id: UUID | None
+    resource_seq: int | None
+    subject_id: UUID | None
+    data: dict[str, Any] | None
+    event_created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStateRow:
+    """A `webhook_delivery`'s state when its attempt is recorded, with the database's now."""
+
+    endpoint_id: UUID
+    status: str
+    claim: UUID | None
+    first_attempt_at: datetime | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StreakRow:
+    """An endpoint's failure streak after counting one more, with the database's now."""
+
+    enabled: bool
+    consecutive_failures: int
+    failing_since: datetime
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCopyRow:
+    """A `webhook_endpoint` row as shard clusters copy it (COPIED: with the secret)."""
+
+    id: UUID
+    tenant_id: UUID
+    url: str
+    description: str
+    event_types: list[str]
+    secret: str
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
 
 ENDPOINT_COLUMNS = (
     "id, url, description, event_types, enabled, disabled_reason, disabled_at,"
@@ -40,11 +176,13 @@ async def insert_endpoint(
     event_types: list[str],
     secret: str,
     now: datetime,
-) -> DictRow:
+) -> EndpointRow:
     """The endpoint and its fan-out position. The statement's snapshot is kept: the endpoint
     receives the events of every transaction that snapshot cannot see, and the fan-out starts
     at its xmin (no such transaction is older)."""
-    cur = await conn.execute(
+    row = await fetch_one(
+        conn,
+        EndpointRow,
         "WITH ep AS (INSERT INTO webhook_endpoint (id, tenant_id, url, description, event_types,"
         " secret, registered_snapshot, created_at, updated_at)"
         " VALUES (%(id)s, %(tenant)s, %(url)s, %(description)s, %(types)s, %(secret)s,"
@@ -62,28 +200,29 @@ async def insert_endpoint(
             "now": now,
         },
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
-async def get_endpoint(conn: Conn, *, tenant_id: UUID, endpoint_id: UUID) -> DictRow | None:
-    cur = await conn.execute(
+async def get_endpoint(conn: Conn, *, tenant_id: UUID, endpoint_id: UUID) -> EndpointRow | None:
+    return await fetch_one(
+        conn,
+        EndpointRow,
         f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoint WHERE id = %s AND tenant_id = %s",
         (endpoint_id, tenant_id),
     )
-    return await cur.fetchone()
 
 
 async def page_endpoints(
     conn: Conn, *, tenant_id: UUID, after: UUID | None, limit: int
-) -> list[DictRow]:
-    cur = await conn.execute(
+) -> list[EndpointRow]:
+    return await fetch_all(
+        conn,
+        EndpointRow,
         f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoint WHERE tenant_id = %(tenant)s"
         " AND (%(after)s::uuid IS NULL OR id > %(after)s) ORDER BY id LIMIT %(limit)s",
         {"tenant": tenant_id, "after": after, "limit": limit},
     )
-    return await cur.fetchall()
 
 
 async def update_endpoint(
@@ -94,7 +233,7 @@ async def update_endpoint(
     changes: dict[str, Any],
     expected_version: int | None,
     now: datetime,
-) -> DictRow | None:
+) -> EndpointRow | None:
     """Apply `changes` (url, description, event_types, enabled) when the version matches;
     None if there is no such endpoint or the version is stale. Enabling clears the reason
     and the failure streak; disabling records `disabled_reason`."""
@@ -122,14 +261,15 @@ async def update_endpoint(
         )
         params["reason"] = changes["disabled_reason"]
     sets.append("version = version + 1, updated_at = %(now)s")
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        EndpointRow,
         f"UPDATE webhook_endpoint SET {', '.join(sets)}"
         " WHERE id = %(id)s AND tenant_id = %(tenant)s"
         " AND (%(expected)s::int IS NULL OR version = %(expected)s)"
         f" RETURNING {ENDPOINT_COLUMNS}",
         params,
     )
-    return await cur.fetchone()
 
 
 async def resume_deliveries(conn: Conn, *, endpoint_id: UUID) -> int:
@@ -157,23 +297,26 @@ async def delete_endpoint(conn: Conn, *, tenant_id: UUID, endpoint_id: UUID) -> 
     return cur.rowcount > 0
 
 
-async def insert_test_message(conn: Conn, *, delivery_id: UUID, endpoint_id: UUID) -> DictRow:
-    cur = await conn.execute(
+async def insert_test_message(conn: Conn, *, delivery_id: UUID, endpoint_id: UUID) -> QueuedTestRow:
+    row = await fetch_one(
+        conn,
+        QueuedTestRow,
         "INSERT INTO webhook_delivery (id, endpoint_id, event_type, next_attempt_at, created_at)"
         " VALUES (%s, %s, 'webhook.test', statement_timestamp(), statement_timestamp())"
         " RETURNING id, status, created_at",
         (delivery_id, endpoint_id),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
 async def attempts_page(
     conn: Conn, *, endpoint_id: UUID, before: int | None, limit: int
-) -> list[DictRow]:
+) -> list[AttemptRow]:
     """The endpoint's attempt log, newest first, with the message each attempt belongs to."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        AttemptRow,
         "SELECT a.id, a.attempt, a.outcome, a.status_code, a.latency_ms, a.error,"
         " a.attempted_at, a.next_attempt_at, d.id AS delivery_id, d.status AS delivery_status,"
         " d.event_type, d.event_id, e.txid::text AS event_txid, d.resource_id, d.resource_seq"
@@ -183,7 +326,6 @@ async def attempts_page(
         " ORDER BY a.id DESC LIMIT %(limit)s",
         {"endpoint": endpoint_id, "before": before, "limit": limit},
     )
-    return await cur.fetchall()
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,15 +334,16 @@ async def attempts_page(
 
 async def fanout_due(conn: Conn) -> list[UUID]:
     """Endpoints whose tenant has readable events past their fan-out position."""
-    cur = await conn.execute(
+    return await fetch_values(
+        conn,
+        UUID,
         "SELECT f.endpoint_id FROM webhook_fanout f WHERE EXISTS (SELECT 1 FROM event e"
         " WHERE e.tenant_id = f.tenant_id AND (e.txid, e.id) > (f.after_txid, f.after_id)"
-        " AND e.txid < pg_snapshot_xmin(pg_current_snapshot()))"
+        " AND e.txid < pg_snapshot_xmin(pg_current_snapshot()))",
     )
-    return [row["endpoint_id"] for row in await cur.fetchall()]
 
 
-async def lock_fanout(conn: Conn, *, endpoint_id: UUID) -> DictRow | None:
+async def lock_fanout(conn: Conn, *, endpoint_id: UUID) -> FanoutRow | None:
     """The endpoint's fan-out position, locked for this transaction; None if another worker
     holds it (or the endpoint is gone). The endpoint is locked first (KEY SHARE: only a
     DELETE waits for it), the order DELETE keeps, so the two cannot deadlock."""
@@ -209,38 +352,42 @@ async def lock_fanout(conn: Conn, *, endpoint_id: UUID) -> DictRow | None:
     )
     if await cur.fetchone() is None:
         return None
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        FanoutRow,
         "SELECT tenant_id, after_txid::text AS after_txid, after_id FROM webhook_fanout"
         " WHERE endpoint_id = %s FOR UPDATE SKIP LOCKED",
         (endpoint_id,),
     )
-    return await cur.fetchone()
 
 
 async def outbox_after(
     conn: Conn, *, tenant_id: UUID, after_txid: str, after_id: int, limit: int
-) -> list[DictRow]:
+) -> list[OutboxRow]:
     """The tenant's next events in (txid, id) order, only from transactions older than every
     one still running (see migration 0004): none can later appear before them."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        OutboxRow,
         "SELECT id, txid::text AS txid, resource_id, resource_seq FROM event"
         " WHERE tenant_id = %(tenant)s AND (txid, id) > (%(txid)s::text::xid8, %(id)s)"
         " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
         " ORDER BY txid, id LIMIT %(limit)s",
         {"tenant": tenant_id, "txid": after_txid, "id": after_id, "limit": limit},
     )
-    return await cur.fetchall()
 
 
 async def stream_marks(
     conn: Conn, *, endpoint_id: UUID, resource_ids: list[UUID]
 ) -> dict[UUID, int]:
-    cur = await conn.execute(
+    rows = await fetch_all(
+        conn,
+        StreamMarkRow,
         "SELECT resource_id, last_seq FROM webhook_stream"
         " WHERE endpoint_id = %s AND resource_id = ANY(%s)",
         (endpoint_id, resource_ids),
     )
-    return {row["resource_id"]: row["last_seq"] for row in await cur.fetchall()}
+    return {row.resource_id: row.last_seq for row in rows}
 
 
 async def enqueue(conn: Conn, *, endpoint_id: UUID, ranges: list[tuple[UUID, int, int]]) -> int:
@@ -296,11 +443,15 @@ async def advance_fanout(conn: Conn, *, endpoint_id: UUID, txid: str, event_id: 
 # delivery
 
 
-async def claim(conn: Conn, *, claim_id: UUID, limit: int, lease_seconds: float) -> list[DictRow]:
+async def claim(
+    conn: Conn, *, claim_id: UUID, limit: int, lease_seconds: float
+) -> list[ClaimedRow]:
     """Lease up to `limit` due messages of enabled endpoints, each the oldest still waiting
     in its (endpoint, resource) queue, and return what sending them needs. SKIP LOCKED keeps
     workers apart while they claim; the committed lease keeps them apart while one sends."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        ClaimedRow,
         "WITH due AS (SELECT d.id FROM webhook_delivery d"
         " JOIN webhook_endpoint ep ON ep.id = d.endpoint_id"
         " WHERE d.status = 'pending' AND d.next_attempt_at <= statement_timestamp()"
@@ -323,7 +474,6 @@ async def claim(conn: Conn, *, claim_id: UUID, limit: int, lease_seconds: float)
         " LEFT JOIN event e ON e.id = c.event_id",
         {"claim": claim_id, "limit": limit, "lease": lease_seconds},
     )
-    return await cur.fetchall()
 
 
 async def lock_endpoint(conn: Conn, *, endpoint_id: UUID) -> bool:
@@ -334,14 +484,15 @@ async def lock_endpoint(conn: Conn, *, endpoint_id: UUID) -> bool:
     return await cur.fetchone() is not None
 
 
-async def lock_delivery(conn: Conn, *, delivery_id: UUID) -> DictRow | None:
+async def lock_delivery(conn: Conn, *, delivery_id: UUID) -> DeliveryStateRow | None:
     """The message's state, locked, with the database's now; None if it was deleted."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        DeliveryStateRow,
         "SELECT endpoint_id, status, claim, first_attempt_at, statement_timestamp() AS now"
         " FROM webhook_delivery WHERE id = %s FOR UPDATE",
         (delivery_id,),
     )
-    return await cur.fetchone()
 
 
 async def mark_delivered(conn: Conn, *, delivery_id: UUID) -> None:
@@ -361,15 +512,16 @@ async def mark_dead(conn: Conn, *, delivery_id: UUID) -> None:
 
 
 async def reschedule(conn: Conn, *, delivery_id: UUID, delay_seconds: float) -> datetime:
-    cur = await conn.execute(
+    next_at = await fetch_value(
+        conn,
+        datetime,
         "UPDATE webhook_delivery SET locked_until = NULL,"
         " next_attempt_at = statement_timestamp() + make_interval(secs => %s)"
         " WHERE id = %s RETURNING next_attempt_at",
         (delay_seconds, delivery_id),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return row["next_attempt_at"]  # type: ignore[no-any-return]
+    assert next_at is not None
+    return next_at
 
 
 async def insert_attempt(
@@ -411,16 +563,17 @@ async def endpoint_succeeded(conn: Conn, *, endpoint_id: UUID) -> None:
     )
 
 
-async def endpoint_failed(conn: Conn, *, endpoint_id: UUID) -> DictRow | None:
+async def endpoint_failed(conn: Conn, *, endpoint_id: UUID) -> StreakRow | None:
     """Count a failure in the endpoint's streak; the streak, and whether it is enabled."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        StreakRow,
         "UPDATE webhook_endpoint SET consecutive_failures = consecutive_failures + 1,"
         " failing_since = coalesce(failing_since, statement_timestamp())"
         " WHERE id = %s RETURNING enabled, consecutive_failures, failing_since,"
         " statement_timestamp() AS now",
         (endpoint_id,),
     )
-    return await cur.fetchone()
 
 
 async def disable_endpoint(conn: Conn, *, endpoint_id: UUID, reason: str) -> None:
@@ -454,20 +607,22 @@ COPIED = (
 )
 
 
-async def all_endpoints(conn: Conn) -> list[DictRow]:
-    cur = await conn.execute(f"SELECT {COPIED} FROM webhook_endpoint ORDER BY id")
-    return await cur.fetchall()
+async def all_endpoints(conn: Conn) -> list[EndpointCopyRow]:
+    return await fetch_all(
+        conn, EndpointCopyRow, f"SELECT {COPIED} FROM webhook_endpoint ORDER BY id"
+    )
 
 
-async def sync_copies(conn: Conn, rows: list[DictRow]) -> int:
+async def sync_copies(conn: Conn, rows: list[EndpointCopyRow]) -> int:
     """Make this cluster's copies match `rows` (the catalog's endpoints): new ones start
     receiving with this statement's snapshot, changed ones take the catalog's settings,
     ones the catalog no longer has go (with their queues). Endpoints of tenants that never
     wrote here are left out: they have no events here. Returns how many copies changed."""
-    columns = ("id", "tenant_id", "url", "description", "event_types", "secret", "enabled",
-               "disabled_reason", "disabled_at", "version", "created_at", "updated_at")  # fmt: skip
-    params = {c: [r[c] for r in rows] for c in columns}
-    cur = await conn.execute(
+    # One array parameter per column, named as the row's fields.
+    params = {f.name: [getattr(r, f.name) for r in rows] for f in fields(EndpointCopyRow)}
+    changed = await fetch_value(
+        conn,
+        int,
         "WITH src AS (SELECT * FROM unnest(%(id)s::uuid[], %(tenant_id)s::uuid[],"
         " %(url)s::text[], %(description)s::text[], %(event_types)s::text[],"
         " %(secret)s::text[], %(enabled)s::bool[], %(disabled_reason)s::text[],"
@@ -493,8 +648,7 @@ async def sync_copies(conn: Conn, rows: list[DictRow]) -> int:
         " SELECT id, tenant_id, pg_snapshot_xmin(registered_snapshot), 0 FROM ins"
         " WHERE inserted ON CONFLICT DO NOTHING),"
         " gone AS (DELETE FROM webhook_endpoint WHERE id <> ALL(%(id)s::uuid[]) RETURNING id)"
-        " SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM gone) AS changed",
-        {**params, "event_types": [",".join(r["event_types"]) for r in rows]},
+        " SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM gone)",
+        {**params, "event_types": [",".join(r.event_types) for r in rows]},
     )
-    row = await cur.fetchone()
-    return int(row["changed"]) if row else 0
+    return changed or 0

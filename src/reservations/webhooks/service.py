@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
 from reservations.context import Context
 from reservations.errors import InvalidInput, NotFound, PreconditionFailed
 from reservations.kit.db import Conn, Database
@@ -23,6 +21,7 @@ from reservations.kit.pagination import (
 )
 from reservations.tenancy.service import Principal
 from reservations.webhooks import addresses, copies, messages, repository, signing
+from reservations.webhooks.repository import AttemptRow, EndpointRow
 from reservations.webhooks.schemas import (
     AttemptPage,
     AttemptRead,
@@ -35,6 +34,10 @@ from reservations.webhooks.schemas import (
 )
 
 ADMIN_DISABLED = "Disabled by an admin (PATCH enabled=false)."
+
+
+def _read(row: EndpointRow) -> WebhookRead:
+    return WebhookRead.model_validate(row, from_attributes=True)
 
 
 def _not_found(endpoint_id: UUID) -> NotFound:
@@ -84,7 +87,7 @@ async def create(
             secret=secret,
             now=now,
         )
-        created = WebhookCreated.model_validate({**row, "secret": secret})
+        created = WebhookCreated(**_read(row).model_dump(), secret=secret)
         reply = Reply(
             status=201,
             body=created.model_dump_json(),
@@ -105,7 +108,7 @@ async def get(svc: Context, caller: Principal, endpoint_id: UUID) -> WebhookRead
     )
     if row is None:
         raise _not_found(endpoint_id)
-    return WebhookRead.model_validate(row)
+    return _read(row)
 
 
 async def list_page(
@@ -119,7 +122,7 @@ async def list_page(
             conn, tenant_id=caller.tenant_id, after=after, limit=limit + 1
         )
     )
-    items = [WebhookRead.model_validate(r) for r in rows[:limit]]
+    items = [_read(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return WebhookPage(items=items, next_cursor=next_cursor)
 
@@ -154,14 +157,14 @@ async def update(
             if current is None:
                 raise _not_found(endpoint_id)
             raise PreconditionFailed(
-                f"The endpoint is at version {current['version']}; fetch it again and retry.",
-                current_version=current["version"],
+                f"The endpoint is at version {current.version}; fetch it again and retry.",
+                current_version=current.version,
             )
         if changes.get("enabled") is True:
             await repository.resume_deliveries(conn, endpoint_id=endpoint_id)
     if svc.shards.sharded:
         await copies.push(svc, resumed=endpoint_id if changes.get("enabled") is True else None)
-    return WebhookRead.model_validate(row)
+    return _read(row)
 
 
 async def delete(svc: Context, caller: Principal, endpoint_id: UUID) -> None:
@@ -192,9 +195,9 @@ async def send_test(
             conn, delivery_id=uuid7(), endpoint_id=endpoint_id
         )
         message = TestMessage(
-            message_id=messages.message_id(row["id"]),
-            status=row["status"],
-            created_at=row["created_at"],
+            message_id=messages.message_id(row.id),
+            status=row.status,
+            created_at=row.created_at,
         )
         reply = Reply(status=202, body=message.model_dump_json())
         await record(idem, conn, reply, now=now)
@@ -215,36 +218,36 @@ async def attempts(
     # The catalog's log (test messages), and each cluster's (its events' messages).
     databases = [svc.db, *copies.clusters(svc)]
 
-    def read(db: Database) -> Callable[[Conn], Awaitable[list[DictRow]]]:
+    def read(db: Database) -> Callable[[Conn], Awaitable[list[AttemptRow]]]:
         return lambda conn: repository.attempts_page(
             conn, endpoint_id=endpoint_id, before=before.get(db.name), limit=limit + 1
         )
 
     pages = [[(db.name, r) for r in await db.read(read(db))] for db in databases]
     tagged = merged(
-        pages, key=lambda t: (t[1]["attempted_at"], t[1]["id"]), limit=limit + 1, reverse=True
+        pages, key=lambda t: (t[1].attempted_at, t[1].id), limit=limit + 1, reverse=True
     )
     rows = [r for _, r in tagged]
     items = [
         AttemptRead(
-            id=r["id"],
-            message_id=messages.message_id(r["delivery_id"]),
-            event_id=messages.event_id(r["event_txid"], r["event_id"]),
-            event_type=r["event_type"],
-            resource_id=r["resource_id"],
-            resource_seq=r["resource_seq"],
-            attempt=r["attempt"],
-            outcome=r["outcome"],
-            message_status=r["delivery_status"],
-            status_code=r["status_code"],
-            latency_ms=r["latency_ms"],
-            error=r["error"],
-            attempted_at=r["attempted_at"],
-            next_attempt_at=r["next_attempt_at"],
+            id=r.id,
+            message_id=messages.message_id(r.delivery_id),
+            event_id=messages.event_id(r.event_txid, r.event_id),
+            event_type=r.event_type,
+            resource_id=r.resource_id,
+            resource_seq=r.resource_seq,
+            attempt=r.attempt,
+            outcome=r.outcome,
+            message_status=r.delivery_status,
+            status_code=r.status_code,
+            latency_ms=r.latency_ms,
+            error=r.error,
+            attempted_at=r.attempted_at,
+            next_attempt_at=r.next_attempt_at,
         )
         for r in rows[:limit]
     ]
     for name, r in tagged[:limit]:
-        before[name] = int(r["id"])
+        before[name] = r.id
     next_cursor = encode_positions(before) if len(rows) > limit else None
     return AttemptPage(items=items, next_cursor=next_cursor)
