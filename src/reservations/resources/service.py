@@ -18,7 +18,7 @@ from reservations.errors import (
     PreconditionFailed,
     ResourceHasFutureReservations,
 )
-from reservations.kit.db import Unit, lock_resource
+from reservations.kit.db import Conn, Unit, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
@@ -138,32 +138,13 @@ async def update(
     body: ResourceUpdate,
     expected_version: int | None,
 ) -> ResourceRead:
-    changes = body.model_dump(exclude_unset=True)
-    for field in ("name", "capacity", "timezone", "tags", "metadata", "policy"):
-        if field in changes and changes[field] is None:
-            del changes[field]  # explicit null means "leave as is" for required fields
-    if body.policy is not None:
-        changes["policy"] = body.policy.model_dump(mode="json", exclude_defaults=True)
+    changes = _changes(body)
     expired: list[dict[str, Any]] = []
     svc = svc.at(resource_id, caller)
     async with svc.db.unit() as unit:
         conn = unit.conn
         if "capacity" in changes:
-            if (
-                await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
-                is None
-            ):
-                raise _not_found(resource_id)  # before touching anything of another tenant's
-            # Writers of this resource take this lock first; a capacity change must not
-            # interleave with a booking that counted against the old capacity. Holds past
-            # their expiry must not count against the new capacity either.
-            await lock_resource(conn, lock_key(resource_id))
-            expired = await reservation_repo.expire_all_stale_holds(
-                conn, resource_id=resource_id, now=svc.clock.now()
-            )
-            peak = await reservation_repo.peak_usage(conn, resource_id=resource_id)
-            if peak > changes["capacity"]:  # overlaps and quantities alike
-                raise _capacity_in_use(changes["capacity"], peak)
+            expired = await _make_room(svc, conn, caller, resource_id, changes["capacity"])
         try:
             row = await repository.update(
                 conn,
@@ -178,15 +159,7 @@ async def update(
             # reservations cannot move under unit capacity.
             raise _capacity_in_use(changes["capacity"], None) from None
         if row is None:
-            current = await repository.get(
-                conn, tenant_id=caller.tenant_id, resource_id=resource_id
-            )
-            if current is None:
-                raise _not_found(resource_id)
-            raise PreconditionFailed(
-                f"The resource is at version {current.version}; fetch it again and retry.",
-                current_version=current.version,
-            )
+            raise await _not_updated(conn, caller, resource_id)
         updated = _read(row)  # before COMMIT, as in create
         svc.map_after_commit(unit, availability_map.changes(expired, live=False))
         if "capacity" in changes and svc.availability_map is not None:
@@ -194,6 +167,46 @@ async def update(
             unit.after_commit(partial(tasks.repair_map, svc, resource_id=resource_id))
         _cache_after_commit(svc, unit, caller, row)
     return updated
+
+
+def _changes(body: ResourceUpdate) -> dict[str, Any]:
+    """The columns a PATCH sets; an explicit null leaves a required field as it is."""
+    changes = body.model_dump(exclude_unset=True)
+    for field in ("name", "capacity", "timezone", "tags", "metadata", "policy"):
+        if field in changes and changes[field] is None:
+            del changes[field]
+    if body.policy is not None:
+        changes["policy"] = body.policy.model_dump(mode="json", exclude_defaults=True)
+    return changes
+
+
+async def _make_room(
+    svc: Context, conn: Conn, caller: Principal, resource_id: UUID, capacity: int
+) -> list[dict[str, Any]]:
+    """Before a capacity change: under the resource's lock (no booking counted against the
+    old capacity can interleave), holds past their expiry expire (they must not count), and
+    a peak of live use above the new capacity refuses it. Returns the expired holds."""
+    if await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id) is None:
+        raise _not_found(resource_id)  # before touching anything of another tenant's
+    await lock_resource(conn, lock_key(resource_id))
+    expired = await reservation_repo.expire_all_stale_holds(
+        conn, resource_id=resource_id, now=svc.clock.now()
+    )
+    peak = await reservation_repo.peak_usage(conn, resource_id=resource_id)
+    if peak > capacity:  # overlaps and quantities alike
+        raise _capacity_in_use(capacity, peak)
+    return expired
+
+
+async def _not_updated(conn: Conn, caller: Principal, resource_id: UUID) -> Exception:
+    """Why an UPDATE matched nothing: the resource is gone, or at another version."""
+    current = await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+    if current is None:
+        return _not_found(resource_id)
+    return PreconditionFailed(
+        f"The resource is at version {current.version}; fetch it again and retry.",
+        current_version=current.version,
+    )
 
 
 def _capacity_in_use(capacity: int, peak: int | None) -> CapacityInUse:
