@@ -28,7 +28,7 @@ from reservations.app import create_app
 from reservations.context import Context
 from reservations.kit.clock import Clock
 from reservations.kit.db import Database
-from reservations.webhooks import addresses, fanout, repository
+from reservations.webhooks import addresses, fanout, queue
 from tests.support.api import Tenant, _created, _problem, new_tenant
 from tests.support.pgbouncer import start_pgbouncer
 from tests.support.servers import THROUGH_PGBOUNCER, PgServer, make_settings
@@ -455,17 +455,15 @@ def test_a_claim_is_exclusive_while_held_and_after_commit(hooks: Hooks, t: Tenan
         await db.open()
         try:
             async with db.transaction() as first:
-                mine = await repository.claim(first, claim_id=_uuid(), limit=2, lease_seconds=60)
+                mine = await queue.claim(first, claim_id=_uuid(), limit=2, lease_seconds=60)
                 async with db.transaction() as second:
-                    theirs = await repository.claim(
-                        second, claim_id=_uuid(), limit=10, lease_seconds=60
-                    )
+                    theirs = await queue.claim(second, claim_id=_uuid(), limit=10, lease_seconds=60)
             async with db.transaction() as third:
-                after = await repository.claim(third, claim_id=_uuid(), limit=10, lease_seconds=60)
+                after = await queue.claim(third, claim_id=_uuid(), limit=10, lease_seconds=60)
             async with db.transaction() as conn:  # control: the leases run out
                 await conn.execute("UPDATE webhook_delivery SET locked_until = now()")
             async with db.transaction() as fourth:
-                again = await repository.claim(fourth, claim_id=_uuid(), limit=10, lease_seconds=0)
+                again = await queue.claim(fourth, claim_id=_uuid(), limit=10, lease_seconds=0)
             return len(mine), len(theirs), len(after), len(again)
         finally:
             await db.close()

@@ -32,9 +32,9 @@ from reservations.config import Settings
 from reservations.context import Context
 from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7
-from reservations.webhooks import addresses, copies, messages, repository, signing
+from reservations.webhooks import addresses, copies, messages, queue, repository, signing
 from reservations.webhooks.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS_DISABLED
-from reservations.webhooks.repository import ClaimedRow
+from reservations.webhooks.queue import ClaimedRow
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ async def record(svc: Context, row: ClaimedRow, claim_id: UUID, result: Result) 
     delivery_id = row.id
     async with svc.db.transaction() as conn:
         state = None
-        if await repository.lock_endpoint(conn, endpoint_id=row.endpoint_id):
-            state = await repository.lock_delivery(conn, delivery_id=delivery_id)
+        if await queue.lock_endpoint(conn, endpoint_id=row.endpoint_id):
+            state = await queue.lock_delivery(conn, delivery_id=delivery_id)
         if state is None:
             return "gone"  # the endpoint was deleted while we sent
         now = state.now
@@ -155,20 +155,20 @@ async def record(svc: Context, row: ClaimedRow, claim_id: UUID, result: Result) 
         next_at: datetime | None = None
         if result.ok:
             outcome = "delivered"
-            await repository.mark_delivered(conn, delivery_id=delivery_id)
-            await repository.endpoint_succeeded(conn, endpoint_id=row.endpoint_id)
+            await queue.mark_delivered(conn, delivery_id=delivery_id)
+            await queue.endpoint_succeeded(conn, endpoint_id=row.endpoint_id)
         else:
             first = state.first_attempt_at or now
             outcome = "failed"
             if ours and (now - first).total_seconds() >= settings.webhooks_give_up_after_seconds:
                 outcome = "dead"
-                await repository.mark_dead(conn, delivery_id=delivery_id)
+                await queue.mark_dead(conn, delivery_id=delivery_id)
             elif ours:
-                next_at = await repository.reschedule(
+                next_at = await queue.reschedule(
                     conn, delivery_id=delivery_id, delay_seconds=backoff(settings, row.attempts)
                 )
             await _count_failure(svc, conn, row.endpoint_id, result)
-        await repository.insert_attempt(
+        await queue.insert_attempt(
             conn,
             delivery_id=delivery_id,
             endpoint_id=row.endpoint_id,
@@ -186,7 +186,7 @@ async def record(svc: Context, row: ClaimedRow, claim_id: UUID, result: Result) 
 
 async def _count_failure(svc: Context, conn: Conn, endpoint_id: UUID, result: Result) -> None:
     settings = svc.settings
-    streak = await repository.endpoint_failed(conn, endpoint_id=endpoint_id)
+    streak = await queue.endpoint_failed(conn, endpoint_id=endpoint_id)
     if streak is None or not streak.enabled:
         return
     failing_for = (streak.now - streak.failing_since).total_seconds()
@@ -214,7 +214,7 @@ async def deliver(svc: Context, client: httpx.AsyncClient, row: ClaimedRow, clai
 async def claim(svc: Context, limit: int) -> tuple[UUID, list[ClaimedRow]]:
     claim_id = uuid7()
     async with svc.db.transaction() as conn:
-        rows = await repository.claim(
+        rows = await queue.claim(
             conn, claim_id=claim_id, limit=limit, lease_seconds=lease_seconds(svc.settings)
         )
     return claim_id, rows
@@ -222,6 +222,6 @@ async def claim(svc: Context, limit: int) -> tuple[UUID, list[ClaimedRow]]:
 
 async def purge(svc: Context) -> int:
     async with svc.db.transaction() as conn:
-        return await repository.purge_finished(
+        return await queue.purge_finished(
             conn, older_than_days=svc.settings.webhooks_retention_days, batch=PURGE_BATCH
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from reservations.context import Context
-from reservations.webhooks import repository
+from reservations.webhooks import queue
 
 BATCH = 500
 
@@ -26,10 +26,10 @@ async def fan_out_endpoint(svc: Context, endpoint_id: UUID, *, batch: int = BATC
     """Queue one batch of the endpoint's new events; how many events were read (0: none
     readable, or another worker has the endpoint)."""
     async with svc.db.transaction() as conn:
-        position = await repository.lock_fanout(conn, endpoint_id=endpoint_id)
+        position = await queue.lock_fanout(conn, endpoint_id=endpoint_id)
         if position is None:
             return 0
-        events = await repository.outbox_after(
+        events = await queue.outbox_after(
             conn,
             tenant_id=position.tenant_id,
             after_txid=position.after_txid,
@@ -42,28 +42,24 @@ async def fan_out_endpoint(svc: Context, endpoint_id: UUID, *, batch: int = BATC
         for event in events:
             rid = event.resource_id
             tops[rid] = max(tops.get(rid, 0), event.resource_seq)
-        marks = await repository.stream_marks(
-            conn, endpoint_id=endpoint_id, resource_ids=list(tops)
-        )
+        marks = await queue.stream_marks(conn, endpoint_id=endpoint_id, resource_ids=list(tops))
         ranges = [
             (rid, marks.get(rid, 0), top) for rid, top in tops.items() if top > marks.get(rid, 0)
         ]
-        await repository.enqueue(conn, endpoint_id=endpoint_id, ranges=ranges)
+        await queue.enqueue(conn, endpoint_id=endpoint_id, ranges=ranges)
         if ranges:
-            await repository.set_stream_marks(
+            await queue.set_stream_marks(
                 conn, endpoint_id=endpoint_id, marks={rid: top for rid, _, top in ranges}
             )
         last = events[-1]
-        await repository.advance_fanout(
-            conn, endpoint_id=endpoint_id, txid=last.txid, event_id=last.id
-        )
+        await queue.advance_fanout(conn, endpoint_id=endpoint_id, txid=last.txid, event_id=last.id)
     return len(events)
 
 
 async def fan_out(svc: Context, *, batch: int = BATCH) -> int:
     """Bring every endpoint's queue up to the outbox; how many events were read."""
     async with svc.db.connection() as conn:
-        due = await repository.fanout_due(conn)
+        due = await queue.fanout_due(conn)
     total = 0
     for endpoint_id in due:
         while True:

@@ -7,7 +7,7 @@ from uuid import UUID
 import orjson
 
 from reservations.kit.pagination import encode_cursor
-from reservations.webhooks.repository import ClaimedRow
+from reservations.webhooks.queue import ClaimedRow
 
 TEST_TYPE = "webhook.test"
 
