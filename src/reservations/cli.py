@@ -288,16 +288,16 @@ def worker() -> None:
 def history() -> None:
     """Move ended reservations to the history now (workers do it every
     RESERVATIONS_HISTORY_INTERVAL_SECONDS) and print what was done."""
-    from reservations.history import tasks as history_service
+    from reservations.history import tasks as history_job
 
     settings = _settings()
 
-    async def everywhere(db: Database) -> list[tuple[str, history_service.HistoryRun]]:
+    async def everywhere(db: Database) -> list[tuple[str, history_job.HistoryRun]]:
         async with _services(settings, db) as svc:  # each cluster has its own history
             return [
                 (
                     other.name,
-                    await history_service.run_once(other, svc.settings, now=svc.clock.now()),
+                    await history_job.run_once(other, svc.settings, now=svc.clock.now()),
                 )
                 for other in svc.shards.databases()
             ]
