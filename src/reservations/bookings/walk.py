@@ -45,7 +45,7 @@ before the rule is built (`times_of_day`).
 
 This relies on dateutil's internals (`rrule._iter` and `_iterinfo`, unchanged in substance
 since 2.7); the import below refuses to load if the names it hooks are gone, and
-tests/test_recurrence_bounds.py checks the bound against adversarial rules.
+tests/bookings/test_recurrence_bounds.py checks the bound against adversarial rules.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ import dateutil.rrule as du
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, SECONDLY, WEEKLY, YEARLY, rrule
 
 # Steps charged for what dateutil does besides checking days, in units of about one such
-# check (a quarter of a microsecond); tests/test_recurrence_bounds.py measures the ratio.
+# check (a quarter of a microsecond); tests/bookings/test_recurrence_bounds.py measures the ratio.
 PERIOD_STEPS = 20  # one turn of the loop: day set (a year-long list), slicing, branching
 YIELD_STEPS = 4  # an instant handed out, through the generators
 TIME_STEPS = 3  # a datetime.time built (and sorted) for a table of times of day

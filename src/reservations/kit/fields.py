@@ -253,7 +253,7 @@ def _stripped_name(value: str) -> str:
 
 # Free text: anything PostgreSQL can store (no NUL, no lone surrogate). Every field bounds
 # it, `Annotated[Text, StringConstraints(max_length=...)]` (not pydantic's Field: these
-# types are also query parameters); tests/test_free_text.py checks that none is unbounded.
+# types are also query parameters); tests/api/test_free_text.py checks that none is unbounded.
 Text = Annotated[str, BeforeValidator(plain_text), _SchemaExtra(pattern=NO_NUL)]
 # Lengths count what was sent (as the schema says); the name is stored without the white space
 # around it.
