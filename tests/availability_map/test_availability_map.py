@@ -120,12 +120,14 @@ class MapMachine(RuleBasedStateMachine):
             LIVE_OVERLAPS, {"r": self.resources[r], "now": self.clock.now(), "s": s, "e": e}
         ).fetchall()
 
-    def map_says(self, r: int, start: datetime, end: datetime) -> list[dict[str, Any]] | None:
+    def map_says(
+        self, r: int, start: datetime, end: datetime
+    ) -> list[availability_map.Detail] | None:
         s, e = self.widened(r, start, end)
         call = functools.partial(
             self.svc.availability_map.refusal, UUID(self.resources[r]), s, e, now=self.clock.now()
         )
-        result: list[dict[str, Any]] | None = self.client.portal.call(call)  # type: ignore[union-attr]
+        result: list[availability_map.Detail] | None = self.client.portal.call(call)  # type: ignore[union-attr]
         return result
 
     def check(self, r: int, start: datetime, end: datetime) -> None:
@@ -133,7 +135,7 @@ class MapMachine(RuleBasedStateMachine):
         rows = self.truth(r, start, end)
         in_db = {row[0] for row in rows}
         refused = self.map_says(r, start, end)
-        named = {d["id"] for d in refused} if refused else set()
+        named = {str(d.id) for d in refused} if refused else set()
         where = f"resource {r} {iso(start)}..{iso(end)}; db={sorted(in_db)} map={sorted(named)}"
         if refused is not None:
             assert in_db, f"(a) the map refused a free range: {where}"
@@ -426,10 +428,10 @@ def test_an_expired_hold_is_not_named_beside_a_confirmed_neighbour(
     firm = tenant.booker.book(room, "2033-04-03T11:00:00Z", "2033-04-03T12:00:00Z")
     assert (held.status_code, firm.status_code) == (201, 201)
     span = ("2033-04-03T10:30:00Z", "2033-04-03T11:30:00Z")
-    named = {d["id"] for d in refusal(app_client, room, *span)}
+    named = {str(d.id) for d in refusal(app_client, room, *span)}
     assert named == {held.json()["id"], firm.json()["id"]}
     clock.advance(timedelta(seconds=61))
-    named = {d["id"] for d in refusal(app_client, room, *span)}
+    named = {str(d.id) for d in refusal(app_client, room, *span)}
     assert named == {firm.json()["id"]}
 
 

@@ -19,6 +19,7 @@ from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7_beside
 from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
+from reservations.reservations.repository import ReservationRow
 from reservations.tenancy.service import Principal
 
 
@@ -82,7 +83,7 @@ async def insert_reservations(
     candidates: list[admission.Candidate],
     terms: admission.Terms,
     now: datetime,
-) -> list[DictRow]:
+) -> list[ReservationRow]:
     """The candidates' reservations, all or none (under the locks a resource cannot be
     archived meanwhile; if one were, nothing is booked)."""
     rows = await reservation_repo.insert_many(

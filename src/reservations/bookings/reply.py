@@ -7,12 +7,13 @@ from typing import Any
 
 from reservations.bookings.schemas import BookingRead, OccurrenceReport
 from reservations.kit.idempotency import Reply
+from reservations.reservations.repository import ReservationRow
 from reservations.reservations.schemas import ReservationRead, Status
 
 
 def booking_reply(
     booking: dict[str, Any],
-    rows: list[dict[str, Any]],
+    rows: list[ReservationRow],
     now: datetime,
     *,
     status: int = 200,

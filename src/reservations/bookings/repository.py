@@ -10,8 +10,14 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from reservations.events import repository as events
-from reservations.kit.db import Conn
-from reservations.reservations.repository import BUFFER_AFTER, BUFFER_BEFORE, CHANGED
+from reservations.kit.db import Conn, fetch_all
+from reservations.reservations.repository import (
+    BUFFER_AFTER,
+    BUFFER_BEFORE,
+    CHANGED,
+    RangeRow,
+    ReservationRow,
+)
 from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
 
 COLUMNS = (
@@ -91,29 +97,31 @@ async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> DictRow:
     return row
 
 
-async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> list[DictRow]:
+async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> list[ReservationRow]:
     """The booking's reservations, with those in history; with lock, only the live ones (the
     history is read-only), FOR UPDATE."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        ReservationRow,
         f"SELECT {RESERVATION_COLUMNS} FROM {'reservation' if lock else 'reservation_all'}"
         " WHERE booking_id = %s"
         " ORDER BY start_at, resource_id" + (" FOR UPDATE" if lock else ""),
         (booking_id,),
     )
-    return await cur.fetchall()
 
 
 async def set_status(
     conn: Conn, *, reservation_ids: list[UUID], status: str, now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     await events.lock_sequences(conn, reservation_ids=reservation_ids)
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET status = %s, expires_at = NULL, needs_approval = false,"
         " version = version + 1,"
         f" updated_at = %s WHERE id = ANY(%s) RETURNING {CHANGED}",
         (status, now, reservation_ids),
     )
-    return await cur.fetchall()
 
 
 async def defer_guards(conn: Conn) -> None:
@@ -126,12 +134,14 @@ async def defer_guards(conn: Conn) -> None:
 
 async def move(
     conn: Conn, *, moves: list[tuple[UUID, datetime, datetime]], now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Set (id, start, end) for rows the caller holds locked; `during` follows with the
     resource's current buffers."""
     ids, starts, ends = (list(col) for col in zip(*moves, strict=True))
     await events.lock_sequences(conn, reservation_ids=ids)
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET start_at = m.start_at, end_at = m.end_at,"
         f" during = tstzrange(m.start_at - {BUFFER_BEFORE}, m.end_at + {BUFFER_AFTER}),"
         " version = reservation.version + 1, updated_at = %(now)s"
@@ -141,4 +151,3 @@ async def move(
         f" RETURNING {CHANGED}",
         {"ids": ids, "starts": starts, "ends": ends, "now": now},
     )
-    return await cur.fetchall()

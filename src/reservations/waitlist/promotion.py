@@ -40,6 +40,7 @@ from reservations.policy.rules import Reason
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
 from reservations.reservations.conflicts import blocking
+from reservations.reservations.repository import ReservationRow
 from reservations.tenancy.service import Principal, Role
 from reservations.waitlist import repository
 
@@ -69,7 +70,7 @@ async def promote(svc: Context, resource_id: UUID) -> list[UUID]:
 
 async def _promote_locked(
     svc: Context, conn: Conn, resource_id: UUID, entries: list[Any]
-) -> tuple[list[UUID], list[Any]]:
+) -> tuple[list[UUID], list[ReservationRow]]:
     now = svc.clock.now()
     resource = await resources.get(conn, tenant_id=entries[0]["tenant_id"], resource_id=resource_id)
     lapsed = [e["id"] for e in entries if resource is None or e["start_at"] <= now]
@@ -90,10 +91,10 @@ async def _promote_locked(
         now=now,
     )
     promoted: list[UUID] = []
-    holds: list[Any] = []
+    holds: list[ReservationRow] = []
     for entry in entries:
         during = policy.guarded(entry["start_at"], entry["end_at"])
-        near = [b for b in busy if b["during_start"] < during[1] and during[0] < b["during_end"]]
+        near = [b for b in busy if b.during_start < during[1] and during[0] < b.during_end]
         if blocking(
             near, now=now, capacity=target.capacity, quantity=entry["quantity"], during=during
         ):
@@ -112,7 +113,7 @@ async def _promote_locked(
             continue
         busy.append(hold)
         marked = await repository.set_status(
-            conn, entry_id=entry["id"], status="promoted", now=now, reservation_id=hold["id"]
+            conn, entry_id=entry["id"], status="promoted", now=now, reservation_id=hold.id
         )
         await repository.promoted_event(conn, tenant_id=entry["tenant_id"], entry=marked)
         promoted.append(entry["id"])
@@ -144,7 +145,7 @@ def _as_booker(
 
 async def _insert_hold(
     conn: Conn, entry: dict[str, Any], terms: admission.Terms, *, now: datetime
-) -> Any:
+) -> ReservationRow | None:
     """The entry's hold, in a savepoint: a refusal by the guards undoes only this try."""
     try:
         async with conn.transaction():
