@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
 from reservations.bookings import repository
 from reservations.bookings.evaluation import check_shape
 from reservations.bookings.recurrence import Occurrence
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import BookingCreate
 from reservations.catalog.repository import ResourceRow
 from reservations.errors import NotFound
@@ -57,7 +56,7 @@ async def insert_booking(
     zone: str,
     now: datetime,
     spanning: bool = False,
-) -> DictRow:
+) -> BookingRow:
     return await repository.insert(
         conn,
         booking_id=booking_id,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from reservations.events import repository as events
-from reservations.kit.db import Conn, fetch_all
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value
 from reservations.reservations.repository import (
     BUFFER_AFTER,
     BUFFER_BEFORE,
@@ -19,6 +19,25 @@ from reservations.reservations.repository import (
     ReservationRow,
 )
 from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRow:
+    """A `booking` row (COLUMNS); `exdates` is the stored JSON list of ISO 8601 strings."""
+
+    id: UUID
+    rrule: str | None
+    exdates: list[str]
+    timezone: str
+    mode: str
+    customer: str | None
+    metadata: dict[str, Any]
+    version: int
+    created_by: UUID
+    created_at: datetime
+    updated_at: datetime
+    spanning: bool
+
 
 COLUMNS = (
     "id, rrule, exdates, timezone, mode, customer, metadata, version, created_by,"
@@ -40,8 +59,10 @@ async def insert(
     created_by: UUID,
     now: datetime,
     spanning: bool = False,
-) -> DictRow:
-    cur = await conn.execute(
+) -> BookingRow:
+    row = await fetch_one(
+        conn,
+        BookingRow,
         "INSERT INTO booking (id, tenant_id, rrule, exdates, timezone, mode, customer,"
         " metadata, created_by, created_at, updated_at, spanning)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -61,38 +82,38 @@ async def insert(
             spanning,
         ),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
 async def get(
     conn: Conn, *, tenant_id: UUID, booking_id: UUID, owner: UUID | None, lock: bool = False
-) -> DictRow | None:
-    cur = await conn.execute(
+) -> BookingRow | None:
+    return await fetch_one(
+        conn,
+        BookingRow,
         f"SELECT {COLUMNS} FROM booking WHERE id = %(id)s AND tenant_id = %(tenant)s"
         + (" AND created_by = %(owner)s" if owner is not None else "")
         + (" FOR UPDATE" if lock else ""),
         {"id": booking_id, "tenant": tenant_id, "owner": owner},
     )
-    return await cur.fetchone()
 
 
 async def exists(conn: Conn, *, booking_id: UUID) -> bool:
-    cur = await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM booking WHERE id = %s) AS x", (booking_id,)
+    found = await fetch_value(
+        conn, bool, "SELECT EXISTS (SELECT 1 FROM booking WHERE id = %s) AS x", (booking_id,)
     )
-    row = await cur.fetchone()
-    return bool(row and row["x"])
+    return bool(found)
 
 
-async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> DictRow:
-    cur = await conn.execute(
+async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> BookingRow:
+    row = await fetch_one(
+        conn,
+        BookingRow,
         "UPDATE booking SET version = version + 1, updated_at = %s WHERE id = %s"
         f" RETURNING {COLUMNS}",
         (now, booking_id),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 

@@ -10,7 +10,6 @@ row written."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -20,6 +19,7 @@ from reservations.availability_map import store as availability_map
 from reservations.bookings import records, repository, spanning
 from reservations.bookings.evaluation import Series, booked, evaluate, occurrences_of
 from reservations.bookings.reply import booking_reply
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import (
     BookingCancel,
     BookingCreate,
@@ -145,7 +145,7 @@ async def _create(
             conn,
             caller,
             body,
-            booking_id=booking["id"],
+            booking_id=booking.id,
             candidates=candidates,
             terms=terms,
             now=now,
@@ -163,7 +163,7 @@ async def _create(
 
 
 async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
-    async def read(conn: Conn) -> tuple[Any, list[Any]]:
+    async def read(conn: Conn) -> tuple[BookingRow | None, list[ReservationRow]]:
         booking = await repository.get(
             conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
         )
@@ -174,7 +174,7 @@ async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
     booking, rows = await svc.at(booking_id).db.read(read)
     if booking is None:
         raise _not_found(booking_id)
-    if booking["spanning"]:  # each cluster holds its resources' reservations
+    if booking.spanning:  # each cluster holds its resources' reservations
         parts = await svc.shards.gather(
             lambda conn: repository.reservations(conn, booking_id=booking_id)
         )
@@ -187,22 +187,22 @@ async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
 
 async def _locked_booking(
     conn: Conn, caller: Principal, booking_id: UUID, expected_version: int | None
-) -> dict[str, Any]:
+) -> BookingRow:
     booking = await repository.get(
         conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner(), lock=True
     )
     if booking is None:
         raise _not_found(booking_id)
-    if booking["spanning"]:
+    if booking.spanning:
         raise BookingSpansClusters(
             "This booking's resources live on several database clusters; moving it as one "
             "is not supported yet. Move its reservations one by one (/v1/reservations/{id}),"
             " or cancel it and book again."
         )
-    if expected_version is not None and booking["version"] != expected_version:
+    if expected_version is not None and booking.version != expected_version:
         raise PreconditionFailed(
-            f"The booking is at version {booking['version']}; fetch it again and retry.",
-            current_version=booking["version"],
+            f"The booking is at version {booking.version}; fetch it again and retry.",
+            current_version=booking.version,
         )
     return booking
 
@@ -440,7 +440,7 @@ async def _move(
             now=now,
             override=change.override_rules,
         )
-        moves, candidates = _moves(svc, gate, change, booking["timezone"], live, found)
+        moves, candidates = _moves(svc, gate, change, booking.timezone, live, found)
         if refused := await admission.booker_refusals(conn, gate, candidates):
             first = min(refused)
             raise enforce.refuse([refused[first]], occurrence=live[first].start_at.isoformat())

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
 from reservations.bookings import records, repository
 from reservations.bookings.evaluation import Evaluation, Series, booked, evaluate
 from reservations.bookings.reply import booking_reply
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import BookingCreate, Mode
 from reservations.catalog import repository as resource_repo
 from reservations.catalog.repository import ResourceRow
@@ -128,14 +127,12 @@ async def _book(
     terms = await admission.settle(
         svc, conns[home], gate, candidates, here=svc.shards.by_name(home)
     )
-    booking: dict[str, Any] = {}
+    booking: BookingRow | None = None
     rows: list[ReservationRow] = []
     for name, rids in groups.items():
         conn = conns[name]
-        booking = dict(
-            await records.insert_booking(
-                conn, caller, body, booking_id=booking_id, zone=series.zone, now=now, spanning=True
-            )
+        booking = await records.insert_booking(
+            conn, caller, body, booking_id=booking_id, zone=series.zone, now=now, spanning=True
         )
         rows += await records.insert_reservations(
             conn,
@@ -147,6 +144,7 @@ async def _book(
             now=now,
         )
     rows.sort(key=lambda r: (r.start_at, str(r.resource_id)))
+    assert booking is not None  # every cluster of `groups` got the booking's row
     reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
     return reply, rows, evaluation.expired
 
@@ -221,10 +219,10 @@ async def change(
         booking = bookings[home_name]
         if booking is None:
             raise NotFound(f"No booking {booking_id} that your key may see.")
-        if expected_version is not None and booking["version"] != expected_version:
+        if expected_version is not None and booking.version != expected_version:
             raise PreconditionFailed(
-                f"The booking is at version {booking['version']}; fetch it again and retry.",
-                current_version=booking["version"],
+                f"The booking is at version {booking.version}; fetch it again and retry.",
+                current_version=booking.version,
             )
         now = svc.clock.now()  # after the locks
         chosen = {r.id for r in pick([r for part in rows.values() for r in part], now)}
@@ -246,10 +244,10 @@ async def change(
 
 async def _locked_everywhere(
     svc: Context, conns: dict[str, Conn], caller: Principal, booking_id: UUID
-) -> tuple[dict[str, DictRow | None], dict[str, list[ReservationRow]]]:
+) -> tuple[dict[str, BookingRow | None], dict[str, list[ReservationRow]]]:
     """The booking's row and reservations on every cluster, locked, each cluster's shard
     guards taken (a move of one of its logical shards is waited out)."""
-    bookings: dict[str, DictRow | None] = {}
+    bookings: dict[str, BookingRow | None] = {}
     rows: dict[str, list[ReservationRow]] = {}
     for name, conn in conns.items():
         bookings[name] = await repository.get(
@@ -264,7 +262,7 @@ async def _locked_everywhere(
 
 async def _set_status(
     conns: dict[str, Conn],
-    bookings: dict[str, DictRow | None],
+    bookings: dict[str, BookingRow | None],
     rows: dict[str, list[ReservationRow]],
     chosen: set[UUID],
     status: str,
