@@ -449,3 +449,54 @@ def test_capacity_round_trip_leaves_no_stale_bit(app_client: TestClient, tenant:
     assert r.status_code == 200, r.text
     again = tenant.admin.book(rid, start, end)
     assert again.status_code == 201, f"the free range was refused: {again.text}"
+
+
+def test_a_detail_keeps_its_stored_format_and_reads_back() -> None:
+    """The JSON kept beside the bits is the format entries already in Redis have (a refusal
+    reads what an older process wrote), built from a row as json_agg brings it (the create's
+    pre-check marks confirmed overlaps), and `Detail.from_json` reads back what was written."""
+    from reservations.reservations.repository import RangeRow
+
+    rid, kid, key = (
+        "0190f0a0-0000-7000-8000-000000000001",
+        "0190f0a0-0000-7000-8000-000000000002",
+        "0190f0a0-0000-7000-8000-000000000003",
+    )
+    row = RangeRow.from_json(
+        {
+            "id": rid,
+            "resource_id": kid,
+            "start_at": "2033-04-01T10:00:00+00:00",
+            "end_at": "2033-04-01T11:00:00+00:00",
+            "during_start": "2033-04-01T09:50:00+00:00",
+            "during_end": "2033-04-01T11:15:00+00:00",
+            "status": "held",
+            "quantity": 1,
+            "expires_at": "2033-04-01T09:00:00+00:00",
+            "created_by": key,
+            "version": 3,
+            "pooled": False,
+        }
+    )
+    (change,) = availability_map.changes([row], live=True)
+    assert change.detail == (
+        b'{"id":"' + rid.encode() + b'","start_at":"2033-04-01T10:00:00+00:00",'
+        b'"end_at":"2033-04-01T11:00:00+00:00","during_start":"2033-04-01T09:50:00+00:00",'
+        b'"during_end":"2033-04-01T11:15:00+00:00","status":"held",'
+        b'"expires_at":"2033-04-01T09:00:00+00:00","created_by":"' + key.encode() + b'"}'
+    )
+    detail = availability_map.Detail.from_json(change.detail, resource_id=UUID(kid))
+    assert (detail.id, detail.resource_id, detail.created_by) == (
+        row.id,
+        row.resource_id,
+        row.created_by,
+    )
+    assert (detail.start_at, detail.end_at, detail.during_start, detail.during_end) == (
+        row.start_at,
+        row.end_at,
+        row.during_start,
+        row.during_end,
+    )
+    assert (detail.status, detail.expires_at) == (row.status, row.expires_at)
+    assert detail.stale(datetime(2033, 4, 1, 9, tzinfo=UTC))
+    assert not detail.stale(datetime(2033, 4, 1, 8, 59, tzinfo=UTC))
