@@ -483,7 +483,7 @@ async def split_resource(ctx: Ctx, resource: UUID, ws: datetime, we: datetime) -
                 now=now,
             )
 
-    busy = [Busy(r["during_start"], r["during_end"], r["quantity"]) for r in await busy_rows()]
+    busy = [Busy(r.during_start, r.during_end, r.quantity) for r in await busy_rows()]
 
     def slots() -> Any:
         return compute(
@@ -559,8 +559,8 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
     busy_rows = await busy_all()
     by_resource: dict[UUID, list[Busy]] = {}
     for b in busy_rows:
-        by_resource.setdefault(b["resource_id"], []).append(
-            Busy(b["during_start"], b["during_end"], b["quantity"])
+        by_resource.setdefault(b.resource_id, []).append(
+            Busy(b.during_start, b.during_end, b.quantity)
         )
 
     # history_before=None: the windows lie weeks ahead, after any history horizon.

@@ -340,11 +340,21 @@ def measure(
 
 
 class _Capture:
-    """Stands in for the connection a repository function gets: keeps its SQL and params."""
+    """Stands in for the connection a repository function gets (and for the cursor of a
+    typed read, kit/db.py `fetch_all`): keeps its SQL and params."""
 
     def __init__(self) -> None:
         self.query = ""
         self.params: dict[str, Any] = {}
+
+    def cursor(self, **_: Any) -> _Capture:
+        return self
+
+    async def __aenter__(self) -> _Capture:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
 
     async def execute(self, query: str, params: dict[str, Any] | None = None, **_: Any) -> _Capture:
         if query.lstrip().upper().startswith(("SELECT", "WITH")):  # not BEGIN, SET, COMMIT

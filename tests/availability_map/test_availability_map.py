@@ -120,12 +120,14 @@ class MapMachine(RuleBasedStateMachine):
             LIVE_OVERLAPS, {"r": self.resources[r], "now": self.clock.now(), "s": s, "e": e}
         ).fetchall()
 
-    def map_says(self, r: int, start: datetime, end: datetime) -> list[dict[str, Any]] | None:
+    def map_says(
+        self, r: int, start: datetime, end: datetime
+    ) -> list[availability_map.Detail] | None:
         s, e = self.widened(r, start, end)
         call = functools.partial(
             self.svc.availability_map.refusal, UUID(self.resources[r]), s, e, now=self.clock.now()
         )
-        result: list[dict[str, Any]] | None = self.client.portal.call(call)  # type: ignore[union-attr]
+        result: list[availability_map.Detail] | None = self.client.portal.call(call)  # type: ignore[union-attr]
         return result
 
     def check(self, r: int, start: datetime, end: datetime) -> None:
@@ -133,7 +135,7 @@ class MapMachine(RuleBasedStateMachine):
         rows = self.truth(r, start, end)
         in_db = {row[0] for row in rows}
         refused = self.map_says(r, start, end)
-        named = {d["id"] for d in refused} if refused else set()
+        named = {str(d.id) for d in refused} if refused else set()
         where = f"resource {r} {iso(start)}..{iso(end)}; db={sorted(in_db)} map={sorted(named)}"
         if refused is not None:
             assert in_db, f"(a) the map refused a free range: {where}"
@@ -426,10 +428,10 @@ def test_an_expired_hold_is_not_named_beside_a_confirmed_neighbour(
     firm = tenant.booker.book(room, "2033-04-03T11:00:00Z", "2033-04-03T12:00:00Z")
     assert (held.status_code, firm.status_code) == (201, 201)
     span = ("2033-04-03T10:30:00Z", "2033-04-03T11:30:00Z")
-    named = {d["id"] for d in refusal(app_client, room, *span)}
+    named = {str(d.id) for d in refusal(app_client, room, *span)}
     assert named == {held.json()["id"], firm.json()["id"]}
     clock.advance(timedelta(seconds=61))
-    named = {d["id"] for d in refusal(app_client, room, *span)}
+    named = {str(d.id) for d in refusal(app_client, room, *span)}
     assert named == {firm.json()["id"]}
 
 
@@ -447,3 +449,54 @@ def test_capacity_round_trip_leaves_no_stale_bit(app_client: TestClient, tenant:
     assert r.status_code == 200, r.text
     again = tenant.admin.book(rid, start, end)
     assert again.status_code == 201, f"the free range was refused: {again.text}"
+
+
+def test_a_detail_keeps_its_stored_format_and_reads_back() -> None:
+    """The JSON kept beside the bits is the format entries already in Redis have (a refusal
+    reads what an older process wrote), built from a row as json_agg brings it (the create's
+    pre-check marks confirmed overlaps), and `Detail.from_json` reads back what was written."""
+    from reservations.reservations.repository import RangeRow
+
+    rid, kid, key = (
+        "0190f0a0-0000-7000-8000-000000000001",
+        "0190f0a0-0000-7000-8000-000000000002",
+        "0190f0a0-0000-7000-8000-000000000003",
+    )
+    row = RangeRow.from_json(
+        {
+            "id": rid,
+            "resource_id": kid,
+            "start_at": "2033-04-01T10:00:00+00:00",
+            "end_at": "2033-04-01T11:00:00+00:00",
+            "during_start": "2033-04-01T09:50:00+00:00",
+            "during_end": "2033-04-01T11:15:00+00:00",
+            "status": "held",
+            "quantity": 1,
+            "expires_at": "2033-04-01T09:00:00+00:00",
+            "created_by": key,
+            "version": 3,
+            "pooled": False,
+        }
+    )
+    (change,) = availability_map.changes([row], live=True)
+    assert change.detail == (
+        b'{"id":"' + rid.encode() + b'","start_at":"2033-04-01T10:00:00+00:00",'
+        b'"end_at":"2033-04-01T11:00:00+00:00","during_start":"2033-04-01T09:50:00+00:00",'
+        b'"during_end":"2033-04-01T11:15:00+00:00","status":"held",'
+        b'"expires_at":"2033-04-01T09:00:00+00:00","created_by":"' + key.encode() + b'"}'
+    )
+    detail = availability_map.Detail.from_json(change.detail, resource_id=UUID(kid))
+    assert (detail.id, detail.resource_id, detail.created_by) == (
+        row.id,
+        row.resource_id,
+        row.created_by,
+    )
+    assert (detail.start_at, detail.end_at, detail.during_start, detail.during_end) == (
+        row.start_at,
+        row.end_at,
+        row.during_start,
+        row.during_end,
+    )
+    assert (detail.status, detail.expires_at) == (row.status, row.expires_at)
+    assert detail.stale(datetime(2033, 4, 1, 9, tzinfo=UTC))
+    assert not detail.stale(datetime(2033, 4, 1, 8, 59, tzinfo=UTC))

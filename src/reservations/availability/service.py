@@ -4,7 +4,6 @@ slots.compute, fed with the rows it needs."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 from reservations.availability.schemas import (
@@ -33,6 +32,7 @@ from reservations.policy.model import Policy
 from reservations.policy.usage import Busy, Usage
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
+from reservations.reservations.repository import RangeRow
 from reservations.tenancy.service import Principal
 
 
@@ -58,8 +58,8 @@ def _bookable_length(svc: Context, duration: timedelta | None, where: str) -> No
         )
 
 
-def _busy(rows: list[Any]) -> list[Busy]:
-    return [Busy(r["during_start"], r["during_end"], r["quantity"]) for r in rows]
+def _busy(rows: list[RangeRow]) -> list[Busy]:
+    return [Busy(r.during_start, r.during_end, r.quantity) for r in rows]
 
 
 async def _booker_blocked(
@@ -107,7 +107,9 @@ async def for_resource(
     _ask_errors(svc, window_start, window_end, duration)
     now = svc.clock.now()
 
-    async def read(conn: Conn) -> tuple[ResourceRow | None, list[Any], list[Span], datetime | None]:
+    async def read(
+        conn: Conn,
+    ) -> tuple[ResourceRow | None, list[RangeRow], list[Span], datetime | None]:
         return await _resource_rows(
             conn, caller, resource_id, window=(window_start, window_end), customer=customer, now=now
         )
@@ -157,7 +159,7 @@ async def _resource_rows(
     window: Span,
     customer: str | None,
     now: datetime,
-) -> tuple[ResourceRow | None, list[Any], list[Span], datetime | None]:
+) -> tuple[ResourceRow | None, list[RangeRow], list[Span], datetime | None]:
     """What one resource's availability is computed from: its row (None when the caller's
     tenant has no such resource), the live reservations around the window, the spans the
     booker may not start in, and the history horizon."""
@@ -259,7 +261,7 @@ def _earliest(
 
 # One shard's part of a search: its candidate rows (the first MAX_SEARCH_RESOURCES by id), their
 # policies, their live reservations, the shard's history horizon, and whether none were left out.
-_Candidates = tuple[list[ResourceRow], dict[UUID, Policy], list[Any], datetime | None, bool]
+_Candidates = tuple[list[ResourceRow], dict[UUID, Policy], list[RangeRow], datetime | None, bool]
 
 
 async def search(svc: Context, caller: Principal, body: SearchRequest) -> SearchPage:
@@ -328,8 +330,8 @@ def _hits(
     for rows, policies, busy_rows, history_before, _ in shards:
         by_resource: dict[UUID, list[Busy]] = {}
         for b in busy_rows:
-            by_resource.setdefault(b["resource_id"], []).append(
-                Busy(b["during_start"], b["during_end"], b["quantity"])
+            by_resource.setdefault(b.resource_id, []).append(
+                Busy(b.during_start, b.during_end, b.quantity)
             )
         for row in rows:
             if row.id not in keep:

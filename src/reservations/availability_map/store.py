@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
@@ -128,19 +128,83 @@ def touched(start: datetime, end: datetime) -> list[int]:
     return list(range(first, last + 1))
 
 
-def _detail(row: dict[str, Any]) -> bytes:
+class Booked(Protocol):
+    """A reservation row as the map reads it (repository.CHANGED's columns). A protocol: the
+    reservations domain's row classes fit it, and the map, a layer below, imports none."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def resource_id(self) -> UUID: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def pooled(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def start_at(self) -> datetime: ...
+    @property
+    def end_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def created_by(self) -> UUID: ...
+    @property
+    def during_start(self) -> datetime: ...
+    @property
+    def during_end(self) -> datetime: ...
+
+
+def _detail(row: Booked) -> bytes:
     return orjson.dumps(
         {
-            "id": str(row["id"]),
-            "start_at": row["start_at"].isoformat(),
-            "end_at": row["end_at"].isoformat(),
-            "during_start": row["during_start"].isoformat(),
-            "during_end": row["during_end"].isoformat(),
-            "status": row["status"],
-            "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
-            "created_by": str(row["created_by"]),
+            "id": str(row.id),
+            "start_at": row.start_at.isoformat(),
+            "end_at": row.end_at.isoformat(),
+            "during_start": row.during_start.isoformat(),
+            "during_end": row.during_end.isoformat(),
+            "status": row.status,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+            "created_by": str(row.created_by),
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """A live reservation as the map keeps it beside the bits (`_detail`'s JSON), read back
+    for a refusal; `resource_id` is the resource whose day holds it."""
+
+    id: UUID
+    resource_id: UUID
+    start_at: datetime
+    end_at: datetime
+    during_start: datetime
+    during_end: datetime
+    status: str
+    expires_at: datetime | None
+    created_by: UUID
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, *, resource_id: UUID) -> Detail:
+        d = orjson.loads(raw)
+        expires = d["expires_at"]
+        return cls(
+            id=UUID(d["id"]),
+            resource_id=resource_id,
+            start_at=datetime.fromisoformat(d["start_at"]),
+            end_at=datetime.fromisoformat(d["end_at"]),
+            during_start=datetime.fromisoformat(d["during_start"]),
+            during_end=datetime.fromisoformat(d["during_end"]),
+            status=d["status"],
+            expires_at=datetime.fromisoformat(expires) if expires is not None else None,
+            created_by=UUID(d["created_by"]),
+        )
+
+    def stale(self, now: datetime) -> bool:
+        """A hold past its expiry: it blocks no one."""
+        return self.status == "held" and self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +237,7 @@ class Change:
 
 
 def changes(
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[Booked],
     *,
     live: bool,
     was: dict[UUID, tuple[datetime, datetime]] | None = None,
@@ -184,20 +248,20 @@ def changes(
     capacity 1. (A capacity change also repairs the resource's days; see resources.service.)"""
     out = []
     for row in rows:
-        if live and row["pooled"]:
+        if live and row.pooled:
             continue
         mark = live
         out.append(
             Change(
-                resource_id=row["resource_id"],
-                reservation_id=row["id"],
-                version=row["version"],
-                start=row["during_start"],
-                end=row["during_end"],
+                resource_id=row.resource_id,
+                reservation_id=row.id,
+                version=row.version,
+                start=row.during_start,
+                end=row.during_end,
                 live=mark,
-                confirmed=mark and row["status"] == "confirmed",
+                confirmed=mark and row.status == "confirmed",
                 detail=_detail(row) if mark else b"",
-                was=(was or {}).get(row["id"]),
+                was=(was or {}).get(row.id),
             )
         )
     return out
@@ -216,7 +280,7 @@ class AvailabilityMap:
 
     async def refusal(
         self, resource_id: UUID, start: datetime, end: datetime, *, now: datetime
-    ) -> list[dict[str, Any]] | None:
+    ) -> list[Detail] | None:
         """The live reservations in the way of guarded range [start, end), if the map is
         certain there are some (the range fully covers a marked granule); else None."""
         spans = covered(start, end)
@@ -240,23 +304,19 @@ class AvailabilityMap:
         if not any(result[: len(spans)]):
             AVAILABILITY_MAP_DECISIONS.labels("pass").inc()
             return None
-        in_way: dict[str, dict[str, Any]] = {}
+        in_way: dict[UUID, Detail] = {}
         for values in result[len(spans) :]:
             for raw in values:
-                d = orjson.loads(raw)
-                for key in ("start_at", "end_at", "during_start", "during_end", "expires_at"):
-                    if d[key] is not None:
-                        d[key] = datetime.fromisoformat(d[key])
-                stale = d["status"] == "held" and d["expires_at"] <= now
-                if not stale and d["during_start"] < end and start < d["during_end"]:
-                    in_way[d["id"]] = d
-        if not any(d["status"] == "confirmed" for d in in_way.values()):
+                d = Detail.from_json(raw, resource_id=resource_id)
+                if not d.stale(now) and d.during_start < end and start < d.during_end:
+                    in_way[d.id] = d
+        if not any(d.status == "confirmed" for d in in_way.values()):
             AVAILABILITY_MAP_DECISIONS.labels(
                 "pass"
             ).inc()  # bits without details: let the database say
             return None
         AVAILABILITY_MAP_DECISIONS.labels("refuse").inc()
-        return sorted(in_way.values(), key=lambda d: (d["start_at"], d["id"]))
+        return sorted(in_way.values(), key=lambda d: (d.start_at, d.id))
 
     async def apply(self, changes: Iterable[Change]) -> None:
         """Record committed changes (after COMMIT). Failures are left to the repair job.
@@ -289,9 +349,7 @@ class AvailabilityMap:
 
         await self.tier.run("map_apply", call, essential=clears)
 
-    async def repair_day(
-        self, resource_id: UUID, day: int, live: Sequence[dict[str, Any]]
-    ) -> int | None:
+    async def repair_day(self, resource_id: UUID, day: int, live: Sequence[Booked]) -> int | None:
         """Rebuild one day of a resource from its live rows (repository.CHANGED columns).
         Returns how many entries were wrong, or None if Redis could not be reached."""
         args: list[str] = [str(self.ttl)]

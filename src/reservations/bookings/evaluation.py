@@ -18,6 +18,7 @@ from reservations.policy.model import Policy
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
+from reservations.reservations.repository import RangeRow
 
 MAX_RESERVATIONS = 1_000
 
@@ -71,7 +72,7 @@ class Evaluation:
     def __init__(self, occurrences: list[Occurrence]) -> None:
         self.occurrences = occurrences
         self.reasons: list[list[dict[str, Any]]] = [[] for _ in occurrences]
-        self.expired: list[dict[str, Any]] = []  # stale holds expired on the way
+        self.expired: list[RangeRow] = []  # stale holds expired on the way
 
     def add(self, index: int, reason: dict[str, Any]) -> None:
         self.reasons[index].append(reason)
@@ -144,16 +145,16 @@ async def evaluate(
 
 async def _busy(
     conn: Conn, targets: dict[UUID, admission.Target], *, lo: datetime, hi: datetime, now: datetime
-) -> dict[UUID, list[dict[str, Any]]]:
+) -> dict[UUID, list[RangeRow]]:
     """The live rows each resource holds around [lo, hi), widened by the largest buffers."""
     ids = list(targets)
     before = max(t.policy.buffer_before for t in targets.values())
     after = max(t.policy.buffer_after for t in targets.values())
-    busy: dict[UUID, list[dict[str, Any]]] = {rid: [] for rid in ids}
+    busy: dict[UUID, list[RangeRow]] = {rid: [] for rid in ids}
     for row in await reservation_repo.busy_between(
         conn, resource_ids=ids, start=lo - before, end=hi + after, now=now
     ):
-        busy[row["resource_id"]].append(row)
+        busy[row.resource_id].append(row)
     return busy
 
 
@@ -182,7 +183,7 @@ def _met(
     gate: admission.Gate,
     rid: UUID,
     candidate: admission.Candidate,
-    busy: list[dict[str, Any]],
+    busy: list[RangeRow],
 ) -> list[dict[str, Any]]:
     """What one occurrence meets on one resource: the rules it breaks, then the live rows in
     its way (any overlap, or for a pooled resource too little capacity left)."""
@@ -192,7 +193,7 @@ def _met(
     ]
     target = candidate.resource
     during = target.policy.guarded(candidate.start, candidate.end)
-    near = [r for r in busy if r["during_start"] < during[1] and during[0] < r["during_end"]]
+    near = [r for r in busy if r.during_start < during[1] and during[0] < r.during_end]
     in_way = blocking(
         near, now=gate.now, capacity=target.capacity, quantity=candidate.quantity, during=during
     )

@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
 from reservations.bookings import repository
 from reservations.bookings.evaluation import check_shape
 from reservations.bookings.recurrence import Occurrence
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import BookingCreate
 from reservations.catalog.repository import ResourceRow
 from reservations.errors import NotFound
@@ -19,6 +18,7 @@ from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7_beside
 from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
+from reservations.reservations.repository import ReservationRow
 from reservations.tenancy.service import Principal
 
 
@@ -56,7 +56,7 @@ async def insert_booking(
     zone: str,
     now: datetime,
     spanning: bool = False,
-) -> DictRow:
+) -> BookingRow:
     return await repository.insert(
         conn,
         booking_id=booking_id,
@@ -82,7 +82,7 @@ async def insert_reservations(
     candidates: list[admission.Candidate],
     terms: admission.Terms,
     now: datetime,
-) -> list[DictRow]:
+) -> list[ReservationRow]:
     """The candidates' reservations, all or none (under the locks a resource cannot be
     archived meanwhile; if one were, nothing is booked)."""
     rows = await reservation_repo.insert_many(

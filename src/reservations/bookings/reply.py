@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import BookingRead, OccurrenceReport
 from reservations.kit.idempotency import Reply
+from reservations.reservations.repository import ReservationRow
 from reservations.reservations.schemas import ReservationRead, Status
 
 
 def booking_reply(
-    booking: dict[str, Any],
-    rows: list[dict[str, Any]],
+    booking: BookingRow,
+    rows: list[ReservationRow],
     now: datetime,
     *,
     status: int = 200,
@@ -30,22 +31,22 @@ def booking_reply(
         else "cancelled"
     )
     body = BookingRead(
-        id=booking["id"],
+        id=booking.id,
         status=state,
-        rrule=booking["rrule"],
-        exdates=booking["exdates"],
-        timezone=booking["timezone"],
-        mode=booking["mode"],
-        customer=booking["customer"],
-        metadata=booking["metadata"],
-        version=booking["version"],
-        created_at=booking["created_at"],
-        updated_at=booking["updated_at"],
+        rrule=booking.rrule,
+        exdates=booking.exdates,
+        timezone=booking.timezone,
+        mode=booking.mode,
+        customer=booking.customer,
+        metadata=booking.metadata,
+        version=booking.version,
+        created_at=booking.created_at,
+        updated_at=booking.updated_at,
         reservations=reads,
         report=report,
     )
-    headers = {"ETag": f'"{booking["version"]}"'}
+    headers = {"ETag": f'"{booking.version}"'}
     if status == 201:
-        headers["Location"] = f"/v1/bookings/{booking['id']}"
+        headers["Location"] = f"/v1/bookings/{booking.id}"
     dumped = body.model_dump_json(exclude={"report"} if report is None else None)
     return Reply(status=status, body=dumped, headers=headers)

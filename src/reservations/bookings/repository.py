@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from reservations.events import repository as events
-from reservations.kit.db import Conn
-from reservations.reservations.repository import BUFFER_AFTER, BUFFER_BEFORE, CHANGED
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value
+from reservations.reservations.repository import (
+    BUFFER_AFTER,
+    BUFFER_BEFORE,
+    CHANGED,
+    RangeRow,
+    ReservationRow,
+)
 from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRow:
+    """A `booking` row (COLUMNS); `exdates` is the stored JSON list of ISO 8601 strings."""
+
+    id: UUID
+    rrule: str | None
+    exdates: list[str]
+    timezone: str
+    mode: str
+    customer: str | None
+    metadata: dict[str, Any]
+    version: int
+    created_by: UUID
+    created_at: datetime
+    updated_at: datetime
+    spanning: bool
+
 
 COLUMNS = (
     "id, rrule, exdates, timezone, mode, customer, metadata, version, created_by,"
@@ -34,8 +59,10 @@ async def insert(
     created_by: UUID,
     now: datetime,
     spanning: bool = False,
-) -> DictRow:
-    cur = await conn.execute(
+) -> BookingRow:
+    row = await fetch_one(
+        conn,
+        BookingRow,
         "INSERT INTO booking (id, tenant_id, rrule, exdates, timezone, mode, customer,"
         " metadata, created_by, created_at, updated_at, spanning)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -55,65 +82,67 @@ async def insert(
             spanning,
         ),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
 async def get(
     conn: Conn, *, tenant_id: UUID, booking_id: UUID, owner: UUID | None, lock: bool = False
-) -> DictRow | None:
-    cur = await conn.execute(
+) -> BookingRow | None:
+    return await fetch_one(
+        conn,
+        BookingRow,
         f"SELECT {COLUMNS} FROM booking WHERE id = %(id)s AND tenant_id = %(tenant)s"
         + (" AND created_by = %(owner)s" if owner is not None else "")
         + (" FOR UPDATE" if lock else ""),
         {"id": booking_id, "tenant": tenant_id, "owner": owner},
     )
-    return await cur.fetchone()
 
 
 async def exists(conn: Conn, *, booking_id: UUID) -> bool:
-    cur = await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM booking WHERE id = %s) AS x", (booking_id,)
+    found = await fetch_value(
+        conn, bool, "SELECT EXISTS (SELECT 1 FROM booking WHERE id = %s) AS x", (booking_id,)
     )
-    row = await cur.fetchone()
-    return bool(row and row["x"])
+    return bool(found)
 
 
-async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> DictRow:
-    cur = await conn.execute(
+async def touch(conn: Conn, *, booking_id: UUID, now: datetime) -> BookingRow:
+    row = await fetch_one(
+        conn,
+        BookingRow,
         "UPDATE booking SET version = version + 1, updated_at = %s WHERE id = %s"
         f" RETURNING {COLUMNS}",
         (now, booking_id),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
-async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> list[DictRow]:
+async def reservations(conn: Conn, *, booking_id: UUID, lock: bool = False) -> list[ReservationRow]:
     """The booking's reservations, with those in history; with lock, only the live ones (the
     history is read-only), FOR UPDATE."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        ReservationRow,
         f"SELECT {RESERVATION_COLUMNS} FROM {'reservation' if lock else 'reservation_all'}"
         " WHERE booking_id = %s"
         " ORDER BY start_at, resource_id" + (" FOR UPDATE" if lock else ""),
         (booking_id,),
     )
-    return await cur.fetchall()
 
 
 async def set_status(
     conn: Conn, *, reservation_ids: list[UUID], status: str, now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     await events.lock_sequences(conn, reservation_ids=reservation_ids)
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET status = %s, expires_at = NULL, needs_approval = false,"
         " version = version + 1,"
         f" updated_at = %s WHERE id = ANY(%s) RETURNING {CHANGED}",
         (status, now, reservation_ids),
     )
-    return await cur.fetchall()
 
 
 async def defer_guards(conn: Conn) -> None:
@@ -126,12 +155,14 @@ async def defer_guards(conn: Conn) -> None:
 
 async def move(
     conn: Conn, *, moves: list[tuple[UUID, datetime, datetime]], now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Set (id, start, end) for rows the caller holds locked; `during` follows with the
     resource's current buffers."""
     ids, starts, ends = (list(col) for col in zip(*moves, strict=True))
     await events.lock_sequences(conn, reservation_ids=ids)
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET start_at = m.start_at, end_at = m.end_at,"
         f" during = tstzrange(m.start_at - {BUFFER_BEFORE}, m.end_at + {BUFFER_AFTER}),"
         " version = reservation.version + 1, updated_at = %(now)s"
@@ -141,4 +172,3 @@ async def move(
         f" RETURNING {CHANGED}",
         {"ids": ids, "starts": starts, "ends": ends, "now": now},
     )
-    return await cur.fetchall()

@@ -10,17 +10,16 @@ row written."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from psycopg import errors as pg_errors
-from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
 from reservations.bookings import records, repository, spanning
 from reservations.bookings.evaluation import Series, booked, evaluate, occurrences_of
 from reservations.bookings.reply import booking_reply
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import (
     BookingCancel,
     BookingCreate,
@@ -49,6 +48,7 @@ from reservations.policy import enforce
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
+from reservations.reservations.repository import RangeRow, ReservationRow
 from reservations.reservations.schemas import Status, is_stale_hold
 from reservations.reservations.service import check_override
 from reservations.tenancy.service import Principal, Role
@@ -93,7 +93,7 @@ async def create(
             "A concurrent change took part of these ranges; nothing was booked. Retry."
         ) from None
     if rows:
-        metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
+        metrics.RESERVATIONS_CREATED.labels(rows[0].status).inc(len(rows))
     return reply
 
 
@@ -145,12 +145,12 @@ async def _create(
             conn,
             caller,
             body,
-            booking_id=booking["id"],
+            booking_id=booking.id,
             candidates=candidates,
             terms=terms,
             now=now,
         )
-        rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
+        rows.sort(key=lambda r: (r.start_at, str(r.resource_id)))
         reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
         await record(idem, conn, reply, now=now)
         svc.map_after_commit(
@@ -158,12 +158,12 @@ async def _create(
             availability_map.changes(rows, live=True)
             + availability_map.changes(evaluation.expired, live=False),
         )
-    metrics.RESERVATIONS_CREATED.labels(rows[0]["status"]).inc(len(rows))
+    metrics.RESERVATIONS_CREATED.labels(rows[0].status).inc(len(rows))
     return reply
 
 
 async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
-    async def read(conn: Conn) -> tuple[Any, list[Any]]:
+    async def read(conn: Conn) -> tuple[BookingRow | None, list[ReservationRow]]:
         booking = await repository.get(
             conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner()
         )
@@ -174,35 +174,35 @@ async def get(svc: Context, caller: Principal, booking_id: UUID) -> Reply:
     booking, rows = await svc.at(booking_id).db.read(read)
     if booking is None:
         raise _not_found(booking_id)
-    if booking["spanning"]:  # each cluster holds its resources' reservations
+    if booking.spanning:  # each cluster holds its resources' reservations
         parts = await svc.shards.gather(
             lambda conn: repository.reservations(conn, booking_id=booking_id)
         )
         rows = sorted(
             (r for part in parts for r in part),
-            key=lambda r: (r["start_at"], str(r["resource_id"])),
+            key=lambda r: (r.start_at, str(r.resource_id)),
         )
     return booking_reply(booking, rows, svc.clock.now())
 
 
 async def _locked_booking(
     conn: Conn, caller: Principal, booking_id: UUID, expected_version: int | None
-) -> dict[str, Any]:
+) -> BookingRow:
     booking = await repository.get(
         conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner(), lock=True
     )
     if booking is None:
         raise _not_found(booking_id)
-    if booking["spanning"]:
+    if booking.spanning:
         raise BookingSpansClusters(
             "This booking's resources live on several database clusters; moving it as one "
             "is not supported yet. Move its reservations one by one (/v1/reservations/{id}),"
             " or cancel it and book again."
         )
-    if expected_version is not None and booking["version"] != expected_version:
+    if expected_version is not None and booking.version != expected_version:
         raise PreconditionFailed(
-            f"The booking is at version {booking['version']}; fetch it again and retry.",
-            current_version=booking["version"],
+            f"The booking is at version {booking.version}; fetch it again and retry.",
+            current_version=booking.version,
         )
     return booking
 
@@ -270,7 +270,7 @@ async def _change_here(
             if admit is not None:
                 await admit(conn, chosen, now)
             changed = await repository.set_status(
-                conn, reservation_ids=[r["id"] for r in chosen], status=status, now=now
+                conn, reservation_ids=[r.id for r in chosen], status=status, now=now
             )
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
@@ -282,60 +282,66 @@ async def _change_here(
 
 
 async def _admit_confirm(
-    svc: Context, conn: Conn, caller: Principal, held: list[dict[str, Any]], now: datetime
+    svc: Context, conn: Conn, caller: Principal, held: list[ReservationRow], now: datetime
 ) -> None:
     """Admission's word on confirming these holds (approval, as the resources ask now)."""
     found = {
         r.id: admission.Target.of(r)
         for r in await resource_repo.get_many(
-            conn, tenant_id=caller.tenant_id, resource_ids=sorted({h["resource_id"] for h in held})
+            conn, tenant_id=caller.tenant_id, resource_ids=sorted({h.resource_id for h in held})
         )
     }
-    if any(h["resource_id"] not in found for h in held):
+    if any(h.resource_id not in found for h in held):
         raise ReservationNotLive("A resource of this booking is archived.")
     gate = admission.Gate(actor=caller, change=admission.Change.confirm, now=now)
     await admission.settle_each(
-        svc, conn, gate, [admission.Candidate.as_is(found[h["resource_id"]], h) for h in held]
+        svc, conn, gate, [admission.Candidate.as_is(found[h.resource_id], h) for h in held]
     )
 
 
-def to_confirm(rows: list[dict[str, Any]], caller: Principal, now: datetime) -> list[Any]:
+def to_confirm(
+    rows: list[ReservationRow], caller: Principal, now: datetime
+) -> list[ReservationRow]:
     """The held reservations a confirm changes; refuses unless all of them can be."""
-    held = [r for r in rows if r["status"] == Status.held]
-    if any(r["needs_approval"] for r in held) and caller.role is not Role.admin:
+    held = [r for r in rows if r.status == Status.held]
+    if any(r.needs_approval for r in held) and caller.role is not Role.admin:
         raise ApprovalRequired(
             "An admin must approve this booking's reservations (or confirm the booking)."
         )
     gone = [r for r in held if is_stale_hold(r, now)]
-    gone += [r for r in rows if r["status"] == Status.expired] if held else []
+    gone += [r for r in rows if r.status == Status.expired] if held else []
     if gone:
         raise HoldExpired(
             f"{len(gone)} hold(s) of this booking expired; nothing was confirmed. Book again."
         )
-    if not held and not any(r["status"] == Status.confirmed for r in rows):
-        if any(r["status"] == Status.expired for r in rows):
+    if not held and not any(r.status == Status.confirmed for r in rows):
+        if any(r.status == Status.expired for r in rows):
             raise HoldExpired("The holds of this booking expired; nothing was confirmed.")
         raise ReservationNotLive("Nothing in this booking is live; book again.")
     return held
 
 
-def to_cancel(rows: list[dict[str, Any]], change: BookingCancel, now: datetime) -> list[Any]:
+def to_cancel(
+    rows: list[ReservationRow], change: BookingCancel, now: datetime
+) -> list[ReservationRow]:
     """The live reservations in the cancel's scope."""
     return [
         r
         for r in _in_scope(rows, change)
-        if r["status"] in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
+        if r.status in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
     ]
 
 
-def _in_scope(rows: list[dict[str, Any]], change: BookingCancel | BookingMove) -> list[Any]:
+def _in_scope(
+    rows: list[ReservationRow], change: BookingCancel | BookingMove
+) -> list[ReservationRow]:
     if change.scope is Scope.all:
         return rows
     assert change.occurrence is not None
     if change.scope is Scope.occurrence:
-        picked = [r for r in rows if r["start_at"] == change.occurrence]
+        picked = [r for r in rows if r.start_at == change.occurrence]
     else:
-        picked = [r for r in rows if r["start_at"] >= change.occurrence]
+        picked = [r for r in rows if r.start_at >= change.occurrence]
     if not picked:
         raise NotFound(
             f"No occurrence of this booking starts at {change.occurrence.isoformat()}; use "
@@ -359,14 +365,14 @@ async def cancel(
     )  # fmt: skip
 
 
-def _moved(row: dict[str, Any], move: BookingMove, zone: str) -> tuple[datetime, datetime]:
+def _moved(row: ReservationRow, move: BookingMove, zone: str) -> tuple[datetime, datetime]:
     """Shift the start in local wall time (RFC 5545 placement for gaps and folds)."""
-    start = row["start_at"]
+    start = row.start_at
     if move.shift:  # no shift: keep the instant (it may be the second pass of a fold)
         tz = ZoneInfo(zone)
         wall = start.astimezone(tz).replace(tzinfo=None) + move.shift
         start = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    end = start + (move.duration or row["end_at"] - row["start_at"])
+    end = start + (move.duration or row.end_at - row.start_at)
     if not (start >= EARLIEST and end < LATEST):
         raise InvalidInput(
             "The moved booking would fall outside 1970-9000; use a smaller shift.",
@@ -411,14 +417,14 @@ async def _move(
         if booking is None:
             raise _not_found(booking_id)
         rows = await repository.reservations(conn, booking_id=booking_id)
-        resource_ids = sorted({r["resource_id"] for r in rows})
+        resource_ids = sorted({r.resource_id for r in rows})
         await _lock_all(conn, resource_ids)  # resource locks before row locks, as everywhere
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         live = [
             r
             for r in _in_scope(rows, change)
-            if r["status"] in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
+            if r.status in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
         ]
         if not live:
             raise ReservationNotLive("No live reservation of this booking is in scope.")
@@ -434,10 +440,10 @@ async def _move(
             now=now,
             override=change.override_rules,
         )
-        moves, candidates = _moves(svc, gate, change, booking["timezone"], live, found)
+        moves, candidates = _moves(svc, gate, change, booking.timezone, live, found)
         if refused := await admission.booker_refusals(conn, gate, candidates):
             first = min(refused)
-            raise enforce.refuse([refused[first]], occurrence=live[first]["start_at"].isoformat())
+            raise enforce.refuse([refused[first]], occurrence=live[first].start_at.isoformat())
         terms = await admission.settle_each(svc, conn, gate, candidates)
         expired = await _expire_in_the_way(conn, resource_ids, live, moves, now)
         await _refuse_overlaps(conn, caller, live, moves, found, now)
@@ -450,7 +456,7 @@ async def _move(
                 )
         booking = await repository.touch(conn, booking_id=booking_id, now=now)
         rows = await repository.reservations(conn, booking_id=booking_id)
-        was = {r["id"]: (r["during_start"], r["during_end"]) for r in live}
+        was = {r.id: (r.during_start, r.during_end) for r in live}
         marks = availability_map.changes(moved, live=True, was=was)
         svc.map_after_commit(unit, marks + availability_map.changes(expired, live=False))
     return booking_reply(booking, rows, now)
@@ -461,7 +467,7 @@ def _moves(
     gate: admission.Gate,
     change: BookingMove,
     zone: str,
-    live: list[DictRow],
+    live: list[ReservationRow],
     found: dict[UUID, ResourceRow],
 ) -> tuple[list[tuple[UUID, datetime, datetime]], list[admission.Candidate]]:
     """Where each live reservation in scope goes, and its candidate for admission; refused
@@ -469,16 +475,16 @@ def _moves(
     moves, candidates = [], []
     for row in live:
         start, end = _moved(row, change, zone)
-        resource = found.get(row["resource_id"])
+        resource = found.get(row.resource_id)
         if resource is None:
             raise ReservationNotLive("A resource of this booking is archived.")
         candidate = admission.Candidate.moved(
-            admission.Target.of(resource), row, start=start, end=end, customer=row["customer"]
+            admission.Target.of(resource), row, start=start, end=end, customer=row.customer
         )
         admission.check_length(svc, start, end)
         if violations := admission.violations(gate, candidate):
-            raise enforce.refuse(violations, occurrence=row["start_at"].isoformat())
-        moves.append((row["id"], start, end))
+            raise enforce.refuse(violations, occurrence=row.start_at.isoformat())
+        moves.append((row.id, start, end))
         candidates.append(candidate)
     return moves, candidates
 
@@ -486,14 +492,14 @@ def _moves(
 async def _expire_in_the_way(
     conn: Conn,
     resource_ids: list[UUID],
-    live: list[DictRow],
+    live: list[ReservationRow],
     moves: list[tuple[UUID, datetime, datetime]],
     now: datetime,
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Holds past their expiry must not stand in the way of the moved ranges."""
-    expired: list[DictRow] = []
+    expired: list[RangeRow] = []
     for rid in resource_ids:
-        mine = [m for m, r in zip(moves, live, strict=True) if r["resource_id"] == rid]
+        mine = [m for m, r in zip(moves, live, strict=True) if r.resource_id == rid]
         if mine:
             expired += await reservation_repo.expire_stale_holds(
                 conn,
@@ -508,7 +514,7 @@ async def _expire_in_the_way(
 async def _refuse_overlaps(
     conn: Conn,
     caller: Principal,
-    live: list[dict[str, Any]],
+    live: list[ReservationRow],
     moves: list[tuple[UUID, datetime, datetime]],
     found: dict[UUID, ResourceRow],
     now: datetime,
@@ -517,24 +523,24 @@ async def _refuse_overlaps(
     moving = {m[0] for m in moves}
     lo = min(m[1] for m in moves) - timedelta(days=1)
     hi = max(m[2] for m in moves) + timedelta(days=1)
-    busy: dict[UUID, list[dict[str, Any]]] = {}
-    for row in await reservation_repo.busy_between(
+    busy: dict[UUID, list[RangeRow]] = {}
+    for b in await reservation_repo.busy_between(
         conn, resource_ids=list(found), start=lo, end=hi, now=now
     ):
-        if row["id"] not in moving:
-            busy.setdefault(row["resource_id"], []).append(row)
-    clashes = []
+        if b.id not in moving:
+            busy.setdefault(b.resource_id, []).append(b)
+    clashes: list[RangeRow] = []
     for row, (_, start, end) in zip(live, moves, strict=True):
-        resource = found[row["resource_id"]]
+        resource = found[row.resource_id]
         policy = enforce.policy_of(resource.policy)
         during = policy.guarded(start, end)
         near = [
             b
-            for b in busy.get(row["resource_id"], [])
-            if b["during_start"] < during[1] and during[0] < b["during_end"]
+            for b in busy.get(row.resource_id, [])
+            if b.during_start < during[1] and during[0] < b.during_end
         ]
         clashes += blocking(
-            near, now=now, capacity=resource.capacity, quantity=row["quantity"], during=during
+            near, now=now, capacity=resource.capacity, quantity=row.quantity, during=during
         )
     if clashes:
         metrics.RESERVATIONS_CONFLICTED.labels("precheck").inc()

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
 from reservations.bookings import records, repository
 from reservations.bookings.evaluation import Evaluation, Series, booked, evaluate
 from reservations.bookings.reply import booking_reply
+from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import BookingCreate, Mode
 from reservations.catalog import repository as resource_repo
 from reservations.catalog.repository import ResourceRow
@@ -38,6 +37,7 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import admission
+from reservations.reservations.repository import RangeRow, ReservationRow
 from reservations.sharding import repository as shard_repo
 from reservations.sharding.router import STALE_TOKEN, sqlstate
 from reservations.sharding.twophase import TwoPhase, fault_point
@@ -51,7 +51,7 @@ async def create(
     idem: Idempotency | None,
     groups: dict[str, list[UUID]],
     series: Series,
-) -> tuple[Reply, list[dict[str, Any]]]:
+) -> tuple[Reply, list[ReservationRow]]:
     """Book across clusters; returns the reply and the rows made (the availability map is
     told of them, and of the holds expired, once every cluster has committed)."""
     assert svc.redlock is not None  # Context requires it when there are several clusters
@@ -109,7 +109,7 @@ async def _book(
     groups: dict[str, list[UUID]],
     booking_id: UUID,
     series: Series,
-) -> tuple[Reply, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[Reply, list[ReservationRow], list[RangeRow]]:
     now = svc.clock.now()
     ids = [r.resource_id for r in body.resources]
     found: dict[UUID, ResourceRow] = {}
@@ -127,14 +127,12 @@ async def _book(
     terms = await admission.settle(
         svc, conns[home], gate, candidates, here=svc.shards.by_name(home)
     )
-    booking: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
+    booking: BookingRow | None = None
+    rows: list[ReservationRow] = []
     for name, rids in groups.items():
         conn = conns[name]
-        booking = dict(
-            await records.insert_booking(
-                conn, caller, body, booking_id=booking_id, zone=series.zone, now=now, spanning=True
-            )
+        booking = await records.insert_booking(
+            conn, caller, body, booking_id=booking_id, zone=series.zone, now=now, spanning=True
         )
         rows += await records.insert_reservations(
             conn,
@@ -145,7 +143,8 @@ async def _book(
             terms=terms,
             now=now,
         )
-    rows.sort(key=lambda r: (r["start_at"], str(r["resource_id"])))
+    rows.sort(key=lambda r: (r.start_at, str(r.resource_id)))
+    assert booking is not None  # every cluster of `groups` got the booking's row
     reply = booking_reply(booking, rows, now, status=201, report=evaluation.report())
     return reply, rows, evaluation.expired
 
@@ -183,8 +182,8 @@ async def _evaluate(
 
 # What a confirm or cancel changes: `pick` chooses the rows (refusing if it must), `admit`
 # gives admission's word on the chosen rows of one cluster (a confirm's).
-Pick = Callable[[list[dict[str, Any]], datetime], list[Any]]
-Admit = Callable[[Conn, list[dict[str, Any]], datetime], Awaitable[None]]
+Pick = Callable[[list[ReservationRow], datetime], list[ReservationRow]]
+Admit = Callable[[Conn, list[ReservationRow], datetime], Awaitable[None]]
 
 
 async def change(
@@ -220,21 +219,21 @@ async def change(
         booking = bookings[home_name]
         if booking is None:
             raise NotFound(f"No booking {booking_id} that your key may see.")
-        if expected_version is not None and booking["version"] != expected_version:
+        if expected_version is not None and booking.version != expected_version:
             raise PreconditionFailed(
-                f"The booking is at version {booking['version']}; fetch it again and retry.",
-                current_version=booking["version"],
+                f"The booking is at version {booking.version}; fetch it again and retry.",
+                current_version=booking.version,
             )
         now = svc.clock.now()  # after the locks
-        chosen = {r["id"] for r in pick([r for part in rows.values() for r in part], now)}
+        chosen = {r.id for r in pick([r for part in rows.values() for r in part], now)}
         if admit is not None:  # admission, on each cluster for its rows
             for name, conn in tx.conns.items():
-                if mine := [r for r in rows[name] if r["id"] in chosen]:
+                if mine := [r for r in rows[name] if r.id in chosen]:
                     await admit(conn, mine, now)
         changed = await _set_status(tx.conns, bookings, rows, chosen, status, booking_id, now)
         merged = sorted(
             (r for part in rows.values() for r in part),
-            key=lambda r: (r["start_at"], str(r["resource_id"])),
+            key=lambda r: (r.start_at, str(r.resource_id)),
         )
         reply = booking_reply(bookings[home_name] or booking, merged, now)
         await record(idem, home, reply, now=now)
@@ -245,17 +244,17 @@ async def change(
 
 async def _locked_everywhere(
     svc: Context, conns: dict[str, Conn], caller: Principal, booking_id: UUID
-) -> tuple[dict[str, DictRow | None], dict[str, list[DictRow]]]:
+) -> tuple[dict[str, BookingRow | None], dict[str, list[ReservationRow]]]:
     """The booking's row and reservations on every cluster, locked, each cluster's shard
     guards taken (a move of one of its logical shards is waited out)."""
-    bookings: dict[str, DictRow | None] = {}
-    rows: dict[str, list[DictRow]] = {}
+    bookings: dict[str, BookingRow | None] = {}
+    rows: dict[str, list[ReservationRow]] = {}
     for name, conn in conns.items():
         bookings[name] = await repository.get(
             conn, tenant_id=caller.tenant_id, booking_id=booking_id, owner=caller.owner(), lock=True
         )
         rows[name] = await repository.reservations(conn, booking_id=booking_id, lock=True)
-        shards_here = {svc.shards.logical(r["resource_id"]): r["resource_id"] for r in rows[name]}
+        shards_here = {svc.shards.logical(r.resource_id): r.resource_id for r in rows[name]}
         for resource_id in shards_here.values():
             await svc.shards.guard(conn, resource_id)
     return bookings, rows
@@ -263,20 +262,20 @@ async def _locked_everywhere(
 
 async def _set_status(
     conns: dict[str, Conn],
-    bookings: dict[str, DictRow | None],
-    rows: dict[str, list[DictRow]],
+    bookings: dict[str, BookingRow | None],
+    rows: dict[str, list[ReservationRow]],
     chosen: set[UUID],
     status: str,
     booking_id: UUID,
     now: datetime,
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """`status` on the chosen reservations, cluster by cluster; `bookings` and `rows` are
     brought up to date. Returns the changed rows."""
-    changed: list[DictRow] = []
+    changed: list[RangeRow] = []
     if not chosen:
         return changed
     for name, conn in conns.items():
-        ids = [r["id"] for r in rows[name] if r["id"] in chosen]
+        ids = [r.id for r in rows[name] if r.id in chosen]
         if ids:
             changed += await repository.set_status(
                 conn, reservation_ids=ids, status=status, now=now

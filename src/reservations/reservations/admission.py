@@ -35,6 +35,7 @@ from reservations.policy import enforce, rules
 from reservations.policy.model import Policy
 from reservations.policy.rules import Violation
 from reservations.reservations import repository
+from reservations.reservations.repository import ReservationRow
 from reservations.reservations.schemas import Status
 from reservations.tenancy.service import Principal, Role
 
@@ -80,14 +81,14 @@ class Current:
     customer: str | None
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Current:
+    def of(cls, row: ReservationRow) -> Current:
         return cls(
-            start=row["start_at"],
-            end=row["end_at"],
-            status=str(row["status"]),
-            needs_approval=bool(row["needs_approval"]),
-            expires_at=row["expires_at"],
-            customer=row["customer"],
+            start=row.start_at,
+            end=row.end_at,
+            status=row.status,
+            needs_approval=row.needs_approval,
+            expires_at=row.expires_at,
+            customer=row.customer,
         )
 
     def same_terms(self, terms: Terms) -> bool:
@@ -111,17 +112,15 @@ class Candidate:
     current: Current | None = None  # the row before a change; None for a new row
 
     @classmethod
-    def as_is(cls, target: Target, row: dict[str, Any]) -> Candidate:
+    def as_is(cls, target: Target, row: ReservationRow) -> Candidate:
         """A live row whose range and customer stay (a confirm, an approval)."""
-        return cls.moved(
-            target, row, start=row["start_at"], end=row["end_at"], customer=row["customer"]
-        )
+        return cls.moved(target, row, start=row.start_at, end=row.end_at, customer=row.customer)
 
     @classmethod
     def moved(
         cls,
         target: Target,
-        row: dict[str, Any],
+        row: ReservationRow,
         *,
         start: datetime,
         end: datetime,
@@ -132,9 +131,9 @@ class Candidate:
             resource=target,
             start=start,
             end=end,
-            owner=row["created_by"],
+            owner=row.created_by,
             customer=customer,
-            quantity=row["quantity"],
+            quantity=row.quantity,
             current=Current.of(row),
         )
 

@@ -14,17 +14,92 @@ ended before the history horizon, migration 0003) and says which rows are there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from reservations.catalog.repository import ResourceRow
 from reservations.events import repository as events
-from reservations.kit.db import Conn, fetch_one, pipelined
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value, fetch_values, pipelined
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRow:
+    """A reservation's guarded range and who holds it (CHANGED): what the availability map
+    records of a change, and what the pre-checks, availability and the 409 read of the
+    reservations in a range's way."""
+
+    id: UUID
+    resource_id: UUID
+    version: int
+    pooled: bool
+    status: str
+    start_at: datetime
+    end_at: datetime
+    expires_at: datetime | None
+    created_by: UUID
+    quantity: int
+    during_start: datetime
+    during_end: datetime
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> RangeRow:
+        """A row that came through json_agg (`resource_and_overlaps`): ids and timestamps
+        arrive as strings."""
+        expires = obj["expires_at"]
+        return cls(
+            id=UUID(obj["id"]),
+            resource_id=UUID(obj["resource_id"]),
+            version=obj["version"],
+            pooled=obj["pooled"],
+            status=obj["status"],
+            start_at=datetime.fromisoformat(obj["start_at"]),
+            end_at=datetime.fromisoformat(obj["end_at"]),
+            expires_at=datetime.fromisoformat(expires) if expires is not None else None,
+            created_by=UUID(obj["created_by"]),
+            quantity=obj["quantity"],
+            during_start=datetime.fromisoformat(obj["during_start"]),
+            during_end=datetime.fromisoformat(obj["during_end"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRow(RangeRow):
+    """A reservation as every read of one returns it (COLUMNS)."""
+
+    booking_id: UUID | None
+    customer: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    needs_approval: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FoundRow(ReservationRow):
+    """`get`: the reservation, and whether it is in the history (read-only)."""
+
+    in_history: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    """A hold the sweeper expires (`expire_due`)."""
+
+    id: UUID
+    resource_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsRow:
+    """`live_holds`: how many unexpired holds, and the first expiry among them."""
+
+    n: int
+    first: datetime | None
+
 
 _COLUMN_NAMES = (
     "id",
@@ -58,11 +133,12 @@ COLUMNS = _columns()
 
 
 def _changed(table: str = "reservation") -> str:
-    """What the availability map needs to record or forget a reservation after a change."""
+    """What the availability map needs to record or forget a reservation after a change
+    (a RangeRow)."""
     t = table
     return (
         f"{t}.id, {t}.resource_id, {t}.version, {t}.pooled, {t}.status, {t}.start_at,"
-        f" {t}.end_at, {t}.expires_at, {t}.created_by,"
+        f" {t}.end_at, {t}.expires_at, {t}.created_by, {t}.quantity,"
         f" lower({t}.during) AS during_start, upper({t}.during) AS during_end"
     )
 
@@ -89,10 +165,14 @@ def _live_overlaps(range_sql: str) -> str:
     return f"({base} AND NOT pooled) UNION ALL ({base} AND pooled)"
 
 
+# A RangeRow read from `_live_overlaps(...) o`.
+_RANGE = ", ".join(f"o.{f.name}" for f in fields(RangeRow))
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceOverlapsRow(ResourceRow):
     """`resource_and_overlaps`: the resource row with the live reservations in the way, as
-    JSON objects (`from_json` reads them)."""
+    JSON objects (`RangeRow.from_json` reads them)."""
 
     overlaps: list[dict[str, Any]]
 
@@ -135,37 +215,40 @@ async def overlaps(
     start: datetime,
     end: datetime,
     exclude: UUID | None = None,
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Live reservations whose `during` meets [start, end) widened by the buffers."""
     widened = (
         f"(SELECT tstzrange(%(start)s - {BUFFER_BEFORE}, %(end)s + {BUFFER_AFTER})"
         " FROM resource r WHERE r.id = %(resource)s)"
     )
-    cur = await conn.execute(
-        f"SELECT * FROM ({_live_overlaps(widened)}) o ORDER BY start_at",
+    return await fetch_all(
+        conn,
+        RangeRow,
+        f"SELECT {_RANGE} FROM ({_live_overlaps(widened)}) o ORDER BY start_at",
         {"resource": resource_id, "start": start, "end": end, "exclude": exclude},
     )
-    return await cur.fetchall()
 
 
 async def resource_zone(conn: Conn, resource_id: UUID) -> str | None:
     """The resource's time zone, for messages that name its times."""
-    cur = await conn.execute("SELECT timezone FROM resource WHERE id = %s", (resource_id,))
-    row = await cur.fetchone()
-    return None if row is None else str(row["timezone"])
+    return await fetch_value(
+        conn, str, "SELECT timezone FROM resource WHERE id = %s", (resource_id,)
+    )
 
 
 async def busy_between(
     conn: Conn, *, resource_ids: list[UUID], start: datetime, end: datetime, now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Live, unexpired reservations of these resources whose `during` meets [start, end),
     one index probe per resource (GiST cannot take `= ANY`). One resource gets its id bound
     directly: the planner then prunes to its partition at plan time, where the lateral form
     plans all 16 partitions on every call (about 30 ms of planning against under 1 ms of
     execution, BENCHMARKS.md)."""
     if len(resource_ids) == 1:
-        cur = await conn.execute(
-            f"SELECT o.resource_id, o.* FROM ({_live_overlaps('tstzrange(%(start)s, %(end)s)')}) o"
+        return await fetch_all(
+            conn,
+            RangeRow,
+            f"SELECT {_RANGE} FROM ({_live_overlaps('tstzrange(%(start)s, %(end)s)')}) o"
             " WHERE NOT (o.status = 'held' AND o.expires_at <= %(now)s) ORDER BY o.during_start",
             {
                 "resource": resource_ids[0],
@@ -175,24 +258,26 @@ async def busy_between(
                 "exclude": None,
             },
         )
-        return await cur.fetchall()
-    cur = await conn.execute(
-        "SELECT x.resource_id, o.* FROM unnest(%(resources)s::uuid[]) AS x(resource_id)"
+    return await fetch_all(
+        conn,
+        RangeRow,
+        f"SELECT {_RANGE} FROM unnest(%(resources)s::uuid[]) AS x(resource_id)"
         " CROSS JOIN LATERAL ("
         + _live_overlaps("tstzrange(%(start)s, %(end)s)").replace("%(resource)s", "x.resource_id")
         + ") o WHERE NOT (o.status = 'held' AND o.expires_at <= %(now)s)"
         " ORDER BY x.resource_id, o.during_start",
         {"resources": resource_ids, "start": start, "end": end, "now": now, "exclude": None},
     )
-    return await cur.fetchall()
 
 
 async def expire_stale_holds(
     conn: Conn, *, resource_id: UUID, start: datetime, end: datetime, now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Mark expired the holds past their expiry whose `during` meets [start, end) widened
     by the buffers, so a booking never waits for the sweeper. Call with the resource lock."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET status = 'expired', version = reservation.version + 1,"
         " updated_at = %(now)s FROM resource r"
         " WHERE r.id = %(resource)s AND reservation.resource_id = r.id"
@@ -201,7 +286,6 @@ async def expire_stale_holds(
         f" RETURNING {CHANGED}",
         {"resource": resource_id, "start": start, "end": end, "now": now},
     )
-    return await cur.fetchall()
 
 
 _INSERT = (
@@ -231,10 +315,12 @@ async def insert(
     created_by: UUID,
     now: datetime,
     needs_approval: bool = False,
-) -> DictRow | None:
+) -> ReservationRow | None:
     """Insert under the guards; None if the resource was archived meanwhile.
     Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        ReservationRow,
         _INSERT + " FROM (VALUES (%(id)s::uuid, %(start)s::timestamptz, %(end)s::timestamptz,"
         " %(quantity)s::int)) AS x(id, start_at, end_at, quantity)"
         " JOIN resource r ON r.id = %(resource)s AND r.tenant_id = %(tenant)s"
@@ -256,7 +342,6 @@ async def insert(
             "now": now,
         },
     )
-    return await cur.fetchone()
 
 
 async def insert_many(
@@ -272,12 +357,14 @@ async def insert_many(
     created_by: UUID,
     now: datetime,
     needs_approval: bool = False,
-) -> list[DictRow]:
+) -> list[ReservationRow]:
     """Insert (id, resource_id, start, end, quantity) rows of one booking in one statement;
     rows of archived resources are left out (the caller compares counts)."""
     ids, resources, starts, ends, quantities = (list(col) for col in zip(*items, strict=True))
     await events.lock_sequences(conn, resource_ids=sorted(set(resources)))
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        ReservationRow,
         _INSERT + " FROM unnest(%(ids)s::uuid[], %(resources)s::uuid[], %(starts)s::timestamptz[],"
         " %(ends)s::timestamptz[], %(quantities)s::int[])"
         " AS x(id, resource_id, start_at, end_at, quantity)"
@@ -300,7 +387,6 @@ async def insert_many(
             "now": now,
         },
     )
-    return await cur.fetchall()
 
 
 def _owner_clause(owner: UUID | None) -> str:
@@ -309,22 +395,23 @@ def _owner_clause(owner: UUID | None) -> str:
 
 async def get(
     conn: Conn, *, tenant_id: UUID, reservation_id: UUID, owner: UUID | None, lock: bool = False
-) -> DictRow | None:
+) -> FoundRow | None:
     """One reservation of the tenant (and of `owner`, for bookers), with `in_history`. With
     lock, only a live-table row, FOR UPDATE: history is read-only."""
     source = "false AS in_history FROM reservation" if lock else "in_history FROM reservation_all"
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        FoundRow,
         f"SELECT {COLUMNS}, {source} WHERE id = %(id)s AND tenant_id = %(tenant)s"
         + _owner_clause(owner)
         + (" FOR UPDATE" if lock else ""),
         {"id": reservation_id, "tenant": tenant_id, "owner": owner},
     )
-    return await cur.fetchone()
 
 
 async def update(
     conn: Conn, *, reservation_id: UUID, changes: dict[str, Any], now: datetime
-) -> DictRow:
+) -> ReservationRow:
     """Apply column changes to a row the caller holds locked; bumps the version.
     Changing start_at/end_at also moves `during` (and may raise ExclusionViolation)."""
     sets = ["version = reservation.version + 1", "updated_at = %(now)s"]
@@ -346,13 +433,14 @@ async def update(
         sets.append(
             f"during = tstzrange(%(start_at)s - {BUFFER_BEFORE}, %(end_at)s + {BUFFER_AFTER})"
         )
-    cur = await conn.execute(
+    row = await fetch_one(
+        conn,
+        ReservationRow,
         f"UPDATE reservation SET {', '.join(sets)} FROM resource r"
         " WHERE reservation.id = %(id)s AND r.id = reservation.resource_id"
         f" RETURNING {_columns('reservation')}",
         params,
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
@@ -386,7 +474,7 @@ async def page(
     after: tuple[datetime, UUID] | None,
     limit: int,
     now: datetime,
-) -> list[DictRow]:
+) -> list[ReservationRow]:
     """Reservations ordered by (start, id). Only the filters given become SQL, so every
     combination gets a plan that fits it."""
     where = ["tenant_id = %(tenant)s"]
@@ -420,8 +508,7 @@ async def page(
         " ORDER BY start_at, id LIMIT %(limit)s"
     )
     if resource_id is not None:
-        cur = await conn.execute(query, params)
-        return await cur.fetchall()
+        return await fetch_all(conn, ReservationRow, query, params)
     # Tenant-wide: the generic plan, always. An ordered index scan per partition, bounded and
     # pruned at run time, executes as fast as a custom plan, but from ~10^6 rows its
     # estimated cost (default selectivities for the parameters) keeps the plan cache
@@ -429,8 +516,7 @@ async def page(
     # planning for 1 ms of work (BENCHMARKS.md, Growth). One round trip for all four.
     async with pipelined(conn):
         await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan", prepare=False)
-        cur = await conn.execute(query, params)
-        return await cur.fetchall()
+        return await fetch_all(conn, ReservationRow, query, params)
 
 
 async def booker_starts(
@@ -452,7 +538,9 @@ async def booker_starts(
         if start is not None and end is not None
         else "end_at > %(now)s"
     )
-    cur = await conn.execute(
+    return await fetch_values(
+        conn,
+        datetime,
         f"SELECT start_at FROM reservation_all WHERE resource_id = %(resource)s AND {who}"
         f" AND {LIVE} AND NOT {STALE_HOLD} AND {window}",
         {
@@ -464,12 +552,13 @@ async def booker_starts(
             "now": now,
         },
     )
-    return [row["start_at"] for row in await cur.fetchall()]
 
 
 async def peak_usage(conn: Conn, *, resource_id: UUID) -> int:
     """The most units the resource's live reservations use at any one instant."""
-    cur = await conn.execute(
+    peak = await fetch_value(
+        conn,
+        int,
         "WITH o AS (SELECT during, quantity FROM reservation WHERE resource_id = %(r)s"
         f" AND {LIVE}), ev AS (SELECT lower(during) AS t, quantity AS d FROM o"
         " UNION ALL SELECT upper(during), -quantity FROM o)"
@@ -477,82 +566,88 @@ async def peak_usage(conn: Conn, *, resource_id: UUID) -> int:
         " (SELECT sum(d) OVER (ORDER BY t, d) AS run FROM ev) x",
         {"r": resource_id},
     )
-    row = await cur.fetchone()
-    return int(row["peak"]) if row else 0
+    return peak or 0
 
 
-async def expire_all_stale_holds(conn: Conn, *, resource_id: UUID, now: datetime) -> list[DictRow]:
+async def expire_all_stale_holds(conn: Conn, *, resource_id: UUID, now: datetime) -> list[RangeRow]:
     """Mark expired every hold of the resource past its expiry (before a capacity change
     counts what is live). Call with the resource lock held."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET status = 'expired', version = version + 1, updated_at = %(now)s"
         f" WHERE resource_id = %(r)s AND {STALE_HOLD} RETURNING {CHANGED}",
         {"r": resource_id, "now": now},
     )
-    return await cur.fetchall()
 
 
 async def count_future_live(conn: Conn, *, resource_id: UUID, now: datetime) -> int:
-    cur = await conn.execute(
+    n = await fetch_value(
+        conn,
+        int,
         f"SELECT count(*) AS n FROM reservation WHERE resource_id = %(r)s AND {LIVE}"
         f" AND end_at > %(now)s AND NOT {STALE_HOLD}",
         {"r": resource_id, "now": now},
     )
-    row = await cur.fetchone()
-    return int(row["n"]) if row else 0
+    return n or 0
 
 
-async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> list[DictRow]:
-    cur = await conn.execute(
+async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> list[RangeRow]:
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET status = 'cancelled', version = version + 1,"
         f" updated_at = %(now)s WHERE resource_id = %(r)s AND {LIVE} AND end_at > %(now)s"
         f" AND NOT {STALE_HOLD} RETURNING {CHANGED}",
         {"r": resource_id, "now": now},
     )
-    return await cur.fetchall()
 
 
-async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[DictRow]:
+async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[RangeRow]:
     """The sweeper's step: expire up to `batch` holds past their expiry. SKIP LOCKED lets any
     number of workers sweep side by side, and never waits on a row a request is changing.
     The event counters of the batch's resources are locked in order first (the outbox)."""
-    cur = await conn.execute(
+    due = await fetch_all(
+        conn,
+        DueRow,
         "SELECT id, resource_id FROM reservation WHERE status = 'held'"
         " AND expires_at <= %(now)s ORDER BY expires_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED",
         {"now": now, "batch": batch},
     )
-    due = await cur.fetchall()
     if not due:
         return []
-    await events.lock_sequences(conn, resource_ids=sorted({r["resource_id"] for r in due}))
-    cur = await conn.execute(
+    await events.lock_sequences(conn, resource_ids=sorted({r.resource_id for r in due}))
+    return await fetch_all(
+        conn,
+        RangeRow,
         "UPDATE reservation SET status = 'expired', version = version + 1, updated_at = %(now)s"
         f" WHERE id = ANY(%(ids)s) RETURNING {CHANGED}",
-        {"now": now, "ids": [r["id"] for r in due]},
+        {"now": now, "ids": [r.id for r in due]},
     )
-    return await cur.fetchall()
 
 
 async def live_unit_rows(
     conn: Conn, *, resource_id: UUID, start: datetime, end: datetime, now: datetime
-) -> list[DictRow]:
+) -> list[RangeRow]:
     """Live, unexpired reservations of a unit resource whose `during` meets [start, end):
     what the availability map should hold (its repair job's source of truth)."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        RangeRow,
         f"SELECT {CHANGED} FROM reservation WHERE resource_id = %(r)s AND {LIVE} AND NOT pooled"
         f" AND during && tstzrange(%(start)s, %(end)s) AND NOT {STALE_HOLD}",
         {"r": resource_id, "start": start, "end": end, "now": now},
     )
-    return await cur.fetchall()
 
 
 async def live_holds(conn: Conn, *, tenant_id: UUID, now: datetime) -> tuple[int, datetime | None]:
     """How many unexpired holds the tenant has, and when the first of them expires."""
-    cur = await conn.execute(
+    row = await fetch_one(
+        conn,
+        HoldsRow,
         "SELECT count(*) AS n, min(expires_at) AS first FROM reservation"
         " WHERE tenant_id = %s AND status = 'held' AND expires_at > %s",
         (tenant_id, now),
     )
-    row = await cur.fetchone()
     assert row is not None
-    return int(row["n"]), row["first"]
+    return row.n, row.first

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
 from reservations.kit.openapi import absent_when_unused
+from reservations.reservations.repository import RangeRow, ReservationRow
 
 
 class Status(StrEnum):
@@ -91,36 +92,35 @@ class ReservationRead(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], now: datetime) -> ReservationRead:
-        status = Status(row["status"])
+    def from_row(cls, row: ReservationRow, now: datetime) -> ReservationRead:
+        status = Status(row.status)
         if is_stale_hold(row, now):
             status = Status.expired  # the sweeper has not got to it yet; it blocks no one
-        elif status is Status.held and row.get("needs_approval"):
+        elif status is Status.held and row.needs_approval:
             status = Status.pending
         return cls(
-            id=row["id"],
-            resource_id=row["resource_id"],
-            booking_id=row.get("booking_id"),
-            start=row["start_at"],
-            end=row["end_at"],
+            id=row.id,
+            resource_id=row.resource_id,
+            booking_id=row.booking_id,
+            start=row.start_at,
+            end=row.end_at,
             status=status,
-            quantity=row["quantity"],
-            expires_at=row["expires_at"],
-            customer=row["customer"],
-            metadata=row["metadata"],
-            version=row["version"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
+            quantity=row.quantity,
+            expires_at=row.expires_at,
+            customer=row.customer,
+            metadata=row.metadata,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
         )
 
 
-def is_stale_hold(row: dict[str, Any], now: datetime) -> bool:
+def is_stale_hold(row: RangeRow, now: datetime) -> bool:
     """A hold past its expiry: dead, whether or not the sweeper has marked it yet. The one
-    Python twin of repository.STALE_HOLD."""
-    expires = row["expires_at"]
-    if isinstance(expires, str):  # rows that came through json_agg
-        expires = datetime.fromisoformat(expires)
-    return bool(row["status"] == "held" and expires is not None and expires <= now)
+    Python twin of repository.STALE_HOLD (the availability map's `Detail.stale` keeps its
+    own, a layer below)."""
+    expires = row.expires_at
+    return row.status == "held" and expires is not None and expires <= now
 
 
 class ReservationPage(BaseModel):

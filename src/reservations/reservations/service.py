@@ -19,7 +19,6 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
-from psycopg.rows import DictRow
 
 from reservations.availability_map import store as availability_map
 from reservations.catalog import repository as resources
@@ -39,7 +38,8 @@ from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
 from reservations.reservations import admission, metrics, repository
-from reservations.reservations.conflicts import blocking, conflict, from_json
+from reservations.reservations.conflicts import blocking, conflict
+from reservations.reservations.repository import FoundRow, RangeRow, ReservationRow
 from reservations.reservations.schemas import (
     ReservationCreate,
     ReservationPage,
@@ -54,11 +54,11 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _reply(row: dict[str, Any], now: datetime, status: int = 200) -> Reply:
+def _reply(row: ReservationRow, now: datetime, status: int = 200) -> Reply:
     body = ReservationRead.from_row(row, now).model_dump_json()
-    headers = {"ETag": etag(row["version"])}
+    headers = {"ETag": etag(row.version)}
     if status == 201:
-        headers["Location"] = f"/v1/reservations/{row['id']}"
+        headers["Location"] = f"/v1/reservations/{row.id}"
     return Reply(status=status, body=body, headers=headers)
 
 
@@ -177,7 +177,7 @@ async def _create_once(
         target = admission.Target.of(found)
         candidate = _candidate(caller, body, target)
         admission.screen(svc, gate, candidate)
-        overlaps = [from_json(o) for o in found.overlaps]
+        overlaps = [RangeRow.from_json(o) for o in found.overlaps]
         await _refuse_overlaps(svc, caller, candidate, overlaps, now, repair=True)
         await lock_resource(conn, lock_key(body.resource_id))
         expired = []
@@ -195,7 +195,7 @@ async def _create_once(
             availability_map.changes([row], live=True)
             + availability_map.changes(expired, live=False),
         )
-    metrics.RESERVATIONS_CREATED.labels(row["status"]).inc()
+    metrics.RESERVATIONS_CREATED.labels(row.status).inc()
     return reply
 
 
@@ -203,7 +203,7 @@ async def _refuse_overlaps(
     svc: Context,
     caller: Principal,
     candidate: admission.Candidate,
-    overlaps: list[DictRow],
+    overlaps: list[RangeRow],
     now: datetime,
     *,
     repair: bool,
@@ -222,14 +222,14 @@ async def _refuse_overlaps(
     if not in_way:
         return
     if repair and svc.availability_map is not None:
-        confirmed = [r for r in in_way if r["status"] == "confirmed"]
+        confirmed = [r for r in in_way if r.status == "confirmed"]
         await svc.availability_map.apply(availability_map.changes(confirmed, live=True))
     raise conflict(in_way, caller, stage="precheck", zone=target.zone, capacity=target.capacity)
 
 
 async def _insert(
     conn: Conn, caller: Principal, body: ReservationCreate, terms: admission.Terms, now: datetime
-) -> DictRow:
+) -> ReservationRow:
     """The reservation row as admitted, under the database's guards."""
     row = await repository.insert(
         conn,
@@ -256,9 +256,9 @@ def _not_found(reservation_id: UUID) -> NotFound:
     return NotFound(f"No reservation {reservation_id} that your key may see.")
 
 
-def _in_history(row: dict[str, Any]) -> ReservationInHistory:
+def _in_history(row: ReservationRow) -> ReservationInHistory:
     return ReservationInHistory(
-        f"Reservation {row['id']} ended long ago and has moved to history, which is read-only;"
+        f"Reservation {row.id} ended long ago and has moved to history, which is read-only;"
         " it can still be read and listed."
     )
 
@@ -299,7 +299,7 @@ async def list_page(
     # on every shard.
     within = resource_id
 
-    def query(conn: Conn) -> Awaitable[list[DictRow]]:
+    def query(conn: Conn) -> Awaitable[list[ReservationRow]]:
         return repository.page(
             conn,
             tenant_id=caller.tenant_id,
@@ -319,19 +319,17 @@ async def list_page(
         rows = await svc.at(within).db.read(query)
     else:
         pages = await svc.shards.gather(query)
-        rows = merged(pages, key=lambda r: (r["start_at"], r["id"]), limit=limit + 1)
+        rows = merged(pages, key=lambda r: (r.start_at, r.id), limit=limit + 1)
     items = [ReservationRead.from_row(r, now) for r in rows[:limit]]
     next_cursor = (
-        encode_cursor(rows[limit - 1]["start_at"], rows[limit - 1]["id"])
-        if len(rows) > limit
-        else None
+        encode_cursor(rows[limit - 1].start_at, rows[limit - 1].id) if len(rows) > limit else None
     )
     return ReservationPage(items=items, next_cursor=next_cursor)
 
 
 async def _locked(
     conn: Conn, caller: Principal, reservation_id: UUID, expected_version: int | None
-) -> dict[str, Any]:
+) -> FoundRow:
     row = await repository.get(
         conn,
         tenant_id=caller.tenant_id,
@@ -344,34 +342,34 @@ async def _locked(
             conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
         )
         raise _in_history(seen) if seen is not None else _not_found(reservation_id)
-    if expected_version is not None and row["version"] != expected_version:
+    if expected_version is not None and row.version != expected_version:
         raise PreconditionFailed(
-            f"The reservation is at version {row['version']}; fetch it again and retry.",
-            current_version=row["version"],
+            f"The reservation is at version {row.version}; fetch it again and retry.",
+            current_version=row.version,
         )
     return row
 
 
-def _live_or_raise(row: dict[str, Any], now: datetime) -> None:
+def _live_or_raise(row: ReservationRow, now: datetime) -> None:
     status = ReservationRead.from_row(row, now).status
     if status is Status.expired:
-        raise HoldExpired(
-            f"The hold expired at {row['expires_at'].isoformat()}; create a new reservation."
-        )
+        expires = row.expires_at
+        assert expires is not None  # expired: a hold, which has an expiry
+        raise HoldExpired(f"The hold expired at {expires.isoformat()}; create a new reservation.")
     if status is Status.cancelled:
         raise ReservationNotLive("The reservation is cancelled; create a new one.")
 
 
-async def _as_is(conn: Conn, caller: Principal, row: dict[str, Any]) -> admission.Candidate:
+async def _as_is(conn: Conn, caller: Principal, row: ReservationRow) -> admission.Candidate:
     """A live row as admission sees it when only its status changes."""
-    resource = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=row["resource_id"])
+    resource = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=row.resource_id)
     if resource is None:
         raise ReservationNotLive("The reservation's resource is archived.")
     return admission.Candidate.as_is(admission.Target.of(resource), row)
 
 
 # One change of a locked reservation's status: returns the row as it is after.
-Step = Callable[[Context, Unit, Principal, DictRow, datetime], Awaitable[DictRow]]
+Step = Callable[[Context, Unit, Principal, ReservationRow, datetime], Awaitable[ReservationRow]]
 
 
 async def _change(
@@ -389,8 +387,8 @@ async def _change(
     async with svc.db.unit() as unit:
         if replay := await claim(idem, unit.conn, now=now, ttl=svc.settings.idempotency_ttl):
             return replay
-        row = await _locked(unit.conn, caller, reservation_id, expected_version)
-        row = await step(svc, unit, caller, row, now)
+        locked = await _locked(unit.conn, caller, reservation_id, expected_version)
+        row = await step(svc, unit, caller, locked, now)
         reply = _reply(row, now)
         await record(idem, unit.conn, reply, now=now)
     return reply
@@ -400,47 +398,46 @@ async def _admitted(
     svc: Context,
     unit: Unit,
     caller: Principal,
-    row: DictRow,
+    row: ReservationRow,
     now: datetime,
     change: admission.Change,
-) -> DictRow:
+) -> ReservationRow:
     """The row with the terms admission settles for it now (a confirmation or approval),
     marked in the availability map once committed."""
     gate = admission.Gate(actor=caller, change=change, now=now)
     terms = await admission.admit(svc, unit.conn, gate, [await _as_is(unit.conn, caller, row)])
-    row = await repository.update(
-        unit.conn, reservation_id=row["id"], changes=terms.columns(), now=now
-    )
+    changes = terms.columns()
+    row = await repository.update(unit.conn, reservation_id=row.id, changes=changes, now=now)
     svc.map_after_commit(unit, availability_map.changes([row], live=True))
     return row
 
 
 async def _ended(
-    svc: Context, unit: Unit, row: DictRow, now: datetime, status: Status, **columns: Any
-) -> DictRow:
+    svc: Context, unit: Unit, row: ReservationRow, now: datetime, status: Status, **columns: Any
+) -> ReservationRow:
     """The row no longer live (`status`): cleared from the map and its range offered to the
     waitlist once committed."""
     changes = {"status": status.value, "expires_at": None, **columns}
-    row = await repository.update(unit.conn, reservation_id=row["id"], changes=changes, now=now)
+    row = await repository.update(unit.conn, reservation_id=row.id, changes=changes, now=now)
     svc.map_after_commit(unit, availability_map.changes([row], live=False))
-    svc.freed_after_commit(unit, [row["resource_id"]])
+    svc.freed_after_commit(unit, [row.resource_id])
     return row
 
 
 async def _confirming(
-    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
-) -> DictRow:
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
     _live_or_raise(row, now)
-    if row["status"] != Status.held:
+    if row.status != Status.held:
         return row
     # By an admin, a pending booking's confirmation is its approval.
     return await _admitted(svc, unit, caller, row, now, admission.Change.confirm)
 
 
 async def _cancelling(
-    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
-) -> DictRow:
-    if row["status"] == Status.cancelled:
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
+    if row.status == Status.cancelled:
         return row  # cancelling again changes nothing
     _live_or_raise(row, now)
     return await _ended(svc, unit, row, now, Status.cancelled)
@@ -452,7 +449,7 @@ def _admin_or_raise(caller: Principal) -> None:
         raise Forbidden("Only admin keys may approve or decline bookings.")
 
 
-def _pending_or_raise(row: DictRow, now: datetime) -> None:
+def _pending_or_raise(row: ReservationRow, now: datetime) -> None:
     status = ReservationRead.from_row(row, now).status
     if status is not Status.pending:
         raise ReservationNotPending(
@@ -461,15 +458,15 @@ def _pending_or_raise(row: DictRow, now: datetime) -> None:
 
 
 async def _approving(
-    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
-) -> DictRow:
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
     _pending_or_raise(row, now)
     return await _admitted(svc, unit, caller, row, now, admission.Change.approve)
 
 
 async def _declining(
-    svc: Context, unit: Unit, caller: Principal, row: DictRow, now: datetime
-) -> DictRow:
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
     _pending_or_raise(row, now)
     return await _ended(svc, unit, row, now, Status.declined, needs_approval=False)
 
@@ -557,12 +554,12 @@ async def update(
                 assert row is not None
                 clashes = await repository.overlaps(
                     conn,
-                    resource_id=row["resource_id"],
-                    start=body.start or row["start_at"],
-                    end=body.end or row["end_at"],
+                    resource_id=row.resource_id,
+                    start=body.start or row.start_at,
+                    end=body.end or row.end_at,
                     exclude=reservation_id,
                 )
-                zone = await repository.resource_zone(conn, row["resource_id"])
+                zone = await repository.resource_zone(conn, row.resource_id)
             raise conflict(clashes, caller, stage="constraint", zone=zone) from None
     raise AssertionError("unreachable")
 
@@ -582,9 +579,9 @@ async def _update_once(
         conn = unit.conn
         current = await _current(conn, caller, reservation_id)
         changes = _edits(body, fields, current)
-        start = body.start if body.start is not None else current["start_at"]
-        end = body.end if body.end is not None else current["end_at"]
-        moving = (start, end) != (current["start_at"], current["end_at"])
+        start = body.start if body.start is not None else current.start_at
+        end = body.end if body.end is not None else current.end_at
+        moving = (start, end) != (current.start_at, current.end_at)
         if moving:
             admission.check_length(svc, start, end)
         # A new range, or a live row counted for another customer: admission asks again.
@@ -597,18 +594,18 @@ async def _update_once(
                 now=now,
                 override=body.override_rules,
             )
-            customer = changes.get("customer", current["customer"])
+            customer = changes.get("customer", current.customer)
             candidate, clashes = await _screened(
                 svc, conn, caller, gate, current, (start, end), customer, moving=moving
             )
-            await lock_resource(conn, lock_key(current["resource_id"]))
-        row = await _locked(conn, caller, reservation_id, expected_version)
-        expired = []
+            await lock_resource(conn, lock_key(current.resource_id))
+        row: ReservationRow = await _locked(conn, caller, reservation_id, expected_version)
+        expired: list[RangeRow] = []
         if admit:
             _live_or_raise(row, now)
             if moving and (clashes or expire_first):
                 expired = await repository.expire_stale_holds(
-                    conn, resource_id=row["resource_id"], start=start, end=end, now=now
+                    conn, resource_id=row.resource_id, start=start, end=end, now=now
                 )
             # Counted against the row as locked (it may have changed since the first read).
             locked = replace(candidate, current=admission.Current.of(row))
@@ -619,7 +616,7 @@ async def _update_once(
                 changes["start_at"], changes["end_at"] = start, end
         if not changes:
             return _reply(row, now)
-        was = {row["id"]: (row["during_start"], row["during_end"])}
+        was = {row.id: (row.during_start, row.during_end)}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
         if moving:
             marks = availability_map.changes([row], live=True, was=was)
@@ -627,22 +624,22 @@ async def _update_once(
     return _reply(row, now)
 
 
-async def _current(conn: Conn, caller: Principal, reservation_id: UUID) -> DictRow:
+async def _current(conn: Conn, caller: Principal, reservation_id: UUID) -> FoundRow:
     """The reservation as the caller may see it, not yet locked; refused if in history."""
     current = await repository.get(
         conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
     )
     if current is None:
         raise _not_found(reservation_id)
-    if current["in_history"]:
+    if current.in_history:
         raise _in_history(current)
     return current
 
 
-def _edits(body: ReservationUpdate, fields: set[str], current: DictRow) -> dict[str, Any]:
+def _edits(body: ReservationUpdate, fields: set[str], current: ReservationRow) -> dict[str, Any]:
     """The columns a PATCH changes besides the range."""
     changes: dict[str, Any] = {}
-    if "customer" in fields and body.customer != current["customer"]:
+    if "customer" in fields and body.customer != current.customer:
         changes["customer"] = body.customer
     if "metadata" in fields and body.metadata is not None:
         changes["metadata"] = body.metadata
@@ -654,21 +651,21 @@ async def _screened(
     conn: Conn,
     caller: Principal,
     gate: admission.Gate,
-    current: DictRow,
+    current: ReservationRow,
     span: tuple[datetime, datetime],
     customer: str | None,
     *,
     moving: bool,
-) -> tuple[admission.Candidate, list[DictRow]]:
+) -> tuple[admission.Candidate, list[RangeRow]]:
     """A change that admission asks again, before the locks: the candidate as changed,
     screened, and the live rows in its new range (refused now if they leave no room)."""
     found = await repository.resource_and_overlaps(
         conn,
         tenant_id=caller.tenant_id,
-        resource_id=current["resource_id"],
+        resource_id=current.resource_id,
         start=span[0],
         end=span[1],
-        exclude=current["id"],
+        exclude=current.id,
     )
     if found is None:
         raise ReservationNotLive("The reservation's resource is archived.")
@@ -676,7 +673,7 @@ async def _screened(
         admission.Target.of(found), current, start=span[0], end=span[1], customer=customer
     )
     admission.screen(svc, gate, candidate)
-    clashes = [from_json(o) for o in found.overlaps] if moving else []
+    clashes = [RangeRow.from_json(o) for o in found.overlaps] if moving else []
     await _refuse_overlaps(svc, caller, candidate, clashes, gate.now, repair=False)
     return candidate, clashes
 

@@ -27,7 +27,7 @@ async def sweep_expired(svc: Context, *, batch: int = 500) -> int:
             async with svc.db.unit() as unit:
                 rows = await repository.expire_due(unit.conn, now=svc.clock.now(), batch=batch)
                 svc.map_after_commit(unit, availability_map.changes(rows, live=False))
-                svc.freed_after_commit(unit, [r["resource_id"] for r in rows])
+                svc.freed_after_commit(unit, [r.resource_id for r in rows])
         total += len(rows)
         if len(rows) < batch:
             break
@@ -58,7 +58,7 @@ async def repair_map(svc: Context, *, resource_id: UUID | None = None, page: int
             )
         for day in in_use:
             lo, hi = availability_map.day_bounds(day)
-            on_day = [r for r in rows if r["during_start"] < hi and lo < r["during_end"]]
+            on_day = [r for r in rows if r.during_start < hi and lo < r.during_end]
             fixed += await svc.availability_map.repair_day(rid, day, on_day) or 0
     if fixed:
         AVAILABILITY_MAP_REPAIRS.inc(fixed)

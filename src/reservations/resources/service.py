@@ -24,6 +24,7 @@ from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations import tasks
+from reservations.reservations.repository import RangeRow
 from reservations.resources.schemas import (
     ResourceCreate,
     ResourcePage,
@@ -139,7 +140,7 @@ async def update(
     expected_version: int | None,
 ) -> ResourceRead:
     changes = _changes(body)
-    expired: list[dict[str, Any]] = []
+    expired: list[RangeRow] = []
     svc = svc.at(resource_id, caller)
     async with svc.db.unit() as unit:
         conn = unit.conn
@@ -182,7 +183,7 @@ def _changes(body: ResourceUpdate) -> dict[str, Any]:
 
 async def _make_room(
     svc: Context, conn: Conn, caller: Principal, resource_id: UUID, capacity: int
-) -> list[dict[str, Any]]:
+) -> list[RangeRow]:
     """Before a capacity change: under the resource's lock (no booking counted against the
     old capacity can interleave), holds past their expiry expire (they must not count), and
     a peak of live use above the new capacity refuses it. Returns the expired holds."""

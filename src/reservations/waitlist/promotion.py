@@ -25,7 +25,6 @@ not reserve them against new bookings."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
@@ -40,8 +39,10 @@ from reservations.policy.rules import Reason
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
 from reservations.reservations.conflicts import blocking
+from reservations.reservations.repository import ReservationRow
 from reservations.tenancy.service import Principal, Role
 from reservations.waitlist import repository
+from reservations.waitlist.repository import WaitingRow
 
 # Refusals that time cannot heal: the entry lapses instead of waiting for ever.
 _LAPSING = {Reason.in_the_past, Reason.too_soon}
@@ -68,19 +69,19 @@ async def promote(svc: Context, resource_id: UUID) -> list[UUID]:
 
 
 async def _promote_locked(
-    svc: Context, conn: Conn, resource_id: UUID, entries: list[Any]
-) -> tuple[list[UUID], list[Any]]:
+    svc: Context, conn: Conn, resource_id: UUID, entries: list[WaitingRow]
+) -> tuple[list[UUID], list[ReservationRow]]:
     now = svc.clock.now()
-    resource = await resources.get(conn, tenant_id=entries[0]["tenant_id"], resource_id=resource_id)
-    lapsed = [e["id"] for e in entries if resource is None or e["start_at"] <= now]
-    entries = [e for e in entries if e["id"] not in set(lapsed)]
+    resource = await resources.get(conn, tenant_id=entries[0].tenant_id, resource_id=resource_id)
+    lapsed = [e.id for e in entries if resource is None or e.start_at <= now]
+    entries = [e for e in entries if e.id not in set(lapsed)]
     if resource is None or not entries:
         await repository.lapse(conn, entry_ids=lapsed, now=now)
         return [], []
     target = admission.Target.of(resource)
     policy = target.policy
-    lo = min(e["start_at"] for e in entries)
-    hi = max(e["end_at"] for e in entries)
+    lo = min(e.start_at for e in entries)
+    hi = max(e.end_at for e in entries)
     await reservations.expire_stale_holds(conn, resource_id=resource_id, start=lo, end=hi, now=now)
     busy = await reservations.busy_between(
         conn,
@@ -90,18 +91,18 @@ async def _promote_locked(
         now=now,
     )
     promoted: list[UUID] = []
-    holds: list[Any] = []
+    holds: list[ReservationRow] = []
     for entry in entries:
-        during = policy.guarded(entry["start_at"], entry["end_at"])
-        near = [b for b in busy if b["during_start"] < during[1] and during[0] < b["during_end"]]
+        during = policy.guarded(entry.start_at, entry.end_at)
+        near = [b for b in busy if b.during_start < during[1] and during[0] < b.during_end]
         if blocking(
-            near, now=now, capacity=target.capacity, quantity=entry["quantity"], during=during
+            near, now=now, capacity=target.capacity, quantity=entry.quantity, during=during
         ):
             continue  # still taken: no statement spent on it
         gate, candidate = _as_booker(entry, target, now)
         if violations := admission.violations(gate, candidate):
             if any(v.reason in _LAPSING for v in violations):
-                lapsed.append(entry["id"])
+                lapsed.append(entry.id)
             continue
         try:
             terms = await admission.admit(svc, conn, gate, [candidate])
@@ -112,55 +113,55 @@ async def _promote_locked(
             continue
         busy.append(hold)
         marked = await repository.set_status(
-            conn, entry_id=entry["id"], status="promoted", now=now, reservation_id=hold["id"]
+            conn, entry_id=entry.id, status="promoted", now=now, reservation_id=hold.id
         )
-        await repository.promoted_event(conn, tenant_id=entry["tenant_id"], entry=marked)
-        promoted.append(entry["id"])
+        await repository.promoted_event(conn, tenant_id=entry.tenant_id, entry=marked)
+        promoted.append(entry.id)
         holds.append(hold)
     await repository.lapse(conn, entry_ids=lapsed, now=now)
     return promoted, holds
 
 
 def _as_booker(
-    entry: dict[str, Any], target: admission.Target, now: datetime
+    entry: WaitingRow, target: admission.Target, now: datetime
 ) -> tuple[admission.Gate, admission.Candidate]:
     """The entry as the create of the booker who joined: admission judges it as that."""
     gate = admission.Gate(
-        actor=Principal(entry["tenant_id"], entry["created_by"], Role(entry["role"])),
+        actor=Principal(entry.tenant_id, entry.created_by, Role(entry.role)),
         change=admission.Change.create,
         now=now,
-        hold_seconds=entry["hold_seconds"],
+        hold_seconds=entry.hold_seconds,
     )
     candidate = admission.Candidate(
         resource=target,
-        start=entry["start_at"],
-        end=entry["end_at"],
-        owner=entry["created_by"],
-        customer=entry["customer"],
-        quantity=entry["quantity"],
+        start=entry.start_at,
+        end=entry.end_at,
+        owner=entry.created_by,
+        customer=entry.customer,
+        quantity=entry.quantity,
     )
     return gate, candidate
 
 
 async def _insert_hold(
-    conn: Conn, entry: dict[str, Any], terms: admission.Terms, *, now: datetime
-) -> Any:
+    conn: Conn, entry: WaitingRow, terms: admission.Terms, *, now: datetime
+) -> ReservationRow | None:
     """The entry's hold, in a savepoint: a refusal by the guards undoes only this try."""
     try:
         async with conn.transaction():
             return await reservations.insert(
                 conn,
-                reservation_id=uuid7_beside(entry["resource_id"]),
-                tenant_id=entry["tenant_id"],
-                resource_id=entry["resource_id"],
-                start=entry["start_at"],
-                end=entry["end_at"],
+                reservation_id=uuid7_beside(entry.resource_id),
+                tenant_id=entry.tenant_id,
+                resource_id=entry.resource_id,
+                start=entry.start_at,
+                end=entry.end_at,
                 status=terms.status,
-                quantity=entry["quantity"],
+                quantity=entry.quantity,
                 expires_at=terms.expires_at,
-                customer=entry["customer"],
-                metadata={"waitlist_entry": str(entry["id"])},
-                created_by=entry["created_by"],
+                customer=entry.customer,
+                metadata={"waitlist_entry": str(entry.id)},
+                created_by=entry.created_by,
                 now=now,
                 needs_approval=terms.needs_approval,
             )

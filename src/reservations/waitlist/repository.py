@@ -3,14 +3,42 @@ already resolved within its tenant)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from reservations.kit.db import Conn
+from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value, fetch_values
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """A `waitlist_entry` row (COLUMNS)."""
+
+    id: UUID
+    resource_id: UUID
+    start_at: datetime
+    end_at: datetime
+    quantity: int
+    customer: str | None
+    hold_seconds: int
+    status: str
+    reservation_id: UUID | None
+    created_by: UUID
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRow(EntryRow):
+    """`waiting`: an entry that may be promoted, with its tenant and its key's role (the
+    booker promotion acts as)."""
+
+    tenant_id: UUID
+    role: str
+
 
 COLUMNS = (
     "id, resource_id, start_at, end_at, quantity, customer, hold_seconds, status,"
@@ -32,8 +60,10 @@ async def insert(
     hold_seconds: int,
     created_by: UUID,
     now: datetime,
-) -> DictRow:
-    cur = await conn.execute(
+) -> EntryRow:
+    row = await fetch_one(
+        conn,
+        EntryRow,
         "INSERT INTO waitlist_entry (id, tenant_id, resource_id, start_at, end_at, quantity,"
         " customer, hold_seconds, status, created_by, created_at, updated_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'waiting', %s, %s, %s)"
@@ -52,33 +82,34 @@ async def insert(
             now,
         ),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
 async def get(
     conn: Conn, *, tenant_id: UUID, entry_id: UUID, owner: UUID | None, lock: bool = False
-) -> DictRow | None:
-    cur = await conn.execute(
+) -> EntryRow | None:
+    return await fetch_one(
+        conn,
+        EntryRow,
         f"SELECT {COLUMNS} FROM waitlist_entry WHERE id = %(id)s AND tenant_id = %(tenant)s"
         + (" AND created_by = %(owner)s" if owner is not None else "")
         + (" FOR UPDATE" if lock else ""),
         {"id": entry_id, "tenant": tenant_id, "owner": owner},
     )
-    return await cur.fetchone()
 
 
-async def position(conn: Conn, *, entry: dict[str, Any]) -> int:
+async def position(conn: Conn, *, entry: EntryRow) -> int:
     """1 for the first waiting entry of the resource, 2 for the next..."""
-    cur = await conn.execute(
+    ahead = await fetch_value(
+        conn,
+        int,
         "SELECT count(*) AS ahead FROM waitlist_entry WHERE resource_id = %s"
         " AND status = 'waiting' AND (created_at, id) < (%s, %s)",
-        (entry["resource_id"], entry["created_at"], entry["id"]),
+        (entry.resource_id, entry.created_at, entry.id),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["ahead"]) + 1
+    assert ahead is not None
+    return ahead + 1
 
 
 async def page(
@@ -89,7 +120,7 @@ async def page(
     resource_id: UUID | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
-) -> list[DictRow]:
+) -> list[EntryRow]:
     where = ["tenant_id = %(tenant)s"]
     params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
     if owner is not None:
@@ -101,12 +132,13 @@ async def page(
     if after is not None:
         where.append("(created_at, id) > (%(after_at)s, %(after_id)s)")
         params["after_at"], params["after_id"] = after
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        EntryRow,
         f"SELECT {COLUMNS} FROM waitlist_entry WHERE {' AND '.join(where)}"
         " ORDER BY created_at, id LIMIT %(limit)s",
         params,
     )
-    return await cur.fetchall()
 
 
 # An entry of a unit resource whose range (widened by the resource's buffers) meets a live
@@ -123,20 +155,21 @@ _MAYBE_FREE = (
 )
 
 
-async def waiting(conn: Conn, *, resource_id: UUID, limit: int, now: datetime) -> list[DictRow]:
+async def waiting(conn: Conn, *, resource_id: UUID, limit: int, now: datetime) -> list[WaitingRow]:
     """The resource's first waiting entries that may be promoted now, first come first, with
     their key's role. Entries of a unit resource whose range is still taken are not read
     (an index probe each, no row returned, no lock), so a cancel on a resource whose queue
     waits for other ranges costs this one statement. Locks the rows returned; SKIP LOCKED:
     one leaving right now is not promoted."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        WaitingRow,
         f"SELECT {_PREFIXED}, w.tenant_id, k.role FROM waitlist_entry w"
         " JOIN api_key k ON k.id = w.created_by JOIN resource res ON res.id = w.resource_id"
         f" WHERE w.resource_id = %(r)s AND w.status = 'waiting' AND {_MAYBE_FREE}"
         " ORDER BY w.created_at, w.id LIMIT %(limit)s FOR UPDATE OF w SKIP LOCKED",
         {"r": resource_id, "limit": limit, "now": now},
     )
-    return await cur.fetchall()
 
 
 async def count_waiting(
@@ -144,13 +177,14 @@ async def count_waiting(
 ) -> int:
     """Waiting entries of a resource, or of a key (for the waitlist's bounds)."""
     column, value = ("resource_id", resource_id) if resource_id else ("created_by", created_by)
-    cur = await conn.execute(
+    n = await fetch_value(
+        conn,
+        int,
         f"SELECT count(*) AS n FROM waitlist_entry WHERE {column} = %s AND status = 'waiting'",
         (value,),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["n"])
+    assert n is not None
+    return n
 
 
 async def lapse(conn: Conn, *, entry_ids: list[UUID], now: datetime) -> None:
@@ -163,42 +197,42 @@ async def lapse(conn: Conn, *, entry_ids: list[UUID], now: datetime) -> None:
 
 
 async def resources_waiting(conn: Conn) -> list[UUID]:
-    cur = await conn.execute(
-        "SELECT DISTINCT resource_id FROM waitlist_entry WHERE status = 'waiting'"
+    return await fetch_values(
+        conn, UUID, "SELECT DISTINCT resource_id FROM waitlist_entry WHERE status = 'waiting'"
     )
-    return [row["resource_id"] for row in await cur.fetchall()]
 
 
 async def set_status(
     conn: Conn, *, entry_id: UUID, status: str, now: datetime, reservation_id: UUID | None = None
-) -> DictRow:
-    cur = await conn.execute(
+) -> EntryRow:
+    row = await fetch_one(
+        conn,
+        EntryRow,
         "UPDATE waitlist_entry SET status = %s, reservation_id = %s, updated_at = %s"
         f" WHERE id = %s RETURNING {COLUMNS}",
         (status, reservation_id, now, entry_id),
     )
-    row = await cur.fetchone()
     assert row is not None
     return row
 
 
-async def promoted_event(conn: Conn, *, tenant_id: UUID, entry: dict[str, Any]) -> None:
+async def promoted_event(conn: Conn, *, tenant_id: UUID, entry: EntryRow) -> None:
     """`waitlist.promoted` into the outbox, numbered with the resource's other events."""
     await conn.execute(
         "SELECT event_append(%s, %s, 'waitlist.promoted', %s, %s)",
         (
             tenant_id,
-            entry["resource_id"],
-            entry["id"],
+            entry.resource_id,
+            entry.id,
             Jsonb(
                 {
-                    "id": str(entry["id"]),
-                    "resource_id": str(entry["resource_id"]),
-                    "reservation_id": str(entry["reservation_id"]),
-                    "start": entry["start_at"].isoformat(),
-                    "end": entry["end_at"].isoformat(),
-                    "quantity": entry["quantity"],
-                    "customer": entry["customer"],
+                    "id": str(entry.id),
+                    "resource_id": str(entry.resource_id),
+                    "reservation_id": str(entry.reservation_id),
+                    "start": entry.start_at.isoformat(),
+                    "end": entry.end_at.isoformat(),
+                    "quantity": entry.quantity,
+                    "customer": entry.customer,
                 }
             ),
         ),

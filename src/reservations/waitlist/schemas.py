@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reservations.kit.fields import CustomerRef, JsonInt, Timestamp
+from reservations.waitlist.repository import EntryRow
 
 
 class EntryStatus(StrEnum):
@@ -50,20 +50,20 @@ class WaitlistEntryRead(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], position: int | None) -> WaitlistEntryRead:
+    def from_row(cls, row: EntryRow, position: int | None) -> WaitlistEntryRead:
         return cls(
-            id=row["id"],
-            resource_id=row["resource_id"],
-            start=row["start_at"],
-            end=row["end_at"],
-            quantity=row["quantity"],
-            customer=row["customer"],
-            hold_seconds=row["hold_seconds"],
-            status=EntryStatus(row["status"]),
+            id=row.id,
+            resource_id=row.resource_id,
+            start=row.start_at,
+            end=row.end_at,
+            quantity=row.quantity,
+            customer=row.customer,
+            hold_seconds=row.hold_seconds,
+            status=EntryStatus(row.status),
             position=position,
-            reservation_id=row["reservation_id"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
+            reservation_id=row.reservation_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
         )
 
 

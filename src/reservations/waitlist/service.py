@@ -5,8 +5,6 @@ from __future__ import annotations
 from functools import partial
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
 from reservations.catalog import repository as resources
 from reservations.context import Context
 from reservations.errors import NotFound, WaitlistFull
@@ -18,6 +16,7 @@ from reservations.reservations import admission
 from reservations.tenancy.service import Principal
 from reservations.waitlist import repository
 from reservations.waitlist.promotion import promote
+from reservations.waitlist.repository import EntryRow
 from reservations.waitlist.schemas import EntryStatus, WaitlistEntryRead, WaitlistJoin, WaitlistPage
 
 
@@ -77,7 +76,7 @@ async def join(
         await record(idem, conn, joined(WaitlistEntryRead.from_row(row, None)), now=now)
         unit.after_commit(partial(promote, svc, body.resource_id))  # it may be free already
     # The entry as it is after its promotion, if any, is what a retry replays.
-    await amend(svc.db, idem, reply := joined(await get(svc, caller, row["id"])))
+    await amend(svc.db, idem, reply := joined(await get(svc, caller, row.id)))
     return reply
 
 
@@ -114,7 +113,7 @@ async def get(svc: Context, caller: Principal, entry_id: UUID) -> WaitlistEntryR
         )
         if row is None:
             raise _not_found(entry_id)
-        place = await repository.position(conn, entry=row) if row["status"] == "waiting" else None
+        place = await repository.position(conn, entry=row) if row.status == "waiting" else None
     return WaitlistEntryRead.from_row(row, place)
 
 
@@ -123,7 +122,7 @@ async def list_page(
 ) -> WaitlistPage:
     after = decode_instant_cursor(cursor) if cursor is not None else None
 
-    async def page(conn: Conn) -> list[tuple[DictRow, int | None]]:
+    async def page(conn: Conn) -> list[tuple[EntryRow, int | None]]:
         rows = await repository.page(
             conn,
             tenant_id=caller.tenant_id,
@@ -133,7 +132,7 @@ async def list_page(
             limit=limit + 1,
         )
         return [
-            (r, await repository.position(conn, entry=r) if r["status"] == "waiting" else None)
+            (r, await repository.position(conn, entry=r) if r.status == "waiting" else None)
             for r in rows
         ]
 
@@ -142,7 +141,7 @@ async def list_page(
     else:  # every shard's first entries after the cursor, merged
         found = merged(
             await svc.shards.gather(page),
-            key=lambda e: (e[0]["created_at"], e[0]["id"]),
+            key=lambda e: (e[0].created_at, e[0].id),
             limit=limit + 1,
         )
     items = [WaitlistEntryRead.from_row(r, place) for r, place in found[:limit]]
@@ -161,6 +160,6 @@ async def leave(svc: Context, caller: Principal, entry_id: UUID) -> WaitlistEntr
         )
         if row is None:
             raise _not_found(entry_id)
-        if row["status"] == EntryStatus.waiting:
+        if row.status == EntryStatus.waiting:
             row = await repository.set_status(conn, entry_id=entry_id, status="left", now=now)
     return WaitlistEntryRead.from_row(row, None)
