@@ -439,9 +439,10 @@ class Ctx:
 
 async def split_resource(ctx: Ctx, resource: UUID, ws: datetime, we: datetime) -> dict[str, Any]:
     """GET availability in-process: the service call whole, then each step it takes."""
-    from reservations.availability import enforce, service
+    from reservations.availability import service
     from reservations.availability.slots import compute
     from reservations.catalog import repository as resources
+    from reservations.policy import enforce
     from reservations.policy.usage import Busy
     from reservations.reservations import repository as reservations
     from reservations.tenancy.service import authenticate
@@ -520,7 +521,7 @@ async def split_resource(ctx: Ctx, resource: UUID, ws: datetime, we: datetime) -
 
 async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
     """POST search in-process: the service call whole, then each step it takes."""
-    from reservations.availability import enforce, service
+    from reservations.availability import service
     from reservations.availability.schemas import (
         MAX_SEARCH_RESOURCES,
         ResourceBrief,
@@ -528,6 +529,7 @@ async def split_search(ctx: Ctx, ws: datetime, we: datetime) -> dict[str, Any]:
         SearchRequest,
     )
     from reservations.catalog import repository as resources
+    from reservations.policy import enforce
     from reservations.policy.usage import Busy
     from reservations.reservations import repository as reservations
 
