@@ -157,9 +157,12 @@ _OVERLAP_COLUMNS = (
 )
 
 
-def _live_overlaps(range_sql: str) -> str:
+def _live_overlaps(range_sql: str, resource_sql: str = "%(resource)s") -> str:
+    """Live reservations of one resource (`resource_sql`: a parameter, or a column of an
+    outer query) whose guarded range meets `range_sql`; each half of the UNION uses its own
+    index (the constraint's for unit resources, the pooled one's for capacity)."""
     base = (
-        f"SELECT {_OVERLAP_COLUMNS} FROM reservation WHERE resource_id = %(resource)s"
+        f"SELECT {_OVERLAP_COLUMNS} FROM reservation WHERE resource_id = {resource_sql}"
         f" AND {LIVE} AND during && {range_sql} AND id IS DISTINCT FROM %(exclude)s::uuid"
     )
     return f"({base} AND NOT pooled) UNION ALL ({base} AND pooled)"
@@ -263,7 +266,7 @@ async def busy_between(
         RangeRow,
         f"SELECT {_RANGE} FROM unnest(%(resources)s::uuid[]) AS x(resource_id)"
         " CROSS JOIN LATERAL ("
-        + _live_overlaps("tstzrange(%(start)s, %(end)s)").replace("%(resource)s", "x.resource_id")
+        + _live_overlaps("tstzrange(%(start)s, %(end)s)", "x.resource_id")
         + ") o WHERE NOT (o.status = 'held' AND o.expires_at <= %(now)s)"
         " ORDER BY x.resource_id, o.during_start",
         {"resources": resource_ids, "start": start, "end": end, "now": now, "exclude": None},
