@@ -24,7 +24,7 @@ from reservations.history import tasks as history
 from reservations.kit.idempotency import purge_expired
 from reservations.reservations.tasks import repair_map, sweep_expired
 from reservations.sharding import twophase
-from reservations.waitlist.promotion import promote_all
+from reservations.waitlist.tasks import promote_all
 from reservations.webhooks import copies, dispatcher, fanout
 
 log = logging.getLogger(__name__)

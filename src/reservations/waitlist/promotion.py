@@ -167,15 +167,3 @@ async def _insert_hold(
             )
     except (pg_errors.ExclusionViolation, pg_errors.CheckViolation):
         return None  # still taken (or before the history horizon): it keeps waiting
-
-
-async def promote_all(svc: Context) -> int:
-    """The worker's safety net: promotion for every resource with waiting entries (catches
-    ranges freed by paths that do not promote at once, such as a reschedule or a capacity
-    raise)."""
-    async with svc.db.connection() as conn:
-        waiting = await repository.resources_waiting(conn)
-    total = 0
-    for resource_id in waiting:
-        total += len(await promote(svc, resource_id))
-    return total
