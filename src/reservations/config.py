@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     max_reservation_seconds: int = Field(default=31 * 86_400, ge=60, le=366 * 86_400)
     max_hold_seconds: int = Field(default=86_400, ge=1, le=7 * 86_400)
+    # The longest a hold may live, from its creation to its expiry, however often it is
+    # extended (POST .../extend): extensions cannot keep a range held for ever.
+    hold_max_life_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
 
@@ -204,6 +207,10 @@ class Settings(BaseSettings):
     @property
     def max_reservation(self) -> timedelta:
         return timedelta(seconds=self.max_reservation_seconds)
+
+    @property
+    def hold_max_life(self) -> timedelta:
+        return timedelta(seconds=self.hold_max_life_seconds)
 
     @property
     def idempotency_ttl(self) -> timedelta:

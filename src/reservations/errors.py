@@ -193,6 +193,19 @@ class ReservationNotLive(DomainError):
     fix = "Make a new reservation."
 
 
+class ReservationNotHeld(DomainError):
+    status, slug = 409, "reservation-not-held"
+    title = "The reservation is not a hold"
+    about = (
+        "Only a live hold (`held`) can be extended; this reservation is confirmed, or pending an"
+        " admin's approval (whose window the admin's decision ends, not the booker)."
+    )
+    fix = (
+        "Read the reservation to see its status: a confirmed one needs no extension; a pending"
+        " one waits for an admin to approve or decline it."
+    )
+
+
 class ApprovalRequired(DomainError):
     status, slug = 409, "approval-required"
     title = "The reservation awaits an admin's approval"

@@ -286,6 +286,16 @@ MATRIX_ROUTES: list[tuple[Route, dict[str, int]]] = [
         {"admin": 200, "booker": 200, "viewer": 403, "other_booker": 404},
     ),
     (
+        Route(
+            "extend-reservation",
+            "POST",
+            "/v1/reservations/{bid}/extend",
+            {"hold_seconds": 7200},
+            write=True,
+        ),
+        {"admin": 200, "booker": 200, "viewer": 403, "other_booker": 404},
+    ),
+    (
         Route("cancel-reservation", "POST", "/v1/reservations/{bid}/cancel", write=True),
         {"admin": 200, "booker": 200, "viewer": 403, "other_booker": 404},
     ),
@@ -330,6 +340,9 @@ def _check_effect(world: World, route: Route, r: httpx.Response, before: dict[st
         assert reservation["status"] == "confirmed"
     elif name == "cancel-reservation":
         assert reservation["status"] == "cancelled"
+    elif name == "extend-reservation":
+        assert reservation["status"] == "held"
+        assert reservation["expires_at"] > world.reservation["expires_at"]
     else:
         raise AssertionError(name)
 

@@ -230,6 +230,7 @@ BOOKING_ROUTES = [
     IdRoute("get-booking", "GET", "/v1/bookings/{bkg}"),
     IdRoute("move-booking", "PATCH", "/v1/bookings/{bkg}", {"shift": "PT1H"}),
     IdRoute("confirm-booking", "POST", "/v1/bookings/{bkg}/confirm"),
+    IdRoute("extend-booking", "POST", "/v1/bookings/{bkg}/extend", {"hold_seconds": 7200}),
     IdRoute("cancel-booking", "POST", "/v1/bookings/{bkg}/cancel"),
     IdRoute(
         "cancel-booking-occurrence",
@@ -245,6 +246,7 @@ RESERVATION_ROUTES = [
         "reschedule-reservation", "PATCH", "/v1/reservations/{res}", {"start": FREE0, "end": FREE1}
     ),
     IdRoute("confirm-reservation", "POST", "/v1/reservations/{res}/confirm"),
+    IdRoute("extend-reservation", "POST", "/v1/reservations/{res}/extend", {"hold_seconds": 7200}),
     IdRoute("cancel-reservation", "POST", "/v1/reservations/{res}/cancel"),
 ]
 # Admin functions on a reservation: the victim's is pending, so one that crossed would
@@ -766,6 +768,7 @@ def test_viewers_cannot_write_bookings(tenant: Tenant, settings: Settings) -> No
         ),
         viewer.patch(path, json={"shift": "PT1H"}),
         viewer.post(f"{path}/confirm"),
+        viewer.post(f"{path}/extend", json={"hold_seconds": 7200}),
         viewer.post(f"{path}/cancel"),
     ):
         _problem(r, 403, "forbidden")

@@ -133,6 +133,16 @@ def confirm_reservation(t: Tenant, s: Settings) -> Case:
     )
 
 
+def extend_reservation(t: Tenant, s: Settings) -> Case:
+    rid = _held(t)
+    return Case(
+        t.booker,
+        f"/v1/reservations/{rid}/extend",
+        {"hold_seconds": 1200},
+        _reservation_version(s, rid),
+    )
+
+
 def cancel_reservation(t: Tenant, s: Settings) -> Case:
     rid = _held(t)
     return Case(
@@ -179,6 +189,12 @@ def confirm_booking(t: Tenant, s: Settings) -> Case:
     return Case(t.booker, f"/v1/bookings/{bid}/confirm", None, _booking_version(s, bid), True)
 
 
+def extend_booking(t: Tenant, s: Settings) -> Case:
+    bid = _held_booking(t)
+    body = {"hold_seconds": 1200}
+    return Case(t.booker, f"/v1/bookings/{bid}/extend", body, _booking_version(s, bid))
+
+
 def cancel_booking(t: Tenant, s: Settings) -> Case:
     bid = _held_booking(t)
     return Case(t.booker, f"/v1/bookings/{bid}/cancel", {}, _booking_version(s, bid), True)
@@ -221,11 +237,13 @@ CASES: dict[str, Callable[[Tenant, Settings], Case]] = {
         create_resource,
         create_reservation,
         confirm_reservation,
+        extend_reservation,
         cancel_reservation,
         approve_reservation,
         decline_reservation,
         create_booking,
         confirm_booking,
+        extend_booking,
         cancel_booking,
         join_waitlist,
         create_webhook,

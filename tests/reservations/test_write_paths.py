@@ -152,6 +152,8 @@ WRITE_ROUTES = {
     "POST /v1/reservations/{reservation_id}/confirm": "test_approval_on_every_path",
     "POST /v1/bookings/{booking_id}/confirm": "test_approval_on_every_path",
     "POST /v1/reservations/{reservation_id}/approve": "test_approval_on_every_path (admins)",
+    "POST /v1/reservations/{reservation_id}/extend": "test_extend_on_every_path",
+    "POST /v1/bookings/{booking_id}/extend": "test_extend_on_every_path",
     "POST /v1/reservations/{reservation_id}/cancel": "frees a range; the promotion it starts: "
     "test_promotion_asks_the_rules_of_now",
     "POST /v1/reservations/{reservation_id}/decline": "frees a range; promotion as for cancel",
@@ -266,6 +268,37 @@ def test_lengthening_a_started_reservation_is_not_booking_the_past(
 
 def _approval_room(tenant: Tenant) -> str:
     return str(tenant.admin.resource(policy={"requires_approval": True})["id"])
+
+
+def test_extend_on_every_path(tenant: Tenant, clock: Any) -> None:
+    """An extension asks admission (Change.extend) on both paths: a pending row is no hold
+    (409, an admin's decision ends its window), the hold's total life bounds it (422, the
+    same message), and rules added since do not refuse it (it keeps the range it holds, as
+    a confirm does)."""
+    admin, booker = tenant.admin, tenant.booker
+    pending_room = _approval_room(tenant)
+    pending = _ok(booker.book(pending_room, at(10), at(11)))
+    pending_booking = _ok(
+        booker.post(
+            "/v1/bookings",
+            json={"resources": [{"resource_id": pending_room}], "start": at(12), "end": at(13)},
+        )
+    )
+    room = admin.resource()["id"]
+    hold = _ok(booker.book(room, at(10), at(11), hold_seconds=600))
+    body = {"resources": [{"resource_id": room}], "start": at(12), "end": at(13)}
+    booking = _ok(booker.post("/v1/bookings", json={**body, "hold_seconds": 600}))
+    _ok(admin.patch(f"/v1/resources/{room}", json={"policy": RULES[1].policy}), 200)  # blackout
+    paths = (f"/v1/reservations/{hold['id']}", f"/v1/bookings/{booking['id']}")
+    for path in (f"/v1/reservations/{pending['id']}", f"/v1/bookings/{pending_booking['id']}"):
+        r = booker.post(f"{path}/extend", json={"hold_seconds": 1200})
+        assert (r.status_code, r.json()["type"]) == (409, "/problems/reservation-not-held"), r.text
+    clock.advance(timedelta(seconds=300))
+    for path in paths:  # a day's life from creation: 86,100 seconds are left, not 86,400
+        r = booker.post(f"{path}/extend", json={"hold_seconds": 86_400})
+        assert (r.status_code, r.json()["type"]) == (422, "/problems/invalid-input"), r.text
+        assert "86400 seconds from its creation" in r.json()["detail"], r.text
+        _ok(booker.post(f"{path}/extend", json={"hold_seconds": 1200}), 200)
 
 
 def test_approval_on_every_path(tenant: Tenant) -> None:

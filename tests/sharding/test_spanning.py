@@ -160,6 +160,37 @@ def test_a_held_booking_across_clusters_is_confirmed_as_one(tenant, topology: To
     assert other.admin.post(f"/v1/bookings/{bid}/cancel", json={}).status_code == 404
 
 
+def test_a_held_booking_across_clusters_is_extended_as_one(tenant, topology: Topology) -> None:
+    a, c = resources_on(tenant, topology, ["a", "c"])
+    held = tenant.booker.post(
+        "/v1/bookings", json={**booking_body([a, c], 6, 9), "hold_seconds": 60}
+    )
+    assert held.status_code == 201, held.text
+    bid = held.json()["id"]
+    first = {r["expires_at"] for r in held.json()["reservations"]}
+    stale = tenant.booker.post(
+        f"/v1/bookings/{bid}/extend", json={"hold_seconds": 1200}, headers={"If-Match": '"7"'}
+    )
+    assert stale.status_code == 412
+    done = tenant.booker.post(f"/v1/bookings/{bid}/extend", json={"hold_seconds": 1200})
+    assert done.status_code == 200, done.text
+    assert {r["status"] for r in done.json()["reservations"]} == {"held"}
+    assert not first & {r["expires_at"] for r in done.json()["reservations"]}
+    for name, url in topology.clusters.items():
+        rows = rows_on(
+            url,
+            "SELECT status, expires_at > now() + interval '10 minutes' FROM reservation"
+            " WHERE booking_id = %s",
+            UUID(bid),
+        )
+        assert rows == ([("held", True)] if name in ("a", "c") else []), name
+    # A cancelled hold stays cancelled; the live one on the other cluster is extended.
+    one = done.json()["reservations"][0]["id"]
+    assert tenant.booker.post(f"/v1/reservations/{one}/cancel").status_code == 200
+    again = tenant.booker.post(f"/v1/bookings/{bid}/extend", json={"hold_seconds": 1800})
+    assert again.status_code == 200, again.text
+
+
 def test_racing_bookings_across_clusters_never_double_book(tenant, topology: Topology) -> None:
     """Twelve clients book the same hour on overlapping pairs of resources spread over three
     clusters: every booking is whole or absent, and no resource is booked twice."""

@@ -69,5 +69,12 @@ ID_ROUTES = [
         write=True,
     ),
     Route("confirm-reservation", "POST", "/v1/reservations/{bid}/confirm", write=True),
+    Route(
+        "extend-reservation",
+        "POST",
+        "/v1/reservations/{bid}/extend",
+        {"hold_seconds": 7200},
+        write=True,
+    ),
     Route("cancel-reservation", "POST", "/v1/reservations/{bid}/cancel", write=True),
 ]

@@ -11,6 +11,7 @@ from reservations.bookings import service
 from reservations.bookings.schemas import BookingCancel, BookingCreate, BookingMove, BookingRead
 from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.openapi import link, problems
+from reservations.reservations.schemas import HoldExtend
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
 
@@ -21,6 +22,7 @@ LINKS = {
         "get": link("get_booking", "Read the booking.", parameters=_THIS),
         "move": link("move_booking", "Reschedule it.", parameters=_CURRENT),
         "confirm": link("confirm_booking", "Confirm its holds.", parameters=_CURRENT),
+        "extend": link("extend_booking", "Extend its holds.", parameters=_CURRENT),
         "cancel": link("cancel_booking", "Cancel it.", parameters=_CURRENT),
         "first_reservation": link(
             "get_reservation",
@@ -69,6 +71,28 @@ async def confirm_booking(
     nothing confirmed) if any hold has expired."""
     idem = idempotency(request, caller, key, None)
     return send(await service.confirm(svc, caller, booking_id, version, idem))
+
+
+@router.post(
+    "/{booking_id}/extend",
+    response_model=BookingRead,
+    responses={200: LINKS, **problems(401, 403, 404, 409, 412, 413, 422)},
+)
+async def extend_booking(
+    request: Request,
+    booking_id: UUID,
+    body: HoldExtend,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+) -> Response:
+    """Extend every live hold of the booking to `hold_seconds` from now (never shorter), all
+    or none: 409 `hold-expired` (nothing extended) if any hold has expired, 422 past a hold's
+    total life (RESERVATIONS_HOLD_MAX_LIFE_SECONDS), 409 `reservation-not-held` when nothing
+    is held."""
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.extend(svc, caller, booking_id, body.hold_seconds, version, idem))
 
 
 @router.post(

@@ -145,6 +145,24 @@ async def set_status(
     )
 
 
+async def set_expiry(
+    conn: Conn, *, expiries: list[tuple[UUID, datetime]], now: datetime
+) -> list[RangeRow]:
+    """Set (id, expires_at) for held rows the caller holds locked (a hold's extension)."""
+    ids, ends = (list(col) for col in zip(*expiries, strict=True))
+    await events.lock_sequences(conn, reservation_ids=ids)
+    return await fetch_all(
+        conn,
+        RangeRow,
+        "UPDATE reservation SET expires_at = x.expires_at,"
+        " version = reservation.version + 1, updated_at = %(now)s"
+        " FROM unnest(%(ids)s::uuid[], %(ends)s::timestamptz[]) AS x(id, expires_at)"
+        " WHERE reservation.id = x.id"
+        f" RETURNING {CHANGED}",
+        {"ids": ids, "ends": ends, "now": now},
+    )
+
+
 async def defer_guards(conn: Conn) -> None:
     """Check overlap and capacity at COMMIT instead of per row, for this transaction only:
     a series moved row by row may pass through states where its own occurrences overlap."""

@@ -38,6 +38,7 @@ from reservations.errors import (
     NotFound,
     PreconditionFailed,
     ReservationConflict,
+    ReservationNotHeld,
     ReservationNotLive,
 )
 from reservations.kit.db import Conn, lock_resource
@@ -218,9 +219,30 @@ async def confirm(
     whole confirm is refused (409 hold-expired) and nothing changes."""
     return await _change(
         svc, caller, booking_id, expected_version, idem,
-        pick=lambda rows, now: to_confirm(rows, caller, now), status="confirmed",
+        pick=lambda rows, now: to_confirm(rows, caller, now),
+        write=spanning.status_write("confirmed"),
         admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
     )  # fmt: skip
+
+
+async def extend(
+    svc: Context,
+    caller: Principal,
+    booking_id: UUID,
+    hold_seconds: int,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
+    """Extend every live hold of the booking to `hold_seconds` from now, or none: if any
+    hold has expired, or admission refuses one (past its total life), nothing changes."""
+    admission.check_hold_seconds(svc, hold_seconds)
+
+    async def write(conn: Conn, held: list[ReservationRow], now: datetime) -> list[RangeRow]:
+        return await _extend_holds(svc, conn, caller, held, now, hold_seconds)
+
+    return await _change(
+        svc, caller, booking_id, expected_version, idem, pick=to_extend, write=write
+    )
 
 
 async def _change(
@@ -231,18 +253,18 @@ async def _change(
     idem: Idempotency | None,
     *,
     pick: spanning.Pick,
-    status: str,
+    write: spanning.Write,
     admit: spanning.Admit | None = None,
 ) -> Reply:
-    """Set `status` on the reservations `pick` chooses (after `admit`'s word on them), all or
-    none: on the booking's cluster, or on every cluster at once when it spans several."""
+    """`write` the reservations `pick` chooses (after `admit`'s word on them), all or none:
+    on the booking's cluster, or on every cluster at once when it spans several."""
     try:
         return await _change_here(
-            svc, caller, booking_id, expected_version, idem, pick, status, admit
+            svc, caller, booking_id, expected_version, idem, pick, write, admit
         )
     except BookingSpansClusters:  # nothing was done; do it on every cluster at once
         return await spanning.change(
-            svc, caller, booking_id, expected_version, idem, pick=pick, status=status, admit=admit
+            svc, caller, booking_id, expected_version, idem, pick=pick, write=write, admit=admit
         )
 
 
@@ -253,7 +275,7 @@ async def _change_here(
     expected_version: int | None,
     idem: Idempotency | None,
     pick: spanning.Pick,
-    status: str,
+    write: spanning.Write,
     admit: spanning.Admit | None,
 ) -> Reply:
     now = svc.clock.now()
@@ -269,22 +291,19 @@ async def _change_here(
         if chosen:
             if admit is not None:
                 await admit(conn, chosen, now)
-            changed = await repository.set_status(
-                conn, reservation_ids=[r.id for r in chosen], status=status, now=now
-            )
+            changed = await write(conn, chosen, now)
             booking = await repository.touch(conn, booking_id=booking_id, now=now)
             rows = await repository.reservations(conn, booking_id=booking_id)
-            live = status == Status.confirmed
-            svc.map_after_commit(unit, availability_map.changes(changed, live=live))
+            svc.map_after_commit(unit, spanning.map_changes(changed))
         reply = booking_reply(booking, rows, now)
         await record(idem, conn, reply, now=now)
     return reply
 
 
-async def _admit_confirm(
-    svc: Context, conn: Conn, caller: Principal, held: list[ReservationRow], now: datetime
-) -> None:
-    """Admission's word on confirming these holds (approval, as the resources ask now)."""
+async def _as_is(
+    conn: Conn, caller: Principal, held: list[ReservationRow]
+) -> list[admission.Candidate]:
+    """The rows as admission sees them when only their terms change."""
     found = {
         r.id: admission.Target.of(r)
         for r in await resource_repo.get_many(
@@ -293,10 +312,59 @@ async def _admit_confirm(
     }
     if any(h.resource_id not in found for h in held):
         raise ReservationNotLive("A resource of this booking is archived.")
+    return [admission.Candidate.as_is(found[h.resource_id], h) for h in held]
+
+
+async def _admit_confirm(
+    svc: Context, conn: Conn, caller: Principal, held: list[ReservationRow], now: datetime
+) -> None:
+    """Admission's word on confirming these holds (approval, as the resources ask now)."""
     gate = admission.Gate(actor=caller, change=admission.Change.confirm, now=now)
-    await admission.settle_each(
-        svc, conn, gate, [admission.Candidate.as_is(found[h.resource_id], h) for h in held]
+    await admission.settle_each(svc, conn, gate, await _as_is(conn, caller, held))
+
+
+async def _extend_holds(
+    svc: Context,
+    conn: Conn,
+    caller: Principal,
+    held: list[ReservationRow],
+    now: datetime,
+    hold_seconds: int,
+) -> list[RangeRow]:
+    """The holds' new expiries as admission settles them, each from its own; the rows whose
+    expiry changes are written."""
+    gate = admission.Gate(
+        actor=caller,
+        change=admission.Change.extend,
+        now=now,
+        hold_seconds=hold_seconds,
+        hold_max_life=svc.settings.hold_max_life,
     )
+    settled = await admission.settle_each(svc, conn, gate, await _as_is(conn, caller, held))
+    expiries = [
+        (h.id, t.expires_at)
+        for h, t in zip(held, settled, strict=True)
+        if t.expires_at is not None and t.expires_at != h.expires_at
+    ]
+    if not expiries:
+        return []
+    return await repository.set_expiry(conn, expiries=expiries, now=now)
+
+
+def to_extend(rows: list[ReservationRow], now: datetime) -> list[ReservationRow]:
+    """The live holds an extension changes; refuses unless all of them can be (an expired
+    hold: 409 hold-expired; nothing held: 409 reservation-not-held or -not-live)."""
+    held = [r for r in rows if r.status == Status.held and not is_stale_hold(r, now)]
+    gone = [r for r in rows if r.status == Status.expired or is_stale_hold(r, now)]
+    if gone:
+        raise HoldExpired(
+            f"{len(gone)} hold(s) of this booking expired; nothing was extended. Book again."
+        )
+    if not held:
+        if any(r.status == Status.confirmed for r in rows):
+            raise ReservationNotHeld("This booking holds nothing to extend: it is confirmed.")
+        raise ReservationNotLive("Nothing in this booking is live; book again.")
+    return held
 
 
 def to_confirm(
@@ -361,7 +429,8 @@ async def cancel(
     """Cancel the live reservations in scope; cancelling again changes nothing."""
     return await _change(
         svc, caller, booking_id, expected_version, idem,
-        pick=lambda rows, now: to_cancel(rows, change, now), status="cancelled",
+        pick=lambda rows, now: to_cancel(rows, change, now),
+        write=spanning.status_write("cancelled"),
     )  # fmt: skip
 
 

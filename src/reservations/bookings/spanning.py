@@ -180,10 +180,30 @@ async def _evaluate(
     return evaluation
 
 
-# What a confirm or cancel changes: `pick` chooses the rows (refusing if it must), `admit`
-# gives admission's word on the chosen rows of one cluster (a confirm's).
+# What a confirm, extend or cancel changes: `pick` chooses the rows (refusing if it must),
+# `admit` gives admission's word on the chosen rows of one cluster (a confirm's), `write`
+# changes them on one cluster and returns them as changed.
 Pick = Callable[[list[ReservationRow], datetime], list[ReservationRow]]
 Admit = Callable[[Conn, list[ReservationRow], datetime], Awaitable[None]]
+Write = Callable[[Conn, list[ReservationRow], datetime], Awaitable[list[RangeRow]]]
+
+
+def status_write(status: str) -> Write:
+    """The chosen rows get `status` (a confirm, a cancel)."""
+
+    async def write(conn: Conn, rows: list[ReservationRow], now: datetime) -> list[RangeRow]:
+        ids = [r.id for r in rows]
+        return await repository.set_status(conn, reservation_ids=ids, status=status, now=now)
+
+    return write
+
+
+def map_changes(changed: list[RangeRow]) -> list[availability_map.Change]:
+    """The availability map's marks for changed rows: live ones marked (with their new
+    detail), the others cleared."""
+    live = [r for r in changed if r.status in ("held", "confirmed")]
+    gone = [r for r in changed if r.status not in ("held", "confirmed")]
+    return availability_map.changes(live, live=True) + availability_map.changes(gone, live=False)
 
 
 async def change(
@@ -194,12 +214,12 @@ async def change(
     idem: Idempotency | None,
     *,
     pick: Pick,
-    status: str,
+    write: Write,
     admit: Admit | None = None,
 ) -> Reply:
-    """Confirm or cancel (`status`) the reservations `pick` chooses from all of a spanning
-    booking's reservations, on every cluster that holds some, all or none (two-phase).
-    `admit`: admission's word on the chosen rows of each cluster (a confirm's)."""
+    """Confirm, extend or cancel (`write`) the reservations `pick` chooses from all of a
+    spanning booking's reservations, on every cluster that holds some, all or none
+    (two-phase). `admit`: admission's word on the chosen rows of each cluster (a confirm's)."""
     held_on = []
     for name, db in svc.shards.clusters.items():
         async with db.connection() as conn:
@@ -230,14 +250,14 @@ async def change(
             for name, conn in tx.conns.items():
                 if mine := [r for r in rows[name] if r.id in chosen]:
                     await admit(conn, mine, now)
-        changed = await _set_status(tx.conns, bookings, rows, chosen, status, booking_id, now)
+        changed = await _write(tx.conns, bookings, rows, chosen, write, booking_id, now)
         merged = sorted(
             (r for part in rows.values() for r in part),
             key=lambda r: (r.start_at, str(r.resource_id)),
         )
         reply = booking_reply(bookings[home_name] or booking, merged, now)
         await record(idem, home, reply, now=now)
-        svc.map_after_commit(tx, availability_map.changes(changed, live=status == "confirmed"))
+        svc.map_after_commit(tx, map_changes(changed))
         await tx.commit()
     return reply
 
@@ -260,26 +280,23 @@ async def _locked_everywhere(
     return bookings, rows
 
 
-async def _set_status(
+async def _write(
     conns: dict[str, Conn],
     bookings: dict[str, BookingRow | None],
     rows: dict[str, list[ReservationRow]],
     chosen: set[UUID],
-    status: str,
+    write: Write,
     booking_id: UUID,
     now: datetime,
 ) -> list[RangeRow]:
-    """`status` on the chosen reservations, cluster by cluster; `bookings` and `rows` are
+    """`write` on the chosen reservations, cluster by cluster; `bookings` and `rows` are
     brought up to date. Returns the changed rows."""
     changed: list[RangeRow] = []
     if not chosen:
         return changed
     for name, conn in conns.items():
-        ids = [r.id for r in rows[name] if r.id in chosen]
-        if ids:
-            changed += await repository.set_status(
-                conn, reservation_ids=ids, status=status, now=now
-            )
+        if mine := [r for r in rows[name] if r.id in chosen]:
+            changed += await write(conn, mine, now)
         bookings[name] = await repository.touch(conn, booking_id=booking_id, now=now)
         rows[name] = await repository.reservations(conn, booking_id=booking_id)
     return changed

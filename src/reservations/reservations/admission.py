@@ -2,15 +2,17 @@
 
 A direct create, each occurrence of a booking (one cluster or several), a reschedule or an
 edit of customer or owner (`PATCH` of a reservation, a booking's move), a confirm, an
-approval and a waitlist promotion all ask the functions here, so a rule added once holds on
-every path and a refusal reads the same on every path (422 `booking-rule-violated` with the
-same `reason` and `violations`). What is decided here:
+approval, a hold's extension and a waitlist promotion all ask the functions here, so a rule
+added once holds on every path and a refusal reads the same on every path (422
+`booking-rule-violated` with the same `reason` and `violations`). What is decided here:
 
 - the system-wide maximum length (`RESERVATIONS_MAX_RESERVATION_SECONDS`);
 - the resource's policy rules (hours, blackouts, grid, duration, notice, advance), and that
   no start lies in the past; admin keys may send `override_rules` to skip them all;
 - the booker limit, counted for the row's *final* key and customer;
-- the hold terms: held with an expiry, pending an admin's approval, or confirmed (`terms`);
+- the hold terms: held with an expiry, pending an admin's approval, or confirmed (`terms`),
+  and a hold's extension: only a live hold, never shorter, within the hold's total life
+  (`RESERVATIONS_HOLD_MAX_LIFE_SECONDS`);
 - the tenant's cap on live holds.
 
 It is split in two by the resource lock: `screen` is pure and runs before the lock (a
@@ -29,7 +31,13 @@ from uuid import UUID
 
 from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
-from reservations.errors import ApprovalRequired, Forbidden, HoldLimitReached, InvalidInput
+from reservations.errors import (
+    ApprovalRequired,
+    Forbidden,
+    HoldLimitReached,
+    InvalidInput,
+    ReservationNotHeld,
+)
 from reservations.kit.db import Conn, Database
 from reservations.policy import enforce, rules
 from reservations.policy.model import Policy
@@ -48,6 +56,7 @@ class Change(StrEnum):
     edit = "edit"  # a new customer, same range
     confirm = "confirm"  # held to confirmed
     approve = "approve"  # pending to confirmed, by an admin
+    extend = "extend"  # a hold's new expiry (`hold_seconds` from now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,7 @@ class Current:
     needs_approval: bool
     expires_at: datetime | None
     customer: str | None
+    created_at: datetime | None = None  # a hold's life (its extensions) counts from here
 
     @classmethod
     def of(cls, row: ReservationRow) -> Current:
@@ -89,6 +99,7 @@ class Current:
             needs_approval=row.needs_approval,
             expires_at=row.expires_at,
             customer=row.customer,
+            created_at=row.created_at,
         )
 
     def same_terms(self, terms: Terms) -> bool:
@@ -163,6 +174,7 @@ class Gate:
     now: datetime
     override: bool = False
     hold_seconds: int | None = None
+    hold_max_life: timedelta | None = None  # an extension's bound on a hold's total life
 
     def __post_init__(self) -> None:
         if self.override and self.actor.role is not Role.admin:
@@ -200,11 +212,16 @@ def check_quantity(quantity: int, capacity: int) -> None:
         )
 
 
+# Changes of a live row's terms alone: a hold is a promise of its range until it expires, so
+# rules changed since bind new rows and new ranges, not these.
+_KEEPS_RANGE = (Change.confirm, Change.approve, Change.extend)
+
+
 def violations(gate: Gate, candidate: Candidate) -> list[Violation]:
     """The policy rules the candidate breaks (pure). Confirm and approve ask nothing here:
     a hold is a promise of its range until it expires, and policy changes bind new rows
     and changes of range, not the holds already given."""
-    if gate.override or gate.change in (Change.confirm, Change.approve):
+    if gate.override or gate.change in _KEEPS_RANGE:
         return []
     current = candidate.current
     if gate.change is Change.edit and current is not None:
@@ -249,6 +266,7 @@ def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
       its expiry. Otherwise the row keeps its status and expiry.
     - confirm: refused (409 approval-required) while an admin must decide; else confirmed.
     - approve: confirmed (admins only; the caller checks the row is pending).
+    - extend: `extended`.
     """
     now = gate.now
     approval = needs_approval(gate, candidates)
@@ -265,6 +283,8 @@ def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
     assert current is not None
     if gate.change is Change.approve:
         return Terms(Status.confirmed, None, False)
+    if gate.change is Change.extend:
+        return extended(gate, current)
     if gate.change is Change.confirm:
         if current.needs_approval and gate.actor.role is not Role.admin:
             raise ApprovalRequired(
@@ -282,6 +302,32 @@ def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
     return Terms(Status(current.status), current.expires_at, current.needs_approval)
 
 
+def extended(gate: Gate, current: Current) -> Terms:
+    """A live hold's terms after an extension: expiring `hold_seconds` from now, never
+    earlier than it did, and refused (422) past `hold_max_life` from the hold's creation.
+    A confirmed or pending row is no hold to extend (409 reservation-not-held); the caller
+    refuses an expired or cancelled one first."""
+    if current.status != Status.held or current.needs_approval:
+        state = "pending an admin's approval" if current.needs_approval else current.status
+        raise ReservationNotHeld(f"The reservation is {state}; only a hold can be extended.")
+    assert current.expires_at is not None  # a held row has an expiry
+    assert gate.hold_seconds is not None  # an extension asks for one
+    wanted = gate.now + timedelta(seconds=gate.hold_seconds)
+    if wanted <= current.expires_at:
+        return Terms(Status.held, current.expires_at, False)  # an extension never shortens
+    life = gate.hold_max_life
+    if life is not None and current.created_at is not None and wanted > current.created_at + life:
+        latest = current.created_at + life
+        most = max(0, int((latest - gate.now).total_seconds()))
+        raise InvalidInput(
+            f"A hold may live at most {int(life.total_seconds())} seconds from its creation"
+            f" (RESERVATIONS_HOLD_MAX_LIFE_SECONDS): this one can expire at {latest.isoformat()}"
+            f" at the latest, so hold_seconds may be at most {most} now.",
+            errors=[{"field": "hold_seconds", "in": "body", "message": f"at most {most}"}],
+        )
+    return Terms(Status.held, wanted, False)
+
+
 def new_holds(candidates: Sequence[Candidate], terms_: Terms) -> int:
     """How many live holds the write adds (rows that were not holds before)."""
     if terms_.status is not Status.held:
@@ -295,7 +341,7 @@ async def booker_refusals(
     """The candidates (by index) that the booker limit refuses, counted for each row's final
     key and customer against the live rows read under the resources' locks. Rows that move
     no longer count at their old start."""
-    if gate.override or gate.change in (Change.confirm, Change.approve):
+    if gate.override or gate.change in _KEEPS_RANGE:
         return {}
     groups: dict[tuple[UUID, UUID, str | None], list[int]] = {}
     for i, c in enumerate(candidates):

@@ -12,6 +12,7 @@ from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
 from reservations.reservations import service
 from reservations.reservations.schemas import (
+    HoldExtend,
     ReservationCreate,
     ReservationPage,
     ReservationRead,
@@ -28,6 +29,7 @@ LINKS = {
         "get": link("get_reservation", "Read the reservation.", parameters=_THIS),
         "update": link("update_reservation", "Reschedule or edit it.", parameters=_CURRENT),
         "confirm": link("confirm_reservation", "Confirm the hold.", parameters=_CURRENT),
+        "extend": link("extend_reservation", "Extend the hold.", parameters=_CURRENT),
         "cancel": link("cancel_reservation", "Cancel it.", parameters=_CURRENT),
         "resource": link(
             "get_resource",
@@ -124,6 +126,29 @@ async def confirm_reservation(
     confirming a confirmed reservation changes nothing."""
     idem = idempotency(request, caller, key, None)
     return send(await service.confirm(svc, caller, reservation_id, version, idem))
+
+
+@router.post(
+    "/{reservation_id}/extend",
+    response_model=ReservationRead,
+    responses={200: LINKS, **problems(401, 403, 404, 409, 412, 413, 422)},
+)
+async def extend_reservation(
+    request: Request,
+    reservation_id: UUID,
+    body: HoldExtend,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+) -> Response:
+    """Extend a live hold: it expires `hold_seconds` from now, never earlier than it already
+    does (a shorter ask changes nothing). 422 `invalid-input` past the hold's total life
+    (RESERVATIONS_HOLD_MAX_LIFE_SECONDS from its creation; the message gives the latest
+    expiry); 409 `hold-expired` when it has run out, `reservation-not-held` when it is
+    confirmed or pending, `reservation-not-live` when cancelled."""
+    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    return send(await service.extend(svc, caller, reservation_id, body.hold_seconds, version, idem))
 
 
 @router.post(

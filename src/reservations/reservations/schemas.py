@@ -74,6 +74,18 @@ class ReservationUpdate(BaseModel):
     )
 
 
+class HoldExtend(BaseModel):
+    """A held reservation's (or booking's holds') new expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hold_seconds: Annotated[int, Field(ge=1), JSON_INTEGER] = Field(
+        description="The hold expires this many seconds from now (at most the configured "
+        "RESERVATIONS_MAX_HOLD_SECONDS), never earlier than it already does, and at most "
+        "RESERVATIONS_HOLD_MAX_LIFE_SECONDS after it was made.",
+    )
+
+
 class ReservationRead(BaseModel):
     id: UUID
     resource_id: UUID

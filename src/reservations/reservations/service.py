@@ -380,7 +380,7 @@ async def _change(
     idem: Idempotency | None,
     step: Step,
 ) -> Reply:
-    """The frame of confirm, cancel, approve and decline: the reservation's cluster, the
+    """The frame of confirm, extend, cancel, approve and decline: the reservation's cluster, the
     Idempotency-Key, the row locked at the expected version, `step`, the reply."""
     now = svc.clock.now()
     svc = svc.at(reservation_id, caller)
@@ -479,6 +479,55 @@ async def confirm(
     idem: Idempotency | None,
 ) -> Reply:
     return await _change(svc, caller, reservation_id, expected_version, idem, _confirming)
+
+
+async def extend(
+    svc: Context,
+    caller: Principal,
+    reservation_id: UUID,
+    hold_seconds: int,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
+    """A live hold's new expiry, `hold_seconds` from now (admission decides: never shorter,
+    within the hold's total life); extending again to an expiry it already has changes
+    nothing."""
+    admission.check_hold_seconds(svc, hold_seconds)
+
+    async def extending(
+        svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+    ) -> ReservationRow:
+        return await _extending(svc, unit, caller, row, now, hold_seconds)
+
+    return await _change(svc, caller, reservation_id, expected_version, idem, extending)
+
+
+async def _extending(
+    svc: Context,
+    unit: Unit,
+    caller: Principal,
+    row: ReservationRow,
+    now: datetime,
+    hold_seconds: int,
+) -> ReservationRow:
+    _live_or_raise(row, now)
+    gate = admission.Gate(
+        actor=caller,
+        change=admission.Change.extend,
+        now=now,
+        hold_seconds=hold_seconds,
+        hold_max_life=svc.settings.hold_max_life,
+    )
+    candidate = await _as_is(unit.conn, caller, row)
+    terms = await admission.admit(svc, unit.conn, gate, [candidate])
+    if admission.Current.of(row).same_terms(terms):
+        return row
+    row = await repository.update(
+        unit.conn, reservation_id=row.id, changes=terms.columns(), now=now
+    )
+    # The map's detail carries the expiry: a granule is free again only after the new one.
+    svc.map_after_commit(unit, availability_map.changes([row], live=True))
+    return row
 
 
 async def cancel(
