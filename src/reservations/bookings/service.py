@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from psycopg import errors as pg_errors
 
 from reservations.availability_map import store as availability_map
-from reservations.bookings import records, repository, spanning
+from reservations.bookings import holds, records, repository, spanning
 from reservations.bookings.evaluation import Series, booked, evaluate, occurrences_of
 from reservations.bookings.reply import booking_reply
 from reservations.bookings.repository import BookingRow
@@ -31,14 +31,11 @@ from reservations.catalog import repository as resource_repo
 from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.errors import (
-    ApprovalRequired,
     BookingSpansClusters,
-    HoldExpired,
     InvalidInput,
     NotFound,
     PreconditionFailed,
     ReservationConflict,
-    ReservationNotHeld,
     ReservationNotLive,
 )
 from reservations.kit.db import Conn, lock_resource
@@ -52,7 +49,7 @@ from reservations.reservations.conflicts import blocking, items
 from reservations.reservations.repository import RangeRow, ReservationRow
 from reservations.reservations.schemas import Status, is_stale_hold
 from reservations.reservations.service import check_override
-from reservations.tenancy.service import Principal, Role
+from reservations.tenancy.service import Principal
 
 
 def _not_found(booking_id: UUID) -> NotFound:
@@ -219,9 +216,9 @@ async def confirm(
     whole confirm is refused (409 hold-expired) and nothing changes."""
     return await _change(
         svc, caller, booking_id, expected_version, idem,
-        pick=lambda rows, now: to_confirm(rows, caller, now),
+        pick=lambda rows, now: holds.to_confirm(rows, caller, now),
         write=spanning.status_write("confirmed"),
-        admit=lambda conn, held, now: _admit_confirm(svc, conn, caller, held, now),
+        admit=lambda conn, held, now: holds.admit_confirm(svc, conn, caller, held, now),
     )  # fmt: skip
 
 
@@ -238,10 +235,10 @@ async def extend(
     admission.check_hold_seconds(svc, hold_seconds)
 
     async def write(conn: Conn, held: list[ReservationRow], now: datetime) -> list[RangeRow]:
-        return await _extend_holds(svc, conn, caller, held, now, hold_seconds)
+        return await holds.extend(svc, conn, caller, held, now, hold_seconds)
 
     return await _change(
-        svc, caller, booking_id, expected_version, idem, pick=to_extend, write=write
+        svc, caller, booking_id, expected_version, idem, pick=holds.to_extend, write=write
     )
 
 
@@ -298,95 +295,6 @@ async def _change_here(
         reply = booking_reply(booking, rows, now)
         await record(idem, conn, reply, now=now)
     return reply
-
-
-async def _as_is(
-    conn: Conn, caller: Principal, held: list[ReservationRow]
-) -> list[admission.Candidate]:
-    """The rows as admission sees them when only their terms change."""
-    found = {
-        r.id: admission.Target.of(r)
-        for r in await resource_repo.get_many(
-            conn, tenant_id=caller.tenant_id, resource_ids=sorted({h.resource_id for h in held})
-        )
-    }
-    if any(h.resource_id not in found for h in held):
-        raise ReservationNotLive("A resource of this booking is archived.")
-    return [admission.Candidate.as_is(found[h.resource_id], h) for h in held]
-
-
-async def _admit_confirm(
-    svc: Context, conn: Conn, caller: Principal, held: list[ReservationRow], now: datetime
-) -> None:
-    """Admission's word on confirming these holds (approval, as the resources ask now)."""
-    gate = admission.Gate(actor=caller, change=admission.Change.confirm, now=now)
-    await admission.settle_each(svc, conn, gate, await _as_is(conn, caller, held))
-
-
-async def _extend_holds(
-    svc: Context,
-    conn: Conn,
-    caller: Principal,
-    held: list[ReservationRow],
-    now: datetime,
-    hold_seconds: int,
-) -> list[RangeRow]:
-    """The holds' new expiries as admission settles them, each from its own; the rows whose
-    expiry changes are written."""
-    gate = admission.Gate(
-        actor=caller,
-        change=admission.Change.extend,
-        now=now,
-        hold_seconds=hold_seconds,
-        hold_max_life=svc.settings.hold_max_life,
-    )
-    settled = await admission.settle_each(svc, conn, gate, await _as_is(conn, caller, held))
-    expiries = [
-        (h.id, t.expires_at)
-        for h, t in zip(held, settled, strict=True)
-        if t.expires_at is not None and t.expires_at != h.expires_at
-    ]
-    if not expiries:
-        return []
-    return await repository.set_expiry(conn, expiries=expiries, now=now)
-
-
-def to_extend(rows: list[ReservationRow], now: datetime) -> list[ReservationRow]:
-    """The live holds an extension changes; refuses unless all of them can be (an expired
-    hold: 409 hold-expired; nothing held: 409 reservation-not-held or -not-live)."""
-    held = [r for r in rows if r.status == Status.held and not is_stale_hold(r, now)]
-    gone = [r for r in rows if r.status == Status.expired or is_stale_hold(r, now)]
-    if gone:
-        raise HoldExpired(
-            f"{len(gone)} hold(s) of this booking expired; nothing was extended. Book again."
-        )
-    if not held:
-        if any(r.status == Status.confirmed for r in rows):
-            raise ReservationNotHeld("This booking holds nothing to extend: it is confirmed.")
-        raise ReservationNotLive("Nothing in this booking is live; book again.")
-    return held
-
-
-def to_confirm(
-    rows: list[ReservationRow], caller: Principal, now: datetime
-) -> list[ReservationRow]:
-    """The held reservations a confirm changes; refuses unless all of them can be."""
-    held = [r for r in rows if r.status == Status.held]
-    if any(r.needs_approval for r in held) and caller.role is not Role.admin:
-        raise ApprovalRequired(
-            "An admin must approve this booking's reservations (or confirm the booking)."
-        )
-    gone = [r for r in held if is_stale_hold(r, now)]
-    gone += [r for r in rows if r.status == Status.expired] if held else []
-    if gone:
-        raise HoldExpired(
-            f"{len(gone)} hold(s) of this booking expired; nothing was confirmed. Book again."
-        )
-    if not held and not any(r.status == Status.confirmed for r in rows):
-        if any(r.status == Status.expired for r in rows):
-            raise HoldExpired("The holds of this booking expired; nothing was confirmed.")
-        raise ReservationNotLive("Nothing in this booking is live; book again.")
-    return held
 
 
 def to_cancel(
