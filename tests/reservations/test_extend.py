@@ -98,6 +98,10 @@ def test_only_a_live_hold_is_extended(tenant: Tenant, clock: Clock) -> None:
     assert pending["status"] == "pending"
     r = tenant.booker.post(f"/v1/reservations/{pending['id']}/extend", json=body)
     _problem(r, 409, "reservation-not-held")
+    declined = tenant.admin.post(f"/v1/reservations/{pending['id']}/decline")
+    assert declined.status_code == 200, declined.text
+    r = tenant.booker.post(f"/v1/reservations/{pending['id']}/extend", json=body)
+    _problem(r, 409, "reservation-not-live")
     cancelled, _ = _hold(tenant, day=3)
     assert tenant.booker.post(f"{cancelled}/cancel").status_code == 200
     _problem(tenant.booker.post(f"{cancelled}/extend", json=body), 409, "reservation-not-live")

@@ -37,6 +37,7 @@ from reservations.errors import (
     HoldLimitReached,
     InvalidInput,
     ReservationNotHeld,
+    ReservationNotLive,
 )
 from reservations.kit.db import Conn, Database
 from reservations.policy import enforce, rules
@@ -305,8 +306,10 @@ def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
 def extended(gate: Gate, current: Current) -> Terms:
     """A live hold's terms after an extension: expiring `hold_seconds` from now, never
     earlier than it did, and refused (422) past `hold_max_life` from the hold's creation.
-    A confirmed or pending row is no hold to extend (409 reservation-not-held); the caller
-    refuses an expired or cancelled one first."""
+    A confirmed or pending row is no hold to extend (409 reservation-not-held), a cancelled
+    or declined one is not live (409); the caller refuses an expired hold first."""
+    if current.status not in (Status.held, Status.confirmed):
+        raise ReservationNotLive(f"The reservation is {current.status}; make a new one.")
     if current.status != Status.held or current.needs_approval:
         state = "pending an admin's approval" if current.needs_approval else current.status
         raise ReservationNotHeld(f"The reservation is {state}; only a hold can be extended.")
