@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
-from reservations.reservations import service
+from reservations.reservations import service, status
 from reservations.reservations.schemas import (
     HoldExtend,
     ReservationCreate,
@@ -125,7 +125,7 @@ async def confirm_reservation(
     """Turn a hold into a confirmed reservation. 409 `hold-expired` when it is too late;
     confirming a confirmed reservation changes nothing."""
     idem = idempotency(request, caller, key, None)
-    return send(await service.confirm(svc, caller, reservation_id, version, idem))
+    return send(await status.confirm(svc, caller, reservation_id, version, idem))
 
 
 @router.post(
@@ -148,7 +148,7 @@ async def extend_reservation(
     expiry); 409 `hold-expired` when it has run out, `reservation-not-held` when it is
     confirmed or pending, `reservation-not-live` when cancelled."""
     idem = idempotency(request, caller, key, body.model_dump(mode="json"))
-    return send(await service.extend(svc, caller, reservation_id, body.hold_seconds, version, idem))
+    return send(await status.extend(svc, caller, reservation_id, body.hold_seconds, version, idem))
 
 
 @router.post(
@@ -162,7 +162,7 @@ async def approve_reservation(
     """Approve a `pending` booking (on a resource whose policy has `requires_approval`): it
     is confirmed. 409 `reservation-not-pending` otherwise. Admin keys."""
     idem = idempotency(request, caller, key, None)
-    return send(await service.approve(svc, caller, reservation_id, version, idem))
+    return send(await status.approve(svc, caller, reservation_id, version, idem))
 
 
 @router.post(
@@ -176,7 +176,7 @@ async def decline_reservation(
     """Decline a `pending` booking: it becomes `declined` and its range is free again (the
     first waitlist entry that fits is offered it). Admin keys."""
     idem = idempotency(request, caller, key, None)
-    return send(await service.decline(svc, caller, reservation_id, version, idem))
+    return send(await status.decline(svc, caller, reservation_id, version, idem))
 
 
 @router.post(
@@ -194,4 +194,4 @@ async def cancel_reservation(
 ) -> Response:
     """Cancel a held or confirmed reservation and free its range. Repeatable."""
     idem = idempotency(request, caller, key, None)
-    return send(await service.cancel(svc, caller, reservation_id, version, idem))
+    return send(await status.cancel(svc, caller, reservation_id, version, idem))

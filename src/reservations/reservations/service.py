@@ -12,7 +12,7 @@ How a create is kept fast and correct (DESIGN.md, "The one invariant"):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,23 +21,18 @@ from uuid import UUID
 from psycopg import errors as pg_errors
 
 from reservations.availability_map import store as availability_map
-from reservations.catalog import repository as resources
 from reservations.context import Context
 from reservations.errors import (
     Forbidden,
-    HoldExpired,
     InvalidInput,
     NotFound,
-    PreconditionFailed,
-    ReservationInHistory,
     ReservationNotLive,
-    ReservationNotPending,
 )
-from reservations.kit.db import Conn, Unit, lock_resource
-from reservations.kit.idempotency import Idempotency, Reply, claim, record
+from reservations.kit.db import Conn, lock_resource
+from reservations.kit.idempotency import Idempotency, Reply, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
-from reservations.reservations import admission, metrics, repository
+from reservations.reservations import admission, existing, metrics, repository
 from reservations.reservations.conflicts import blocking, conflict
 from reservations.reservations.repository import FoundRow, RangeRow, ReservationRow
 from reservations.reservations.schemas import (
@@ -48,18 +43,6 @@ from reservations.reservations.schemas import (
     Status,
 )
 from reservations.tenancy.service import Principal, Role
-
-
-def etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _reply(row: ReservationRow, now: datetime, status: int = 200) -> Reply:
-    body = ReservationRead.from_row(row, now).model_dump_json()
-    headers = {"ETag": etag(row.version)}
-    if status == 201:
-        headers["Location"] = f"/v1/reservations/{row.id}"
-    return Reply(status=status, body=body, headers=headers)
 
 
 def check_override(caller: Principal, override: bool) -> None:
@@ -188,7 +171,7 @@ async def _create_once(
             metrics.RESERVATIONS_EXPIRED.labels("booking").inc(len(expired))
         terms = await admission.admit(svc, conn, gate, [candidate])
         row = await _insert(conn, caller, body, terms, now)
-        reply = _reply(row, now, status=201)
+        reply = existing.reply(row, now, status=201)
         await record(idem, conn, reply, now=now)
         svc.map_after_commit(
             unit,
@@ -252,17 +235,6 @@ async def _insert(
     return row
 
 
-def _not_found(reservation_id: UUID) -> NotFound:
-    return NotFound(f"No reservation {reservation_id} that your key may see.")
-
-
-def _in_history(row: ReservationRow) -> ReservationInHistory:
-    return ReservationInHistory(
-        f"Reservation {row.id} ended long ago and has moved to history, which is read-only;"
-        " it can still be read and listed."
-    )
-
-
 async def get(svc: Context, caller: Principal, reservation_id: UUID) -> Reply:
     svc = svc.at(reservation_id)
     row = await svc.db.read(
@@ -271,8 +243,8 @@ async def get(svc: Context, caller: Principal, reservation_id: UUID) -> Reply:
         )
     )
     if row is None:
-        raise _not_found(reservation_id)
-    return _reply(row, svc.clock.now())
+        raise existing.not_found(reservation_id)
+    return existing.reply(row, svc.clock.now())
 
 
 async def list_page(
@@ -325,245 +297,6 @@ async def list_page(
         encode_cursor(rows[limit - 1].start_at, rows[limit - 1].id) if len(rows) > limit else None
     )
     return ReservationPage(items=items, next_cursor=next_cursor)
-
-
-async def _locked(
-    conn: Conn, caller: Principal, reservation_id: UUID, expected_version: int | None
-) -> FoundRow:
-    row = await repository.get(
-        conn,
-        tenant_id=caller.tenant_id,
-        reservation_id=reservation_id,
-        owner=caller.owner(),
-        lock=True,
-    )
-    if row is None:
-        seen = await repository.get(
-            conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
-        )
-        raise _in_history(seen) if seen is not None else _not_found(reservation_id)
-    if expected_version is not None and row.version != expected_version:
-        raise PreconditionFailed(
-            f"The reservation is at version {row.version}; fetch it again and retry.",
-            current_version=row.version,
-        )
-    return row
-
-
-def _live_or_raise(row: ReservationRow, now: datetime) -> None:
-    status = ReservationRead.from_row(row, now).status
-    if status is Status.expired:
-        expires = row.expires_at
-        assert expires is not None  # expired: a hold, which has an expiry
-        raise HoldExpired(f"The hold expired at {expires.isoformat()}; create a new reservation.")
-    if status is Status.cancelled:
-        raise ReservationNotLive("The reservation is cancelled; create a new one.")
-
-
-async def _as_is(conn: Conn, caller: Principal, row: ReservationRow) -> admission.Candidate:
-    """A live row as admission sees it when only its status changes."""
-    resource = await resources.get(conn, tenant_id=caller.tenant_id, resource_id=row.resource_id)
-    if resource is None:
-        raise ReservationNotLive("The reservation's resource is archived.")
-    return admission.Candidate.as_is(admission.Target.of(resource), row)
-
-
-# One change of a locked reservation's status: returns the row as it is after.
-Step = Callable[[Context, Unit, Principal, ReservationRow, datetime], Awaitable[ReservationRow]]
-
-
-async def _change(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    expected_version: int | None,
-    idem: Idempotency | None,
-    step: Step,
-) -> Reply:
-    """The frame of confirm, extend, cancel, approve and decline: the reservation's cluster, the
-    Idempotency-Key, the row locked at the expected version, `step`, the reply."""
-    now = svc.clock.now()
-    svc = svc.at(reservation_id, caller)
-    async with svc.db.unit() as unit:
-        if replay := await claim(idem, unit.conn, now=now, ttl=svc.settings.idempotency_ttl):
-            return replay
-        locked = await _locked(unit.conn, caller, reservation_id, expected_version)
-        row = await step(svc, unit, caller, locked, now)
-        reply = _reply(row, now)
-        await record(idem, unit.conn, reply, now=now)
-    return reply
-
-
-async def _admitted(
-    svc: Context,
-    unit: Unit,
-    caller: Principal,
-    row: ReservationRow,
-    now: datetime,
-    change: admission.Change,
-) -> ReservationRow:
-    """The row with the terms admission settles for it now (a confirmation or approval),
-    marked in the availability map once committed."""
-    gate = admission.Gate(actor=caller, change=change, now=now)
-    terms = await admission.admit(svc, unit.conn, gate, [await _as_is(unit.conn, caller, row)])
-    changes = terms.columns()
-    row = await repository.update(unit.conn, reservation_id=row.id, changes=changes, now=now)
-    svc.map_after_commit(unit, availability_map.changes([row], live=True))
-    return row
-
-
-async def _ended(
-    svc: Context, unit: Unit, row: ReservationRow, now: datetime, status: Status, **columns: Any
-) -> ReservationRow:
-    """The row no longer live (`status`): cleared from the map and its range offered to the
-    waitlist once committed."""
-    changes = {"status": status.value, "expires_at": None, **columns}
-    row = await repository.update(unit.conn, reservation_id=row.id, changes=changes, now=now)
-    svc.map_after_commit(unit, availability_map.changes([row], live=False))
-    svc.freed_after_commit(unit, [row.resource_id])
-    return row
-
-
-async def _confirming(
-    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
-) -> ReservationRow:
-    _live_or_raise(row, now)
-    if row.status != Status.held:
-        return row
-    # By an admin, a pending booking's confirmation is its approval.
-    return await _admitted(svc, unit, caller, row, now, admission.Change.confirm)
-
-
-async def _cancelling(
-    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
-) -> ReservationRow:
-    if row.status == Status.cancelled:
-        return row  # cancelling again changes nothing
-    _live_or_raise(row, now)
-    return await _ended(svc, unit, row, now, Status.cancelled)
-
-
-def _admin_or_raise(caller: Principal) -> None:
-    # Before the Idempotency-Key is claimed: a refused role leaves nothing under it.
-    if caller.role is not Role.admin:
-        raise Forbidden("Only admin keys may approve or decline bookings.")
-
-
-def _pending_or_raise(row: ReservationRow, now: datetime) -> None:
-    status = ReservationRead.from_row(row, now).status
-    if status is not Status.pending:
-        raise ReservationNotPending(
-            f"The reservation is {status.value}; only pending bookings can be approved or declined."
-        )
-
-
-async def _approving(
-    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
-) -> ReservationRow:
-    _pending_or_raise(row, now)
-    return await _admitted(svc, unit, caller, row, now, admission.Change.approve)
-
-
-async def _declining(
-    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
-) -> ReservationRow:
-    _pending_or_raise(row, now)
-    return await _ended(svc, unit, row, now, Status.declined, needs_approval=False)
-
-
-async def confirm(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    expected_version: int | None,
-    idem: Idempotency | None,
-) -> Reply:
-    return await _change(svc, caller, reservation_id, expected_version, idem, _confirming)
-
-
-async def extend(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    hold_seconds: int,
-    expected_version: int | None,
-    idem: Idempotency | None,
-) -> Reply:
-    """A live hold's new expiry, `hold_seconds` from now (admission decides: never shorter,
-    within the hold's total life); extending again to an expiry it already has changes
-    nothing."""
-    admission.check_hold_seconds(svc, hold_seconds)
-
-    async def extending(
-        svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
-    ) -> ReservationRow:
-        return await _extending(svc, unit, caller, row, now, hold_seconds)
-
-    return await _change(svc, caller, reservation_id, expected_version, idem, extending)
-
-
-async def _extending(
-    svc: Context,
-    unit: Unit,
-    caller: Principal,
-    row: ReservationRow,
-    now: datetime,
-    hold_seconds: int,
-) -> ReservationRow:
-    _live_or_raise(row, now)
-    gate = admission.Gate(
-        actor=caller,
-        change=admission.Change.extend,
-        now=now,
-        hold_seconds=hold_seconds,
-        hold_max_life=svc.settings.hold_max_life,
-    )
-    candidate = await _as_is(unit.conn, caller, row)
-    terms = await admission.admit(svc, unit.conn, gate, [candidate])
-    if admission.Current.of(row).same_terms(terms):
-        return row
-    row = await repository.update(
-        unit.conn, reservation_id=row.id, changes=terms.columns(), now=now
-    )
-    # The map's detail carries the expiry: a granule is free again only after the new one.
-    svc.map_after_commit(unit, availability_map.changes([row], live=True))
-    return row
-
-
-async def cancel(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    expected_version: int | None,
-    idem: Idempotency | None,
-) -> Reply:
-    """Cancel a live reservation; cancelling a cancelled one again is a no-op (200)."""
-    return await _change(svc, caller, reservation_id, expected_version, idem, _cancelling)
-
-
-async def approve(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    expected_version: int | None,
-    idem: Idempotency | None = None,
-) -> Reply:
-    """An admin approves a pending booking: it is confirmed."""
-    _admin_or_raise(caller)
-    return await _change(svc, caller, reservation_id, expected_version, idem, _approving)
-
-
-async def decline(
-    svc: Context,
-    caller: Principal,
-    reservation_id: UUID,
-    expected_version: int | None,
-    idem: Idempotency | None = None,
-) -> Reply:
-    """An admin declines a pending booking: it is declined and its range is free again (the
-    waitlist is offered it)."""
-    _admin_or_raise(caller)
-    return await _change(svc, caller, reservation_id, expected_version, idem, _declining)
 
 
 async def update(
@@ -648,10 +381,10 @@ async def _update_once(
                 svc, conn, caller, gate, current, (start, end), customer, moving=moving
             )
             await lock_resource(conn, lock_key(current.resource_id))
-        row: ReservationRow = await _locked(conn, caller, reservation_id, expected_version)
+        row: ReservationRow = await existing.locked(conn, caller, reservation_id, expected_version)
         expired: list[RangeRow] = []
         if admit:
-            _live_or_raise(row, now)
+            existing.live_or_raise(row, now)
             if moving and (clashes or expire_first):
                 expired = await repository.expire_stale_holds(
                     conn, resource_id=row.resource_id, start=start, end=end, now=now
@@ -664,13 +397,13 @@ async def _update_once(
             if moving:
                 changes["start_at"], changes["end_at"] = start, end
         if not changes:
-            return _reply(row, now)
+            return existing.reply(row, now)
         was = {row.id: (row.during_start, row.during_end)}
         row = await repository.update(conn, reservation_id=reservation_id, changes=changes, now=now)
         if moving:
             marks = availability_map.changes([row], live=True, was=was)
             svc.map_after_commit(unit, marks + availability_map.changes(expired, live=False))
-    return _reply(row, now)
+    return existing.reply(row, now)
 
 
 async def _current(conn: Conn, caller: Principal, reservation_id: UUID) -> FoundRow:
@@ -679,9 +412,9 @@ async def _current(conn: Conn, caller: Principal, reservation_id: UUID) -> Found
         conn, tenant_id=caller.tenant_id, reservation_id=reservation_id, owner=caller.owner()
     )
     if current is None:
-        raise _not_found(reservation_id)
+        raise existing.not_found(reservation_id)
     if current.in_history:
-        raise _in_history(current)
+        raise existing.in_history(current)
     return current
 
 
