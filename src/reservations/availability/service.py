@@ -32,7 +32,7 @@ from reservations.policy.model import Policy
 from reservations.policy.usage import Busy, Usage
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
-from reservations.reservations.repository import RangeRow
+from reservations.reservations.rows import RangeRow
 from reservations.tenancy.service import Principal
 
 

@@ -18,7 +18,7 @@ from reservations.policy.model import Policy
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
-from reservations.reservations.repository import RangeRow
+from reservations.reservations.rows import RangeRow
 
 MAX_RESERVATIONS = 1_000
 

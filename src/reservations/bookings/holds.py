@@ -17,7 +17,7 @@ from reservations.errors import (
 )
 from reservations.kit.db import Conn
 from reservations.reservations import admission
-from reservations.reservations.repository import RangeRow, ReservationRow
+from reservations.reservations.rows import RangeRow, ReservationRow
 from reservations.reservations.schemas import Status, is_stale_hold
 from reservations.tenancy.service import Principal, Role
 

@@ -18,7 +18,7 @@ from reservations.kit.db import Conn
 from reservations.kit.ids import uuid7_beside
 from reservations.reservations import admission
 from reservations.reservations import repository as reservation_repo
-from reservations.reservations.repository import ReservationRow
+from reservations.reservations.rows import ReservationRow
 from reservations.tenancy.service import Principal
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from reservations.bookings.repository import BookingRow
 from reservations.bookings.schemas import BookingRead, OccurrenceReport
 from reservations.kit.idempotency import Reply
-from reservations.reservations.repository import ReservationRow
+from reservations.reservations.rows import ReservationRow
 from reservations.reservations.schemas import ReservationRead, Status
 
 

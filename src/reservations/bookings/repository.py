@@ -15,10 +15,9 @@ from reservations.reservations.repository import (
     BUFFER_AFTER,
     BUFFER_BEFORE,
     CHANGED,
-    RangeRow,
-    ReservationRow,
 )
 from reservations.reservations.repository import COLUMNS as RESERVATION_COLUMNS
+from reservations.reservations.rows import RangeRow, ReservationRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from reservations.policy import enforce
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
-from reservations.reservations.repository import RangeRow, ReservationRow
+from reservations.reservations.rows import RangeRow, ReservationRow
 from reservations.reservations.schemas import Status, is_stale_hold
 from reservations.reservations.service import check_override
 from reservations.tenancy.service import Principal

@@ -37,7 +37,7 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.reservations import admission
-from reservations.reservations.repository import RangeRow, ReservationRow
+from reservations.reservations.rows import RangeRow, ReservationRow
 from reservations.sharding import repository as shard_repo
 from reservations.sharding.router import STALE_TOKEN, sqlstate
 from reservations.sharding.twophase import TwoPhase, fault_point

@@ -44,7 +44,7 @@ from reservations.policy import enforce, rules
 from reservations.policy.model import Policy
 from reservations.policy.rules import Violation
 from reservations.reservations import repository
-from reservations.reservations.repository import ReservationRow
+from reservations.reservations.rows import ReservationRow
 from reservations.reservations.schemas import Status
 from reservations.tenancy.service import Principal, Role
 

@@ -15,7 +15,7 @@ from reservations.kit.localtime import describe_range
 from reservations.kit.spans import Span
 from reservations.policy.usage import Busy, Usage
 from reservations.reservations import metrics
-from reservations.reservations.repository import RangeRow
+from reservations.reservations.rows import RangeRow
 from reservations.reservations.schemas import ConflictItem, Status, is_stale_hold
 from reservations.tenancy.service import Principal
 

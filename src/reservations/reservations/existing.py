@@ -17,7 +17,7 @@ from reservations.errors import (
 from reservations.kit.db import Conn
 from reservations.kit.idempotency import Reply
 from reservations.reservations import admission, repository
-from reservations.reservations.repository import FoundRow, ReservationRow
+from reservations.reservations.rows import FoundRow, ReservationRow
 from reservations.reservations.schemas import (
     ReservationRead,
     Status,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
 from reservations.kit.openapi import absent_when_unused
-from reservations.reservations.repository import RangeRow, ReservationRow
+from reservations.reservations.rows import RangeRow, ReservationRow
 
 
 class Status(StrEnum):

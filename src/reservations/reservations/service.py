@@ -34,7 +34,7 @@ from reservations.kit.ids import lock_key, uuid7_beside
 from reservations.kit.pagination import decode_instant_cursor, encode_cursor, merged
 from reservations.reservations import admission, existing, metrics, repository
 from reservations.reservations.conflicts import blocking, conflict
-from reservations.reservations.repository import FoundRow, RangeRow, ReservationRow
+from reservations.reservations.rows import FoundRow, RangeRow, ReservationRow
 from reservations.reservations.schemas import (
     ReservationCreate,
     ReservationPage,

@@ -18,7 +18,7 @@ from reservations.errors import (
 from reservations.kit.db import Unit
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.reservations import admission, existing, repository
-from reservations.reservations.repository import ReservationRow
+from reservations.reservations.rows import ReservationRow
 from reservations.reservations.schemas import (
     ReservationRead,
     Status,

@@ -24,7 +24,7 @@ from reservations.kit.ids import lock_key, uuid7, uuid7_beside
 from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations import tasks
-from reservations.reservations.repository import RangeRow
+from reservations.reservations.rows import RangeRow
 from reservations.resources.schemas import (
     ResourceCreate,
     ResourcePage,

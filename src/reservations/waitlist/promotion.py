@@ -39,7 +39,7 @@ from reservations.policy.rules import Reason
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
 from reservations.reservations.conflicts import blocking
-from reservations.reservations.repository import ReservationRow
+from reservations.reservations.rows import ReservationRow
 from reservations.tenancy.service import Principal, Role
 from reservations.waitlist import repository
 from reservations.waitlist.repository import WaitingRow
