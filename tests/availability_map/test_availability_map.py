@@ -455,7 +455,7 @@ def test_a_detail_keeps_its_stored_format_and_reads_back() -> None:
     """The JSON kept beside the bits is the format entries already in Redis have (a refusal
     reads what an older process wrote), built from a row as json_agg brings it (the create's
     pre-check marks confirmed overlaps), and `Detail.from_json` reads back what was written."""
-    from reservations.reservations.repository import RangeRow
+    from reservations.reservations.rows import RangeRow
 
     rid, kid, key = (
         "0190f0a0-0000-7000-8000-000000000001",
