@@ -8,9 +8,10 @@ import contextlib
 from uuid import uuid4
 
 import pytest
+from psycopg import sql
 
 from reservations.config import Settings
-from reservations.kit.db import Database, on_failure
+from reservations.kit.db import Database, on_failure, with_commit
 
 
 async def _seen(db: Database, marker: str) -> bool:
@@ -20,9 +21,10 @@ async def _seen(db: Database, marker: str) -> bool:
         return await cur.fetchone() is not None
 
 
-async def _scenario(settings: Settings, *, fail: bool, pipeline: bool) -> list[bool]:
+async def _scenario(settings: Settings, *, fail: bool, last: bool) -> list[bool]:
     """Insert a marker row in a unit whose effect records whether the row is visible from
-    another connection when the effect runs; the block raises when `fail`."""
+    another connection when the effect runs; the block raises when `fail`. With `last` the
+    row goes with COMMIT (`with_commit`)."""
     db = Database(settings.database_url or "", settings)
     await db.open()
     ran: list[bool] = []
@@ -35,8 +37,14 @@ async def _scenario(settings: Settings, *, fail: bool, pipeline: bool) -> list[b
             ran.append(await _seen(db, marker))
 
         async def block() -> None:
-            async with db.unit(pipeline=pipeline) as unit:
-                await unit.conn.execute("INSERT INTO uow_probe VALUES (%s)", (marker,))
+            async with db.unit() as unit:
+                if last:
+                    insert = sql.SQL("INSERT INTO uow_probe VALUES ({})").format(
+                        sql.Literal(marker)
+                    )
+                    await with_commit(unit.conn, insert)
+                else:
+                    await unit.conn.execute("INSERT INTO uow_probe VALUES (%s)", (marker,))
                 unit.after_commit(effect)
                 if fail:
                     raise RuntimeError("the block fails after registering its effect")
@@ -49,15 +57,15 @@ async def _scenario(settings: Settings, *, fail: bool, pipeline: bool) -> list[b
     return ran
 
 
-@pytest.mark.parametrize("pipeline", [False, True])
-def test_effect_runs_after_commit(settings: Settings, pipeline: bool) -> None:
+@pytest.mark.parametrize("last", [False, True])
+def test_effect_runs_after_commit(settings: Settings, last: bool) -> None:
     # Ran once, and by then the row was visible to another connection: after COMMIT.
-    assert asyncio.run(_scenario(settings, fail=False, pipeline=pipeline)) == [True]
+    assert asyncio.run(_scenario(settings, fail=False, last=last)) == [True]
 
 
-@pytest.mark.parametrize("pipeline", [False, True])
-def test_effect_skipped_when_the_block_raises(settings: Settings, pipeline: bool) -> None:
-    assert asyncio.run(_scenario(settings, fail=True, pipeline=pipeline)) == []
+@pytest.mark.parametrize("last", [False, True])
+def test_effect_skipped_when_the_block_raises(settings: Settings, last: bool) -> None:
+    assert asyncio.run(_scenario(settings, fail=True, last=last)) == []
 
 
 def test_effect_skipped_when_a_kept_failure_commits(settings: Settings) -> None:

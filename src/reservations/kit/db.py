@@ -87,6 +87,11 @@ class Unit:
     recorder: Recorder | None = None
     kept: BaseException | None = None
     effects: list[Effect] = field(default_factory=list)
+    # Writes whose results nobody reads, sent in COMMIT's round trip (`with_commit`); None
+    # where the owner sends COMMIT some other way (sharding's TwoPhase).
+    last: list[sql.Composed | sql.SQL] | None = None
+    # The results of the statements sent with BEGIN (`Database.unit(first=...)`).
+    first: psycopg.AsyncCursor[DictRow] | None = None
 
     def after_commit(self, effect: Effect) -> None:
         """Run `effect` after COMMIT, in the order registered; never if the block raises."""
@@ -133,6 +138,18 @@ def owned(conn: Conn) -> Iterator[Unit]:
             del _UNITS[conn]
 
 
+async def with_commit(conn: Conn, statement: sql.Composed | sql.SQL) -> None:
+    """Run `statement` (no parameters: values as `sql.Literal`) in the transaction open on
+    `conn`: sent together with its COMMIT, one round trip for both, when its owner is a
+    `Database.unit`; at once otherwise. For a write nothing reads before COMMIT; its error
+    (like COMMIT's) rolls the transaction back and is raised by the block's end."""
+    unit = _UNITS.get(conn)
+    if unit is not None and unit.last is not None:
+        unit.last.append(statement)
+    else:
+        await conn.execute(statement, prepare=False)
+
+
 def on_failure(conn: Conn, recorder: Recorder) -> bool:
     """If the block of the transaction open on `conn` raises, first run
     `recorder(conn, error)`. A recorder that returns True has made the transaction fit to
@@ -155,6 +172,8 @@ async def keep_failure(conn: Conn, error: BaseException, pipeline: AsyncPipeline
     if unit is None or unit.recorder is None:
         return False
     recorder, unit.recorder = unit.recorder, None
+    if unit.last is not None:
+        unit.last.clear()  # the block's last writes: never sent, and undone with it
     try:
         if pipeline is not None:
             # What the block left in flight arrives first (its error too, already met by
@@ -253,27 +272,25 @@ class Database:
             return await work(conn)
 
     @asynccontextmanager
-    async def unit(self, *, pipeline: bool = False) -> AsyncIterator[Unit]:
+    async def unit(self, *, first: sql.Composed | sql.SQL | None = None) -> AsyncIterator[Unit]:
         """The unit of work: a transaction that commits when the block ends and rolls back
         if it raises; then, once committed and the connection is back in the pool, the
         effects the block registered (`Unit.after_commit`). With replicas, the WAL position
         after COMMIT becomes the response's consistency token. The actor and request id of
         the current task go with it (see the module's doc).
 
-        `pipeline`: the block runs in psycopg's pipeline mode (see `pipelined`), so
-        statements whose results it does not read yet travel together with the next one
-        it does read; BEGIN and the locals go with the block's first read, the block's last
-        writes with COMMIT.
+        Round trips are what a write costs the API most (BENCHMARKS.md, "The write cost"):
+        BEGIN goes with the transaction's locals and with `first` (statements without
+        parameters, values as `sql.Literal`; their results in `unit.first`), and the block's
+        last writes (`with_commit`) with COMMIT. Each statement keeps its own snapshot.
 
         A block that raises rolls back, unless a recorder registered with `on_failure`
         keeps a record of the failure: then it commits that, and the error is raised after
         COMMIT (the block's effects are dropped: its work was undone)."""
         async with self.pool.connection() as conn:
             with owned(conn) as unit:
-                async with pipelined(conn) if pipeline else _plain(conn):
-                    await self.set_locals(conn)
-                    if self._on_begin is not None:
-                        await self._on_begin(conn)
+                unit.last = []
+                async with self._begun(conn, unit, first):
                     yield unit
             if self.replicas is not None and (state := CURRENT.get()) is not None:
                 cur = await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")
@@ -285,32 +302,73 @@ class Database:
         await unit.run_effects()
 
     @asynccontextmanager
-    async def transaction(self, *, pipeline: bool = False) -> AsyncIterator[Conn]:
+    async def _begun(
+        self, conn: Conn, unit: Unit, first: sql.Composed | sql.SQL | None
+    ) -> AsyncIterator[None]:
+        """BEGIN (with the locals, the shard guard and `first`), the block, then its last
+        writes with COMMIT; ROLLBACK if any of it fails, unless the failure is kept."""
+        try:
+            opening = [sql.SQL("BEGIN"), *self.local_settings()]
+            if self._on_begin is None and first is not None:
+                opening.append(first)
+            cur = await conn.execute(sql.SQL("; ").join(opening), prepare=False)
+            if self._on_begin is not None:
+                await self._on_begin(conn)
+                if first is not None:
+                    cur = await conn.execute(first, prepare=False)
+            else:
+                for _ in range(len(opening) - 1):
+                    cur.nextset()
+            unit.first = cur if first is not None else None
+            try:
+                yield
+            except BaseException as exc:
+                if not await keep_failure(conn, exc, None):
+                    raise
+            last = unit.last or []
+            await conn.execute(sql.SQL("; ").join([*last, sql.SQL("COMMIT")]), prepare=False)
+        except BaseException:
+            # A failed statement's transaction is aborted, or the block raised with it open.
+            # Either way it ends here (unless the connection is gone: the pool discards it).
+            if conn.pgconn.transaction_status in (INTRANS, INERROR):
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()
+            raise
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
         """A unit of work (`unit`) for a block that has no effects after COMMIT."""
-        async with self.unit(pipeline=pipeline) as unit:
+        async with self.unit() as unit:
             yield unit.conn
 
-    async def set_locals(self, conn: Conn) -> None:
-        """First thing in a write transaction: its actor and request id (and behind a
-        pooler its timeouts), as transaction-local settings."""
+    def local_settings(self) -> list[sql.Composed | sql.SQL]:
+        """The transaction-local settings a write transaction starts with: its actor and
+        request id (and behind a pooler its timeouts and zone), as a statement without
+        parameters, or none."""
         actor, request_id = ACTOR.get() or "", REQUEST_ID.get() or ""
+        pairs: list[tuple[str, str]] = []
         if self.pooled:
             # TimeZone too: interval arithmetic on timestamptz (a 'P1D' buffer) uses the
             # session zone, and the code's arithmetic is UTC.
-            await conn.execute(
-                "SELECT set_config('statement_timeout', %s, true),"
-                " set_config('lock_timeout', %s, true),"
-                " set_config('TimeZone', 'UTC', true),"
-                " set_config('reservations.actor', %s, true),"
-                " set_config('reservations.request_id', %s, true)",
-                (*self._local_timeouts, actor, request_id),
-            )
-        elif actor or request_id:
-            await conn.execute(
-                "SELECT set_config('reservations.actor', %s, true),"
-                " set_config('reservations.request_id', %s, true)",
-                (actor, request_id),
-            )
+            pairs += [
+                ("statement_timeout", self._local_timeouts[0]),
+                ("lock_timeout", self._local_timeouts[1]),
+                ("TimeZone", "UTC"),
+            ]
+        if self.pooled or actor or request_id:
+            pairs += [("reservations.actor", actor), ("reservations.request_id", request_id)]
+        if not pairs:
+            return []
+        calls = [
+            sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+            for k, v in pairs
+        ]
+        return [sql.SQL("SELECT ") + sql.SQL(", ").join(calls)]
+
+    async def set_locals(self, conn: Conn) -> None:
+        """`local_settings` on a transaction begun elsewhere (sharding's TwoPhase)."""
+        for statement in self.local_settings():
+            await conn.execute(statement, prepare=False)
 
     async def ping(self) -> bool:
         try:
@@ -352,17 +410,6 @@ async def pipelined(conn: Conn) -> AsyncIterator[None]:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
         raise
-
-
-@asynccontextmanager
-async def _plain(conn: Conn) -> AsyncIterator[None]:
-    """psycopg's transaction, and a failure kept by its recorder (`on_failure`) commits."""
-    async with conn.transaction():
-        try:
-            yield
-        except BaseException as exc:
-            if not await keep_failure(conn, exc, None):
-                raise
 
 
 async def lock_resource(conn: Conn, key: int) -> None:

@@ -29,10 +29,11 @@ import json
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from uuid import UUID
 
 import orjson
-from psycopg import AsyncCursor
+from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow
 
 from reservations.errors import (
@@ -42,7 +43,7 @@ from reservations.errors import (
     IdempotencyKeyReused,
     recorded_error,
 )
-from reservations.kit.db import Conn, Database, on_failure
+from reservations.kit.db import Conn, Database, on_failure, with_commit
 
 # Set by the claim right after the key's lock and look-up; a recorded failure rolls back to it.
 _SAVEPOINT = "idempotency_claim"
@@ -145,78 +146,53 @@ class Idempotency:
         h = hashlib.blake2b(self.api_key_id.bytes + self.key.encode(), digest_size=8).digest()
         return int.from_bytes(h[:4], "big", signed=True), int.from_bytes(h[4:], "big", signed=True)
 
+    def claim_statements(self, *, now: datetime, ttl: timedelta) -> sql.Composed:
+        """The claim, as statements without parameters (one round trip, and they may go
+        with BEGIN: kit/db.py `Database.unit(first=...)`): the try-lock, then the look-up
+        of a stored reply (a statement of its own, so its snapshot is taken after the lock
+        is held and sees the reply of a request that held it before), then the savepoint a
+        recorded failure returns to. `claimed` reads their results."""
+        hi, lo = self._lock_keys()
+        return sql.SQL(
+            "SELECT pg_try_advisory_xact_lock({}::int4, {}::int4) AS got;"
+            " SELECT fingerprint, status_code, body, headers FROM idempotency_record"
+            " WHERE api_key_id = {} AND key = {} AND created_at > {};"
+            " SAVEPOINT {}"
+        ).format(
+            sql.Literal(hi),
+            sql.Literal(lo),
+            sql.Literal(self.api_key_id),
+            sql.Literal(self.key),
+            sql.Literal(now - ttl),
+            sql.Identifier(_SAVEPOINT),
+        )
+
     async def claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Reply | None:
         """Take the key for this transaction (one round trip). Returns the stored reply when
         this is a replay; else, from here on, a refusal the block raises is kept under the
         key (see the module's doc)."""
-        async with conn.pipeline():
-            claim = await self.send_claim(conn, now=now, ttl=ttl)
-        return await claim.outcome()
+        cur = await conn.execute(self.claim_statements(now=now, ttl=ttl), prepare=False)
+        return await self.claimed(conn, cur, now=now)
 
-    async def send_claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Claim:
-        """Send the claim's statements: the try-lock, then the look-up of a stored reply
-        (a statement of its own, so its snapshot is taken after the lock is held and sees
-        the reply of a request that held it before), then the savepoint a recorded failure
-        returns to. In a pipelined transaction they travel with what the caller sends next;
-        `Claim.outcome()` reads them."""
-        hi, lo = self._lock_keys()
-        lock = await conn.execute(
-            "SELECT pg_try_advisory_xact_lock(%s::int4, %s::int4) AS got", (hi, lo)
-        )
-        stored = await conn.execute(
-            "SELECT fingerprint, status_code, body, headers FROM idempotency_record"
-            " WHERE api_key_id = %s AND key = %s AND created_at > %s",
-            (self.api_key_id, self.key, now - ttl),
-        )
-        await conn.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
-        return Claim(self, conn, now, lock, stored)
-
-    async def save(self, conn: Conn, reply: Reply, *, now: datetime) -> None:
-        reply = reply._sealed(self.seal_key)
-        await conn.execute(
-            "INSERT INTO idempotency_record"
-            " (api_key_id, key, fingerprint, status_code, body, headers, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)"
-            " ON CONFLICT (api_key_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
-            " status_code = EXCLUDED.status_code, body = EXCLUDED.body,"
-            " headers = EXCLUDED.headers, created_at = EXCLUDED.created_at",
-            (
-                self.api_key_id,
-                self.key,
-                self.fingerprint,
-                reply.status,
-                reply.body,
-                orjson.dumps(reply.headers).decode(),
-                now,
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class Claim:
-    """The answers to `Idempotency.send_claim`, read by `outcome`."""
-
-    idem: Idempotency
-    conn: Conn
-    now: datetime
-    lock: AsyncCursor[DictRow]
-    stored: AsyncCursor[DictRow]
-
-    async def outcome(self) -> Reply | None:
-        """Raises IdempotencyKeyInUse if another request holds the key, IdempotencyKeyReused
-        if it was used for another request; the stored reply of a replay, else None (the
-        key is this transaction's, and a refusal its block raises will be kept)."""
-        row = await self.lock.fetchone()
+    async def claimed(
+        self, conn: Conn, results: AsyncCursor[DictRow], *, now: datetime
+    ) -> Reply | None:
+        """The claim's outcome from its statements' `results`: raises IdempotencyKeyInUse
+        if another request holds the key, IdempotencyKeyReused if it was used for another
+        request; the stored reply of a replay, else None (the key is this transaction's,
+        and a refusal its block raises will be kept)."""
+        row = await results.fetchone()
         if not row or not row["got"]:
             raise IdempotencyKeyInUse(
                 "Wait for the first request with this key to finish, then retry with the same "
                 "key to receive its result."
             )
-        stored = await self.stored.fetchone()
+        results.nextset()
+        stored = await results.fetchone()
         if stored is None:
-            on_failure(self.conn, self._record_failure)
+            on_failure(conn, partial(self._record_failure, now=now))
             return None
-        if bytes(stored["fingerprint"]) != self.idem.fingerprint:
+        if bytes(stored["fingerprint"]) != self.fingerprint:
             raise IdempotencyKeyReused(
                 "Use a new Idempotency-Key for a different request; a key may only be retried "
                 "with exactly the same method, path, body and If-Match."
@@ -226,17 +202,41 @@ class Claim:
             body=stored["body"],
             headers=dict(stored["headers"]),
             replayed=True,
-        )._unsealed(self.idem.seal_key)
+        )._unsealed(self.seal_key)
 
-    async def _record_failure(self, conn: Conn, error: BaseException) -> bool:
+    async def _record_failure(self, conn: Conn, error: BaseException, *, now: datetime) -> bool:
         """The transaction's recorder (kit/db.py `on_failure`): undo what the request did
         after its claim and keep its refusal under the key; False if it is not to be kept."""
         refusal = recorded_error(error)
         if refusal is None:
             return False
         await conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", prepare=False)
-        await self.idem.save(conn, Reply.problem(refusal), now=self.now)
+        await self.save(conn, Reply.problem(refusal), now=now)
         return True
+
+    async def save(self, conn: Conn, reply: Reply, *, now: datetime) -> None:
+        """Leave `reply` under the key, in the transaction open on `conn` (with its COMMIT:
+        nothing reads it before)."""
+        reply = reply._sealed(self.seal_key)
+        await with_commit(
+            conn,
+            sql.SQL(
+                "INSERT INTO idempotency_record"
+                " (api_key_id, key, fingerprint, status_code, body, headers, created_at)"
+                " VALUES ({}, {}, {}, {}, {}, {}::jsonb, {})"
+                " ON CONFLICT (api_key_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+                " status_code = EXCLUDED.status_code, body = EXCLUDED.body,"
+                " headers = EXCLUDED.headers, created_at = EXCLUDED.created_at"
+            ).format(
+                sql.Literal(self.api_key_id),
+                sql.Literal(self.key),
+                sql.Literal(self.fingerprint),
+                sql.Literal(reply.status),
+                sql.Literal(reply.body),
+                sql.Literal(orjson.dumps(reply.headers).decode()),
+                sql.Literal(now),
+            ),
+        )
 
 
 async def claim(

@@ -135,15 +135,15 @@ async def _create_once(
 ) -> Reply:
     gate = _gate(svc, caller, body)
     now = gate.now
-    # Pipelined: BEGIN, the claim and the pre-check go in one round trip, the lock with the
-    # insert, the idempotency record with COMMIT (kit/db.py `pipelined`).
-    async with svc.db.unit(pipeline=True) as unit:
+    # BEGIN and the key's claim go in one round trip, the idempotency record with COMMIT
+    # (kit/db.py `Database.unit`).
+    ttl = svc.settings.idempotency_ttl
+    first = idem.claim_statements(now=now, ttl=ttl) if idem is not None else None
+    async with svc.db.unit(first=first) as unit:
         conn = unit.conn
-        claim = (
-            await idem.send_claim(conn, now=now, ttl=svc.settings.idempotency_ttl)
-            if idem is not None
-            else None
-        )
+        replay = await idem.claimed(conn, unit.first, now=now) if idem and unit.first else None
+        if replay is not None:
+            return replay
         found = await repository.resource_and_overlaps(
             conn,
             tenant_id=caller.tenant_id,
@@ -151,8 +151,6 @@ async def _create_once(
             start=body.start,
             end=body.end,
         )
-        if claim is not None and (replay := await claim.outcome()) is not None:
-            return replay
         if found is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
         if fill_cache and svc.resource_cache is not None:

@@ -1,6 +1,7 @@
-"""The pipelined unit of work (kit/db.py `Database.transaction(pipeline=True)`): it commits
-what the block wrote, rolls back on any error wherever it surfaces (a read in the block, a
-statement never read, COMMIT itself, or Python), and hands the connection back clean."""
+"""The unit of work's round trips (kit/db.py `Database.unit`): statements sent with BEGIN
+(`first`) and with COMMIT (`with_commit`). It commits what the block wrote, rolls back on any
+error wherever it surfaces (a read in the block, a write sent with COMMIT, COMMIT itself, or
+Python), and hands the connection back clean."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from collections.abc import Awaitable, Callable
 import psycopg
 import pytest
 from psycopg import errors as pg_errors
-from psycopg import pq
+from psycopg import pq, sql
 
 from reservations.config import Settings
-from reservations.kit.db import Conn, Database, on_failure
+from reservations.kit.db import ACTOR, Conn, Database, on_failure, with_commit
 from tests.support.servers import make_settings
 
 
@@ -63,17 +64,37 @@ def _insert(table: str) -> str:
     return f"INSERT INTO {table} (k, u) VALUES (%s, %s)"
 
 
-def test_commits_and_statements_run_in_order(
+def _last(table: str, k: int, u: int) -> sql.Composed:
+    """An insert without parameters, for `with_commit`."""
+    return sql.SQL("INSERT INTO {} (k, u) VALUES ({}, {})").format(
+        sql.Identifier(table), sql.Literal(k), sql.Literal(u)
+    )
+
+
+def test_first_goes_with_begin_and_last_writes_with_commit(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body(db: Database, table: str) -> None:
-        async with db.transaction(pipeline=True) as conn:
-            await conn.execute(_insert(table), (1, 1))  # not read: goes with the next read
-            cur = await conn.execute(f"SELECT count(*) AS n FROM {table}")
-            assert await cur.fetchone() == {"n": 1}
-            await conn.execute(_insert(table), (2, 2))  # not read: goes with COMMIT
+        first = sql.SQL("SELECT 1 AS a; SELECT current_setting('reservations.actor') AS actor")
+        token = ACTOR.set("system:probe")
+        try:
+            async with db.unit(first=first) as unit:
+                assert unit.first is not None
+                assert await unit.first.fetchone() == {"a": 1}
+                assert unit.first.nextset()
+                assert await unit.first.fetchone() == {"actor": "system:probe"}
+                await unit.conn.execute(_insert(table), (1, 1))
+                await with_commit(unit.conn, _last(table, 2, 2))
+                cur = await unit.conn.execute(f"SELECT count(*) AS n FROM {table}")
+                assert await cur.fetchone() == {"n": 1}  # the last write waits for COMMIT
+        finally:
+            ACTOR.reset(token)
         assert await _keys(db, table) == [1, 2]
         await _clean(db)
+        # outside a unit, `with_commit` runs at once
+        async with db.connection() as conn:
+            await with_commit(conn, _last(table, 3, 3))
+        assert await _keys(db, table) == [1, 2, 3]
 
     with caplog.at_level(logging.WARNING):
         _run(database_url, body)
@@ -85,9 +106,8 @@ async def _failing_block(conn: Conn, table: str, where: str) -> None:
     if where == "read":
         cur = await conn.execute(_insert(table) + " RETURNING k", (10, 11))  # duplicate key
         await cur.fetchone()
-    elif where == "unread":
-        await conn.execute(_insert(table), (10, 11))  # duplicate key, never read
-        await conn.execute(_insert(table), (12, 12))  # skipped by the server
+    elif where == "last":
+        await with_commit(conn, _last(table, 10, 11))  # duplicate key, sent with COMMIT
     elif where == "commit":
         await conn.execute(_insert(table), (11, 10))  # duplicate u, checked at COMMIT
     elif where == "python":
@@ -100,7 +120,7 @@ async def _failing_block(conn: Conn, table: str, where: str) -> None:
     ("where", "raised"),
     [
         ("read", pg_errors.UniqueViolation),
-        ("unread", pg_errors.UniqueViolation),
+        ("last", pg_errors.UniqueViolation),
         ("commit", pg_errors.UniqueViolation),
         ("python", LookupError),
     ],
@@ -109,36 +129,26 @@ def test_any_error_rolls_back_and_the_connection_comes_back_clean(
     database_url: str, where: str, raised: type[BaseException], caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body(db: Database, table: str) -> None:
-        async with db.transaction(pipeline=True) as conn:
+        async with db.transaction() as conn:
             await conn.execute(_insert(table), (1, 1))
         with pytest.raises(raised):
-            async with db.transaction(pipeline=True) as conn:
+            async with db.transaction() as conn:
                 await _failing_block(conn, table, where)
         assert await _keys(db, table) == [1]
         await _clean(db)
-        # and the next pipelined transaction on that connection works
-        async with db.transaction(pipeline=True) as conn:
+        # and the next transaction on that connection works
+        async with db.transaction() as conn:
             await conn.execute(_insert(table), (2, 2))
         assert await _keys(db, table) == [1, 2]
 
     with caplog.at_level(logging.WARNING):
         _run(database_url, body)
-    # No statement's error was left unread (psycopg would log it as ignored). One warning is
-    # allowed: "pipeline aborted", which psycopg logs when the block's error surfaced before
-    # the pipeline's end and the end then meets the aborted pipeline: the same error, seen
-    # twice. Where the error surfaces depends on timing (behind PgBouncer it is often at
-    # COMMIT's send, directly at the end), so either must pass.
-    ignored = [
-        r
-        for r in caplog.records
-        if r.name.startswith("psycopg") and "pipeline aborted" not in r.getMessage()
-    ]
-    assert not ignored, caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
 
 
 def test_transaction_locals_and_xact_locks_last_the_whole_transaction(database_url: str) -> None:
     async def body(db: Database, table: str) -> None:
-        async with db.transaction(pipeline=True) as conn:
+        async with db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(4242)")
             await conn.execute("SELECT set_config('reservations.probe', 'x', true)")
             cur = await conn.execute(
@@ -158,77 +168,59 @@ def test_transaction_locals_and_xact_locks_last_the_whole_transaction(database_u
     _run(database_url, body)
 
 
-@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "plain"])
 @pytest.mark.parametrize(
     ("where", "raised"),
     [
         ("read", pg_errors.UniqueViolation),
-        ("unread", pg_errors.UniqueViolation),
         ("python", LookupError),
     ],
 )
 def test_a_kept_failure_commits_its_record_and_is_raised_after(
     database_url: str,
-    pipeline: bool,
     where: str,
     raised: type[BaseException],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """`on_failure` (what an Idempotency-Key claim registers): when the block raises, the
     recorder rolls back to its savepoint and writes a record; the transaction commits what
-    came before the savepoint and the record, and the block's own error is raised after."""
+    came before the savepoint and the record, and the block's own error is raised after.
+    The block's writes waiting for COMMIT (`with_commit`) are dropped with the rest of it."""
 
     async def body(db: Database, table: str) -> None:
         async def recorder(conn: Conn, error: BaseException) -> bool:
             assert isinstance(error, raised)
             await conn.execute("ROLLBACK TO SAVEPOINT probe")
-            await conn.execute(_insert(table), (99, 99))
+            await with_commit(conn, _last(table, 99, 99))
             return True
 
         async def kept() -> None:
-            async with db.transaction(pipeline=pipeline) as conn:
+            async with db.transaction() as conn:
                 await conn.execute(_insert(table), (1, 1))  # before the savepoint: kept
                 await conn.execute("SAVEPOINT probe")
                 assert on_failure(conn, recorder)
+                await with_commit(conn, _last(table, 50, 50))  # the block's: dropped
                 await _failing_block(conn, table, where)  # inserts 10, then fails
 
         async def unregistered() -> None:
-            async with db.transaction(pipeline=pipeline) as conn:
+            async with db.transaction() as conn:
                 await conn.execute(_insert(table), (2, 2))
                 await _failing_block(conn, table, "python")
 
         with pytest.raises(raised):
             await kept()
-        # Pipelined, a statement never read fails where psycopg meets its result: at a later
-        # statement of the block (the block's failure: kept) or only with COMMIT, after the
-        # block (not the block's failure: nothing kept). Which one depends on when the
-        # server's answer arrives; either way whole or nothing, never a half.
-        kept_rows = await _keys(db, table)
-        if pipeline and where == "unread":
-            assert kept_rows in ([], [1, 99]), kept_rows
-        else:
-            assert kept_rows == [1, 99]
-        expected = kept_rows
+        assert await _keys(db, table) == [1, 99]
         await _clean(db)
         # the registration ended with its transaction: this failure just rolls back
         with pytest.raises(LookupError):
             await unregistered()
-        assert await _keys(db, table) == expected
+        assert await _keys(db, table) == [1, 99]
 
     with caplog.at_level(logging.WARNING):
         _run(database_url, body)
-    ignored = [
-        r
-        for r in caplog.records
-        if r.name.startswith("psycopg") and "pipeline aborted" not in r.getMessage()
-    ]
-    assert not ignored, caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
 
 
-@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "plain"])
-def test_a_failure_the_recorder_declines_or_cannot_write_rolls_back(
-    database_url: str, pipeline: bool
-) -> None:
+def test_a_failure_the_recorder_declines_or_cannot_write_rolls_back(database_url: str) -> None:
     async def body(db: Database, table: str) -> None:
         async def declines(conn: Conn, error: BaseException) -> bool:
             return False
@@ -239,13 +231,13 @@ def test_a_failure_the_recorder_declines_or_cannot_write_rolls_back(
             return True
 
         async def failing(recorder: Callable[[Conn, BaseException], Awaitable[bool]]) -> None:
-            async with db.transaction(pipeline=pipeline) as conn:
+            async with db.transaction() as conn:
                 await conn.execute(_insert(table), (5, 5))
                 await conn.execute("SAVEPOINT probe")
                 on_failure(conn, recorder)
                 await _failing_block(conn, table, "python")
 
-        async with db.transaction(pipeline=pipeline) as conn:
+        async with db.transaction() as conn:
             await conn.execute(_insert(table), (1, 1))
         for recorder in (declines, breaks):
             with pytest.raises(LookupError):  # the block's error, not the recorder's
