@@ -75,7 +75,13 @@ def test_first_goes_with_begin_and_last_writes_with_commit(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body(db: Database, table: str) -> None:
-        first = sql.SQL("SELECT 1 AS a; SELECT current_setting('reservations.actor') AS actor")
+        def first(conn: Conn) -> list[sql.Composed | sql.SQL]:
+            assert not conn.closed
+            return [
+                sql.SQL("SELECT 1 AS a"),
+                sql.SQL("SELECT current_setting('reservations.actor') AS actor"),
+            ]
+
         token = ACTOR.set("system:probe")
         try:
             async with db.unit(first=first) as unit:

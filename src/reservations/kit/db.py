@@ -75,6 +75,9 @@ def acting_as(actor: str) -> Iterator[None]:
 Recorder = Callable[[Conn, BaseException], Awaitable[bool]]
 
 
+# The statements a unit of work sends with BEGIN, made for its connection (`Database.unit`).
+First = Callable[["Conn"], list["sql.Composed | sql.SQL"]]
+
 # What a unit of work does once it has committed (`Unit.after_commit`).
 Effect = Callable[[], Awaitable[object]]
 
@@ -272,7 +275,7 @@ class Database:
             return await work(conn)
 
     @asynccontextmanager
-    async def unit(self, *, first: sql.Composed | sql.SQL | None = None) -> AsyncIterator[Unit]:
+    async def unit(self, *, first: First | None = None) -> AsyncIterator[Unit]:
         """The unit of work: a transaction that commits when the block ends and rolls back
         if it raises; then, once committed and the connection is back in the pool, the
         effects the block registered (`Unit.after_commit`). With replicas, the WAL position
@@ -280,8 +283,9 @@ class Database:
         the current task go with it (see the module's doc).
 
         Round trips are what a write costs the API most (BENCHMARKS.md, "The write cost"):
-        BEGIN goes with the transaction's locals and with `first` (statements without
-        parameters, values as `sql.Literal`; their results in `unit.first`), and the block's
+        BEGIN goes with the transaction's locals and with `first(conn)` (statements without
+        parameters, values bound in: `sql.Literal`, `bound`; their results in `unit.first`),
+        and the block's
         last writes (`with_commit`) with COMMIT. Each statement keeps its own snapshot.
 
         A block that raises rolls back, unless a recorder registered with `on_failure`
@@ -302,20 +306,19 @@ class Database:
         await unit.run_effects()
 
     @asynccontextmanager
-    async def _begun(
-        self, conn: Conn, unit: Unit, first: sql.Composed | sql.SQL | None
-    ) -> AsyncIterator[None]:
+    async def _begun(self, conn: Conn, unit: Unit, first: First | None) -> AsyncIterator[None]:
         """BEGIN (with the locals, the shard guard and `first`), the block, then its last
         writes with COMMIT; ROLLBACK if any of it fails, unless the failure is kept."""
         try:
             opening = [sql.SQL("BEGIN"), *self.local_settings()]
-            if self._on_begin is None and first is not None:
-                opening.append(first)
+            sent = sql.SQL("; ").join(first(conn)) if first is not None else None
+            if self._on_begin is None and sent is not None:
+                opening.append(sent)
             cur = await conn.execute(sql.SQL("; ").join(opening), prepare=False)
             if self._on_begin is not None:
                 await self._on_begin(conn)
-                if first is not None:
-                    cur = await conn.execute(first, prepare=False)
+                if sent is not None:
+                    cur = await conn.execute(sent, prepare=False)
             else:
                 for _ in range(len(opening) - 1):
                     cur.nextset()
@@ -410,6 +413,13 @@ async def pipelined(conn: Conn) -> AsyncIterator[None]:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
         raise
+
+
+def bound(conn: Conn, query: LiteralString, params: Params) -> sql.SQL:
+    """`query` with `params` bound in as literals (psycopg's own quoting, for the connection's
+    encoding): a statement that needs no parameters, so it can share a round trip with
+    others (`Database.unit(first=...)`, `with_commit`)."""
+    return sql.SQL(psycopg.AsyncClientCursor(conn).mogrify(query, params))
 
 
 async def lock_resource(conn: Conn, key: int) -> None:

@@ -16,14 +16,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 from uuid import UUID
 
+from psycopg import AsyncCursor, sql
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from reservations.catalog.repository import ResourceRow
 from reservations.events import repository as events
-from reservations.kit.db import Conn, fetch_all, fetch_one, fetch_value, fetch_values, pipelined
+from reservations.kit.db import (
+    Conn,
+    bound,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+    fetch_values,
+    pipelined,
+)
 from reservations.reservations.rows import DueRow, FoundRow, HoldsRow, RangeRow, ReservationRow
 
 _COLUMN_NAMES = (
@@ -105,22 +115,11 @@ class ResourceOverlapsRow(ResourceRow):
     overlaps: list[dict[str, Any]]
 
 
-async def resource_and_overlaps(
-    conn: Conn,
-    *,
-    tenant_id: UUID,
-    resource_id: UUID,
-    start: datetime,
-    end: datetime,
-    exclude: UUID | None = None,
-) -> ResourceOverlapsRow | None:
-    """The resource (if live, in this tenant) with its policy, and the live reservations
-    whose `during` meets [start, end) widened by its buffers: the cheap, lock-free
-    pre-check, in one round trip."""
+def _resource_and_overlaps(
+    tenant_id: UUID, resource_id: UUID, start: datetime, end: datetime, exclude: UUID | None
+) -> tuple[LiteralString, dict[str, Any]]:
     widened = f"tstzrange(%(start)s - {BUFFER_BEFORE}, %(end)s + {BUFFER_AFTER})"
-    return await fetch_one(
-        conn,
-        ResourceOverlapsRow,
+    return (
         "SELECT r.id, r.name, r.capacity, r.timezone, r.tags, r.metadata, r.policy, r.version,"
         " r.created_at, r.updated_at, coalesce((SELECT json_agg(o ORDER BY o.start_at)"
         f" FROM ({_live_overlaps(widened)}) o), '[]') AS overlaps"
@@ -134,6 +133,36 @@ async def resource_and_overlaps(
             "exclude": exclude,
         },
     )
+
+
+async def resource_and_overlaps(
+    conn: Conn,
+    *,
+    tenant_id: UUID,
+    resource_id: UUID,
+    start: datetime,
+    end: datetime,
+    exclude: UUID | None = None,
+) -> ResourceOverlapsRow | None:
+    """The resource (if live, in this tenant) with its policy, and the live reservations
+    whose `during` meets [start, end) widened by its buffers: the cheap, lock-free
+    pre-check, in one round trip."""
+    query, params = _resource_and_overlaps(tenant_id, resource_id, start, end, exclude)
+    return await fetch_one(conn, ResourceOverlapsRow, query, params)
+
+
+def resource_and_overlaps_sent(
+    conn: Conn, *, tenant_id: UUID, resource_id: UUID, start: datetime, end: datetime
+) -> sql.SQL:
+    """`resource_and_overlaps` as a statement without parameters, to go with BEGIN
+    (kit/db.py `Database.unit(first=...)`); `resource_and_overlaps_read` reads its answer."""
+    return bound(conn, *_resource_and_overlaps(tenant_id, resource_id, start, end, None))
+
+
+async def resource_and_overlaps_read(results: AsyncCursor[DictRow]) -> ResourceOverlapsRow | None:
+    """The answer of `resource_and_overlaps_sent`, where `results` stands."""
+    row = await results.fetchone()
+    return None if row is None else ResourceOverlapsRow(**row)
 
 
 async def overlaps(

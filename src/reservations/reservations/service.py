@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
+from psycopg import sql
 
 from reservations.availability_map import store as availability_map
 from reservations.context import Context
@@ -135,22 +136,32 @@ async def _create_once(
 ) -> Reply:
     gate = _gate(svc, caller, body)
     now = gate.now
-    # BEGIN and the key's claim go in one round trip, the idempotency record with COMMIT
-    # (kit/db.py `Database.unit`).
+    # BEGIN, the key's claim and the pre-check go in one round trip, the idempotency record
+    # with COMMIT (kit/db.py `Database.unit`).
     ttl = svc.settings.idempotency_ttl
-    first = idem.claim_statements(now=now, ttl=ttl) if idem is not None else None
+
+    def first(conn: Conn) -> list[sql.Composed | sql.SQL]:
+        claim = [idem.claim_statements(now=now, ttl=ttl)] if idem is not None else []
+        return [
+            *claim,
+            repository.resource_and_overlaps_sent(
+                conn,
+                tenant_id=caller.tenant_id,
+                resource_id=body.resource_id,
+                start=body.start,
+                end=body.end,
+            ),
+        ]
+
     async with svc.db.unit(first=first) as unit:
-        conn = unit.conn
-        replay = await idem.claimed(conn, unit.first, now=now) if idem and unit.first else None
-        if replay is not None:
+        conn, results = unit.conn, unit.first
+        assert results is not None
+        if idem is not None and (replay := await idem.claimed(conn, results, now=now)):
             return replay
-        found = await repository.resource_and_overlaps(
-            conn,
-            tenant_id=caller.tenant_id,
-            resource_id=body.resource_id,
-            start=body.start,
-            end=body.end,
-        )
+        if idem is not None:
+            results.nextset()  # past the claim's savepoint
+            results.nextset()
+        found = await repository.resource_and_overlaps_read(results)
         if found is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
         if fill_cache and svc.resource_cache is not None:
