@@ -59,21 +59,39 @@ def test_create_quick_writes_results(tmp_path: Path) -> None:
     assert report["quick"] is True
     assert {"command", "when", "machine", "source", "points", "variants", "goal"} <= set(report)
     assert [p["clients"] for p in report["points"]] == [1, 8]
+    # The bare ceiling: replica mode where the role may set it (the embedded superuser), else
+    # a copy of the table.
+    assert report["bare_setup"]["mode"] in ("replica", "copy")
     for point in report["points"]:
-        api, pgbench = point["api"], point["pgbench"]
+        api, pgbench, bare = point["api"], point["pgbench"], point["bare"]
         assert {"requests_per_s", "p50_ms", "p99_ms", "cpu_share", "loadavg_before"} <= set(api)
         assert {"client", "api", "postgres", "valkey"} <= set(api["cpu_share"])
         assert api["requests_per_s"] > 0
         # Non-conflicting bookings: every create through the API was accepted.
         assert api["non_2xx"] == 0, api["by_status"]
-        assert {"tps", "p50_ms", "p99_ms", "cpu_share", "failed"} <= set(pgbench)
-        assert pgbench["tps"] > 0
-        assert pgbench["failed"] == 0
+        # CPU per create, over the creates /metrics counted.
+        assert api["ops"] == api["by_status"]["201"]
+        assert {"api", "postgres", "valkey"} <= set(api["cpu_ms_per_op"])
+        for phase in (pgbench, bare):
+            assert {"tps", "p50_ms", "p99_ms", "cpu_share", "failed", "cpu_ms_per_op"} <= set(phase)
+            assert phase["tps"] > 0
+            assert phase["failed"] == 0
+            assert phase["ops"] == phase["transactions"]
+        # With triggers, the outbox trigger wrote one event per transaction; bare, none.
+        assert (pgbench["kind"], bare["kind"]) == ("with_triggers", "bare")
+        assert pgbench["events_written"] == pgbench["transactions"]
+        assert bare["events_written"] == 0
+        assert point["ratio_bare"] > 0
+        assert point["ratio_triggers"] > 0
     assert report["variants"][0]["api"]["workers"] == 2
     assert report["goal"]["evaluated"] is False  # the quick mode has no 32-client point
+    assert report["goal"]["ratio_goal"] == 0.06
     md = (tmp_path / "create.md").read_text()
     assert "| clients | API req/s" in md
+    assert "| bare tps |" in md
+    assert "| API / bare | API / with-triggers |" in md
     assert "`--workers 2`" in md
+    assert "PostgreSQL CPU ≤ 0.5 ms per create" in md
 
 
 def test_memory_quick_writes_results(tmp_path: Path) -> None:
