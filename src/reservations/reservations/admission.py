@@ -338,6 +338,14 @@ def new_holds(candidates: Sequence[Candidate], terms_: Terms) -> int:
     return sum(1 for c in candidates if c.current is None or c.current.status != Status.held)
 
 
+def reads_locked(gate: Gate, candidates: Sequence[Candidate]) -> bool:
+    """Whether `admit` reads rows that only the resources' locks keep still (the booker's
+    reservations, for a booker limit): the caller then takes the locks before it."""
+    if gate.override or gate.change in _KEEPS_RANGE:
+        return False
+    return any(c.resource.policy.booker_limit is not None for c in candidates)
+
+
 async def booker_refusals(
     conn: Conn, gate: Gate, candidates: Sequence[Candidate]
 ) -> dict[int, Violation]:

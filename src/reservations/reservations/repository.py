@@ -272,33 +272,43 @@ async def insert(
     created_by: UUID,
     now: datetime,
     needs_approval: bool = False,
+    lock: int | None = None,
 ) -> ReservationRow | None:
     """Insert under the guards; None if the resource was archived meanwhile.
-    Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity."""
-    return await fetch_one(
-        conn,
-        ReservationRow,
+    Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity.
+
+    `lock`: the resource's lock key, taken first in the same round trip (a statement of its
+    own, so the insert's snapshot is taken with the lock held: it sees an archive or a
+    capacity change that committed before)."""
+    query = (
         _INSERT + " FROM (VALUES (%(id)s::uuid, %(start)s::timestamptz, %(end)s::timestamptz,"
         " %(quantity)s::int)) AS x(id, start_at, end_at, quantity)"
         " JOIN resource r ON r.id = %(resource)s AND r.tenant_id = %(tenant)s"
-        f" AND r.archived_at IS NULL RETURNING {COLUMNS}",
-        {
-            "id": reservation_id,
-            "tenant": tenant_id,
-            "resource": resource_id,
-            "booking": None,
-            "pending": needs_approval,
-            "start": start,
-            "end": end,
-            "status": status,
-            "quantity": quantity,
-            "expires": expires_at,
-            "customer": customer,
-            "metadata": Jsonb(metadata),
-            "created_by": created_by,
-            "now": now,
-        },
+        f" AND r.archived_at IS NULL RETURNING {COLUMNS}"
     )
+    params = {
+        "id": reservation_id,
+        "tenant": tenant_id,
+        "resource": resource_id,
+        "booking": None,
+        "pending": needs_approval,
+        "start": start,
+        "end": end,
+        "status": status,
+        "quantity": quantity,
+        "expires": expires_at,
+        "customer": customer,
+        "metadata": Jsonb(metadata),
+        "created_by": created_by,
+        "now": now,
+    }
+    if lock is None:
+        return await fetch_one(conn, ReservationRow, query, params)
+    locked = sql.SQL("SELECT pg_advisory_xact_lock({}::int8); ").format(sql.Literal(lock))
+    cur = await conn.execute(locked + bound(conn, query, params), prepare=False)
+    cur.nextset()
+    row = await cur.fetchone()
+    return None if row is None else ReservationRow(**row)
 
 
 async def insert_many(

@@ -171,15 +171,20 @@ async def _create_once(
         admission.screen(svc, gate, candidate)
         overlaps = [RangeRow.from_json(o) for o in found.overlaps]
         await _refuse_overlaps(svc, caller, candidate, overlaps, now, repair=True)
-        await lock_resource(conn, lock_key(body.resource_id))
+        # The resource's lock comes first when something is read under it (stale holds to
+        # expire, the booker's reservations); else it goes with the insert.
+        lock = lock_key(body.resource_id)
         expired = []
-        if overlaps or expire_first:
+        stale = bool(overlaps) or expire_first
+        if stale or admission.reads_locked(gate, [candidate]):
+            await lock_resource(conn, lock)
+        if stale:
             expired = await repository.expire_stale_holds(
                 conn, resource_id=body.resource_id, start=body.start, end=body.end, now=now
             )
             metrics.RESERVATIONS_EXPIRED.labels("booking").inc(len(expired))
         terms = await admission.admit(svc, conn, gate, [candidate])
-        row = await _insert(conn, caller, body, terms, now)
+        row = await _insert(conn, caller, body, terms, now, lock=lock)
         reply = existing.reply(row, now, status=201)
         await record(idem, conn, reply, now=now)
         svc.map_after_commit(
@@ -220,7 +225,13 @@ async def _refuse_overlaps(
 
 
 async def _insert(
-    conn: Conn, caller: Principal, body: ReservationCreate, terms: admission.Terms, now: datetime
+    conn: Conn,
+    caller: Principal,
+    body: ReservationCreate,
+    terms: admission.Terms,
+    now: datetime,
+    *,
+    lock: int,
 ) -> ReservationRow:
     """The reservation row as admitted, under the database's guards."""
     row = await repository.insert(
@@ -238,6 +249,7 @@ async def _insert(
         created_by=caller.api_key_id,
         now=now,
         needs_approval=terms.needs_approval,
+        lock=lock,
     )
     if row is None:
         raise NotFound(f"No resource {body.resource_id} in your tenant.")
