@@ -19,15 +19,13 @@ from datetime import datetime
 from typing import Any, LiteralString
 from uuid import UUID
 
-from psycopg import AsyncCursor, sql
-from psycopg.rows import DictRow
+from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from reservations.catalog.repository import ResourceRow
 from reservations.events import repository as events
 from reservations.kit.db import (
     Conn,
-    bound,
     fetch_all,
     fetch_one,
     fetch_value,
@@ -151,20 +149,6 @@ async def resource_and_overlaps(
     return await fetch_one(conn, ResourceOverlapsRow, query, params)
 
 
-def resource_and_overlaps_sent(
-    conn: Conn, *, tenant_id: UUID, resource_id: UUID, start: datetime, end: datetime
-) -> sql.SQL:
-    """`resource_and_overlaps` as a statement without parameters, to go with BEGIN
-    (kit/db.py `Database.unit(first=...)`); `resource_and_overlaps_read` reads its answer."""
-    return bound(conn, *_resource_and_overlaps(tenant_id, resource_id, start, end, None))
-
-
-async def resource_and_overlaps_read(results: AsyncCursor[DictRow]) -> ResourceOverlapsRow | None:
-    """The answer of `resource_and_overlaps_sent`, where `results` stands."""
-    row = await results.fetchone()
-    return None if row is None else ResourceOverlapsRow(**row)
-
-
 async def overlaps(
     conn: Conn,
     *,
@@ -272,14 +256,10 @@ async def insert(
     created_by: UUID,
     now: datetime,
     needs_approval: bool = False,
-    lock: int | None = None,
 ) -> ReservationRow | None:
-    """Insert under the guards; None if the resource was archived meanwhile.
-    Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity.
-
-    `lock`: the resource's lock key, taken first in the same round trip (a statement of its
-    own, so the insert's snapshot is taken with the lock held: it sees an archive or a
-    capacity change that committed before)."""
+    """Insert under the guards; None if the resource was archived meanwhile (its trigger
+    takes the resource's lock and then reads the resource: migration 0011).
+    Raises psycopg.errors.ExclusionViolation (23P01) on overlap or over capacity."""
     query = (
         _INSERT + " FROM (VALUES (%(id)s::uuid, %(start)s::timestamptz, %(end)s::timestamptz,"
         " %(quantity)s::int)) AS x(id, start_at, end_at, quantity)"
@@ -302,13 +282,12 @@ async def insert(
         "created_by": created_by,
         "now": now,
     }
-    if lock is None:
+    try:
         return await fetch_one(conn, ReservationRow, query, params)
-    locked = sql.SQL("SELECT pg_advisory_xact_lock({}::int8); ").format(sql.Literal(lock))
-    cur = await conn.execute(locked + bound(conn, query, params), prepare=False)
-    cur.nextset()
-    row = await cur.fetchone()
-    return None if row is None else ReservationRow(**row)
+    except pg_errors.NoDataFound as exc:
+        if exc.diag.constraint_name == "reservation_resource_live":
+            return None  # archived while this insert waited for its lock (migration 0011)
+        raise
 
 
 async def insert_many(

@@ -136,32 +136,25 @@ async def _create_once(
 ) -> Reply:
     gate = _gate(svc, caller, body)
     now = gate.now
-    # BEGIN, the key's claim and the pre-check go in one round trip, the idempotency record
-    # with COMMIT (kit/db.py `Database.unit`).
+    # BEGIN and the key's claim go in one round trip, the idempotency record with COMMIT
+    # (kit/db.py `Database.unit`); the pre-check and the insert run on generic plans.
     ttl = svc.settings.idempotency_ttl
 
     def first(conn: Conn) -> list[sql.Composed | sql.SQL]:
-        claim = [idem.claim_statements(now=now, ttl=ttl)] if idem is not None else []
-        return [
-            *claim,
-            repository.resource_and_overlaps_sent(
-                conn,
-                tenant_id=caller.tenant_id,
-                resource_id=body.resource_id,
-                start=body.start,
-                end=body.end,
-            ),
-        ]
+        return [idem.claim_statements(now=now, ttl=ttl)] if idem is not None else []
 
-    async with svc.db.unit(first=first) as unit:
-        conn, results = unit.conn, unit.first
-        assert results is not None
-        if idem is not None and (replay := await idem.claimed(conn, results, now=now)):
+    async with svc.db.unit(first=first, generic_plans=True) as unit:
+        conn = unit.conn
+        replay = await idem.claimed(conn, unit.first, now=now) if idem and unit.first else None
+        if replay is not None:
             return replay
-        if idem is not None:
-            results.nextset()  # past the claim's savepoint
-            results.nextset()
-        found = await repository.resource_and_overlaps_read(results)
+        found = await repository.resource_and_overlaps(
+            conn,
+            tenant_id=caller.tenant_id,
+            resource_id=body.resource_id,
+            start=body.start,
+            end=body.end,
+        )
         if found is None:
             raise NotFound(f"No resource {body.resource_id} in your tenant.")
         if fill_cache and svc.resource_cache is not None:
@@ -171,20 +164,20 @@ async def _create_once(
         admission.screen(svc, gate, candidate)
         overlaps = [RangeRow.from_json(o) for o in found.overlaps]
         await _refuse_overlaps(svc, caller, candidate, overlaps, now, repair=True)
-        # The resource's lock comes first when something is read under it (stale holds to
-        # expire, the booker's reservations); else it goes with the insert.
-        lock = lock_key(body.resource_id)
+        # The insert's trigger takes the resource's lock (migration 0011); it is taken
+        # before only when something is read under it (stale holds to expire, the
+        # booker's reservations).
         expired = []
         stale = bool(overlaps) or expire_first
         if stale or admission.reads_locked(gate, [candidate]):
-            await lock_resource(conn, lock)
+            await lock_resource(conn, lock_key(body.resource_id))
         if stale:
             expired = await repository.expire_stale_holds(
                 conn, resource_id=body.resource_id, start=body.start, end=body.end, now=now
             )
             metrics.RESERVATIONS_EXPIRED.labels("booking").inc(len(expired))
         terms = await admission.admit(svc, conn, gate, [candidate])
-        row = await _insert(conn, caller, body, terms, now, lock=lock)
+        row = await _insert(conn, caller, body, terms, now)
         reply = existing.reply(row, now, status=201)
         await record(idem, conn, reply, now=now)
         svc.map_after_commit(
@@ -225,13 +218,7 @@ async def _refuse_overlaps(
 
 
 async def _insert(
-    conn: Conn,
-    caller: Principal,
-    body: ReservationCreate,
-    terms: admission.Terms,
-    now: datetime,
-    *,
-    lock: int,
+    conn: Conn, caller: Principal, body: ReservationCreate, terms: admission.Terms, now: datetime
 ) -> ReservationRow:
     """The reservation row as admitted, under the database's guards."""
     row = await repository.insert(
@@ -249,7 +236,6 @@ async def _insert(
         created_by=caller.api_key_id,
         now=now,
         needs_approval=terms.needs_approval,
-        lock=lock,
     )
     if row is None:
         raise NotFound(f"No resource {body.resource_id} in your tenant.")
