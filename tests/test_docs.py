@@ -1,18 +1,21 @@
-"""The README and docs/ as a reader meets them: the first booking works when pasted, every link
-stays in the repository and lands somewhere, CI runs the README's test command, and the docs
-carry no dated timings or issue numbers (BENCHMARKS.md and RELIABILITY.md may)."""
+"""The README and docs/ as a reader meets them: the first booking works when pasted, and so does
+every shell example of docs/ pasted after it (no placeholder left to replace), every link stays
+in the repository and lands somewhere, CI runs the README's test command, and the docs carry no
+dated timings or issue numbers (BENCHMARKS.md and RELIABILITY.md may)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.live import LiveServer, admin_key_on
+from tests.support.live import LiveServer, admin_key_on, start_live_server, stop_live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -81,23 +84,30 @@ def test_no_dated_timings_or_issue_numbers(path: Path) -> None:
     assert "shared/" not in text, f"{path.name} points outside the repository"
 
 
+def _pasted(
+    script: str, url: str, database_url: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """A block run by bash as a reader pastes it (only the address changed to the test's
+    server), with KEY set as the README says."""
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script.replace("http://127.0.0.1:8000", url)],
+        env={"KEY": admin_key_on(database_url), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+    )
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the README's example uses curl")
 def test_the_first_booking_works_when_pasted(live_server: LiveServer, tmp_path: Path) -> None:
     """The README's block, run by bash as a reader pastes it (only the address changed to
     this test's server), with KEY set as the README says."""
     (block,) = _blocks_after(README.read_text(), "## A first booking")
     assert "http://127.0.0.1:8000" in block
-    script = block.replace("http://127.0.0.1:8000", live_server.url)
     expected = [line.removeprefix("# → ") for line in block.splitlines() if "# → " in line]
-    done = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + script],
-        env={"KEY": admin_key_on(live_server.database_url), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
+    done = _pasted(block, live_server.url, live_server.database_url, tmp_path)
     assert done.returncode == 0, done.stderr
     printed = done.stdout.splitlines()
     assert len(printed) == len(expected), (printed, expected)
@@ -106,3 +116,39 @@ def test_the_first_booking_works_when_pasted(live_server: LiveServer, tmp_path: 
         # text.
         pattern = ".*".join(re.escape(part) for part in want.split("…"))
         assert re.fullmatch(pattern, got), (got, want)
+
+
+def _api_examples() -> list[tuple[str, str]]:
+    """The ```sh blocks of docs/ that call the API ($API); the others install tools."""
+    return [
+        (page.name, block)
+        for page in DOCS
+        for block in re.findall(r"^```sh\n(.*?)^```", page.read_text(), re.S | re.M)
+        if "$API" in block
+    ]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the examples use curl")
+def test_the_docs_api_examples_work_when_pasted_after_the_first_booking(
+    database_url: str, redis_server: Any, tmp_path: Path
+) -> None:
+    """Each ```sh block of docs/ that calls the API uses what the README's first booking set
+    ($API, $H, $ROOM), not a placeholder such as "01a2…": pasted in the same shell after it,
+    each creates what it says. The server allows private webhook receivers only so that the
+    webhook example's example.com is not looked up (a reader's server resolves it; a test
+    machine may have no DNS); everything else about its body is checked as sent."""
+    examples = _api_examples()
+    assert {"feeds.md", "webhooks.md"} <= {name for name, _ in examples}
+    (first,) = _blocks_after(README.read_text(), "## A first booking")
+    server = start_live_server(
+        database_url, **redis_server.env(), RESERVATIONS_WEBHOOKS_ALLOW_PRIVATE="true"
+    )
+    try:
+        for name, block in examples:
+            done = _pasted(first + block, server.url, database_url, tmp_path)
+            assert done.returncode == 0, (name, done.stderr)
+            reply: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+            assert "type" not in reply, (name, reply)  # a problem
+            assert "id" in reply, (name, reply)
+    finally:
+        stop_live_server(server)

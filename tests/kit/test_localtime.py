@@ -15,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reservations.kit.localtime import (
+    describe_instant,
     describe_range,
     grid_instants,
     local_dates,
@@ -283,4 +284,19 @@ def test_describe_range_says_utc_and_the_local_wall_time() -> None:
     )
     assert describe_range(t(14, 22, 30), t(14, 23, 30), "Europe/Berlin") == (
         f"2026-12-14 22:30{dash}23:30 UTC (23:30 {dash} 2026-12-15 00:30 Europe/Berlin)"
+    )
+
+
+def test_describe_instant_says_utc_and_the_local_wall_time() -> None:
+    at = datetime(2026, 12, 14, 9, tzinfo=UTC)
+    assert describe_instant(at, "Europe/Berlin") == "2026-12-14 09:00 UTC (10:00 Europe/Berlin)"
+    assert describe_instant(at, "UTC") == "2026-12-14 09:00 UTC"
+    assert describe_instant(at, None) == "2026-12-14 09:00 UTC"
+    # Another local date is named; seconds are said when there are any.
+    late = datetime(2026, 12, 14, 23, 0, 30, tzinfo=UTC)
+    assert describe_instant(late, "Pacific/Auckland") == (
+        "2026-12-14 23:00:30 UTC (2026-12-15 12:00:30 Pacific/Auckland)"
+    )
+    assert describe_instant(late, "America/New_York") == (
+        "2026-12-14 23:00:30 UTC (18:00:30 America/New_York)"
     )

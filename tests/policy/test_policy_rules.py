@@ -6,6 +6,7 @@ Times are far in the future (2030) so real time never interferes; tests that dep
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -236,6 +237,37 @@ def test_max_advance_uses_the_app_clock(tenant: Tenant, clock: Clock) -> None:
     refused(move(bk, near["id"], *far), "too-far-ahead")
     clock.advance(timedelta(days=2))
     _created(bk.book(rid, *far))
+
+
+def test_times_in_rule_messages_are_in_utc_and_the_resources_zone(
+    tenant: Tenant, clock: Clock
+) -> None:
+    """A person in Berlin reads 12:00 where a program reads 10:00Z: every time a rule's message
+    names is said in UTC and in the resource's zone (the earliest start to the second, rounded
+    up, as the clock runs on between the call and the check)."""
+    set_now(clock, datetime(2030, 6, 3, 8, 0, tzinfo=UTC))
+    drill = {"start": "2030-06-05T10:00:00Z", "end": "2030-06-05T12:00:00Z", "reason": "Drill"}
+    policy = {"min_notice": "PT2H", "max_advance": "P7D", "blackouts": [drill]}
+    room = tenant.admin.resource(timezone=BERLIN, policy=policy)
+    rid, bk = room["id"], tenant.booker
+
+    def said(r: httpx.Response, reason: str) -> str:
+        return str(refused(r, reason)["violations"][0]["detail"])
+
+    earliest = r"2030-06-03 10:00(:\d\d)? UTC \(12:00(:\d\d)? Europe/Berlin\)"
+    soon = said(bk.book(rid, "2030-06-03T09:00:00Z", "2030-06-03T10:00:00Z"), "too-soon")
+    assert re.fullmatch(rf"book at least PT2H ahead: start at {earliest} or later", soon), soon
+    past = said(bk.book(rid, "2030-06-02T09:00:00Z", "2030-06-02T10:00:00Z"), "in-the-past")
+    assert re.match(rf"the start has passed: start at {earliest} or later \(", past), past
+    far = said(bk.book(rid, "2030-06-11T09:00:00Z", "2030-06-11T10:00:00Z"), "too-far-ahead")
+    latest = r"2030-06-10 08:00(:\d\d)? UTC \(10:00(:\d\d)? Europe/Berlin\)"
+    assert re.fullmatch(rf"book at most P7D ahead: start at {latest} or earlier", far), far
+    dash = "\N{EN DASH}"
+    blackout = said(bk.book(rid, "2030-06-05T11:00:00Z", "2030-06-05T13:00:00Z"), "in-blackout")
+    assert blackout == (
+        f"the resource is blacked out 2030-06-05 10:00{dash}12:00 UTC "
+        f"(12:00{dash}14:00 Europe/Berlin) (Drill)"
+    )
 
 
 # --- booker limits --------------------------------------------------------------------------

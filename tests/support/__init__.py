@@ -14,6 +14,7 @@ never import each other or a conftest, only these.
 - sharding.py: Topology (three clusters, a catalog, Redlock nodes), LOGICAL, rows_on.
 - routes.py: every route that takes an id (the isolation and OWASP matrices).
 - browser.py: Debian's Chromium for tests/web (CHROMIUM, CHROMIUM_ARGS, MISSING).
+- npm.py: node tools from npm (openapi-typescript, tsc) installed once into a shared cache.
 - pgbouncer.py, replica.py: a real PgBouncer and a real streaming replica.
 - policy_model.py: a minute-by-minute model of a booking policy, and its strategies.
 """

@@ -191,3 +191,15 @@ def describe_range(start: datetime, end: datetime, zone: str | None) -> str:
     local_start, local_end = start.astimezone(ZoneInfo(zone)), end.astimezone(ZoneInfo(zone))
     local = _wall_range(local_start, local_end, with_date=local_start.date() != utc_start.date())
     return f"{text} ({local} {zone})"
+
+
+def describe_instant(at: datetime, zone: str | None) -> str:
+    """An instant for a person, as describe_range says a range: '2026-12-14 09:00 UTC (10:00
+    Europe/Berlin)'; the local part names its date only when it is not the UTC one."""
+    utc = at.astimezone(UTC)
+    text = f"{utc:%Y-%m-%d} {_clock(utc)} UTC"
+    if zone is None or zone in _UTC_NAMES:
+        return text
+    local = at.astimezone(ZoneInfo(zone))
+    wall = _clock(local) if local.date() == utc.date() else f"{local:%Y-%m-%d} {_clock(local)}"
+    return f"{text} ({wall} {zone})"

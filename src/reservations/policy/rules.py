@@ -10,7 +10,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from reservations.kit.localtime import local_dates, minutes_after_midnight, wall_span_instants
+from reservations.kit.localtime import (
+    describe_instant,
+    describe_range,
+    local_dates,
+    minutes_after_midnight,
+    wall_span_instants,
+)
 from reservations.kit.spans import Span, clip, covering, normalize, overlapping, subtract
 from reservations.policy.model import Policy
 
@@ -123,8 +129,7 @@ def check(
             out.append(
                 Violation(
                     Reason.in_blackout,
-                    f"the resource is blacked out from {b.start.isoformat()} to "
-                    f"{b.end.isoformat()}{why}",
+                    f"the resource is blacked out {describe_range(b.start, b.end, zone)}{why}",
                 )
             )
             break
@@ -149,7 +154,7 @@ def start_violations(
         out.append(
             Violation(
                 Reason.in_the_past,
-                f"the start has passed: start at {earliest.isoformat()} or later (admin keys "
+                f"the start has passed: start at {_earliest(earliest, zone)} or later (admin keys "
                 "may record past use with override_rules=true)",
             )
         )
@@ -157,16 +162,16 @@ def start_violations(
         out.append(
             Violation(
                 Reason.too_soon,
-                f"book at least {_iso(policy.min_notice)} ahead: start at {earliest.isoformat()}"
-                " or later",
+                f"book at least {_iso(policy.min_notice)} ahead: start at "
+                f"{_earliest(earliest, zone)} or later",
             )
         )
     if latest is not None and start > latest:
         out.append(
             Violation(
                 Reason.too_far_ahead,
-                f"book at most {_iso(policy.max_advance)} ahead: start at {latest.isoformat()} "
-                "or earlier",
+                f"book at most {_iso(policy.max_advance)} ahead: start at "
+                f"{describe_instant(latest, zone)} or earlier",
             )
         )
     return out
@@ -187,6 +192,13 @@ def period_span(period: str | None, zone: str, instant: datetime) -> Span | None
         first = day.replace(day=1)
         last = (first + timedelta(days=32)).replace(day=1)
     return _local_midnight(first, tz), _local_midnight(last, tz)
+
+
+def _earliest(at: datetime, zone: str) -> str:
+    """Said to the second, rounded up, so that the time named is itself allowed."""
+    if at.microsecond:
+        at = at.replace(microsecond=0) + timedelta(seconds=1)
+    return describe_instant(at, zone)
 
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
