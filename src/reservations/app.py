@@ -156,6 +156,7 @@ def _install_openapi(app: FastAPI) -> None:
                 version=app.version,
                 description=app.description,
                 routes=app.routes,
+                servers=[{"url": "/"}],
             )
             schema = add_field_components(add_problem_schemas(schema, problem_bodies.MODELS))
             app.openapi_schema = parameters_without_null(schema)

@@ -9,13 +9,17 @@ from reservations.kit.metrics import render
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra={"security": []})
 async def healthz() -> dict[str, str]:
     """The process is alive (no dependencies checked)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "The primary cannot be reached"}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The primary cannot be reached"}},
+    openapi_extra={"security": []},
+)
 async def readyz(svc: Svc) -> Response:
     """Ready to serve: the primary database answers. Redis is reported (`ok`, `unavailable`,
     `disabled`) but not required: without it the API serves from the database."""
