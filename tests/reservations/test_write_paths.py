@@ -232,6 +232,37 @@ def test_a_customer_change_counts_for_the_new_customer(tenant: Tenant) -> None:
     assert _ok(booker.patch(f"/v1/reservations/{later['id']}", json={"customer": "ada"}), 200)
 
 
+def test_more_units_than_the_resource_has_on_every_path_that_asks_for_units(
+    tenant: Tenant,
+) -> None:
+    """Quantity is admission's too (`check_quantity`): every route that takes a quantity
+    refuses more units than the resource has with a direct create's 422, and writes nothing.
+    (PATCH of a reservation or a booking cannot change a quantity.)"""
+    admin, booker = tenant.admin, tenant.booker
+    room = admin.resource(capacity=2)["id"]
+    start, end = at(10), at(11)
+    writes = {
+        "POST /v1/reservations": lambda: booker.book(room, start, end, quantity=3),
+        "POST /v1/bookings": lambda: booker.post(
+            "/v1/bookings",
+            json={"resources": [{"resource_id": room, "quantity": 3}], "start": start, "end": end},
+        ),
+        "POST /v1/waitlist": lambda: booker.post(
+            "/v1/waitlist",
+            json={"resource_id": room, "start": start, "end": end, "quantity": 3},
+        ),
+    }
+    assert set(writes) <= set(ROUTES)
+    for route, write in writes.items():
+        r = write()
+        assert (r.status_code, r.json()["type"]) == (422, "/problems/invalid-input"), route
+        assert r.json()["errors"] == [
+            {"field": "quantity", "in": "body", "message": "at most 2"}
+        ], (route, r.text)
+    assert admin.get("/v1/reservations", params={"resource_id": room}).json()["items"] == []
+    assert admin.get("/v1/waitlist", params={"resource_id": room}).json()["items"] == []
+
+
 def test_lengthening_a_started_reservation_is_not_booking_the_past(
     tenant: Tenant, clock: Any
 ) -> None:

@@ -74,6 +74,24 @@ def test_a_promotion_is_held_to_the_maximum_length_of_now(
     ]
 
 
+def test_a_promotion_is_held_to_the_capacity_of_now(tenant: Tenant) -> None:
+    """An entry for three units of a room whose capacity has since dropped to two lapses
+    at its turn, as a create of three units would be refused (it used to stay waiting, and
+    cost a refused insert on every promotion)."""
+    admin, booker = tenant.admin, tenant.booker
+    room = admin.resource(capacity=3)["id"]
+    blocker = _created(admin.book(room, at(9), at(10), quantity=1))
+    body = {"resource_id": room, "start": at(9), "end": at(10), "quantity": 3}
+    entry = _created(booker.post("/v1/waitlist", json=body))
+    assert entry["status"] == "waiting", entry
+    assert admin.patch(f"/v1/resources/{room}", json={"capacity": 2}).status_code == 200
+    refused = booker.book(room, at(9), at(10), quantity=3)
+    assert (refused.status_code, refused.json()["type"]) == (422, "/problems/invalid-input")
+    assert admin.post(f"/v1/reservations/{blocker['id']}/cancel").status_code == 200
+    after = booker.get(f"/v1/waitlist/{entry['id']}").json()
+    assert (after["status"], after["reservation_id"]) == ("lapsed", None), after
+
+
 Counted = Callable[..., Awaitable[Any]]
 
 
