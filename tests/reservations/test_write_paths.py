@@ -168,6 +168,10 @@ def test_the_guard_fails_for_a_new_write_route(settings: Settings) -> None:
     assert stale == []
 
 
+def _reasons(r: httpx.Response) -> list[str]:
+    return [v["reason"] for v in r.json()["violations"]]
+
+
 @pytest.mark.parametrize("rule", RULES, ids=str)
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_every_write_route_refuses_every_rule(tenant: Tenant, route: str, rule: Rule) -> None:
@@ -185,8 +189,33 @@ def test_every_write_route_refuses_every_rule(tenant: Tenant, route: str, rule: 
     else:
         _refused(r, rule)
         assert admin.get("/v1/waitlist", params={"resource_id": room}).json()["items"] == []
+        # The same refusal a direct create of the range gets: every violation, in order (their
+        # details may name the current time), or the same field errors.
+        direct = booker.book(room, *rule.bad)
+        _refused(direct, rule)
+        if rule.problem == "booking-rule-violated":
+            assert _reasons(r) == _reasons(direct), (r.text, direct.text)
+        else:
+            assert r.json()["errors"] == direct.json()["errors"], (r.text, direct.text)
     # Nothing changed: the same rows, at the same versions.
     assert admin.get("/v1/reservations", params={"resource_id": room}).json()["items"] == listed
+
+
+def test_a_booking_of_several_resources_refuses_as_a_create_of_one(tenant: Tenant) -> None:
+    """Two resources that both refuse the range (a start in the past binds every resource):
+    the booking's `violations` are those a direct create on the first gets, not each
+    resource's in turn (the first occurrence's per-resource reasons are in `occurrences`)."""
+    admin, booker = tenant.admin, tenant.booker
+    rooms = [admin.resource()["id"] for _ in range(2)]
+    rule = RULE["in-the-past"]
+    start, end = rule.bad
+    body = {"resources": [{"resource_id": r} for r in rooms], "start": start, "end": end}
+    r = booker.post("/v1/bookings", json=body)
+    _refused(r, rule)
+    direct = booker.book(rooms[0], start, end)
+    _refused(direct, rule)
+    assert _reasons(r) == _reasons(direct) == ["in-the-past"], r.text
+    assert {x["resource_id"] for x in r.json()["occurrences"][0]["reasons"]} == set(rooms)
 
 
 @pytest.mark.parametrize("rule", [r for r in RULES if r.problem != "invalid-input"], ids=str)

@@ -403,7 +403,13 @@ def test_a_booking_across_clusters_refuses_every_rule(
     listed = {r: admin.get("/v1/reservations", params={"resource_id": r}).json() for r in (a, b)}
     start, end = rule.bad
     body = {"resources": [{"resource_id": a}, {"resource_id": b}], "start": start, "end": end}
-    refused(booker.post("/v1/bookings", json=body), rule)
+    r = booker.post("/v1/bookings", json=body)
+    refused(r, rule)
+    direct = booker.book(b, start, end)  # a direct create of the range on the ruled resource
+    refused(direct, rule)
+    if rule.problem == "booking-rule-violated":
+        reasons = [[v["reason"] for v in x.json()["violations"]] for x in (r, direct)]
+        assert reasons[0] == reasons[1], (r.text, direct.text)
     for rid in (a, b):
         assert admin.get("/v1/reservations", params={"resource_id": rid}).json() == listed[rid]
     overridden = admin.post("/v1/bookings", json={**body, "override_rules": True})
