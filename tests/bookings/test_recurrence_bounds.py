@@ -5,23 +5,27 @@ stops them, honest series still book, and no occurrence ends on or after 9000-01
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
+from typing import Any
 
 import httpx
 import pytest
 from dateutil.rrule import rrule, rrulestr
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from psycopg_pool import AsyncConnectionPool
 
+from reservations.bookings import service as booking_service
 from reservations.bookings.recurrence import (
     HORIZON,
     MAX_OCCURRENCES,
@@ -284,6 +288,7 @@ CONTROL = """
 import sys
 from datetime import UTC, datetime, timedelta
 from itertools import islice
+from typing import Any
 from dateutil.rrule import rrulestr
 from reservations.bookings.recurrence import expand
 
@@ -404,6 +409,46 @@ def test_an_adversarial_series_is_refused_at_once_and_leaves_nothing_running(
     cpu = time.process_time()
     time.sleep(1.0)
     assert time.process_time() - cpu < 0.3
+
+
+def test_a_series_is_expanded_while_its_request_holds_no_connection(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expansion runs before the booking takes a pooled connection (so before any
+    advisory lock, which lives in a transaction, and before the Redlock of a booking across
+    clusters): counted per request task while it runs. The control: the evaluation of the
+    occurrences, under the booking's transaction, sees the connection the probe counts."""
+    held: dict[object, int] = {}
+    seen: dict[str, list[int]] = {"expansion": [], "evaluation": []}
+    take = AsyncConnectionPool.connection
+
+    @asynccontextmanager
+    async def counted(self: AsyncConnectionPool[Any], *args: Any, **kw: Any) -> AsyncIterator[Any]:
+        task = asyncio.current_task()
+        held[task] = held.get(task, 0) + 1
+        try:
+            async with take(self, *args, **kw) as conn:
+                yield conn
+        finally:
+            held[task] -= 1
+
+    def watched(name: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        async def wrapper(*args: Any, **kw: Any) -> Any:
+            seen[name].append(held.get(asyncio.current_task(), 0))
+            return await original(*args, **kw)
+
+        return wrapper
+
+    monkeypatch.setattr(AsyncConnectionPool, "connection", counted)
+    monkeypatch.setattr(
+        booking_service, "occurrences_of", watched("expansion", booking_service.occurrences_of)
+    )
+    monkeypatch.setattr(
+        booking_service, "evaluate", watched("evaluation", booking_service.evaluate)
+    )
+    r = _book(tenant, "2030-01-01T09:00:00+00:00", "FREQ=DAILY;COUNT=5")
+    assert len(_created(r)["reservations"]) == 5
+    assert seen == {"expansion": [0], "evaluation": [1]}
 
 
 def test_a_series_past_9000_is_refused(tenant: Tenant) -> None:

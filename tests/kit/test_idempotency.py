@@ -27,6 +27,8 @@ from fastapi.testclient import TestClient
 from reservations.app import create_app
 from reservations.config import Settings
 from reservations.kit.clock import Clock
+from reservations.kit.idempotency import Reply
+from reservations.resources import service as resource_service
 from tests.support.api import PROBLEM, Api, Tenant, _created, _problem, new_tenant
 from tests.support.live import LiveServer
 from tests.support.servers import make_settings
@@ -515,6 +517,34 @@ def test_a_429_met_after_the_claim_is_not_kept(capped: TestClient, settings: Set
     retry = t.booker.post("/v1/reservations", json=body, headers={KEY: key})
     assert retry.status_code == 201, retry.text
     assert REPLAYED not in retry.headers
+
+
+def test_a_server_error_is_not_kept(
+    tenant: Tenant, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that claimed its key and then failed with a 5xx (here: a fault injected
+    after its insert) leaves neither its effect nor a record: the retry with the same key
+    runs, and is what the key keeps."""
+
+    def broken(read: object) -> Reply:
+        raise RuntimeError("injected after the insert")
+
+    name = f"room-{secrets.token_hex(4)}"
+    key = new_key()
+    made = _count(settings, "SELECT count(*) FROM resource WHERE name = %s", name)
+    with monkeypatch.context() as m:
+        m.setattr(resource_service, "_created", broken)
+        r = tenant.admin.post("/v1/resources", json={"name": name}, headers={KEY: key})
+        _problem(r, 500, "internal-error")
+    assert records(settings, key) == 0
+    assert made() == 0
+    retry = tenant.admin.post("/v1/resources", json={"name": name}, headers={KEY: key})
+    assert retry.status_code == 201, retry.text
+    assert REPLAYED not in retry.headers
+    again = tenant.admin.post("/v1/resources", json={"name": name}, headers={KEY: key})
+    assert again.headers[REPLAYED] == "true"
+    assert again.content == retry.content
+    assert made() == 1
 
 
 # --- secrets in replies are stored sealed ----------------------------------------------------

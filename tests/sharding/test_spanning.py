@@ -18,6 +18,7 @@ import pytest
 from reservations.kit.shardmap import logical_of
 from reservations.sharding import twophase
 from reservations.sharding.router import Shards
+from tests.support.admission_rules import RULES, Rule, ok, refused
 from tests.support.api import Tenant, new_tenant
 from tests.support.live import start_live_server, stop_live_server
 from tests.support.sharding import LOGICAL, Topology, rows_on
@@ -383,6 +384,40 @@ def test_a_booking_across_clusters_passes_the_same_admission(tenant, topology: T
     confirmed = admin.post(f"/v1/bookings/{booking['id']}/confirm")
     assert confirmed.status_code == 200, confirmed.text
     assert {r["status"] for r in confirmed.json()["reservations"]} == {"confirmed"}
+    assert prepared_on(topology) == []
+
+
+@pytest.mark.parametrize("rule", RULES, ids=str)
+def test_a_booking_across_clusters_refuses_every_rule(
+    tenant: Tenant, topology: Topology, rule: Rule
+) -> None:
+    """The write-path matrix's row for a booking across clusters (tests/reservations/
+    test_write_paths.py runs it on one): the rule on one resource refuses the whole booking
+    with a direct create's 422, nothing is written on either cluster, and an admin's
+    override_rules books it (except the system's maximum length, which nobody overrides)."""
+    a, b = resources_on(tenant, topology, ["a", "b"])
+    admin, booker = tenant.admin, tenant.booker
+    if rule.before is not None:
+        ok(booker.book(b, *rule.before))
+    ok(admin.patch(f"/v1/resources/{b}", json={"policy": rule.policy}), 200)
+    listed = {r: admin.get("/v1/reservations", params={"resource_id": r}).json() for r in (a, b)}
+    start, end = rule.bad
+    body = {"resources": [{"resource_id": a}, {"resource_id": b}], "start": start, "end": end}
+    r = booker.post("/v1/bookings", json=body)
+    refused(r, rule)
+    direct = booker.book(b, start, end)  # a direct create of the range on the ruled resource
+    refused(direct, rule)
+    if rule.problem == "booking-rule-violated":
+        reasons = [[v["reason"] for v in x.json()["violations"]] for x in (r, direct)]
+        assert reasons[0] == reasons[1], (r.text, direct.text)
+    for rid in (a, b):
+        assert admin.get("/v1/reservations", params={"resource_id": rid}).json() == listed[rid]
+    overridden = admin.post("/v1/bookings", json={**body, "override_rules": True})
+    if rule.problem == "invalid-input":
+        refused(overridden, rule)
+    else:
+        booked = ok(overridden)
+        assert {r["resource_id"] for r in booked["reservations"]} == {a, b}
     assert prepared_on(topology) == []
 
 

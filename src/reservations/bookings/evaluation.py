@@ -99,12 +99,14 @@ class Evaluation:
             broken = next(f for f in failed if any(r["reason"] != "booked" for r in f.reasons))
             rules_ = [r for r in broken.reasons if r["reason"] != "booked"]
             first = rules_[0]
+            # As a direct create of the first such occurrence on the first resource whose
+            # rules it breaks would list them (`occurrences` has every resource's).
+            mine = [r for r in rules_ if r.get("resource_id") == first.get("resource_id")]
             return BookingRuleViolated(
                 f"{len(failed)} occurrence(s) break the resources' rules (first: "
                 f"{first['reason']}: {first['detail']}); nothing was booked. See `occurrences`.",
                 reason=first["reason"],
-                # As a direct create of the first such occurrence would list them.
-                violations=[{"reason": r["reason"], "detail": r["detail"]} for r in rules_],
+                violations=[{"reason": r["reason"], "detail": r["detail"]} for r in mine],
                 occurrences=report,
             )
         metrics.RESERVATIONS_CONFLICTED.labels("booking").inc()

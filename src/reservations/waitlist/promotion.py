@@ -13,8 +13,14 @@ savepoint, under the database guards. The entry is marked promoted in the
 same transaction as its hold, so no entry is promoted twice.
 
 Entries whose range has begun lapse, as do those a rule that cannot heal with time refuses
-(the start passed, the notice grew past it). Entries refused by what can change (a booker
-limit, the hold cap, a blackout, hours, the advance) keep waiting.
+(the start passed, the notice grew past it, a length beyond the system's maximum, more units
+than the resource has). Entries refused by what can change (a booker limit, the hold cap, a
+blackout, hours, the advance) keep waiting.
+
+What a promotion costs follows what can be promoted, not the queue: blocked entries are not
+read, the screen is pure, and within one promotion the counts only grow, so once the hold
+cap refuses, no later entry asks it again, and once a booker's limit refuses for a period,
+that booker's later entries for the same period are not counted again.
 
 It runs right after every cancel and decline and after the sweeper expires holds (each in its
 own transaction, after the change committed), and from the worker for every resource with
@@ -25,6 +31,7 @@ not reserve them against new bookings."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from psycopg import errors as pg_errors
@@ -32,9 +39,10 @@ from psycopg import errors as pg_errors
 from reservations.availability_map import store as availability_map
 from reservations.catalog import repository as resources
 from reservations.context import Context
-from reservations.errors import BookingRuleViolated, HoldLimitReached
+from reservations.errors import BookingRuleViolated, HoldLimitReached, InvalidInput
 from reservations.kit.db import Conn, lock_resource
 from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.policy import enforce
 from reservations.policy.rules import Reason
 from reservations.reservations import admission
 from reservations.reservations import repository as reservations
@@ -92,6 +100,8 @@ async def _promote_locked(
     )
     promoted: list[UUID] = []
     holds: list[ReservationRow] = []
+    capped = False  # the tenant's hold cap refused: every later entry would add a hold too
+    full: set[Any] = set()  # bookers (and periods) the booker limit refused
     for entry in entries:
         during = policy.guarded(entry.start_at, entry.end_at)
         near = [b for b in busy if b.during_start < during[1] and during[0] < b.during_end]
@@ -100,14 +110,21 @@ async def _promote_locked(
         ):
             continue  # still taken: no statement spent on it
         gate, candidate = _as_booker(entry, target, now)
-        if violations := admission.violations(gate, candidate):
-            if any(v.reason in _LAPSING for v in violations):
+        if (lapses := _screened(svc, gate, candidate)) is not None:
+            if lapses:
                 lapsed.append(entry.id)
             continue
+        booker = _booker(candidate)
+        if capped or booker in full:
+            continue  # refused already in this promotion; the counts have only grown since
         try:
             terms = await admission.admit(svc, conn, gate, [candidate])
-        except (BookingRuleViolated, HoldLimitReached):
-            continue  # the booker limit or the tenant's hold cap: it keeps waiting
+        except BookingRuleViolated:  # the booker limit (the rules were screened above)
+            full.add(booker)
+            continue
+        except HoldLimitReached:
+            capped = True
+            continue
         hold = await _insert_hold(conn, entry, terms, now=now)
         if hold is None:
             continue
@@ -120,6 +137,28 @@ async def _promote_locked(
         holds.append(hold)
     await repository.lapse(conn, entry_ids=lapsed, now=now)
     return promoted, holds
+
+
+def _screened(svc: Context, gate: admission.Gate, candidate: admission.Candidate) -> bool | None:
+    """Admission's screen of the entry as a create (`admission.screen`): None when it
+    passes, else whether the entry lapses (True: a refusal no wait heals: a length beyond
+    the system's maximum, more units than the resource has, a start passed or too soon) or
+    keeps waiting (False: a blackout, hours, the advance...)."""
+    try:
+        admission.screen(svc, gate, candidate)
+    except InvalidInput:
+        return True
+    except BookingRuleViolated as refused:
+        reasons = {v["reason"] for v in refused.extra.get("violations", [])}
+        return any(r.value in reasons for r in _LAPSING)
+    return None
+
+
+def _booker(candidate: admission.Candidate) -> tuple[Any, ...]:
+    """Whom, and for which period, the booker limit counts the candidate."""
+    policy, zone = candidate.resource.policy, candidate.resource.zone
+    who = enforce.booker_of(policy, candidate.owner, candidate.customer)
+    return candidate.owner, who, enforce.booker_window(policy, zone, [candidate.start])
 
 
 def _as_booker(
