@@ -76,7 +76,7 @@ Recorder = Callable[[Conn, BaseException], Awaitable[bool]]
 
 
 # The statements a unit of work sends with BEGIN, made for its connection (`Database.unit`).
-First = Callable[["Conn"], list["sql.Composed | sql.SQL"]]
+First = Callable[[Conn], list[sql.Composed | sql.SQL]]
 
 # What a unit of work does once it has committed (`Unit.after_commit`).
 Effect = Callable[[], Awaitable[object]]
@@ -286,8 +286,7 @@ class Database:
 
         Round trips are what a write costs the API most (BENCHMARKS.md, "The write cost"):
         BEGIN goes with the transaction's locals and with `first(conn)` (statements without
-        parameters, values as `sql.Literal`; their results in `unit.first`),
-        and the block's
+        parameters, values as `sql.Literal`; their results in `unit.first`), and the block's
         last writes (`with_commit`) with COMMIT. Each statement keeps its own snapshot.
 
         `generic_plans`: the block's prepared statements run on their generic plan, never
