@@ -176,6 +176,40 @@ def test_series_validation(
     assert reservation_rows(settings, room["id"]) == []
 
 
+def test_times_in_booking_messages_are_in_utc_and_the_zone(tenant: Tenant) -> None:
+    """Occurrences that overlap name their starts in UTC and in the resource's zone; an
+    occurrence a cancel or a move names that the booking does not have, in UTC and in the
+    booking's zone (here the resource's, its default)."""
+    room = tenant.admin.resource(timezone=BERLIN)
+    r = book(
+        tenant.booker,
+        [room["id"]],
+        "2030-06-01T09:00:00Z",
+        "2030-06-01T10:30:00Z",
+        rrule="FREQ=HOURLY;COUNT=3",
+    )
+    assert (
+        "Occurrences 2030-06-01 09:00 UTC (11:00 Europe/Berlin) and "
+        "2030-06-01 10:00 UTC (12:00 Europe/Berlin) overlap"
+    ) in _problem(r, 422, "invalid-input")["detail"]
+    body = _created(
+        book(
+            tenant.booker,
+            [room["id"]],
+            "2030-06-03T09:00:00Z",
+            "2030-06-03T10:00:00Z",
+            rrule="FREQ=DAILY;COUNT=3",
+        )
+    )
+    path = f"/v1/bookings/{body['id']}"
+    missing = {"scope": "occurrence", "occurrence": "2030-06-03T09:30:00Z"}
+    said = "No occurrence of this booking starts at 2030-06-03 09:30 UTC (11:30 Europe/Berlin);"
+    cancel = _problem(tenant.booker.post(f"{path}/cancel", json=missing), 404, "not-found")
+    assert said in cancel["detail"], cancel
+    move = _problem(tenant.booker.patch(path, json={"shift": "PT1H", **missing}), 404, "not-found")
+    assert said in move["detail"], move
+
+
 def test_series_of_exactly_the_limit_is_accepted(tenant: Tenant) -> None:
     room = tenant.admin.resource()
     r = book(

@@ -353,8 +353,13 @@ def test_no_occurrence_may_end_on_or_after_9000() -> None:
     assert last[-1].end == LATEST - MINUTE
     with pytest.raises(RecurrenceError, match="9000-01-01"):
         expand("FREQ=HOURLY;COUNT=3", zone="UTC", start=start, end=start + HOUR)
-    with pytest.raises(RecurrenceError, match="9000-01-01"):
+    with pytest.raises(RecurrenceError, match="9000-01-01") as refused:
         expand("FREQ=DAILY;COUNT=5", zone="Pacific/Kiritimati", start=start, end=start + HOUR)
+    # The occurrence is named in UTC and in the series' zone.
+    assert str(refused.value).startswith(
+        "the occurrence starting 9000-01-01 21:00 UTC (9000-01-02 11:00 Pacific/Kiritimati) "
+        "would end on or after 9000-01-01"
+    ), refused.value
 
 
 # Through the API -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reservations.config import Settings
 from reservations.kit.clock import Clock
+from reservations.kit.localtime import describe_instant
 from reservations.reservations.tasks import sweep_expired
 from tests.support.api import PROBLEM, Api, Tenant, _created, _db, _problem
 
@@ -560,6 +561,29 @@ def test_confirm_after_expiry_is_409(tenant: Tenant, clock: Clock) -> None:
     got = tenant.booker.get(path).json()
     assert got["status"] == "expired"
     _problem(tenant.booker.post(f"{path}/cancel"), 409, "hold-expired")
+
+
+def test_times_in_hold_messages_are_in_utc_and_the_resources_zone(
+    tenant: Tenant, clock: Clock
+) -> None:
+    """An expired hold (confirm, cancel, extend) and a pending booking a booker tries to
+    confirm name their expiry in UTC and in the resource's zone."""
+    room = tenant.admin.resource(timezone="Europe/Berlin")
+    held = _created(tenant.booker.book(room["id"], at(7, 10), at(7, 11), hold_seconds=60))
+    path = f"/v1/reservations/{held['id']}"
+    expiry = describe_instant(ts(held["expires_at"]), "Europe/Berlin")
+    assert expiry.endswith(" Europe/Berlin)"), expiry
+    clock.advance(timedelta(seconds=61))
+    for step, body in (("confirm", None), ("cancel", None), ("extend", {"hold_seconds": 60})):
+        refused = _problem(tenant.booker.post(f"{path}/{step}", json=body), 409, "hold-expired")
+        assert f"The hold expired at {expiry};" in refused["detail"], (step, refused)
+    approvals = tenant.admin.resource(timezone="Europe/Berlin", policy={"requires_approval": True})
+    pending = _created(tenant.booker.book(approvals["id"], at(7, 10), at(7, 11)))
+    until = describe_instant(ts(pending["expires_at"]), "Europe/Berlin")
+    refused = _problem(
+        tenant.booker.post(f"/v1/reservations/{pending['id']}/confirm"), 409, "approval-required"
+    )
+    assert f"it keeps its range until {until}." in refused["detail"], refused
 
 
 # --- expiry ------------------------------------------------------------------------------

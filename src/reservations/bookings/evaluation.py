@@ -14,7 +14,7 @@ from reservations.bookings.recurrence import Occurrence, RecurrenceError, expand
 from reservations.bookings.schemas import BookingCreate, OccurrenceReport, Outcome
 from reservations.errors import BookingRuleViolated, InvalidInput, ReservationConflict
 from reservations.kit.db import Conn
-from reservations.policy.model import Policy
+from reservations.kit.localtime import describe_instant
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
 from reservations.reservations.conflicts import blocking, items
@@ -46,21 +46,23 @@ async def occurrences_of(body: BookingCreate, zone: str) -> list[Occurrence]:
         ) from None
 
 
-def check_shape(occurrences: list[Occurrence], policies: dict[UUID, Policy]) -> None:
+def check_shape(occurrences: list[Occurrence], targets: dict[UUID, admission.Target]) -> None:
     """Occurrences of one booking may not overlap each other on a resource (buffers
-    included), and the whole booking has a size limit."""
-    if len(occurrences) * len(policies) > MAX_RESERVATIONS:
+    included; their times said in that resource's zone too), and the whole booking has a
+    size limit."""
+    if len(occurrences) * len(targets) > MAX_RESERVATIONS:
         raise InvalidInput(
             f"A booking may hold at most {MAX_RESERVATIONS} reservations (occurrences times "
             "resources); split it.",
             errors=[{"field": "rrule", "in": "body", "message": "too many reservations"}],
         )
-    for policy in policies.values():
-        gap = policy.buffer_before + policy.buffer_after
+    for target in targets.values():
+        gap = target.policy.buffer_before + target.policy.buffer_after
         for a, b in pairwise(occurrences):
             if b.start < a.end + gap:
+                first, then = (describe_instant(o.start, target.zone) for o in (a, b))
                 raise InvalidInput(
-                    f"Occurrences {a.start.isoformat()} and {b.start.isoformat()} overlap "
+                    f"Occurrences {first} and {then} overlap "
                     "(turnover buffers included); shorten them or space them further apart.",
                     errors=[{"field": "rrule", "in": "body", "message": "overlapping"}],
                 )

@@ -43,7 +43,7 @@ def targets_of(
     targets = {i: admission.Target.of(found[i]) for i in ids}
     for units in body.resources:
         admission.check_quantity(units.quantity, targets[units.resource_id].capacity)
-    check_shape(occurrences, {i: t.policy for i, t in targets.items()})
+    check_shape(occurrences, targets)
     return targets
 
 

@@ -45,6 +45,7 @@ from dateutil.rrule import rrule, rrulestr
 
 from reservations.bookings.walk import Meter, WindowEnd, WorkExceeded, times_of_day, walk
 from reservations.kit.fields import LATEST
+from reservations.kit.localtime import describe_instant
 
 MAX_OCCURRENCES = 1_000
 MAX_EXDATES = 366
@@ -307,7 +308,7 @@ def expand(
             continue
         if instant + duration >= LATEST:
             raise RecurrenceError(
-                f"the occurrence starting {instant.isoformat()} would end on or after "
+                f"the occurrence starting {describe_instant(instant, zone)} would end on or after "
                 f"{LATEST.date().isoformat()}, the end of the range the API accepts; end the "
                 "series sooner with COUNT or UNTIL"
             )

@@ -42,6 +42,7 @@ from reservations.kit.db import Conn, lock_resource
 from reservations.kit.fields import EARLIEST, LATEST
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7_beside
+from reservations.kit.localtime import describe_instant
 from reservations.policy import enforce
 from reservations.reservations import admission, metrics
 from reservations.reservations import repository as reservation_repo
@@ -216,7 +217,7 @@ async def confirm(
     whole confirm is refused (409 hold-expired) and nothing changes."""
     return await _change(
         svc, caller, booking_id, expected_version, idem,
-        pick=lambda rows, now: holds.to_confirm(rows, caller, now),
+        pick=lambda rows, now, _zone: holds.to_confirm(rows, caller, now),
         write=spanning.status_write("confirmed"),
         admit=lambda conn, held, now: holds.admit_confirm(svc, conn, caller, held, now),
     )  # fmt: skip
@@ -238,8 +239,9 @@ async def extend(
         return await holds.extend(svc, conn, caller, held, now, hold_seconds)
 
     return await _change(
-        svc, caller, booking_id, expected_version, idem, pick=holds.to_extend, write=write
-    )
+        svc, caller, booking_id, expected_version, idem,
+        pick=lambda rows, now, _zone: holds.to_extend(rows, now), write=write,
+    )  # fmt: skip
 
 
 async def _change(
@@ -284,7 +286,7 @@ async def _change_here(
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         now = svc.clock.now()  # after the locks: a hold may have run out while we waited
-        chosen = pick(rows, now)
+        chosen = pick(rows, now, booking.timezone)
         if chosen:
             if admit is not None:
                 await admit(conn, chosen, now)
@@ -298,18 +300,18 @@ async def _change_here(
 
 
 def to_cancel(
-    rows: list[ReservationRow], change: BookingCancel, now: datetime
+    rows: list[ReservationRow], change: BookingCancel, now: datetime, zone: str
 ) -> list[ReservationRow]:
-    """The live reservations in the cancel's scope."""
+    """The live reservations in the cancel's scope (`zone`: the booking's)."""
     return [
         r
-        for r in _in_scope(rows, change)
+        for r in _in_scope(rows, change, zone)
         if r.status in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
     ]
 
 
 def _in_scope(
-    rows: list[ReservationRow], change: BookingCancel | BookingMove
+    rows: list[ReservationRow], change: BookingCancel | BookingMove, zone: str
 ) -> list[ReservationRow]:
     if change.scope is Scope.all:
         return rows
@@ -319,8 +321,9 @@ def _in_scope(
     else:
         picked = [r for r in rows if r.start_at >= change.occurrence]
     if not picked:
+        at = describe_instant(change.occurrence, zone)
         raise NotFound(
-            f"No occurrence of this booking starts at {change.occurrence.isoformat()}; use "
+            f"No occurrence of this booking starts at {at}; use "
             "the `start` of one of its reservations."
         )
     return picked
@@ -337,7 +340,7 @@ async def cancel(
     """Cancel the live reservations in scope; cancelling again changes nothing."""
     return await _change(
         svc, caller, booking_id, expected_version, idem,
-        pick=lambda rows, now: to_cancel(rows, change, now),
+        pick=lambda rows, now, zone: to_cancel(rows, change, now, zone),
         write=spanning.status_write("cancelled"),
     )  # fmt: skip
 
@@ -400,7 +403,7 @@ async def _move(
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         live = [
             r
-            for r in _in_scope(rows, change)
+            for r in _in_scope(rows, change, booking.timezone)
             if r.status in (Status.held, Status.confirmed) and not is_stale_hold(r, now)
         ]
         if not live:

@@ -180,10 +180,11 @@ async def _evaluate(
     return evaluation
 
 
-# What a confirm, extend or cancel changes: `pick` chooses the rows (refusing if it must),
-# `admit` gives admission's word on the chosen rows of one cluster (a confirm's), `write`
-# changes them on one cluster and returns them as changed.
-Pick = Callable[[list[ReservationRow], datetime], list[ReservationRow]]
+# What a confirm, extend or cancel changes: `pick` chooses the rows (refusing if it must,
+# with the times it names in the booking's zone too, its third argument), `admit` gives
+# admission's word on the chosen rows of one cluster (a confirm's), `write` changes them on
+# one cluster and returns them as changed.
+Pick = Callable[[list[ReservationRow], datetime, str], list[ReservationRow]]
 Admit = Callable[[Conn, list[ReservationRow], datetime], Awaitable[None]]
 Write = Callable[[Conn, list[ReservationRow], datetime], Awaitable[list[RangeRow]]]
 
@@ -245,7 +246,8 @@ async def change(
                 current_version=booking.version,
             )
         now = svc.clock.now()  # after the locks
-        chosen = {r.id for r in pick([r for part in rows.values() for r in part], now)}
+        every = [r for part in rows.values() for r in part]
+        chosen = {r.id for r in pick(every, now, booking.timezone)}
         if admit is not None:  # admission, on each cluster for its rows
             for name, conn in tx.conns.items():
                 if mine := [r for r in rows[name] if r.id in chosen]:

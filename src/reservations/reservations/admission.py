@@ -40,6 +40,7 @@ from reservations.errors import (
     ReservationNotLive,
 )
 from reservations.kit.db import Conn, Database
+from reservations.kit.localtime import describe_instant
 from reservations.policy import enforce, rules
 from reservations.policy.model import Policy
 from reservations.policy.rules import Violation
@@ -282,15 +283,16 @@ def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
         return Terms(Status.confirmed, None, False)
     current = candidates[0].current
     assert current is not None
+    zone = candidates[0].resource.zone  # where the times a refusal names are also said
     if gate.change is Change.approve:
         return Terms(Status.confirmed, None, False)
     if gate.change is Change.extend:
-        return extended(gate, current)
+        return extended(gate, current, zone)
     if gate.change is Change.confirm:
         if current.needs_approval and gate.actor.role is not Role.admin:
+            until = describe_instant(current.expires_at, zone) if current.expires_at else "then"
             raise ApprovalRequired(
-                "An admin must approve this booking; it keeps its range until"
-                f" {current.expires_at.isoformat() if current.expires_at else 'then'}."
+                f"An admin must approve this booking; it keeps its range until {until}."
             )
         if approval:
             raise ApprovalRequired(
@@ -303,7 +305,7 @@ def terms(gate: Gate, candidates: Sequence[Candidate]) -> Terms:
     return Terms(Status(current.status), current.expires_at, current.needs_approval)
 
 
-def extended(gate: Gate, current: Current) -> Terms:
+def extended(gate: Gate, current: Current, zone: str | None) -> Terms:
     """A live hold's terms after an extension: expiring `hold_seconds` from now, never
     earlier than it did, and refused (422) past `hold_max_life` from the hold's creation.
     A confirmed or pending row is no hold to extend (409 reservation-not-held), a cancelled
@@ -324,7 +326,8 @@ def extended(gate: Gate, current: Current) -> Terms:
         most = max(0, int((latest - gate.now).total_seconds()))
         raise InvalidInput(
             f"A hold may live at most {int(life.total_seconds())} seconds from its creation"
-            f" (RESERVATIONS_HOLD_MAX_LIFE_SECONDS): this one can expire at {latest.isoformat()}"
+            f" (RESERVATIONS_HOLD_MAX_LIFE_SECONDS): this one can expire at"
+            f" {describe_instant(latest, zone)}"
             f" at the latest, so hold_seconds may be at most {most} now.",
             errors=[{"field": "hold_seconds", "in": "body", "message": f"at most {most}"}],
         )

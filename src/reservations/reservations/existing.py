@@ -16,6 +16,7 @@ from reservations.errors import (
 )
 from reservations.kit.db import Conn
 from reservations.kit.idempotency import Reply
+from reservations.kit.localtime import describe_instant
 from reservations.reservations import admission, repository
 from reservations.reservations.rows import FoundRow, ReservationRow
 from reservations.reservations.schemas import (
@@ -71,12 +72,14 @@ async def locked(
     return row
 
 
-def live_or_raise(row: ReservationRow, now: datetime) -> None:
+def live_or_raise(row: ReservationRow, now: datetime, zone: str | None = None) -> None:
     status = ReservationRead.from_row(row, now).status
     if status is Status.expired:
         expires = row.expires_at
         assert expires is not None  # expired: a hold, which has an expiry
-        raise HoldExpired(f"The hold expired at {expires.isoformat()}; create a new reservation.")
+        raise HoldExpired(
+            f"The hold expired at {describe_instant(expires, zone)}; create a new reservation."
+        )
     if status is Status.cancelled:
         raise ReservationNotLive("The reservation is cancelled; create a new one.")
 

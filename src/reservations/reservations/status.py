@@ -15,7 +15,7 @@ from reservations.errors import (
     Forbidden,
     ReservationNotPending,
 )
-from reservations.kit.db import Unit
+from reservations.kit.db import Conn, Unit
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.reservations import admission, existing, repository
 from reservations.reservations.rows import ReservationRow
@@ -83,10 +83,18 @@ async def _ended(
     return row
 
 
+async def _live_or_raise(conn: Conn, row: ReservationRow, now: datetime) -> None:
+    """`existing.live_or_raise`, an expired hold's time said in its resource's zone too (the
+    zone is read only then: a live row costs no round trip more)."""
+    expired = ReservationRead.from_row(row, now).status is Status.expired
+    zone = await repository.resource_zone(conn, row.resource_id) if expired else None
+    existing.live_or_raise(row, now, zone)
+
+
 async def _confirming(
     svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
 ) -> ReservationRow:
-    existing.live_or_raise(row, now)
+    await _live_or_raise(unit.conn, row, now)
     if row.status != Status.held:
         return row
     # By an admin, a pending booking's confirmation is its approval.
@@ -98,7 +106,7 @@ async def _cancelling(
 ) -> ReservationRow:
     if row.status == Status.cancelled:
         return row  # cancelling again changes nothing
-    existing.live_or_raise(row, now)
+    await _live_or_raise(unit.conn, row, now)
     return await _ended(svc, unit, row, now, Status.cancelled)
 
 
@@ -169,7 +177,7 @@ async def _extending(
     now: datetime,
     hold_seconds: int,
 ) -> ReservationRow:
-    existing.live_or_raise(row, now)
+    await _live_or_raise(unit.conn, row, now)
     gate = admission.Gate(
         actor=caller,
         change=admission.Change.extend,
