@@ -391,7 +391,7 @@ async def _update_once(
         row: ReservationRow = await existing.locked(conn, caller, reservation_id, expected_version)
         expired: list[RangeRow] = []
         if admit:
-            existing.live_or_raise(row, now)
+            existing.live_or_raise(row, now, zone=candidate.resource.zone)
             if moving and (clashes or expire_first):
                 expired = await repository.expire_stale_holds(
                     conn, resource_id=row.resource_id, start=start, end=end, now=now
