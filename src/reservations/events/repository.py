@@ -34,6 +34,8 @@ class PositionRow:
 
 
 COLUMNS = "id, resource_id, resource_seq, type, subject_id, data, txid::text AS txid, created_at"
+# Readers order by `event.txid`, the column: a bare `txid` in ORDER BY would name the output
+# column `txid::text AS txid`, and "10" sorts before "9".
 
 
 async def lock_sequences(
@@ -72,7 +74,7 @@ async def after(
         EventRow,
         f"SELECT {COLUMNS} FROM event WHERE tenant_id = %(tenant)s{where}"
         " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-        " ORDER BY txid, id LIMIT %(limit)s",
+        " ORDER BY event.txid, event.id LIMIT %(limit)s",
         params,
     )
 
@@ -85,6 +87,6 @@ async def head(conn: Conn, *, tenant_id: UUID) -> PositionRow | None:
         PositionRow,
         "SELECT txid::text AS txid, id FROM event WHERE tenant_id = %(tenant)s"
         " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-        " ORDER BY txid DESC, id DESC LIMIT 1",
+        " ORDER BY event.txid DESC, event.id DESC LIMIT 1",
         {"tenant": tenant_id},
     )
