@@ -318,10 +318,14 @@ def test_the_outbox_is_read_in_txid_order_not_in_its_texts(app_client: TestClien
             queued = await queue.outbox_after(
                 conn, tenant_id=tenant_id, after_txid="0", after_id=0, limit=1
             )
-        return first, last, queued
+            ranges = await events.ranges_after(
+                conn, position=events.PositionRow(txid="8", id=0), limit=1
+            )
+        return first, last, queued, ranges
 
-    first, last, queued = app_client.portal.call(read)  # type: ignore[union-attr]
+    first, last, queued, ranges = app_client.portal.call(read)  # type: ignore[union-attr]
     assert [e.txid for e in first] == ["9"]
     assert last is not None
     assert last.txid == "10"
     assert [e.txid for e in queued] == ["9"]
+    assert [e.txid for e in ranges] == ["9"]
