@@ -328,9 +328,10 @@ def markdown(report: dict[str, Any]) -> str:
         t = size["table"]
         rows = f"{size['rows']:,} ({t['live_rows']:,} + {t['history_rows']:,})"
         for name, r in (("outbox", size["outbox"]), ("rescan (before)", size["rescan"])):
+            events = f"{r['events']:,}" if "events" in r else "-"
             lines.append(
                 f"| {rows} | {size['map']['entries']:,} | {name}"
-                f" | {r.get('events', '-')} | {r['entries']:,}"
+                f" | {events} | {r['entries']:,}"
                 f" | {r['rows_read']:,} | {r['cpu_s']:.3f} s | {r['postgres_cpu_s']:.3f} s"
                 f" | {r['valkey_cpu_s']:.3f} s | {r['wall_s']:.3f} s"
                 f" | {r.get('rounds_for_every_entry', 1)} |"
