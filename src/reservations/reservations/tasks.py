@@ -136,7 +136,7 @@ async def _rebuild(
     svc: Context, store: AvailabilityMap, conn: Conn, days: Sequence[tuple[UUID, int]]
 ) -> tuple[int, int | None]:
     """Rebuild these (resource, day) entries from the live rows `conn` reads: (rows read,
-    entries that were wrong, or None if Redis could not be reached)."""
+    reservations the entries had wrong, or None if Redis could not be reached)."""
     windows = [(rid, *availability_map.day_bounds(day)) for rid, day in days]
     rows = await repository.live_unit_rows(conn, windows=windows, now=svc.clock.now())
     on_day: dict[tuple[UUID, int], dict[UUID, RangeRow]] = {pair: {} for pair in days}
@@ -152,8 +152,9 @@ async def _rebuild(
 
 async def repair_resource_days(svc: Context, *, resource_id: UUID) -> int:
     """Rebuild every entry the map holds for one resource (after a change that concerns all
-    its days: a capacity change); how many were wrong. Scans the map's keys, so only for
-    such rare changes: the repair that runs all the time is `repair_map_changes`."""
+    its days: a capacity change); how many reservations they had wrong. Scans the map's
+    keys, so only for such rare changes: the repair that runs all the time is
+    `repair_map_changes`."""
     store = svc.availability_map
     if store is None:
         return 0
