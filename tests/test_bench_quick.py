@@ -223,3 +223,28 @@ def test_waitlist_cancel_quick_spends_no_statement_per_blocked_entry(tmp_path: P
     assert report["pg_stat_statements"] is True
     assert queued["cancel"]["statements"] - empty["cancel"]["statements"] < 10
     assert "| waiting entries |" in (tmp_path / "waitlist_cancel.md").read_text()
+
+
+def test_map_repair_quick_reads_the_changes_not_the_tables(tmp_path: Path) -> None:
+    report = run_bench("map-repair", out=tmp_path)
+
+    small, large = report["sizes"]
+    assert (small["rows"], large["rows"]) == (1_000, 10_000)
+    for size in (small, large):
+        made = size["changes"]["cancelled"] + size["changes"]["created"]
+        assert made > 0
+        outbox = size["outbox"]
+        # One round read every change made behind the API and nothing else; each touched
+        # entry was rebuilt once (some changes share a day), reading the rows of those days.
+        assert outbox["events"] == made
+        assert 0 < outbox["entries"] <= made
+        assert outbox["wrong"] >= made
+        assert outbox["rows_read"] <= 2 * made
+    # The rescan (the job before) visits what the map holds, ten times more at ten times the
+    # rows; the outbox round does not grow with them.
+    assert large["rescan"]["entries"] > 5 * small["rescan"]["entries"]
+    assert large["outbox"]["rows_read"] <= 2 * report["changes"]
+    assert (
+        "| rows (live + history) | map entries | repair |"
+        in (tmp_path / "map_repair.md").read_text()
+    )

@@ -151,13 +151,19 @@ def _reachable_redis(settings: Settings) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def _services(settings: Settings, db: Database) -> AsyncIterator[Context]:
-    """The context a command needs around an open catalog database (wiring.py, without the
-    Redis tier): with shards, their clusters opened (and Redlock's clients closed after)."""
+async def _services(
+    settings: Settings, db: Database, *, redis_url: str | None = None
+) -> AsyncIterator[Context]:
+    """The context a command needs around an open catalog database (wiring.py; the Redis
+    tier only with `redis_url`): with shards, their clusters opened (and Redlock's clients
+    closed after)."""
     from reservations import wiring
     from reservations.kit.clock import Clock
 
-    async with wiring.opened(wiring.build(settings, db, Clock())) as svc:
+    if redis_url is not None:
+        settings = settings.model_copy(update={"redis_url": redis_url})
+    context = wiring.build(settings, db, Clock(), redis=redis_url is not None)
+    async with wiring.opened(context) as svc:
         yield svc
 
 
@@ -263,6 +269,9 @@ def worker() -> None:
 
     settings = _settings()
     with _database_url(settings) as url:
+        # The API's Redis, so the jobs that keep it (the availability map's repair, the map
+        # and caches after a hold expires) run here as they do inside `serve`.
+        redis_url = _reachable_redis(settings)
 
         async def main() -> None:
             db = Database(url, settings)
@@ -273,7 +282,7 @@ def worker() -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, task.cancel)
             try:
-                async with _services(settings, db) as svc:
+                async with _services(settings, db, redis_url=redis_url) as svc:
                     await background.run_forever(svc)
             except asyncio.CancelledError:
                 pass

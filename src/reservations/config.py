@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     # The availability map (fast refusal of creates on taken ranges) and its repair job.
     availability_map_enabled: bool = True
     availability_map_ttl_seconds: int = Field(default=3_600, ge=10, le=7 * 86_400)
-    availability_map_repair_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    # The repair reads the outbox's changes since its last round: a round costs what the
+    # changes cost, so it can run often (a lost clear refuses a free range until it runs).
+    availability_map_repair_interval_seconds: float = Field(default=5.0, gt=0, le=86_400)
     # Tests only (kit/faults.py): kill the process between a write's commit and its response.
     # 'once', 'always' or a probability; unset (the default) turns it off.
     fault_crash_after_commit: str | None = None

@@ -1,12 +1,13 @@
-"""The background loop: expire holds, purge old idempotency records, repair the availability map,
-move ended reservations to history, promote waitlist entries, seal the audit log, deliver
-webhooks (a loop of its own beside the sweep, so a slow receiver never delays hold expiry).
-Each domain offers its steps (`<domain>/tasks.py` and the like); this module alone decides
-when they run.
+"""The background loop: expire holds, purge old idempotency records, repair the availability map
+from the outbox, move ended reservations to history, promote waitlist entries, seal the audit
+log, deliver webhooks (a loop of its own beside the sweep, so a slow receiver never delays hold
+expiry). Each domain offers its steps (`<domain>/tasks.py` and the like); this module alone
+decides when they run.
 
-Runs inside `reservations serve` (every API process) and in `reservations worker`. Any number
-of copies may run: each step is a short transaction with FOR UPDATE SKIP LOCKED (the sealer:
-an advisory lock only one copy at a time gets), no leader."""
+Runs in `reservations worker`, and inside `reservations serve` (every API process) unless it
+is started with `--no-worker` (RESERVATIONS_RUN_WORKER=false), as it is where workers run
+beside it. Any number of copies may run: each step is a short transaction with FOR UPDATE
+SKIP LOCKED (the sealer: an advisory lock only one copy at a time gets), no leader."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from reservations.audit import tasks as audit
 from reservations.context import Context
 from reservations.history import tasks as history
 from reservations.kit.idempotency import purge_expired
-from reservations.reservations.tasks import repair_map, sweep_expired
+from reservations.reservations.tasks import repair_map_changes, sweep_expired
 from reservations.sharding import twophase
 from reservations.waitlist.tasks import promote_all
 from reservations.webhooks import copies, dispatcher, fanout
@@ -57,6 +58,7 @@ async def _sweep_forever(svc: Context) -> None:
     repair_every = svc.settings.availability_map_repair_interval_seconds
     history_every = svc.settings.history_interval_seconds
     last_repair = last_history = time.monotonic()
+    behind: set[str] = set()  # databases whose outbox the map repair has not caught up with
     rounds = 0
     while True:
         repair = time.monotonic() - last_repair >= repair_every
@@ -65,18 +67,22 @@ async def _sweep_forever(svc: Context) -> None:
             last_repair = time.monotonic()
         if archive:
             last_history = time.monotonic()
-        # Each database that holds resources has its own holds, history and audit chain.
+        # Each database that holds resources has its own holds, history, audit chain and
+        # outbox (the map is one for all: each entry is rebuilt from where its rows live).
         for db in svc.shards.databases():
             try:
                 await _sweep_once(svc.on(db), rounds, archive=archive)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 # The database may be restarting; the next round tries again.
                 log.warning("background sweep of %s failed: %s", db.name, exc)
-        try:
-            if repair:  # the map is one for all shards; each entry is read where it lives
-                await repair_map(svc)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            log.warning("availability map repair failed: %s", exc)
+            if repair or db.name in behind:
+                try:
+                    more = (await repair_map_changes(svc.on(db))).more
+                except (psycopg.Error, OSError, TimeoutError) as exc:
+                    log.warning("availability map repair of %s failed: %s", db.name, exc)
+                    more = False
+                # Left events to read: go on at the next sweep, not a repair interval later.
+                (behind.add if more else behind.discard)(db.name)
         if svc.shards.sharded and rounds % 5 == 0:
             try:
                 await twophase.recover(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -291,3 +292,40 @@ def test_the_stream_can_start_at_the_end_and_resume_from_there(
             assert r.status_code == 422
 
     asyncio.run(main())
+
+
+def test_the_outbox_is_read_in_txid_order_not_in_its_texts(app_client: TestClient) -> None:
+    """Transaction ids 9 and 10 (written as such: both long finished), of a tenant of their
+    own: every reader of the outbox takes 9 first and names 10 the last, though "10" < "9" as
+    text, which is how the readers' `txid::text AS txid` column sorts if ORDER BY names it."""
+    from reservations.events import repository as events
+    from reservations.webhooks import queue
+
+    svc = app_client.app.state.services  # type: ignore[attr-defined]
+    tenant_id, rid = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(svc.settings.database_url, autocommit=True) as conn:
+        for seq, txid in ((1, 9), (2, 10)):
+            conn.execute(
+                "INSERT INTO event (tenant_id, resource_id, resource_seq, type, subject_id, data,"
+                " txid) VALUES (%s, %s, %s, 'resource.updated', %s, '{}', %s::text::xid8)",
+                (tenant_id, rid, seq, rid, str(txid)),
+            )
+
+    async def read() -> tuple[Any, ...]:
+        async with svc.db.connection() as conn:
+            first = await events.after(conn, tenant_id=tenant_id, cursor=None, limit=1)
+            last = await events.head(conn, tenant_id=tenant_id)
+            queued = await queue.outbox_after(
+                conn, tenant_id=tenant_id, after_txid="0", after_id=0, limit=1
+            )
+            ranges = await events.ranges_after(
+                conn, position=events.PositionRow(txid="8", id=0), limit=1
+            )
+        return first, last, queued, ranges
+
+    first, last, queued, ranges = app_client.portal.call(read)  # type: ignore[union-attr]
+    assert [e.txid for e in first] == ["9"]
+    assert last is not None
+    assert last.txid == "10"
+    assert [e.txid for e in queued] == ["9"]
+    assert [e.txid for e in ranges] == ["9"]

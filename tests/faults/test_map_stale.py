@@ -1,8 +1,10 @@
 """The Redis tier's staleness, measured against live servers (DESIGN.md, "Redis tier"):
 
 - a stale availability-map bit (a cancel made behind the API's back) refuses a free range
-  only until the repair job rebuilds the day: the window is measured and bounded, and a control
-  with the repair job effectively off shows the refusal would otherwise persist;
+  only until the repair job, following the outbox, rebuilds the day: in the API process's own
+  loop and in a separate `reservations worker` (the API then started without its loop), the
+  window is measured and bounded, and a control with the repair job effectively off shows the
+  refusal would otherwise persist;
 - the resource cache shared by two API processes: a change made through one is served and
   applied by the other at once; a change made in SQL only is not (the cache really answers)
   until the TTL ends;
@@ -10,13 +12,19 @@
   PostgreSQL, and the map warms again by itself (fast refusals resume).
 
 Mutants of src/ these catch (tried on a copy of the tree): a repair job that does nothing
-(the window never closes); a PATCH that does not write the cache (B keeps the old capacity and
-refuses); `refusal` not handling an unavailable Redis (5xx during the outage); the pre-check
-not read-repairing the map (no fast refusals after the restart)."""
+(the window never closes); a worker built without the Redis tier (its repair has no map to
+repair); a PATCH that does not write the cache (B keeps the old capacity and refuses);
+`refusal` not handling an unavailable Redis (5xx during the outage); the pre-check not
+read-repairing the map (no fast refusals after the restart)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -66,18 +74,60 @@ def cancel_behind_the_api(database_url: str, reservation_id: str) -> None:
 # a stale bit, and the repair job that bounds it
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("repair", [True, False], ids=["repair-every-1s", "control-no-repair"])
-def test_a_stale_bit_refuses_only_until_the_repair_job_runs(
-    database_url: str, redis_server: RedisServer, app_client: TestClient, repair: bool
-) -> None:
-    server = start_live_server(
-        database_url,
-        REDIS_URL=redis_server.url,
-        RESERVATIONS_REDIS_KEY_PREFIX=f"{redis_server.prefix}stale-{secrets.token_hex(3)}:",
-        RESERVATIONS_RUN_WORKER="true",
-        RESERVATIONS_AVAILABILITY_MAP_REPAIR_INTERVAL_SECONDS="1" if repair else "86400",
+@contextlib.contextmanager
+def separate_worker(database_url: str, **env: str) -> Iterator[None]:
+    """`reservations worker` beside the API, as deployed (the API with `--no-worker`)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "reservations", "worker"],
+        env={**os.environ, "DATABASE_URL": database_url, **env},
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    try:
+        assert worker.stderr is not None
+        started = worker.stderr.readline()  # said once migrated, as its loop begins
+        assert "worker running" in started, started
+        time.sleep(1.0)
+        yield
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert "Traceback" not in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "where",
+    ["api", "worker", None],
+    ids=["repair-every-1s-in-the-api", "repair-every-1s-in-a-worker", "control-no-repair"],
+)
+def test_a_stale_bit_refuses_only_until_the_repair_job_runs(
+    database_url: str, redis_server: RedisServer, app_client: TestClient, where: str | None
+) -> None:
+    repair = where is not None
+    env = {
+        "REDIS_URL": redis_server.url,
+        "RESERVATIONS_REDIS_KEY_PREFIX": f"{redis_server.prefix}stale-{secrets.token_hex(3)}:",
+        "RESERVATIONS_AVAILABILITY_MAP_REPAIR_INTERVAL_SECONDS": "1" if repair else "86400",
+    }
+    # The session's database: the repair would first read every event earlier tests made.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE outbox_position SET after_txid = pg_snapshot_xmin(pg_current_snapshot()),"
+            " after_id = 0 WHERE reader = 'availability_map'"
+        )
+    server = start_live_server(
+        database_url, RESERVATIONS_RUN_WORKER="true" if where != "worker" else "false", **env
+    )
+    worker = separate_worker(database_url, **env) if where == "worker" else contextlib.nullcontext()
+    with worker:
+        run_stale_bit(server, app_client, database_url, where=where)
+
+
+def run_stale_bit(
+    server: LiveServer, app_client: TestClient, database_url: str, *, where: str | None
+) -> None:
+    repair = where is not None
     observe = 5.0 if repair else 3.0
     try:
         token = new_tenant(app_client).tokens["admin"]
@@ -112,12 +162,13 @@ def test_a_stale_bit_refuses_only_until_the_repair_job_runs(
                 # The database path would accept: every refusal here is the map's.
                 polls[str(source(r))] += 1
         seen = f"{window:.2f} s" if window is not None else f"still refused after {observe} s"
-        mode = "repair every 1 s" if repair else "no repair"
+        mode = f"repair every 1 s in the {where}" if repair else "no repair"
         print(f"\nstale-bit false-refusal window ({mode}): {seen}; polls refused: {dict(polls)}")
         if repair:
             assert window is not None, f"still refused {observe} s after the cancel"
             assert window < observe
-            assert scrape(server, "availability_map_repaired_total") > repaired
+            if where == "api":  # the worker's counter is on no page here
+                assert scrape(server, "availability_map_repaired_total") > repaired
         else:
             assert window is None, f"accepted after {window:.2f} s without a repair job"
             assert polls[SOURCE] >= 20
@@ -313,67 +364,3 @@ def test_redis_restart_under_hot_slot_traffic(
         assert after == refused + 20
     finally:
         stop_live_server(server)
-
-
-# --------------------------------------------------------------------------------------------
-# the repair job pages through a map larger than one round's page
-
-
-@pytest.fixture
-def private_map_client(database_url: str, redis_server: RedisServer) -> Iterator[TestClient]:
-    """An app whose map lives under a prefix of its own, so this test alone decides how many
-    (resource, day) entries the repair job has to page through."""
-    from reservations.app import create_app
-    from reservations.kit.clock import Clock
-    from tests.support.servers import make_settings
-
-    own = make_settings(
-        database_url,
-        redis_url=redis_server.url,
-        redis_key_prefix=f"{redis_server.prefix}pages-{secrets.token_hex(3)}:",
-    )
-    with TestClient(create_app(own, Clock()), raise_server_exceptions=False) as client:
-        yield client
-
-
-ENTRIES, PAGE = 12, 3
-
-
-@pytest.mark.parametrize("carry_cursor", [True, False], ids=["paged", "control-from-zero"])
-def test_every_stale_entry_is_repaired_within_the_page_bound(
-    private_map_client: TestClient, database_url: str, carry_cursor: bool
-) -> None:
-    from reservations.reservations import tasks
-
-    client = private_map_client
-    svc = client.app.state.services  # type: ignore[attr-defined]
-    admin = new_tenant(client).admin
-    for n in range(ENTRIES):
-        room = admin.resource(name=f"room {n}")["id"]
-        r = admin.post(
-            "/v1/reservations",
-            json={
-                "resource_id": room,
-                "start": "2031-06-02T09:00:00Z",
-                "end": "2031-06-02T10:00:00Z",
-            },
-        )
-        assert r.status_code == 201, r.text
-        cancel_behind_the_api(database_url, r.json()["id"])  # every entry is now stale
-
-    def one_round() -> int:
-        if not carry_cursor:  # the old job: every round starts its SCAN from 0
-            client.portal.call(
-                svc.availability_map.tier.client.delete,
-                svc.availability_map.tier.key("map-repair", "cursor"),
-            )  # type: ignore[union-attr]
-        fixed: int = client.portal.call(lambda: tasks.repair_map(svc, page=PAGE))  # type: ignore[union-attr]
-        return fixed
-
-    rounds = [one_round() for _ in range(-(-ENTRIES // PAGE) + 1)]
-    print(f"\nstale entries fixed per round ({'paged' if carry_cursor else 'from zero'}): {rounds}")
-    assert 0 < rounds[0] < ENTRIES  # one round is one page, not the whole map
-    if carry_cursor:
-        assert sum(rounds) == ENTRIES, rounds
-    else:  # the same first page every round: the rest stays stale (what the cursor fixes)
-        assert sum(rounds) < ENTRIES, rounds

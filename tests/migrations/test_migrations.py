@@ -200,3 +200,81 @@ def test_0009_keeps_each_tenants_longest_reservation(url_at_0002: str) -> None:
     migrate.upgrade(url_at_0002)
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         assert _longest(conn, ids) == timedelta(hours=70)
+
+
+def _last_event(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT type, during, was_during, data ? 'during' OR data ? 'was_during'"
+        " FROM event ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_0012_events_carry_the_ranges_the_map_repair_reads(url_at_0002: str) -> None:
+    """A reservation event records its guarded range, and the one it left when it moved, as
+    columns (not in `data`, which clients see); other events still append with five
+    arguments; the map repair's position starts after what was there. And back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0011")
+    far = T0 + timedelta(hours=3000)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far - timedelta(hours=10), "confirmed")
+    migrate.upgrade(url_at_0002, "0012")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        position = conn.execute(
+            "SELECT after_txid::text::bigint, after_id FROM outbox_position"
+            " WHERE reader = 'availability_map'"
+        ).fetchone()
+        newest = conn.execute(
+            "SELECT txid::text::bigint FROM event ORDER BY event.txid DESC LIMIT 1"
+        ).fetchone()
+        assert position is not None
+        assert newest is not None
+        assert position[0] > newest[0]  # everything already there counts as read
+        _insert(conn, ids, ids["room"], far, "confirmed")
+        kind, during, was, in_data = _last_event(conn)
+        # The room's 15-minute buffer after is in the guarded range.
+        assert (kind, during.lower, during.upper, was, in_data) == (
+            "reservation.created",
+            far,
+            far + timedelta(hours=1, minutes=15),
+            None,
+            False,
+        )
+        moved = far + timedelta(hours=5)
+        conn.execute(
+            "UPDATE reservation SET start_at = %(s)s, end_at = %(e)s,"
+            " during = tstzrange(%(s)s, %(e)s + interval '15 minutes'),"
+            " version = version + 1 WHERE start_at = %(was)s",
+            {"s": moved, "e": moved + timedelta(hours=1), "was": far},
+        )
+        kind, during, was, in_data = _last_event(conn)
+        assert (kind, during.lower, was.lower, was.upper, in_data) == (
+            "reservation.rescheduled",
+            moved,
+            far,
+            far + timedelta(hours=1, minutes=15),
+            False,
+        )
+        conn.execute(
+            "UPDATE reservation SET status = 'cancelled', version = version + 1"
+            " WHERE start_at = %s",
+            (moved,),
+        )
+        kind, during, was, _ = _last_event(conn)
+        assert (kind, during.lower, was) == ("reservation.cancelled", moved, None)
+        conn.execute(
+            "SELECT event_append(%s, %s, 'waitlist.promoted', %s, '{}'::jsonb)",
+            (ids["tenant"], ids["room"], uuid.uuid4()),
+        )
+        assert _last_event(conn)[:3] == ("waitlist.promoted", None, None)
+
+    migrate.downgrade(url_at_0002, "0010")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('outbox_position')").fetchone() == (None,)
+        _insert(conn, ids, ids["room"], far + timedelta(hours=10), "confirmed")
+        row = conn.execute("SELECT type FROM event ORDER BY id DESC LIMIT 1").fetchone()
+        assert row == ("reservation.created",)
+    migrate.upgrade(url_at_0002)

@@ -15,8 +15,11 @@ Staleness only ever errs one way or is bounded:
 - a late *mark* of a reservation already cleared is refused by the per-reservation version kept
   beside the bits (a clear records a newer version), so it cannot resurrect;
 - a lost *clear* (a crash after COMMIT, a change made outside the API) leaves a stale bit: a
-  false refusal until the repair job rebuilds that day from PostgreSQL (every
-  `RESERVATIONS_AVAILABILITY_MAP_REPAIR_INTERVAL_SECONDS`) or the key's TTL ends.
+  false refusal until the repair job rebuilds that day from PostgreSQL or the key's TTL ends.
+  The repair follows the outbox (reservations/tasks.py `repair_map_changes`): every change
+  writes its event in its own transaction, so each committed change's days are rebuilt
+  within a round (`RESERVATIONS_AVAILABILITY_MAP_REPAIR_INTERVAL_SECONDS`) of its commit,
+  whether its own write here happened or not.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from reservations.kit.redis import UNAVAILABLE, Client, RedisTier
 GRANULE = timedelta(minutes=5)
 PER_DAY = int(timedelta(days=1) / GRANULE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Day repairs sent in one round trip: small enough to end well inside the Redis timeout.
+REPAIR_CHUNK = 100
 
 # KEYS: bits, members, details. ARGV: id, version, lo, hi, ttl, detail ('' = not live).
 # Bits lo..hi-1 are the granules this version covers (none for a hold).
@@ -349,53 +354,68 @@ class AvailabilityMap:
 
         await self.tier.run("map_apply", call, essential=clears)
 
-    async def repair_day(self, resource_id: UUID, day: int, live: Sequence[Booked]) -> int | None:
-        """Rebuild one day of a resource from its live rows (repository.CHANGED columns).
-        Returns how many entries were wrong, or None if Redis could not be reached."""
+    def _repair_args(self, day: int, live: Sequence[Booked]) -> list[str]:
         args: list[str] = [str(self.ttl)]
         for ch in changes(live, live=True):
             args += [*ch.put_args(day, self.ttl)[:4], ch.detail.decode()]
-        keys = self._keys(resource_id, day)
+        return args
 
-        async def call(client: Client) -> int:
-            if self._repair is None:
-                self._repair = client.register_script(_REPAIR)
-            return int(await self._repair(keys=keys, args=args))
+    async def repair_day(self, resource_id: UUID, day: int, live: Sequence[Booked]) -> int | None:
+        """Rebuild one day of a resource from its live rows (repository.CHANGED columns).
+        Returns how many reservations it had wrong, or None if Redis could not be reached."""
+        return await self.repair_days([(resource_id, day, live)])
 
-        result = await self.tier.run("map_repair", call, essential=True)
-        return None if result is UNAVAILABLE else result
+    async def repair_days(self, days: Sequence[tuple[UUID, int, Sequence[Booked]]]) -> int | None:
+        """Rebuild (resource, day) entries from their live rows, REPAIR_CHUNK to a round trip.
+        Returns how many reservations they had wrong, or None if Redis could not be reached
+        (some may have been rebuilt)."""
+        wrong = 0
+        for lo in range(0, len(days), REPAIR_CHUNK):
+            ops = [
+                (self._keys(rid, day), self._repair_args(day, live))
+                for rid, day, live in days[lo : lo + REPAIR_CHUNK]
+            ]
 
-    async def days_in_use(
-        self, *, resource_id: UUID | None = None, limit: int = 10_000
-    ) -> list[tuple[UUID, int]]:
-        """(resource, day) pairs the map holds, for repairs. Of one resource: all of them. Of
-        every resource: the next page of about `limit` pairs (whole SCAN batches), starting
-        where the previous page, taken by any worker, stopped; the SCAN cursor lives in Redis
-        beside the map. A SCAN from 0 back to 0 returns every key that exists throughout, so a
-        pair that stays is visited within ceil(pairs / limit) + 1 pages. Workers racing on
-        the cursor may repeat a page, never skip one."""
-        which = str(resource_id) if resource_id is not None else "*"
-        pattern = self.tier.key("map", which, "*") + ":m"
-        shared = resource_id is None
-        cursor_key = self.tier.key("map-repair", "cursor")
-        count = min(1000, max(10, limit))  # hash buckets SCAN looks at per call
+            async def call(client: Client, ops: list[tuple[list[str], list[str]]] = ops) -> int:
+                if self._repair is None:
+                    self._repair = client.register_script(_REPAIR)
+                if len(ops) == 1:
+                    keys, args = ops[0]
+                    return int(await self._repair(keys=keys, args=args, client=client))
+                pipe = client.pipeline(transaction=False)
+                for keys, args in ops:
+                    await self._repair(keys=keys, args=args, client=pipe)
+                return sum(int(n) for n in await pipe.execute())
+
+            result = await self.tier.run("map_repair", call, essential=True)
+            if result is UNAVAILABLE:
+                return None
+            wrong += result
+        return wrong
+
+    async def days_in_use(self, resource_id: UUID) -> list[tuple[UUID, int]] | None:
+        """The (resource, day) entries the map holds for one resource, or None if Redis could
+        not be reached. A SCAN of the whole keyspace (the map keeps no index by resource):
+        for the rare change that concerns every day of a resource (a capacity change)."""
+        pattern = self.tier.key("map", str(resource_id), "*") + ":m"
 
         def pair(raw: bytes | str) -> tuple[UUID, int]:
             key = raw.decode() if isinstance(raw, bytes) else raw
             parts = key[len(self.tier.prefix) :].split(":")
             return UUID(parts[1]), int(parts[2])
 
-        async def call(client: Client) -> list[tuple[UUID, int]]:
-            cursor = int(await client.get(cursor_key) or 0) if shared else 0
-            out: list[tuple[UUID, int]] = []
-            while True:
-                cursor, batch = await client.scan(cursor, match=pattern, count=count)
-                out += [pair(raw) for raw in batch]
-                if cursor == 0 or (shared and len(out) >= limit):
-                    break
-            if shared:
-                await client.set(cursor_key, cursor)
-            return out
+        out: list[tuple[UUID, int]] = []
+        cursor = 0
+        while True:
 
-        result = await self.tier.run("map_scan", call, essential=True)
-        return [] if result is UNAVAILABLE else result
+            async def call(client: Client, at: int = cursor) -> tuple[int, list[Any]]:
+                found = await client.scan(at, match=pattern, count=1000)
+                return int(found[0]), list(found[1])
+
+            result = await self.tier.run("map_scan", call, essential=True)
+            if result is UNAVAILABLE:
+                return None
+            cursor, batch = result
+            out += [pair(raw) for raw in batch]
+            if cursor == 0:
+                return out

@@ -14,6 +14,7 @@ ended before the history horizon, migration 0003) and says which rows are there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, LiteralString
@@ -573,16 +574,27 @@ async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[RangeRow]
 
 
 async def live_unit_rows(
-    conn: Conn, *, resource_id: UUID, start: datetime, end: datetime, now: datetime
+    conn: Conn, *, windows: Sequence[tuple[UUID, datetime, datetime]], now: datetime
 ) -> list[RangeRow]:
-    """Live, unexpired reservations of a unit resource whose `during` meets [start, end):
-    what the availability map should hold (its repair job's source of truth)."""
+    """Live, unexpired reservations of unit resources whose `during` meets a window
+    (resource, start, end): what the availability map should hold (its repair's source of
+    truth). One statement for every window; a row meeting two windows comes twice. OFFSET 0
+    keeps the planner from turning the windows into a hash join over every partition's live
+    rows: each window is one scan of the exclusion constraint's index, whatever the table."""
     return await fetch_all(
         conn,
         RangeRow,
-        f"SELECT {CHANGED} FROM reservation WHERE resource_id = %(r)s AND {LIVE} AND NOT pooled"
-        f" AND during && tstzrange(%(start)s, %(end)s) AND NOT {STALE_HOLD}",
-        {"r": resource_id, "start": start, "end": end, "now": now},
+        "SELECT r.* FROM unnest(%(r)s::uuid[], %(start)s::timestamptz[], %(end)s::timestamptz[])"
+        " AS w(resource_id, s, e) CROSS JOIN LATERAL"
+        f" (SELECT {CHANGED} FROM reservation WHERE resource_id = w.resource_id AND {LIVE}"
+        " AND NOT pooled AND during && tstzrange(w.s, w.e)"
+        f" AND NOT {STALE_HOLD} OFFSET 0) AS r",
+        {
+            "r": [w[0] for w in windows],
+            "start": [w[1] for w in windows],
+            "end": [w[2] for w in windows],
+            "now": now,
+        },
     )
 
 

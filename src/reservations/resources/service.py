@@ -165,7 +165,7 @@ async def update(
         svc.map_after_commit(unit, availability_map.changes(expired, live=False))
         if "capacity" in changes and svc.availability_map is not None:
             # Which reservations the map may hold just changed: rebuild this resource's days.
-            unit.after_commit(partial(tasks.repair_map, svc, resource_id=resource_id))
+            unit.after_commit(partial(tasks.repair_resource_days, svc, resource_id=resource_id))
         _cache_after_commit(svc, unit, caller, row)
     return updated
 

@@ -122,15 +122,16 @@ async def lock_fanout(conn: Conn, *, endpoint_id: UUID) -> FanoutRow | None:
 async def outbox_after(
     conn: Conn, *, tenant_id: UUID, after_txid: str, after_id: int, limit: int
 ) -> list[OutboxRow]:
-    """The tenant's next events in (txid, id) order, only from transactions older than every
-    one still running (see migration 0004): none can later appear before them."""
+    """The tenant's next events in (txid, id) order (the column's, not its text's), only from
+    transactions older than every one still running (see migration 0004): none can later
+    appear before them."""
     return await fetch_all(
         conn,
         OutboxRow,
         "SELECT id, txid::text AS txid, resource_id, resource_seq FROM event"
         " WHERE tenant_id = %(tenant)s AND (txid, id) > (%(txid)s::text::xid8, %(id)s)"
         " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
-        " ORDER BY txid, id LIMIT %(limit)s",
+        " ORDER BY event.txid, event.id LIMIT %(limit)s",
         {"tenant": tenant_id, "txid": after_txid, "id": after_id, "limit": limit},
     )
 
