@@ -43,7 +43,7 @@ from reservations.errors import (
     IdempotencyKeyReused,
     recorded_error,
 )
-from reservations.kit.db import Conn, Database, on_failure, with_commit
+from reservations.kit.db import Conn, Database, bound, on_failure, with_commit
 
 # Set by the claim right after the key's lock and look-up; a recorded failure rolls back to it.
 _SAVEPOINT = "idempotency_claim"
@@ -146,32 +146,27 @@ class Idempotency:
         h = hashlib.blake2b(self.api_key_id.bytes + self.key.encode(), digest_size=8).digest()
         return int.from_bytes(h[:4], "big", signed=True), int.from_bytes(h[4:], "big", signed=True)
 
-    def claim_statements(self, *, now: datetime, ttl: timedelta) -> sql.Composed:
+    def claim_statements(self, conn: Conn, *, now: datetime, ttl: timedelta) -> sql.SQL:
         """The claim, as statements without parameters (one round trip, and they may go
         with BEGIN: kit/db.py `Database.unit(first=...)`): the try-lock, then the look-up
         of a stored reply (a statement of its own, so its snapshot is taken after the lock
         is held and sees the reply of a request that held it before), then the savepoint a
         recorded failure returns to. `claimed` reads their results."""
         hi, lo = self._lock_keys()
-        return sql.SQL(
-            "SELECT pg_try_advisory_xact_lock({}::int4, {}::int4) AS got;"
+        return bound(
+            conn,
+            "SELECT pg_try_advisory_xact_lock(%s::int4, %s::int4) AS got;"
             " SELECT fingerprint, status_code, body, headers FROM idempotency_record"
-            " WHERE api_key_id = {} AND key = {} AND created_at > {};"
-            " SAVEPOINT {}"
-        ).format(
-            sql.Literal(hi),
-            sql.Literal(lo),
-            sql.Literal(self.api_key_id),
-            sql.Literal(self.key),
-            sql.Literal(now - ttl),
-            sql.Identifier(_SAVEPOINT),
+            " WHERE api_key_id = %s AND key = %s AND created_at > %s;"
+            " SAVEPOINT idempotency_claim",  # the savepoint `_SAVEPOINT` names
+            (hi, lo, self.api_key_id, self.key, now - ttl),
         )
 
     async def claim(self, conn: Conn, *, now: datetime, ttl: timedelta) -> Reply | None:
         """Take the key for this transaction (one round trip). Returns the stored reply when
         this is a replay; else, from here on, a refusal the block raises is kept under the
         key (see the module's doc)."""
-        cur = await conn.execute(self.claim_statements(now=now, ttl=ttl), prepare=False)
+        cur = await conn.execute(self.claim_statements(conn, now=now, ttl=ttl), prepare=False)
         return await self.claimed(conn, cur, now=now)
 
     async def claimed(
@@ -220,21 +215,23 @@ class Idempotency:
         reply = reply._sealed(self.seal_key)
         await with_commit(
             conn,
-            sql.SQL(
+            bound(
+                conn,
                 "INSERT INTO idempotency_record"
                 " (api_key_id, key, fingerprint, status_code, body, headers, created_at)"
-                " VALUES ({}, {}, {}, {}, {}, {}::jsonb, {})"
+                " VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)"
                 " ON CONFLICT (api_key_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
                 " status_code = EXCLUDED.status_code, body = EXCLUDED.body,"
-                " headers = EXCLUDED.headers, created_at = EXCLUDED.created_at"
-            ).format(
-                sql.Literal(self.api_key_id),
-                sql.Literal(self.key),
-                sql.Literal(self.fingerprint),
-                sql.Literal(reply.status),
-                sql.Literal(reply.body),
-                sql.Literal(orjson.dumps(reply.headers).decode()),
-                sql.Literal(now),
+                " headers = EXCLUDED.headers, created_at = EXCLUDED.created_at",
+                (
+                    self.api_key_id,
+                    self.key,
+                    self.fingerprint,
+                    reply.status,
+                    reply.body,
+                    orjson.dumps(reply.headers).decode(),
+                    now,
+                ),
             ),
         )
 

@@ -141,7 +141,7 @@ async def _create_once(
     ttl = svc.settings.idempotency_ttl
 
     def first(conn: Conn) -> list[sql.Composed | sql.SQL]:
-        return [idem.claim_statements(now=now, ttl=ttl)] if idem is not None else []
+        return [idem.claim_statements(conn, now=now, ttl=ttl)] if idem is not None else []
 
     async with svc.db.unit(first=first, generic_plans=True) as unit:
         conn = unit.conn
