@@ -278,3 +278,47 @@ def test_0012_events_carry_the_ranges_the_map_repair_reads(url_at_0002: str) -> 
         row = conn.execute("SELECT type FROM event ORDER BY id DESC LIMIT 1").fetchone()
         assert row == ("reservation.created",)
     migrate.upgrade(url_at_0002)
+
+
+def test_0013_check_in_and_no_shows(url_at_0002: str) -> None:
+    """The check-in column reads through `reservation_all`, a check-in is its own event with
+    `checked_in_at` in the data, `no_show` is a status the constraint takes (and frees the
+    range); downgraded, no-shows read as cancelled and the column is gone."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0013")
+    far = T0 + timedelta(hours=4000)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far, "confirmed")
+        conn.execute(
+            "UPDATE reservation SET checked_in_at = %s, version = version + 1 WHERE start_at = %s",
+            (far, far),
+        )
+        kind, data = conn.execute(
+            "SELECT type, data->>'checked_in_at' FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone() or (None, None)
+        assert kind == "reservation.checked_in"
+        assert data is not None
+        assert conn.execute(
+            "SELECT checked_in_at FROM reservation_all WHERE start_at = %s", (far,)
+        ).fetchone() == (far,)
+        conn.execute(
+            "UPDATE reservation SET status = 'no_show', version = version + 1 WHERE start_at = %s",
+            (far,),
+        )
+        assert conn.execute("SELECT type FROM event ORDER BY id DESC LIMIT 1").fetchone() == (
+            "reservation.no_show",
+        )
+        _insert(conn, ids, ids["room"], far, "confirmed")  # the range is free again
+        with pytest.raises(pg_errors.CheckViolation):
+            conn.execute("UPDATE reservation SET status = 'gone' WHERE start_at = %s", (far,))
+    migrate.downgrade(url_at_0002, "0012")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        statuses = conn.execute(
+            "SELECT status FROM reservation WHERE start_at = %s ORDER BY status", (far,)
+        ).fetchall()
+        assert statuses == [("cancelled",), ("confirmed",)]
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'checked_in_at'"
+        ).fetchone() == (0,)
+    migrate.upgrade(url_at_0002)

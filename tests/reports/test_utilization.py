@@ -5,10 +5,14 @@ figures are worked out by hand below, not by the code under test."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from reservations.kit.clock import Clock
+from reservations.reservations.tasks import sweep_no_shows
 from tests.support.api import Tenant, _created, _problem
 
 H = 3600.0
@@ -129,3 +133,21 @@ def test_refusals(tenant: Tenant) -> None:
     _problem(_report(tenant.admin, group_by="month"), 422, "invalid-input")
     backwards = {"from": WINDOW["to"], "to": WINDOW["from"]}
     _problem(tenant.admin.get("/v1/reports/utilization", params=backwards), 422, "invalid-input")
+
+
+def test_no_shows_are_counted_and_not_booked(
+    tenant: Tenant, clock: Clock, app_client: TestClient
+) -> None:
+    room = tenant.admin.resource(policy={"check_in": {"release_after": "PT10M"}})
+    start = (clock.now() + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    span = {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()}
+    _created(tenant.booker.book(room["id"], span["start"], span["end"]))
+    clock.freeze(start + timedelta(minutes=10))
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    app_client.portal.call(sweep_no_shows, services)  # type: ignore[union-attr]
+    window = {"from": (start - timedelta(hours=1)).isoformat(), "to": span["end"]}
+    r = tenant.admin.get("/v1/reports/utilization", params={**window, "resource_id": [room["id"]]})
+    (group,) = r.json()["groups"]
+    assert group["no_shows"] == 1
+    assert group["reservations"] == 0
+    assert group["booked_seconds"] == 0

@@ -18,12 +18,14 @@ class DayTotal:
     booked_seconds: float  # confirmed time within the window, times quantity
     reservations: int  # confirmed reservations starting on this day within the window
     cancellations: int  # cancelled ones, the same way
+    no_shows: int  # released no-shows, the same way
 
 
 # Each reservation clipped to the window, then cut at the local midnights of its resource's
 # zone (generate_series over local dates; `AT TIME ZONE` turns a local midnight back into an
-# instant, DST days included). Only confirmed time counts as booked; held, pending, expired
-# and declined rows count nowhere.
+# instant, DST days included). Only confirmed time counts as booked; a released no-show's
+# time is free again and counts as a no-show only; held, pending, expired and declined rows
+# count nowhere.
 _DAY_TOTALS = f"""
 WITH zone AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(zones)s::text[]) AS z(resource_id, zone)
@@ -32,7 +34,7 @@ WITH zone AS (
            greatest(r.start_at, %(from)s) AS s, least(r.end_at, %(to)s) AS e
     FROM reservation_all r JOIN zone z ON z.resource_id = r.resource_id
     WHERE r.tenant_id = %(tenant)s AND r.resource_id = ANY(%(ids)s::uuid[])
-      AND r.status IN ('confirmed', 'cancelled')
+      AND r.status IN ('confirmed', 'cancelled', 'no_show')
       AND r.end_at > %(from)s AND r.start_at < %(to)s AND r.start_at > {EARLIEST_START}
 )
 SELECT c.resource_id, d.day::date AS day,
@@ -43,7 +45,9 @@ SELECT c.resource_id, d.day::date AS day,
        count(*) FILTER (WHERE c.status = 'confirmed' AND c.starts_inside
                         AND d.day = date_trunc('day', c.s AT TIME ZONE c.zone)) AS reservations,
        count(*) FILTER (WHERE c.status = 'cancelled' AND c.starts_inside
-                        AND d.day = date_trunc('day', c.s AT TIME ZONE c.zone)) AS cancellations
+                        AND d.day = date_trunc('day', c.s AT TIME ZONE c.zone)) AS cancellations,
+       count(*) FILTER (WHERE c.status = 'no_show' AND c.starts_inside
+                        AND d.day = date_trunc('day', c.s AT TIME ZONE c.zone)) AS no_shows
 FROM clipped c
 CROSS JOIN LATERAL generate_series(
     date_trunc('day', c.s AT TIME ZONE c.zone),

@@ -35,6 +35,10 @@ class UtilizationGroup(BaseModel):
     )
     reservations: int = Field(description="Confirmed reservations starting in the group.")
     cancellations: int = Field(description="Cancelled reservations starting in the group.")
+    no_shows: int = Field(
+        description="Reservations released as no-shows (policy `check_in.release_after`) that"
+        " start in the group; their time is not booked."
+    )
 
 
 class UtilizationReport(BaseModel):

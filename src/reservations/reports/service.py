@@ -37,6 +37,7 @@ class _Sum:
     booked_seconds: float = 0.0
     reservations: int = 0
     cancellations: int = 0
+    no_shows: int = 0
 
     def add(self, resource: UUID, open_s: float, day: DayTotal | None) -> None:
         self.resources.add(resource)
@@ -45,6 +46,7 @@ class _Sum:
             self.booked_seconds += day.booked_seconds
             self.reservations += day.reservations
             self.cancellations += day.cancellations
+            self.no_shows += day.no_shows
 
     def read(self, key: str, name: str | None = None) -> UtilizationGroup:
         return UtilizationGroup(
@@ -56,6 +58,7 @@ class _Sum:
             utilization=self.booked_seconds / self.open_seconds if self.open_seconds else None,
             reservations=self.reservations,
             cancellations=self.cancellations,
+            no_shows=self.no_shows,
         )
 
 

@@ -174,6 +174,28 @@ async def extend_reservation(
 
 
 @router.post(
+    "/{reservation_id}/check-in",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def check_in_reservation(
+    request: Request,
+    reservation_id: UUID,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+) -> Response:
+    """Check in to a confirmed reservation: `checked_in_at` is set, and a resource that
+    releases no-shows (policy `check_in.release_after`) keeps it. Open from
+    `check_in.opens_before` (default 15 minutes) before the start until the end, or until
+    `release_after` past the start; 409 `check-in-refused` outside that or for a hold;
+    repeatable."""
+    idem = idempotency(request, caller, key, None)
+    return send(await status.check_in(svc, caller, reservation_id, version, idem))
+
+
+@router.post(
     "/{reservation_id}/approve",
     response_model=ReservationRead,
     responses=problems(401, 403, 404, 409, 412, 422),

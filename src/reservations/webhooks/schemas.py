@@ -22,6 +22,8 @@ EVENT_TYPES = (
     "reservation.expired",
     "reservation.rescheduled",
     "reservation.updated",
+    "reservation.checked_in",
+    "reservation.no_show",
     "resource.created",
     "resource.updated",
     "resource.archived",
