@@ -162,13 +162,14 @@ export function renderRow(row, { now, selection, dateLabel }) {
     place(past, 0, x(row, Math.min(now, row.bounds.end)));
     track.append(past);
   }
-  const laneInfo = lanes(live);
+  const shown = row.reservations.filter((res) => STATUS_TEXT[res.status] || ENDED_TEXT[res.status]);
+  const laneInfo = lanes(shown);
   if (laneInfo.count > 2) {
     // pooled resources: a taller row, so that overlapping bookings stay readable
     track.style.setProperty("--lane-space", `${laneInfo.count * 1.15}rem`);
     track.style.setProperty("height", `calc(var(--lane-top) + ${laneInfo.count * 1.15}rem + 0.3rem)`);
   }
-  for (const res of live) {
+  for (const res of shown) {
     track.append(bookingButton(row, res, laneInfo.of.get(res.id), laneInfo.count));
   }
   if (now >= row.bounds.start && now < row.bounds.end) {
