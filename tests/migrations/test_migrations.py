@@ -322,3 +322,24 @@ def test_0013_check_in_and_no_shows(url_at_0002: str) -> None:
             "SELECT count(*) FROM information_schema.columns WHERE column_name = 'checked_in_at'"
         ).fetchone() == (0,)
     migrate.upgrade(url_at_0002)
+
+
+def test_0014_reminders_are_recorded_once(url_at_0002: str) -> None:
+    """A reminder is one row per reservation, kind and instant (a second insert is a no-op);
+    and back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0014")
+    insert = (
+        "INSERT INTO reminder_sent (reservation_id, resource_id, kind, at, sent_at)"
+        " VALUES (%s, %s, 'PT1H', %s, now()) ON CONFLICT DO NOTHING"
+    )
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        one = uuid.uuid4()
+        assert conn.execute(insert, (one, ids["room"], T0)).rowcount == 1
+        assert conn.execute(insert, (one, ids["room"], T0)).rowcount == 0
+        assert conn.execute(insert, (one, ids["room"], T0 + timedelta(hours=1))).rowcount == 1
+    migrate.downgrade(url_at_0002, "0013")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('reminder_sent')").fetchone() == (None,)
+    migrate.upgrade(url_at_0002)

@@ -143,6 +143,8 @@ class BookerLimit(BaseModel):
 
 
 MAX_CHECK_IN = timedelta(days=1)
+MAX_REMINDERS = 5
+MAX_REMINDER = timedelta(days=7)
 
 
 class CheckIn(BaseModel):
@@ -215,6 +217,12 @@ class Policy(BaseModel):
         default=timedelta(days=1),
         description="How long a pending booking keeps its range before it expires.",
     )
+    reminders: list[Duration] = Field(
+        default_factory=list,
+        max_length=MAX_REMINDERS,
+        description="`reservation.reminder` events this long before each confirmed "
+        "reservation's start (e.g. P1D and PT1H; PT1M to P7D, at most five, each once).",
+    )
     check_in: CheckIn | None = Field(
         default=None,
         description="Check-in and no-show release. Without it, check-in opens 15 minutes "
@@ -227,6 +235,16 @@ class Policy(BaseModel):
         if not timedelta(minutes=1) <= value <= timedelta(days=7):
             raise ValueError("must be between PT1M and P7D")
         return value
+
+    @field_validator("reminders")
+    @classmethod
+    def _reminders(cls, value: list[timedelta]) -> list[timedelta]:
+        for lead in value:
+            if not timedelta(minutes=1) <= lead <= MAX_REMINDER:
+                raise ValueError("each must be between PT1M and P7D")
+        if len(set(value)) != len(value):
+            raise ValueError("each lead time may appear once")
+        return sorted(value, reverse=True)
 
     @field_validator("buffer_before", "buffer_after")
     @classmethod
