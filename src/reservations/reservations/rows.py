@@ -59,6 +59,8 @@ class ReservationRow(RangeRow):
     created_at: datetime
     updated_at: datetime
     needs_approval: bool
+    flagged_at: datetime | None  # a policy change refused it (migration 0013)
+    flagged_violations: list[dict[str, str]] | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from reservations.kit.fields import Text
 
-# Every type the outbox writes (migrations 0004, 0005a); "reservation.*", "resource.*" and
+# Every type the outbox writes (migrations 0004, 0005a, 0013); "reservation.*", "resource.*" and
 # "waitlist.*" take a family.
 EVENT_TYPES = (
     "reservation.held",
@@ -22,6 +22,7 @@ EVENT_TYPES = (
     "reservation.expired",
     "reservation.rescheduled",
     "reservation.updated",
+    "reservation.flagged",
     "resource.created",
     "resource.updated",
     "resource.archived",
