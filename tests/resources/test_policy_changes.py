@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reservations.context import Context
@@ -103,9 +103,7 @@ def changes(draw: st.DrawFn) -> tuple[str, Any]:
     return zone, draw(models(window_start=DAY, days=days))
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, deadline=None)
 @given(change=changes())
 def test_the_preview_lists_exactly_what_a_create_would_be_refused(
     app_client: TestClient, org: Tenant, stage: dict[str, Any], change: tuple[str, Any]
@@ -294,6 +292,11 @@ def test_bad_input_is_a_4xx_problem(org: Tenant, other_tenant: Tenant, clock: Cl
     assert problem["errors"][0]["field"] == "affected"
     _problem(admin.patch(path, json=body, params={"dry_run": "maybe"}), 422, "invalid-input")
     _problem(admin.patch(path, json=body, params={"cursor": "abc"}), 422, "invalid-input")
+    _problem(
+        admin.patch(path, json=body, params={"affected": "flag", "cursor": "x"}),
+        422,
+        "invalid-input",
+    )
     _problem(
         admin.patch(path, json=body, params={"dry_run": "true", "cursor": "x"}),
         422,

@@ -8,7 +8,6 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response
 
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, idempotency, send
-from reservations.errors import InvalidInput
 from reservations.kit.fields import Tag
 from reservations.kit.openapi import link, problems
 from reservations.resources import service
@@ -113,7 +112,11 @@ async def update_resource(
         int, Query(ge=1, le=500, description="At most this many affected reservations listed.")
     ] = 50,
     cursor: Annotated[
-        str | None, Query(max_length=512, description="A dry run's next page.")
+        str | None,
+        Query(
+            max_length=512,
+            description="List the affected reservations after this one (`next_cursor`).",
+        ),
     ] = None,
 ) -> Response:
     """Change fields of a resource (admin). Send If-Match to avoid overwriting a change you
@@ -128,13 +131,8 @@ async def update_resource(
             svc, caller, resource_id, body, version, action=affected, limit=limit, cursor=cursor
         )
         return Response(preview.model_dump_json(), media_type="application/json")
-    if cursor is not None:
-        raise InvalidInput(
-            "cursor pages a dry run's list; send it with dry_run=true.",
-            errors=[{"field": "cursor", "in": "query", "message": "only with dry_run=true"}],
-        )
     resource = await service.update(
-        svc, caller, resource_id, body, version, action=affected, limit=limit
+        svc, caller, resource_id, body, version, action=affected, limit=limit, cursor=cursor
     )
     exclude = {"affected"} if resource.affected is None else None
     return Response(

@@ -132,7 +132,9 @@ class AffectedReport(BaseModel):
         description="The refused ones in (start, id) order, at most `limit` of them."
     )
     next_cursor: str | None = Field(
-        default=None, description="A dry run's next page (send it back as `cursor`)."
+        default=None,
+        description="More are listed after the last one: send this back as `cursor` (with "
+        "`dry_run=true`, the same change) for the next page.",
     )
 
 

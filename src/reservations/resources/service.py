@@ -151,10 +151,12 @@ async def update(
     *,
     action: Affected = Affected.keep,
     limit: int = 50,
+    cursor: str | None = None,
 ) -> ResourceChanged:
     """Change a resource. With `action` flag or cancel, the future live reservations its
     rules (as changed) refuse are flagged, or flagged and cancelled, in the same
     transaction, under the resource's lock (no booking can slip in between)."""
+    after = decode_instant_cursor(cursor) if cursor is not None else None
     changes = _changes(body)
     expired: list[RangeRow] = []
     examined: affected.Examined | None = None
@@ -192,7 +194,7 @@ async def update(
             unit.after_commit(partial(tasks.repair_resource_days, svc, resource_id=resource_id))
         _cache_after_commit(svc, unit, caller, row)
     if examined is not None:
-        updated.affected = affected.report(examined, action, now=now, limit=limit)
+        updated.affected = affected.report(examined, action, now=now, limit=limit, after=after)
     return updated
 
 
