@@ -122,7 +122,7 @@ class AffectedReport(BaseModel):
     examined: int = Field(description="How many future live reservations were examined.")
     complete: bool = Field(
         description="false when more live reservations lie within the horizon than one change "
-        "examines (5,000): then only those starting by `horizon` were."
+        "examines (2,000): then only those starting by `horizon` were."
     )
     horizon: datetime = Field(
         description="Reservations starting after now and by this instant were examined "
