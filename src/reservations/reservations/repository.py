@@ -609,3 +609,18 @@ async def live_holds(conn: Conn, *, tenant_id: UUID, now: datetime) -> tuple[int
     )
     assert row is not None
     return row.n, row.first
+
+
+async def key_live_holds(
+    conn: Conn, *, api_key_id: UUID, now: datetime
+) -> tuple[int, datetime | None]:
+    """How many unexpired holds the key made, and when the first of them expires."""
+    row = await fetch_one(
+        conn,
+        HoldsRow,
+        "SELECT count(*) AS n, min(expires_at) AS first FROM reservation"
+        " WHERE created_by = %s AND status = 'held' AND expires_at > %s",
+        (api_key_id, now),
+    )
+    assert row is not None
+    return row.n, row.first
