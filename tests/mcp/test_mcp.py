@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -20,39 +20,13 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from reservations.context import Context
-from reservations.mcp import server as mcp_server
 from tests.support.admission_rules import at
 from tests.support.api import Api, Tenant, new_tenant
 from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.mcp import mcp_calls
 from tests.support.servers import RedisServer
 
 T = TypeVar("T")
-
-
-def _svc(client: TestClient) -> Context:
-    svc: Context = client.app.state.services  # type: ignore[attr-defined]
-    return svc
-
-
-def _on_app_loop(client: TestClient, work: Callable[[], Awaitable[T]]) -> T:
-    """Run `work` on the app's event loop (its database pool lives there)."""
-
-    async def call() -> T:
-        return await work()
-
-    return client.portal.call(call)  # type: ignore[union-attr]
-
-
-def _in_process(
-    client: TestClient, token: str, calls: list[tuple[str, dict[str, Any]]]
-) -> list[CallToolResult]:
-    async def work() -> list[CallToolResult]:
-        server = mcp_server.build(_svc(client), token=token)
-        async with Client(server) as c:
-            return [await c.call_tool(name, args) for name, args in calls]
-
-    return _on_app_loop(client, work)
 
 
 @asynccontextmanager
@@ -94,11 +68,11 @@ def live(database_url: str, redis_server: RedisServer) -> Iterator[LiveServer]:
     stop_live_server(server)
 
 
-def test_search_hold_and_a_person_confirms_in_process(app_client: TestClient, shop: Tenant) -> None:
+def test_search_hold_and_a_person_confirmsmcp_calls(app_client: TestClient, shop: Tenant) -> None:
     admin, agent = shop.admin, shop.tokens["agent"]
     room = admin.resource(name="Blue", tags=["meeting"])["id"]
     search = {"search": {"from": at(9), "to": at(12), "duration": "PT1H", "tags": ["meeting"]}}
-    found, held, again, mine = _in_process(
+    found, held, again, mine = mcp_calls(
         app_client,
         agent,
         [
@@ -148,7 +122,7 @@ def test_refusals_are_problem_bodies(app_client: TestClient, shop: Tenant) -> No
     )["id"]
     direct = admin.book(room, at(18), at(19))  # the refusal a direct create gets
     assert direct.status_code == 422
-    held, why, override = _in_process(
+    held, why, override = mcp_calls(
         app_client,
         agent,
         [
