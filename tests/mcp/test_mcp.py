@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 import httpx2
 import psycopg
@@ -20,6 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
+from reservations.tenancy import service as tenancy
 from tests.support.admission_rules import at
 from tests.support.api import Api, Tenant, new_tenant
 from tests.support.live import LiveServer, start_live_server, stop_live_server
@@ -27,6 +29,7 @@ from tests.support.mcp import mcp_calls
 from tests.support.servers import RedisServer
 
 T = TypeVar("T")
+CAP = 2  # the live server's RESERVATIONS_AGENT_MAX_LIVE_HOLDS
 
 
 @asynccontextmanager
@@ -62,7 +65,10 @@ def shop(app_client: TestClient) -> Tenant:
 @pytest.fixture(scope="module")
 def live(database_url: str, redis_server: RedisServer) -> Iterator[LiveServer]:
     server = start_live_server(
-        database_url, **redis_server.env(), RESERVATIONS_CONFIRM_LINK_SECRET="s" * 32
+        database_url,
+        **redis_server.env(),
+        RESERVATIONS_CONFIRM_LINK_SECRET="s" * 32,
+        RESERVATIONS_AGENT_MAX_LIVE_HOLDS=str(CAP),
     )
     yield server
     stop_live_server(server)
@@ -232,8 +238,6 @@ def test_over_http_search_hold_confirm_and_a_retry(live: LiveServer, shop: Tenan
             again = await c.call_tool("hold_slot", {**args, "idempotency_key": "retry-me"})
             return _data(found), _data(held), _data(again)
 
-    import anyio
-
     found, held, again = anyio.run(work)
     assert found["slots"][0]["start"].startswith(at(9)[:16])
     assert again["reservation"]["id"] == held["reservation"]["id"]
@@ -250,3 +254,75 @@ def test_over_http_search_hold_confirm_and_a_retry(live: LiveServer, shop: Tenan
         r = http.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert r.status_code == 401
         assert r.headers["content-type"] == "application/problem+json"
+
+
+def _agent_key(client: TestClient, tenant: str) -> str:
+    async def make() -> str:
+        db = client.app.state.services.db  # type: ignore[attr-defined]
+        return (await tenancy.create_key(db, tenant=tenant, role=tenancy.Role.agent)).token
+
+    token: str = client.portal.call(make)  # type: ignore[union-attr]
+    return token
+
+
+async def _race(url: str, holds: list[tuple[str, dict[str, Any]]]) -> list[CallToolResult]:
+    """Each (key, hold_slot arguments) from its own connected client, the calls sent together
+    once every client is connected."""
+    results: list[CallToolResult | None] = [None] * len(holds)
+    ready, go = anyio.Event(), anyio.Event()
+    connected = 0
+
+    async def one(i: int, token: str, args: dict[str, Any]) -> None:
+        nonlocal connected
+        async with _over_http(url, token) as c:
+            connected += 1
+            if connected == len(holds):
+                ready.set()
+            await go.wait()
+            results[i] = await c.call_tool("hold_slot", args)
+
+    async with anyio.create_task_group() as tg:
+        for i, (token, args) in enumerate(holds):
+            tg.start_soon(one, i, token, args)
+        await ready.wait()
+        go.set()
+    return [r for r in results if r is not None]
+
+
+def test_two_agents_racing_for_one_slot_get_one_hold(
+    live: LiveServer, app_client: TestClient, shop: Tenant
+) -> None:
+    """The control first: the same two racing agents on two different slots both hold, so a
+    single winner below is the guard (the exclusion constraint), not the harness."""
+    room = shop.admin.resource(name="Contested")["id"]
+    agents = [_agent_key(app_client, shop.name) for _ in range(2)]
+    apart = [(a, _hold_args(room, at(9 + i), at(10 + i))) for i, a in enumerate(agents)]
+    assert [r.is_error for r in anyio.run(_race, live.url, apart)] == [False, False]
+    same = [(a, _hold_args(room, at(14), at(15))) for a in agents]
+    results = anyio.run(_race, live.url, same)
+    assert sorted(r.is_error for r in results) == [False, True]
+    loser = next(r for r in results if r.is_error)
+    assert _problem(loser)["type"] == "/problems/reservation-conflict"
+    live_rows = shop.admin.get(
+        "/v1/reservations", params={"resource_id": room, "status": ["held"]}
+    ).json()["items"]
+    assert len(live_rows) == 3
+
+
+def test_an_agents_racing_holds_never_pass_its_cap(
+    live: LiveServer, app_client: TestClient, shop: Tenant
+) -> None:
+    """CAP + 3 holds of one agent key on as many resources, sent together: exactly CAP are
+    held (the key's lock makes the count exact); the rest get 429 hold-limit-reached. The
+    control: a second agent key of the same tenant still holds (the cap is per key)."""
+    agent = _agent_key(app_client, shop.name)
+    rooms = [shop.admin.resource(name=f"Cap {i}")["id"] for i in range(CAP + 3)]
+    results = anyio.run(_race, live.url, [(agent, _hold_args(r, at(9), at(10))) for r in rooms])
+    refused = [_problem(r) for r in results if r.is_error]
+    assert len(results) - len(refused) == CAP
+    assert {p["type"] for p in refused} == {"/problems/hold-limit-reached"}
+    assert refused[0]["scope"] == "api-key"
+    other = _agent_key(app_client, shop.name)
+    assert not anyio.run(_race, live.url, [(other, _hold_args(rooms[0], at(11), at(12)))])[
+        0
+    ].is_error

@@ -100,6 +100,8 @@ def build(svc: Context, *, token: str | None = None) -> MCPServer:
         title="Reservations",
         version=__version__,
         instructions=INSTRUCTIONS,
+        # The SDK calls logging.basicConfig with this level (a no-op where logging is set up).
+        log_level="WARNING",
     )
 
     async def run(
