@@ -109,15 +109,19 @@ def test_search_hold_and_a_person_confirmsmcp_calls(app_client: TestClient, shop
     assert person.post(f"/v1/reservations/{rid}/confirm").status_code == 404  # not theirs
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     assert (
-        person.post(f"/v1/reservations/{rid}/confirm", params={"link": forged}).status_code == 403
+        person.post(f"/v1/reservations/{rid}/confirm", params={"confirm_token": forged}).status_code
+        == 403
     )
-    r = person.post(f"/v1/reservations/{rid}/confirm", params={"link": token})
+    r = person.post(f"/v1/reservations/{rid}/confirm", params={"confirm_token": token})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "confirmed"
     # The link is for that reservation only.
     other = shop.admin.book(room, at(11), at(12), hold_seconds=600).json()["id"]
     assert (
-        person.post(f"/v1/reservations/{other}/confirm", params={"link": token}).status_code == 403
+        person.post(
+            f"/v1/reservations/{other}/confirm", params={"confirm_token": token}
+        ).status_code
+        == 403
     )
 
 
@@ -246,7 +250,7 @@ def test_over_http_search_hold_confirm_and_a_retry(live: LiveServer, shop: Tenan
     with httpx.Client(base_url=live.url, timeout=10) as http:
         r = http.post(
             f"/v1/reservations/{held['reservation']['id']}/confirm",
-            params={"link": token},
+            params={"confirm_token": token},
             headers={"Authorization": f"Bearer {shop.tokens['booker']}"},
         )
         assert r.status_code == 200, r.text

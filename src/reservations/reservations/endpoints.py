@@ -121,7 +121,7 @@ async def confirm_reservation(
     svc: Svc,
     version: IfMatch,
     key: IdemKey,
-    link: Annotated[
+    confirm_token: Annotated[
         str | None,
         Query(
             max_length=200,
@@ -134,7 +134,7 @@ async def confirm_reservation(
     """Turn a hold into a confirmed reservation. 409 `hold-expired` when it is too late;
     confirming a confirmed reservation changes nothing. Agent keys may not (403)."""
     idem = idempotency(request, caller, key, None)
-    return send(await status.confirm(svc, caller, reservation_id, version, idem, link))
+    return send(await status.confirm(svc, caller, reservation_id, version, idem, confirm_token))
 
 
 @router.post(
