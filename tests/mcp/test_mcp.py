@@ -6,6 +6,8 @@ approve or override, neither over MCP nor over HTTP nor in the database."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ import httpx2
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
@@ -330,3 +332,63 @@ def test_an_agents_racing_holds_never_pass_its_cap(
     assert not anyio.run(_race, live.url, [(other, _hold_args(rooms[0], at(11), at(12)))])[
         0
     ].is_error
+
+
+def test_reservations_mcp_over_stdio(database_url: str, shop: Tenant) -> None:
+    """`reservations mcp` as an assistant starts it: a subprocess speaking MCP on stdio,
+    every call acting as the key it was given."""
+    room = shop.admin.resource(name="Stdio")["id"]
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "DATABASE_URL": database_url,
+        "REDIS_URL": "none",
+        "RESERVATIONS_MCP_KEY": shop.tokens["agent"],
+    }
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "reservations", "mcp"], env=env
+    )
+
+    async def work() -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+        async with Client(params) as c:
+            names = [t.name for t in (await c.list_tools()).tools]
+            held = _data(await c.call_tool("hold_slot", _hold_args(room, at(9), at(10))))
+            mine = _data(await c.call_tool("list_my_holds", {}))
+            return names, held, mine
+
+    names, held, mine = anyio.run(work)
+    assert sorted(names) == sorted(
+        [
+            "search_free_slots",
+            "resource_slots",
+            "explain_time",
+            "hold_slot",
+            "list_my_holds",
+            "cancel_hold",
+        ]
+    )
+    assert held["reservation"]["id"] in [r["id"] for r in mine["items"]]
+
+
+def test_cancel_hold_cancels_the_agents_own_holds_only(
+    app_client: TestClient, shop: Tenant
+) -> None:
+    admin, agent = shop.admin, shop.tokens["agent"]
+    room = admin.resource(name="Cancel")["id"]
+    theirs = admin.book(room, at(12), at(13), hold_seconds=600).json()["id"]
+    (held,) = mcp_calls(app_client, agent, [("hold_slot", _hold_args(room, at(9), at(10)))])
+    rid = _data(held)["reservation"]["id"]
+    cancelled, again, other, mine = mcp_calls(
+        app_client,
+        agent,
+        [
+            ("cancel_hold", {"reservation_id": rid}),
+            ("cancel_hold", {"reservation_id": rid}),  # a retry: the same answer
+            ("cancel_hold", {"reservation_id": theirs}),
+            ("list_my_holds", {}),
+        ],
+    )
+    assert _data(cancelled)["status"] == "cancelled"
+    assert _data(again) == _data(cancelled)
+    assert _problem(other)["type"] == "/problems/not-found"  # not the agent's to see
+    assert rid not in [r["id"] for r in _data(mine)["items"]]
+    assert admin.get(f"/v1/reservations/{theirs}").json()["status"] == "held"
