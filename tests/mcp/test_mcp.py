@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -71,6 +72,8 @@ def live(database_url: str, redis_server: RedisServer) -> Iterator[LiveServer]:
         **redis_server.env(),
         RESERVATIONS_CONFIRM_LINK_SECRET="s" * 32,
         RESERVATIONS_AGENT_MAX_LIVE_HOLDS=str(CAP),
+        RESERVATIONS_DB_POOL_MIN="2",
+        RESERVATIONS_DB_POOL_MAX="8",
     )
     yield server
     stop_live_server(server)
@@ -134,11 +137,12 @@ def test_refusals_are_problem_bodies(app_client: TestClient, shop: Tenant) -> No
     )["id"]
     direct = admin.book(room, at(18), at(19))  # the refusal a direct create gets
     assert direct.status_code == 422
-    held, why, override = mcp_calls(
+    held, retried, why, override = mcp_calls(
         app_client,
         agent,
         [
             ("hold_slot", _hold_args(room, at(18), at(19))),
+            ("hold_slot", _hold_args(room, at(18), at(19))),  # the refusal, replayed
             ("explain_time", {"resource_id": room, "start": at(18), "end": at(19)}),
             ("hold_slot", _hold_args(room, at(10), at(11), override_rules=True)),
         ],
@@ -147,6 +151,7 @@ def test_refusals_are_problem_bodies(app_client: TestClient, shop: Tenant) -> No
     assert problem["type"] == direct.json()["type"] == "/problems/booking-rule-violated"
     assert problem["reason"] == direct.json()["reason"] == "outside-opening-hours"
     assert problem["violations"] == direct.json()["violations"]
+    assert _problem(retried) == problem
     explained = _data(why)
     assert explained["bookable"] is False
     assert explained["refusal"]["reason"] == "outside-opening-hours"
@@ -392,3 +397,18 @@ def test_cancel_hold_cancels_the_agents_own_holds_only(
     assert _problem(other)["type"] == "/problems/not-found"  # not the agent's to see
     assert rid not in [r["id"] for r in _data(mine)["items"]]
     assert admin.get(f"/v1/reservations/{theirs}").json()["status"] == "held"
+
+
+def test_an_expired_confirm_link_is_refused(
+    app_client: TestClient, shop: Tenant, clock: Any
+) -> None:
+    room = shop.admin.resource(name="Late")["id"]
+    args = _hold_args(room, at(9), at(10), hold_seconds=3600)
+    (held,) = mcp_calls(app_client, shop.tokens["agent"], [("hold_slot", args)])
+    hold = _data(held)
+    token = hold["confirm_link"].split("=", 1)[1]
+    rid = hold["reservation"]["id"]
+    clock.offset = timedelta(days=1, seconds=1)  # past the link's day (and the hold's hour)
+    r = shop.booker.post(f"/v1/reservations/{rid}/confirm", params={"confirm_token": token})
+    assert r.status_code == 403
+    assert "expired" in r.json()["detail"]

@@ -84,7 +84,7 @@ def _result(model: BaseModel) -> CallToolResult:
     )
 
 
-def _problem(error: DomainError) -> CallToolResult:
+def _problem(error: DomainError | tools.Replayed) -> CallToolResult:
     body = tools.problem_body(error)
     return CallToolResult(
         content=[TextContent(type="text", text=orjson.dumps(body).decode())],
@@ -113,7 +113,7 @@ def build(svc: Context, *, token: str | None = None) -> MCPServer:
         try:
             caller = await caller_of(svc, key)
             return _result(await call(caller, (key or "").encode()))
-        except DomainError as refused:
+        except (DomainError, tools.Replayed) as refused:
             return _problem(refused)
 
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)

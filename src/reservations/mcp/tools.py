@@ -37,12 +37,11 @@ from reservations.tenancy.service import Principal
 DEFAULT_HOLD_SECONDS = 900
 
 
-class Problem(DomainError):
-    """A stored refusal replayed under an idempotency key: its body as first sent."""
+class Replayed(Exception):
+    """A refusal stored under an idempotency key, replayed: its problem body as first sent."""
 
-    def __init__(self, status: int, body: dict[str, object]) -> None:
+    def __init__(self, body: dict[str, object]) -> None:
         super().__init__(str(body.get("detail", "")))
-        self.status = status
         self.body = body
 
 
@@ -79,7 +78,7 @@ def derived_key(caller: Principal, tool: str, arguments: object) -> str:
 
 def _reply_or_raise(reply: Reply) -> ReservationRead:
     if reply.status >= 400:
-        raise Problem(reply.status, orjson.loads(reply.body))
+        raise Replayed(orjson.loads(reply.body))
     return ReservationRead.model_validate_json(reply.body)
 
 
@@ -188,15 +187,14 @@ async def hold(
     )
     reply = await service.create(svc, caller, body, idem)
     reservation = _reply_or_raise(reply)
-    now = svc.clock.now()
-    link = links.url(svc.settings, caller.tenant_id, reservation.id, now)
-    expiry = links.expires_at(link.rsplit("=", 1)[1])
-    assert expiry is not None
+    link, link_expires = links.issue(
+        svc.settings, caller.tenant_id, reservation.id, svc.clock.now()
+    )
     return Hold(
         reservation=reservation,
         expires_at=reservation.expires_at,
         confirm_link=link,
-        confirm_link_expires_at=datetime.fromtimestamp(expiry, tz=now.tzinfo),
+        confirm_link_expires_at=link_expires,
         idempotency_key=key,
         replayed=reply.replayed,
     )
@@ -244,9 +242,9 @@ async def cancel(
     return _reply_or_raise(await status.cancel(svc, caller, reservation_id, None, idem))
 
 
-def problem_body(error: DomainError) -> dict[str, object]:
+def problem_body(error: DomainError | Replayed) -> dict[str, object]:
     """The problem+json body the HTTP API sends for `error` (errors.py), as a dict."""
-    if isinstance(error, Problem):
+    if isinstance(error, Replayed):
         return error.body
     body: dict[str, object] = orjson.loads(error.response().body)
     return body

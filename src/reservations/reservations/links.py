@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from reservations.config import Settings
@@ -35,21 +35,16 @@ def _signature(settings: Settings, tenant_id: UUID, reservation_id: UUID, expire
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def token(settings: Settings, tenant_id: UUID, reservation_id: UUID, now: datetime) -> str:
+def issue(
+    settings: Settings, tenant_id: UUID, reservation_id: UUID, now: datetime
+) -> tuple[str, datetime]:
+    """The confirm link of a reservation (the booking page, absolute with
+    RESERVATIONS_PUBLIC_URL) and when it stops working."""
     expires = int((now + timedelta(seconds=settings.confirm_link_ttl_seconds)).timestamp())
     signature = _signature(settings, tenant_id, reservation_id, expires)
-    return f"{reservation_id}.{expires}.{signature}"
-
-
-def url(settings: Settings, tenant_id: UUID, reservation_id: UUID, now: datetime) -> str:
-    """The booking page with the confirm link (absolute with RESERVATIONS_PUBLIC_URL)."""
     base = settings.public_url.rstrip("/")
-    return f"{base}/app?confirm={token(settings, tenant_id, reservation_id, now)}"
-
-
-def expires_at(link_token: str) -> int | None:
-    parts = link_token.split(".")
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+    link = f"{base}/app?confirm={reservation_id}.{expires}.{signature}"
+    return link, datetime.fromtimestamp(expires, tz=UTC)
 
 
 def verify(
