@@ -582,6 +582,7 @@ def mcp_stdio(
 ) -> None:
     """Serve the MCP tools (docs/agents.md) over stdin/stdout for one agent key."""
     from reservations.errors import DomainError
+    from reservations.mcp import callers
     from reservations.mcp import server as mcp_server
 
     settings = _settings()
@@ -594,7 +595,7 @@ def mcp_stdio(
             try:
                 async with _services(settings, db, redis_url=redis_url) as svc:
                     try:
-                        await mcp_server.caller_of(svc, key, charge=False)
+                        await callers.caller_of(svc, key, charge=False)
                     except DomainError as refused:
                         raise _fail(f"the key is refused: {refused.detail}") from None
                     await mcp_server.build(svc, token=key).run_stdio_async()

@@ -11,7 +11,7 @@ violations, conflicts, alternatives... when the error has them), returned as a t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from uuid import UUID
 
@@ -24,12 +24,12 @@ from pydantic import BaseModel, Field
 from reservations import __version__
 from reservations.availability.schemas import SearchRequest
 from reservations.context import Context
-from reservations.errors import DomainError, Forbidden, Unauthenticated
-from reservations.kit.db import ACTOR
+from reservations.errors import DomainError
 from reservations.kit.fields import Duration, Timestamp
 from reservations.mcp import tools
+from reservations.mcp.callers import bearer, caller_of
 from reservations.reservations.schemas import ReservationCreate
-from reservations.tenancy.service import Principal, Role, authenticate
+from reservations.tenancy.service import Principal
 
 INSTRUCTIONS = """Book resources for people, safely. You can search free time, explain why a
 time is not bookable, hold a slot, and list or cancel your own holds. You cannot confirm: a
@@ -48,32 +48,6 @@ IdemKeyArg = Annotated[
         "your key and the arguments is used, so a retried call never books twice.",
     ),
 ]
-
-
-def bearer(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("authorization") or headers.get("Authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-async def caller_of(svc: Context, token: str | None, *, charge: bool = True) -> Principal:
-    """The key a call acts as: authenticated like the HTTP API, charged to its rate limits,
-    and recorded as the actor of every transaction the call opens. The MCP surface serves
-    agent and booker keys (a booker acting through an assistant sees what its key sees)."""
-    if token is None:
-        raise Unauthenticated()
-    found = await authenticate(svc.db, token, now=svc.clock.now(), cache=svc.key_cache)
-    if found is None:
-        raise Unauthenticated()
-    if found.role not in (Role.agent, Role.booker):
-        raise Forbidden(
-            "The MCP tools take an agent key (or a booker key); make one with "
-            "'reservations keys create --tenant T --role agent'."
-        )
-    ACTOR.set(str(found.api_key_id))
-    if charge and svc.limits is not None:
-        await svc.limits.charge(found)
-    return found
 
 
 def _result(model: BaseModel) -> CallToolResult:
