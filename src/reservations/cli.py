@@ -579,6 +579,7 @@ def mcp_stdio(
             "RESERVATIONS_MCP_KEY.",
         ),
     ],
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
 ) -> None:
     """Serve the MCP tools (docs/agents.md) over stdin/stdout for one agent key."""
     from reservations.errors import DomainError
@@ -586,7 +587,7 @@ def mcp_stdio(
     from reservations.mcp import server as mcp_server
 
     settings = _settings()
-    with _database_url(settings) as url:
+    with _database_url(settings, apply_migrations=migrate) as url:
         redis_url = _reachable_redis(settings)
 
         async def main() -> None:

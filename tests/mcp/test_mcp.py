@@ -350,7 +350,7 @@ def test_reservations_mcp_over_stdio(database_url: str, shop: Tenant) -> None:
         "RESERVATIONS_MCP_KEY": shop.tokens["agent"],
     }
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "reservations", "mcp"], env=env
+        command=sys.executable, args=["-m", "reservations", "mcp", "--no-migrate"], env=env
     )
 
     async def work() -> tuple[list[str], dict[str, Any], dict[str, Any]]:
