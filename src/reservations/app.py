@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from psycopg_pool import PoolTimeout
 from starlette.responses import Response
+from starlette.routing import Route
 
 from reservations import __version__, problem_bodies, wiring, worker
 from reservations.audit.endpoints import router as audit_router
@@ -37,6 +38,7 @@ from reservations.kit.openapi import (
     parameters_without_null,
 )
 from reservations.kit.ratelimit import RateLimitHeadersMiddleware
+from reservations.mcp import http as mcp_http
 from reservations.ops.endpoints import router as ops_router
 from reservations.reports.endpoints import router as reports_router
 from reservations.reservations.endpoints import router as reservations_router
@@ -68,11 +70,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         )
     db = Database(settings.database_url, settings)
     svc = wiring.build(settings, db, clock, redis=True)
+    agents = mcp_http.Endpoint(svc)
     app = FastAPI(
         title="Reservations API",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=_lifespan(settings, db, svc),
+        lifespan=_lifespan(settings, db, svc, agents),
         openapi_url="/openapi.json",
         docs_url=None,  # served by web.docs from packaged files, not from a CDN
         redoc_url=None,
@@ -84,6 +87,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     install_error_handlers(app)
     _install_infrastructure_handlers(app)
     _include_routers(app)
+    # The MCP surface for agents (docs/agents.md): not in the OpenAPI document.
+    app.router.routes.append(
+        Route(mcp_http.PATH, agents, methods=mcp_http.METHODS, include_in_schema=False)
+    )
     web.install(app)
     _add_middlewares(app, settings, svc)
     _install_openapi(app)
@@ -91,7 +98,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
 
 def _lifespan(
-    settings: Settings, db: Database, svc: Context
+    settings: Settings, db: Database, svc: Context, agents: mcp_http.Endpoint
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """The app's lifespan: the pool, the opened services and (if configured) the background
     loop live exactly as long as the app serves."""
@@ -100,7 +107,7 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
         try:
-            async with wiring.opened(svc):
+            async with wiring.opened(svc), agents.running():
                 sweeper = (
                     asyncio.create_task(worker.run_forever(svc)) if settings.run_worker else None
                 )

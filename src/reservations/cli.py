@@ -359,7 +359,7 @@ def demo() -> None:
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
-    role: Annotated[tenancy.Role, typer.Option(help="admin, booker or viewer.")],
+    role: Annotated[tenancy.Role, typer.Option(help="admin, booker, viewer or agent.")],
     label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
     expires: Annotated[
         datetime | None, typer.Option(help="Expiry (ISO 8601 with offset).", formats=None)
@@ -567,6 +567,44 @@ def _report_verification(found: Verification, *, max_unsealed_age: float) -> Non
         typer.echo("FAILED: audit rows are waiting longer than they should; is a worker running?")
     if not found.ok:
         raise typer.Exit(1)
+
+
+@app.command("mcp")
+def mcp_stdio(
+    key: Annotated[
+        str,
+        typer.Option(
+            envvar="RESERVATIONS_MCP_KEY",
+            help="The API key every tool call acts as (an agent key): --key or "
+            "RESERVATIONS_MCP_KEY.",
+        ),
+    ],
+    migrate: Annotated[bool, typer.Option(help="Apply migrations first.")] = True,
+) -> None:
+    """Serve the MCP tools (docs/agents.md) over stdin/stdout for one agent key."""
+    from reservations.errors import DomainError
+    from reservations.mcp import callers
+    from reservations.mcp import server as mcp_server
+
+    settings = _settings()
+    with _database_url(settings, apply_migrations=migrate) as url:
+        redis_url = _reachable_redis(settings)
+
+        async def main() -> None:
+            db = Database(url, settings)
+            await db.open()
+            try:
+                async with _services(settings, db, redis_url=redis_url) as svc:
+                    try:
+                        await callers.caller_of(svc, key, charge=False)
+                    except DomainError as refused:
+                        raise _fail(f"the key is refused: {refused.detail}") from None
+                    await mcp_server.build(svc, token=key).run_stdio_async()
+            finally:
+                await db.close()
+
+        typer.echo("MCP server on stdio; tools act as the given key", err=True)
+        asyncio.run(main())
 
 
 def main() -> None:

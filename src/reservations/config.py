@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: int = Field(default=60, ge=1, le=86_400)
     # Live (unexpired) holds one tenant may have at once: the guard against holding every slot.
     max_live_holds_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
+    # Agent keys (docs/agents.md): live holds one agent key may have at once, exact under
+    # races (counted under a lock on the key); and the confirm links it hands to a person:
+    # HMAC secret (unset: a random one per process, so links die with it), lifetime, and
+    # the public base URL the links start with (unset: a path, /app?confirm=...).
+    agent_max_live_holds: int = Field(default=5, ge=1, le=100_000)
+    confirm_link_secret: str | None = Field(default=None, min_length=16, max_length=512)
+    confirm_link_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    public_url: str = Field(default="", max_length=512)
     # Waiting entries at once, per resource and per API key (across resources): promotion
     # reads at most a resource's whole queue, so this bounds the work a cancel triggers.
     waitlist_max_per_resource: int = Field(default=200, ge=1, le=10_000)

@@ -52,9 +52,16 @@ async def principal(
     return found
 
 
-async def writer(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+async def writer(request: Request, caller: Annotated[Principal, Depends(principal)]) -> Principal:
     if caller.role is Role.viewer:
         raise Forbidden("Viewer keys are read-only; use a booker or admin key.")
+    if caller.role is Role.agent and not request.headers.get("Idempotency-Key"):
+        # An agent retries; a retry without a key could book twice (docs/agents.md).
+        raise InvalidInput(
+            "Agent keys must send an Idempotency-Key with every write (a UUID, say), so that "
+            "a retried call never books twice.",
+            errors=[{"field": "Idempotency-Key", "in": "header", "message": "required"}],
+        )
     return caller
 
 

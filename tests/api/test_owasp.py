@@ -1136,6 +1136,10 @@ def test_every_served_route_is_documented(app_client: TestClient) -> None:
         # What each problem `type` URI means (web/problems.py): documentation, not API.
         ("/problems", "GET"),
         ("/problems/{slug}", "GET"),
+        # The MCP endpoint for agents (docs/agents.md): an MCP client lists its tools itself.
+        ("/mcp", "GET"),
+        ("/mcp", "POST"),
+        ("/mcp", "DELETE"),
     }
     assert documented <= served
     # /feeds/{token}.ics: the calendar URL, outside /v1 on purpose (its token is the

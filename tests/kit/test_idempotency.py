@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -145,6 +146,16 @@ def extend_reservation(t: Tenant, s: Settings) -> Case:
     )
 
 
+def check_in_reservation(t: Tenant, s: Settings) -> Case:
+    room = t.admin.resource()["id"]
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)  # check-in is open
+    made = _created(t.booker.book(room, soon.isoformat(), (soon + timedelta(hours=1)).isoformat()))
+    rid = str(made["id"])
+    return Case(
+        t.booker, f"/v1/reservations/{rid}/check-in", None, _reservation_version(s, rid), True
+    )
+
+
 def cancel_reservation(t: Tenant, s: Settings) -> Case:
     rid = _held(t)
     return Case(
@@ -240,6 +251,7 @@ CASES: dict[str, Callable[[Tenant, Settings], Case]] = {
         create_reservation,
         confirm_reservation,
         extend_reservation,
+        check_in_reservation,
         cancel_reservation,
         approve_reservation,
         decline_reservation,

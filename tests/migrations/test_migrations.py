@@ -403,3 +403,68 @@ def test_0015_flags_a_reservation_with_its_event_and_a_move_clears_it(url_at_000
         ).fetchone()
         assert gone == (0,)
     migrate.upgrade(url_at_0002)
+
+
+def test_0016_agent_keys_and_the_confirm_guard(url_at_0002: str) -> None:
+    """0016 lets a key be an `agent` and refuses (RS003) a row turning confirmed with an agent
+    key as the actor, or made by an agent without a person's key as the actor; a person's
+    key confirms it. Before 0013 the role is refused; the downgrade revokes agent keys."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0015")
+    agent = uuid.uuid4()
+    add_agent = (
+        "INSERT INTO api_key (id, tenant_id, prefix, secret_hash, role)"
+        " VALUES (%s, %s, 'rsv_agt', '\\x00', 'agent')"
+    )
+    with (
+        psycopg.connect(url_at_0002, autocommit=True) as conn,
+        pytest.raises(pg_errors.CheckViolation),
+    ):
+        conn.execute(add_agent, (agent, ids["tenant"]))
+    migrate.upgrade(url_at_0002, "0016")
+    far = T0 + timedelta(hours=5000)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        conn.execute(add_agent, (agent, ids["tenant"]))
+        ids_agent = {**ids, "key": agent}
+        _insert(conn, ids_agent, ids["room"], far, "held")
+        confirm = (
+            "UPDATE reservation SET status = 'confirmed', expires_at = NULL,"
+            " version = version + 1 WHERE start_at = %s"
+        )
+
+        def as_actor(actor: str, statement: str, *params: Any) -> str | None:
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT set_config('reservations.actor', %s, true)", (actor,))
+                    conn.execute(statement, params)  # type: ignore[arg-type]
+            except psycopg.Error as refused:
+                return refused.sqlstate
+            return None
+
+        assert as_actor(str(agent), confirm, far) == "RS003"  # the agent itself
+        assert as_actor("", confirm, far) == "RS003"  # nobody: not a person's key
+        assert as_actor("system:job", confirm, far) == "RS003"
+        # An agent may not insert a confirmed row either, even of another key's making.
+        later = far + timedelta(hours=2)
+        insert = (
+            "INSERT INTO reservation (id, tenant_id, resource_id, start_at, end_at, during,"
+            " status, created_by, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, tstzrange(%s, %s + interval '75 minutes'),"
+            " 'confirmed', %s, now(), now())"
+        )
+        end = later + timedelta(hours=1)
+        row = (uuid.uuid4(), ids["tenant"], ids["room"], later, end, later, later, ids["key"])
+        assert as_actor(str(agent), insert, *row) == "RS003"
+        assert as_actor(str(ids["key"]), confirm, far) is None  # the control: a person confirms
+        assert as_actor(str(ids["key"]), insert, *row) is None
+        status = conn.execute("SELECT status FROM reservation WHERE start_at = %s", (far,))
+        assert status.fetchone() == ("confirmed",)
+
+    migrate.downgrade(url_at_0002, "0015")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        key = conn.execute(
+            "SELECT role, revoked_at IS NOT NULL FROM api_key WHERE id = %s", (agent,)
+        )
+        assert key.fetchone() == ("viewer", True)
+    migrate.upgrade(url_at_0002)

@@ -25,6 +25,7 @@ from tests.support.admission_rules import RULE, RULES, Rule, at, iso
 from tests.support.admission_rules import ok as _ok
 from tests.support.admission_rules import refused as _refused
 from tests.support.api import Api, Tenant
+from tests.support.mcp import mcp_call
 
 # --- the routes: each sets up with `good` and returns the write of `bad` ---------------------
 
@@ -107,7 +108,13 @@ WRITE_ROUTES = {
     "POST /v1/webhooks/{webhook_id}/test": "no reservation",
     "POST /v1/feeds": "no reservation",
     "DELETE /v1/feeds/{feed_id}": "no reservation",
+    # The MCP endpoint (docs/agents.md), outside the OpenAPI document: its hold_slot is the
+    # normal create (test_the_mcp_hold_refuses_every_rule), cancel_hold the normal cancel.
+    "POST /mcp": "test_the_mcp_hold_refuses_every_rule",
+    "DELETE /mcp": "ends an MCP session (stateless: none kept); no reservation",
 }
+# Served outside the OpenAPI document (an MCP client reads the tools' schemas instead).
+UNDOCUMENTED = {"POST /mcp", "DELETE /mcp"}
 
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -150,7 +157,7 @@ def test_every_write_route_has_its_row(app_client: TestClient) -> None:
         for method in item
         if method.upper() in WRITES
     }
-    assert documented == set(WRITE_ROUTES)
+    assert documented == set(WRITE_ROUTES) - UNDOCUMENTED
 
 
 def test_the_guard_fails_for_a_new_write_route(settings: Settings) -> None:
@@ -203,6 +210,37 @@ def test_every_write_route_refuses_every_rule(tenant: Tenant, route: str, rule: 
         else:
             assert r.json()["errors"] == direct.json()["errors"], (r.text, direct.text)
     # Nothing changed: the same rows, at the same versions.
+    assert admin.get("/v1/reservations", params={"resource_id": room}).json()["items"] == listed
+
+
+@pytest.mark.parametrize("rule", RULES, ids=str)
+def test_the_mcp_hold_refuses_every_rule(
+    app_client: TestClient, tenant: Tenant, rule: Rule
+) -> None:
+    """The MCP tool hold_slot (an agent key) is refused by admission with the same problem a
+    direct create gets (as a tool error), and changes nothing."""
+    admin = tenant.admin
+    room = admin.resource()["id"]
+    agent = Api(app_client, tenant.tokens["agent"])
+    if rule.before is not None:  # the agent's own row the hold would add to
+        start, end = rule.before
+        body = {"resource_id": room, "start": start, "end": end, "hold_seconds": 900}
+        _ok(agent.post("/v1/reservations", json=body, headers={"Idempotency-Key": "before"}))
+    _ok(admin.patch(f"/v1/resources/{room}", json={"policy": rule.policy}), 200)
+    listed = admin.get("/v1/reservations", params={"resource_id": room}).json()["items"]
+    start, end = rule.bad
+    args = {"reservation": {"resource_id": room, "start": start, "end": end}}
+    result = mcp_call(app_client, tenant.tokens["agent"], "hold_slot", args)
+    assert result.is_error, result.structured_content
+    problem = dict(result.structured_content or {})
+    bad = {"resource_id": room, "start": start, "end": end, "hold_seconds": 900}
+    direct = agent.post("/v1/reservations", json=bad, headers={"Idempotency-Key": "direct"})
+    _refused(direct, rule)
+    assert problem["type"] == direct.json()["type"] == f"/problems/{rule.problem}"
+    if rule.problem == "booking-rule-violated":
+        assert [v["reason"] for v in problem["violations"]] == _reasons(direct)
+    else:
+        assert problem["errors"] == direct.json()["errors"]
     assert admin.get("/v1/reservations", params={"resource_id": room}).json()["items"] == listed
 
 

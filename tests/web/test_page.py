@@ -123,7 +123,7 @@ def _keys(database_url: str) -> dict[str, str]:
             name = f"web-{secrets.token_hex(4)}"
             return {
                 role.value: (await tenancy.create_key(db, tenant=name, role=role)).token
-                for role in (tenancy.Role.admin, tenancy.Role.booker)
+                for role in (tenancy.Role.admin, tenancy.Role.booker, tenancy.Role.agent)
             }
         finally:
             await db.close()
@@ -605,3 +605,38 @@ def test_check_in_from_the_dialog_and_a_no_show_drawn_as_released(
     label = row(page, desk).locator(f'.booking[data-id="{here["id"]}"]')
     label.wait_for()
     assert "checked in" in (label.get_attribute("aria-label") or "")
+def _agent_hold(client: Client, resource_id: str, start: str, end: str) -> dict[str, Any]:
+    """A hold made by the agent key through the MCP endpoint, as an assistant makes it."""
+    import anyio
+    import httpx2
+    from mcp import Client as McpClient
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main() -> dict[str, Any]:
+        auth = {"Authorization": f"Bearer {client.keys['agent']}"}
+        async with httpx2.AsyncClient(headers=auth, timeout=30) as http:
+            transport = streamable_http_client(client.server.url + "/mcp", http_client=http)
+            async with McpClient(transport) as mcp:
+                args = {"resource_id": resource_id, "start": start, "end": end}
+                result = await mcp.call_tool("hold_slot", {"reservation": args})
+        assert not result.is_error, result.content
+        return dict(result.structured_content or {})
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API keeps a loop in this thread
+        return pool.submit(anyio.run, main).result()
+
+
+def test_a_person_confirms_an_agents_hold_from_its_confirm_link(
+    browsing: Browsing, client: Client
+) -> None:
+    page = browsing.page
+    court = client.resource(name="Court")
+    hold = _agent_hold(client, court["id"], at(DAY, "10:00"), at(DAY, "11:00"))
+    page.goto(client.server.url + hold["confirm_link"])
+    page.fill("#api-key", client.keys["booker"])
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("#link-bar:not([hidden])")
+    assert hold["reservation"]["id"] in page.locator("#link-text").inner_text()
+    page.click("#link-confirm")
+    page.wait_for_selector("#link-bar", state="hidden")
+    assert client.reservations(court["id"])[0]["status"] == "confirmed"

@@ -22,7 +22,7 @@ from reservations.kit.pagination import (
     key_int,
     merged,
 )
-from reservations.tenancy.service import Principal, Role
+from reservations.tenancy.service import Principal
 
 # How often an open stream asks the database for new events, and sends a comment line when
 # there was nothing (so proxies and clients see the connection is alive).
@@ -57,7 +57,7 @@ def check_cursor(svc: Context, cursor: str | None) -> None:
 def _read(row: EventRow, caller: Principal, position: str | None = None) -> EventRead:
     data = row.data
     subject: UUID | None = row.subject_id
-    if caller.role is Role.booker and not row.type.startswith("resource."):
+    if not caller.sees_all() and not row.type.startswith("resource."):
         data = {k: data[k] for k in _BOOKER_FIELDS if k in data}
         subject = None
     return EventRead(

@@ -13,7 +13,10 @@ added once holds on every path and a refusal reads the same on every path (422
 - the hold terms: held with an expiry, pending an admin's approval, or confirmed (`terms`),
   and a hold's extension: only a live hold, never shorter, within the hold's total life
   (`RESERVATIONS_HOLD_MAX_LIFE_SECONDS`);
-- the tenant's cap on live holds.
+- the tenant's cap on live holds;
+- what an agent key may do (docs/agents.md): hold (never create confirmed), never confirm,
+  approve or override rules; and its own cap on live holds (`check_agent_cap`), exact under
+  races: counted under a transaction lock on the key.
 
 It is split in two by the resource lock: `screen` is pure and runs before the lock (a
 refusal then costs no lock and no write); `admit` counts what needs the locked rows (booker
@@ -39,7 +42,8 @@ from reservations.errors import (
     ReservationNotHeld,
     ReservationNotLive,
 )
-from reservations.kit.db import Conn, Database
+from reservations.kit.db import Conn, Database, lock_resource
+from reservations.kit.ids import lock_key
 from reservations.kit.localtime import describe_instant
 from reservations.policy import enforce, rules
 from reservations.policy.model import Policy
@@ -181,6 +185,21 @@ class Gate:
     def __post_init__(self) -> None:
         if self.override and self.actor.role is not Role.admin:
             raise Forbidden("Only admin keys may send override_rules=true.")
+        check_agent(self.actor, self.change, hold_seconds=self.hold_seconds)
+
+
+def check_agent(actor: Principal, change: Change, *, hold_seconds: int | None = None) -> None:
+    """An agent key holds; a person confirms. Refuses (403) an agent's confirm or approval,
+    and a create that would be confirmed at once (no `hold_seconds`)."""
+    if actor.role is not Role.agent:
+        return
+    if change in (Change.confirm, Change.approve):
+        raise Forbidden(
+            "Agent keys may not confirm or approve: send the hold's confirm link to a person, "
+            "who confirms it with a booker or admin key."
+        )
+    if change is Change.create and hold_seconds is None:
+        raise Forbidden("Agent keys may only hold: send hold_seconds (a person confirms the hold).")
 
 
 def check_length(svc: Context, start: datetime, end: datetime) -> None:
@@ -343,7 +362,10 @@ def new_holds(candidates: Sequence[Candidate], terms_: Terms) -> int:
 
 def reads_locked(gate: Gate, candidates: Sequence[Candidate]) -> bool:
     """Whether `admit` reads rows that only the resources' locks keep still (the booker's
-    reservations, for a booker limit): the caller then takes the locks before it."""
+    reservations, for a booker limit; an agent's holds, under its key's lock, which comes
+    after the resources' locks): the caller then takes the locks before it."""
+    if gate.actor.role is Role.agent and gate.change is Change.create:
+        return True
     if gate.override or gate.change in _KEEPS_RANGE:
         return False
     return any(c.resource.policy.booker_limit is not None for c in candidates)
@@ -410,6 +432,8 @@ async def check_hold_cap(
     meanwhile on other clusters."""
     if new <= 0:
         return
+    if actor.role is Role.agent:
+        await check_agent_cap(svc, conn, actor, new=new, now=now)
     limit = svc.settings.max_live_holds_per_tenant
     count, first = await repository.live_holds(conn, tenant_id=actor.tenant_id, now=now)
     if svc.shards.sharded:
@@ -427,6 +451,28 @@ async def check_hold_cap(
     if count + new > limit:
         wait = max(1, int((first - now).total_seconds()) + 1) if first is not None else 1
         raise HoldLimitReached(limit=limit, retry_after=wait)
+
+
+async def check_agent_cap(
+    svc: Context, conn: Conn, actor: Principal, *, new: int, now: datetime
+) -> None:
+    """An agent key's cap on its live holds (RESERVATIONS_AGENT_MAX_LIVE_HOLDS). The key's
+    transaction lock, taken after the resources' locks (the same order everywhere), makes
+    the count exact on its cluster: two holds of one key on different resources wait for
+    each other here, so racing holds cannot pass the cap together."""
+    limit = svc.settings.agent_max_live_holds
+    await lock_resource(conn, lock_key(actor.api_key_id))
+    count, first = await repository.key_live_holds(conn, api_key_id=actor.api_key_id, now=now)
+    if count + new > limit:
+        wait = max(1, int((first - now).total_seconds()) + 1) if first is not None else 1
+        refused = HoldLimitReached(limit=limit, retry_after=wait)
+        refused.detail = (
+            f"This agent key already has {count} live holds, the most allowed "
+            f"(RESERVATIONS_AGENT_MAX_LIVE_HOLDS={limit}). Ask a person to confirm some, cancel "
+            f"some, or retry after {wait} s when the next one expires."
+        )
+        refused.extra = {"max_live_holds": limit, "scope": "api-key"}
+        raise refused
 
 
 async def admit(

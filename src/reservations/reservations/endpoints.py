@@ -151,11 +151,20 @@ async def confirm_reservation(
     svc: Svc,
     version: IfMatch,
     key: IdemKey,
+    confirm_token: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="A confirm link's token (the `confirm` parameter of the link an agent "
+            "key's hold carries): lets a booker key confirm that hold though the agent's key "
+            "made it. 403 when it is not this reservation's or has expired.",
+        ),
+    ] = None,
 ) -> Response:
     """Turn a hold into a confirmed reservation. 409 `hold-expired` when it is too late;
-    confirming a confirmed reservation changes nothing."""
+    confirming a confirmed reservation changes nothing. Agent keys may not (403)."""
     idem = idempotency(request, caller, key, None)
-    return send(await status.confirm(svc, caller, reservation_id, version, idem))
+    return send(await status.confirm(svc, caller, reservation_id, version, idem, confirm_token))
 
 
 @router.post(

@@ -711,3 +711,16 @@ async def release_no_shows(conn: Conn, *, now: datetime, batch: int) -> list[Ran
         f" WHERE id = ANY(%(ids)s) RETURNING {CHANGED}",
         {"now": now, "ids": [r.id for r in locked]},
     )
+async def key_live_holds(
+    conn: Conn, *, api_key_id: UUID, now: datetime
+) -> tuple[int, datetime | None]:
+    """How many unexpired holds the key made, and when the first of them expires."""
+    row = await fetch_one(
+        conn,
+        HoldsRow,
+        "SELECT count(*) AS n, min(expires_at) AS first FROM reservation"
+        " WHERE created_by = %s AND status = 'held' AND expires_at > %s",
+        (api_key_id, now),
+    )
+    assert row is not None
+    return row.n, row.first

@@ -5,6 +5,7 @@ expected version, the step, the reply."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -22,7 +23,7 @@ from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.localtime import describe_instant
 from reservations.policy import enforce
 from reservations.policy.model import CheckIn
-from reservations.reservations import admission, existing, repository
+from reservations.reservations import admission, existing, links, repository
 from reservations.reservations.rows import ReservationRow
 from reservations.reservations.schemas import (
     ReservationRead,
@@ -184,7 +185,14 @@ async def confirm(
     reservation_id: UUID,
     expected_version: int | None,
     idem: Idempotency | None,
+    link: str | None = None,
 ) -> Reply:
+    """Confirm a hold. With `link` (a confirm link's token, reservations/links.py), a key
+    that did not make the hold may confirm it; an agent key never confirms."""
+    admission.check_agent(caller, admission.Change.confirm)
+    if link is not None:
+        links.verify(svc.settings, caller.tenant_id, reservation_id, link, svc.clock.now())
+        caller = replace(caller, confirming=reservation_id)
     return await _change(svc, caller, reservation_id, expected_version, idem, _confirming)
 
 

@@ -18,22 +18,29 @@ class Role(StrEnum):
     admin = "admin"
     booker = "booker"
     viewer = "viewer"
+    # An assistant booking for a person: searches and holds, never confirms, approves or
+    # overrides rules, sees only its own reservations; a person confirms (docs/agents.md).
+    agent = "agent"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the tenant, the key (bookers own what their key created) and its role."""
+    """Who is calling: the tenant, the key (bookers and agents own what their key created) and
+    its role. `confirming`: the one reservation a signed confirm link lets this key confirm
+    though another key made it (reservations/links.py); None otherwise."""
 
     tenant_id: UUID
     api_key_id: UUID
     role: Role
+    confirming: UUID | None = None
 
     def sees_all(self) -> bool:
-        return self.role is not Role.booker
+        return self.role in (Role.admin, Role.viewer)
 
     def owner(self) -> UUID | None:
-        """The creator a query must filter by: bookers see only their own; None for the rest."""
-        return None if self.sees_all() else self.api_key_id
+        """The creator a query must filter by: bookers and agents see only their own (a key
+        confirming through a link, that reservation too); None for the rest."""
+        return None if self.sees_all() or self.confirming is not None else self.api_key_id
 
 
 @dataclass(frozen=True)

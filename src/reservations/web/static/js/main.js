@@ -364,6 +364,31 @@ function showSignedIn(signedIn) {
   $("who").hidden = !signedIn;
 }
 
+// ---- a confirm link (docs/agents.md): /app?confirm=<token>, a hold an agent made -----------
+
+const LINK_TOKEN = new URLSearchParams(location.search).get("confirm");
+const LINK_ID = /^([0-9a-f-]{36})\./.exec(LINK_TOKEN || "")?.[1];
+
+function offerLinkConfirm() {
+  if (!LINK_ID) return;
+  $("link-text").textContent = `An assistant holds reservation ${LINK_ID} for you; confirm it with your key.`;
+  $("link-bar").hidden = false;
+}
+
+async function confirmByLink() {
+  problem(null);
+  try {
+    const { data } = await state.api.request("POST", `/v1/reservations/${LINK_ID}/confirm`, {
+      params: { confirm_token: LINK_TOKEN },
+    });
+    $("link-bar").hidden = true;
+    notice(`Confirmed reservation ${data.id}.`);
+    if (state.rows.has(data.resource_id)) await loadRow(data.resource_id);
+  } catch (err) {
+    fail(err);
+  }
+}
+
 async function signIn(key) {
   const api = new Api(key, { onUnauthorized: () => signOut("The key was refused; sign in again.") });
   await api.get("/v1/resources", { limit: "1" }); // throws on a bad key
@@ -376,6 +401,7 @@ async function signIn(key) {
   await loadDay();
   startLive();
   state.clockTimer = setInterval(moveNowLines, 30000);
+  offerLinkConfirm();
 }
 
 function signOut(message) {
@@ -434,6 +460,7 @@ function wire() {
   $("action-confirm").addEventListener("click", () => {
     if (state.hold) change(state.hold, "confirm", "Confirmed").catch((err) => fail(err, rowOf(state.hold.resource_id).resource));
   });
+  $("link-confirm").addEventListener("click", () => confirmByLink());
   $("action-release").addEventListener("click", () => {
     if (state.hold) change(state.hold, "cancel", "Released").catch((err) => fail(err));
   });
