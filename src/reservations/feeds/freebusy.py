@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from reservations.availability.slots import compute
-from reservations.kit.localtime import grid_instants
+from reservations.kit.localtime import grid_instants, segments
 from reservations.kit.spans import Span, clip, intersect, normalize, subtract
 from reservations.policy import rules
 from reservations.policy.model import Policy
@@ -39,6 +40,7 @@ from reservations.policy.usage import Busy
 STEP = timedelta(minutes=5)
 _TAKEN = (Reason.booked, Reason.buffer)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_TINY = timedelta(microseconds=1)
 
 
 class FbType(StrEnum):
@@ -120,11 +122,34 @@ def free_spans(
         step = policy.slot_grid_minutes
         if step is None:  # every instant is a start: the cover is one span
             covered.append((lo, min(hi, last + longest)))
-            continue
-        for start in grid_instants(zone, step, lo, last + timedelta(microseconds=1)):
-            if start < hi:
-                covered.append((start, min(hi, start + longest)))
+        else:
+            covered += grid_cover(zone, step, (lo, hi), last=last, longest=longest)
     return clip(normalize(covered), ws, we), taken
+
+
+def grid_cover(
+    zone: str, step: int, span: Span, *, last: datetime, longest: timedelta
+) -> list[Span]:
+    """What bookings of at most `longest` starting on the grid in [span start, last], and
+    ending inside the span, cover. Within a stretch of constant UTC offset, grid starts lie at
+    most `step` apart (local midnight restarts the grid sooner), so when `longest` is at least
+    that, each stretch covers from its first start to its last start's longest end, and the
+    starts between need not be listed (a 1-minute grid over 62 days has 89,000)."""
+    lo, hi = span
+    end = last + _TINY  # grid_instants is half-open
+    if longest < timedelta(minutes=step):  # gaps between the bookings: each one counts
+        return [(s, min(hi, s + longest)) for s in grid_instants(zone, step, lo, end) if s < hi]
+    out: list[Span] = []
+    reach = (
+        timedelta(minutes=step) + _TINY
+    )  # a stretch's first and last start lie this near its ends
+    for seg in segments(ZoneInfo(zone), lo, end):
+        a, b = max(seg.start, lo), min(seg.end, end)
+        first = grid_instants(zone, step, a, min(b, a + reach))
+        final = grid_instants(zone, step, max(a, b - reach), b)
+        if first and final and first[0] < hi:
+            out.append((first[0], min(hi, final[-1] + longest)))
+    return out
 
 
 def _seconds(spans: list[Span], window: Span) -> list[Span]:
