@@ -38,13 +38,21 @@ def _monday_ahead(days: int) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+class Stopped:
+    """Where the stopped clock stands; a test may move it."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+
 @contextmanager
-def frozen(clock: Clock, at: datetime) -> Iterator[None]:
+def frozen(clock: Clock, at: datetime) -> Iterator[Stopped]:
     """The app's clock stopped at `at`: the feed and the bookings that check it are judged
     at the same moment."""
-    clock.now = lambda: at  # type: ignore[method-assign]
+    stopped = Stopped(at)
+    clock.now = lambda: stopped.at  # type: ignore[method-assign]
     try:
-        yield
+        yield stopped
     finally:
         del clock.now
 
@@ -265,8 +273,8 @@ def test_a_tags_feed_has_a_vfreebusy_per_resource(
 
 
 # The property. Policies and reservations in the first three days after a Monday; the feed
-# is read at that Monday 00:00 with the clock stopped there, and instants of its periods are
-# tried as bookings by an admin without override_rules.
+# is read with the clock stopped at that Monday 00:00 (or a few minutes before), and instants
+# of its periods are tried as bookings by an admin without override_rules.
 DAYS = 3
 _minutes = st.sampled_from
 
@@ -323,7 +331,6 @@ def test_free_is_bookable_and_busy_is_refused(
     tenant: Tenant, app_client: TestClient, clock: Clock, settings: Settings
 ) -> None:
     admin, t0 = tenant.admin, _monday_ahead(9)
-    horizon_end = t0 + timedelta(days=62)
     tried = {"free": 0, "busy": 0}
 
     @hsettings(
@@ -338,6 +345,7 @@ def test_free_is_bookable_and_busy_is_refused(
         capacity=st.sampled_from([1, 2]),
         bookings=st.lists(st.tuples(st.integers(0, DAYS * 96), st.integers(1, 12)), max_size=4),
         seed=st.integers(0, 2**16),
+        early=st.sampled_from([0, 0, 1, 4]),
     )
     def check(
         policy: dict[str, Any],
@@ -345,7 +353,14 @@ def test_free_is_bookable_and_busy_is_refused(
         capacity: int,
         bookings: list[tuple[int, int]],
         seed: int,
+        early: int,
     ) -> None:
+        # The feed is read `early` minutes before t0, inside the step that ends there: what
+        # it shows free must be bookable at that moment and at the step's end; what it shows
+        # busy is checked when it is read at the boundary itself (exact; docs/feeds.md).
+        read_at = stopped.at = t0 - timedelta(minutes=early)
+        floor = t0 - timedelta(minutes=5) if early else t0
+        horizon_end = floor + timedelta(days=62)
         room = admin.resource(name="Probe", timezone=zone, capacity=capacity, policy=policy)
         rid, rules = room["id"], room["policy"]
         step = rules.get("slot_grid_minutes")
@@ -354,7 +369,7 @@ def test_free_is_bookable_and_busy_is_refused(
             timedelta(minutes=_mins(rules.get("max_duration")) or 10**6), settings.max_reservation
         )
         advance = rules.get("max_advance")
-        latest = t0 + timedelta(minutes=_mins(advance)) if advance else None
+        latest = floor + timedelta(minutes=_mins(advance)) if advance else None
         for quarter, quarters in bookings:  # anywhere, closed hours too: override_rules
             start = t0 + timedelta(minutes=15 * quarter)
             end = start + timedelta(minutes=15 * quarters)
@@ -362,13 +377,16 @@ def test_free_is_bookable_and_busy_is_refused(
         feed = _created(admin.post("/v1/feeds", json={"content": "freebusy", "resource_id": rid}))
         (read,) = _json(app_client, feed)["resources"]
         busy = _json_periods(read)
-        edges = [t0, *(t for p in busy for t in p[:2]), horizon_end]
+        assert _when(read["from"]) == floor
+        edges = [floor, *(t for p in busy for t in p[:2]), horizon_end]
         free = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if a < b]
         rng = random.Random(seed)
 
-        def instants(spans: list[tuple[datetime, datetime]], edges: int) -> list[datetime]:
+        def instants(
+            spans: list[tuple[datetime, datetime]], starts: int, ends: int, inside: int
+        ) -> list[datetime]:
             """Whole minutes of the spans that start within the three days: mostly the
-            minutes at their edges (where a wrong period would show), one in between."""
+            minutes at their edges (where a wrong period would show), some in between."""
             firsts, lasts, betweens = [], [], []
             for a, b in spans:
                 if a >= t0 + timedelta(days=DAYS) or b - a < MINUTE:
@@ -379,24 +397,28 @@ def test_free_is_bookable_and_busy_is_refused(
                 betweens.append(a + MINUTE * rng.randint(0, int((last - a) / MINUTE)))
             for found in (firsts, lasts, betweens):
                 rng.shuffle(found)
-            return sorted(set(firsts[:edges] + lasts[:edges] + betweens[:1]))
+            return sorted(set(firsts[:starts] + lasts[:ends] + betweens[:inside]))
 
         # Free: the booking from the latest start on the grid that the period, the length
         # and the advance allow, to just past the instant (or the shortest length).
-        for t in instants(free, 2):
+        for t in instants(free, 2, 3, 0):
             b = next(b for a, b in free if a <= t < b)
             bound = min(t, (b if b < horizon_end else t + shortest) - shortest)
             if latest is not None:
                 bound = min(bound, latest)
             s = _floor_to_grid(zone, step, bound)
             e = max(s + shortest, t + MINUTE)
+            stopped.at = rng.choice([read_at, t0])
             made = admin.book(rid, _iso(s), _iso(e))
-            assert made.status_code == 201, (t, s, e, made.text, busy[:8])
+            assert made.status_code == 201, (stopped.at, t, s, e, made.text, busy[:8])
             _cancel(admin, made.json())
             tried["free"] += 1
+        if early:
+            return
+        stopped.at = t0
         # Busy: bookings over the instant from the grid start before it, from the one a
         # shortest booking still covers it from, and the longest from there.
-        for t in instants([(a, b) for a, b, _ in busy], 1):
+        for t in instants([(a, b) for a, b, _ in busy], 1, 1, 1):
             s = _floor_to_grid(zone, step, t)
             tries = {
                 (s, max(s + shortest, t + MINUTE)),
@@ -415,7 +437,7 @@ def test_free_is_bookable_and_busy_is_refused(
                 assert made.status_code in (409, 422), (t, start, end, made.text, busy[:8])
                 tried["busy"] += 1
 
-    with frozen(clock, t0):
+    with frozen(clock, t0) as stopped:
         check()
     # The property was exercised.
     assert tried["free"] > 20, tried
