@@ -140,9 +140,7 @@ def grid_cover(
     if longest < timedelta(minutes=step):  # gaps between the bookings: each one counts
         return [(s, min(hi, s + longest)) for s in grid_instants(zone, step, lo, end) if s < hi]
     out: list[Span] = []
-    reach = (
-        timedelta(minutes=step) + _TINY
-    )  # a stretch's first and last start lie this near its ends
+    reach = timedelta(minutes=step) + _TINY  # a stretch's first and last starts lie this near
     for seg in segments(ZoneInfo(zone), lo, end):
         a, b = max(seg.start, lo), min(seg.end, end)
         first = grid_instants(zone, step, a, min(b, a + reach))
