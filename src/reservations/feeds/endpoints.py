@@ -99,7 +99,10 @@ async def head_feed(
     "/feeds/{token}.json",
     response_model=FreeBusyRead,
     openapi_extra={"security": []},  # the token in the path is the credential
-    responses={304: {"description": "Unchanged since the ETag in If-None-Match"}, **problems(404)},
+    responses={
+        304: {"description": "Unchanged since the ETag in If-None-Match"},
+        **problems(404, 422),
+    },
 )
 async def read_freebusy(
     token: Annotated[str, Path()],
