@@ -280,12 +280,77 @@ def test_0012_events_carry_the_ranges_the_map_repair_reads(url_at_0002: str) -> 
     migrate.upgrade(url_at_0002)
 
 
-def test_0013_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> None:
+def test_0013_check_in_and_no_shows(url_at_0002: str) -> None:
+    """The check-in column reads through `reservation_all`, a check-in is its own event with
+    `checked_in_at` in the data, `no_show` is a status the constraint takes (and frees the
+    range); downgraded, no-shows read as cancelled and the column is gone."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0013")
+    far = T0 + timedelta(hours=4000)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far, "confirmed")
+        conn.execute(
+            "UPDATE reservation SET checked_in_at = %s, version = version + 1 WHERE start_at = %s",
+            (far, far),
+        )
+        kind, data = conn.execute(
+            "SELECT type, data->>'checked_in_at' FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone() or (None, None)
+        assert kind == "reservation.checked_in"
+        assert data is not None
+        assert conn.execute(
+            "SELECT checked_in_at FROM reservation_all WHERE start_at = %s", (far,)
+        ).fetchone() == (far,)
+        conn.execute(
+            "UPDATE reservation SET status = 'no_show', version = version + 1 WHERE start_at = %s",
+            (far,),
+        )
+        assert conn.execute("SELECT type FROM event ORDER BY id DESC LIMIT 1").fetchone() == (
+            "reservation.no_show",
+        )
+        _insert(conn, ids, ids["room"], far, "confirmed")  # the range is free again
+        with pytest.raises(pg_errors.CheckViolation):
+            conn.execute("UPDATE reservation SET status = 'gone' WHERE start_at = %s", (far,))
+    migrate.downgrade(url_at_0002, "0012")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        statuses = conn.execute(
+            "SELECT status FROM reservation WHERE start_at = %s ORDER BY status", (far,)
+        ).fetchall()
+        assert statuses == [("cancelled",), ("confirmed",)]
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'checked_in_at'"
+        ).fetchone() == (0,)
+    migrate.upgrade(url_at_0002)
+
+
+def test_0014_reminders_are_recorded_once(url_at_0002: str) -> None:
+    """A reminder is one row per reservation, kind and instant (a second insert is a no-op);
+    and back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0014")
+    insert = (
+        "INSERT INTO reminder_sent (reservation_id, resource_id, kind, at, sent_at)"
+        " VALUES (%s, %s, 'PT1H', %s, now()) ON CONFLICT DO NOTHING"
+    )
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        one = uuid.uuid4()
+        assert conn.execute(insert, (one, ids["room"], T0)).rowcount == 1
+        assert conn.execute(insert, (one, ids["room"], T0)).rowcount == 0
+        assert conn.execute(insert, (one, ids["room"], T0 + timedelta(hours=1))).rowcount == 1
+    migrate.downgrade(url_at_0002, "0013")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('reminder_sent')").fetchone() == (None,)
+    migrate.upgrade(url_at_0002)
+
+
+def test_0015_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> None:
     """Feeds made before are events feeds; a tag is a third target, of free/busy only, and a
     key's feed stays of events. Back down, free/busy feeds go and the old check returns."""
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         ids = _seed(conn)
-    migrate.upgrade(url_at_0002, "0012")
+    migrate.upgrade(url_at_0002, "0014")
 
     def feed(conn: psycopg.Connection[Any], columns: str, *values: Any) -> None:
         marks = ", ".join(["%s"] * len(values))
@@ -297,7 +362,7 @@ def test_0013_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> N
 
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         feed(conn, "resource_id", ids["room"])
-    migrate.upgrade(url_at_0002, "0013")
+    migrate.upgrade(url_at_0002, "0015")
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         assert conn.execute("SELECT content, tag FROM feed").fetchall() == [("events", None)]
         feed(conn, "resource_id, content", ids["room"], "freebusy")
@@ -310,7 +375,7 @@ def test_0013_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> N
         ):
             with pytest.raises(pg_errors.CheckViolation):
                 feed(conn, columns, *values)
-    migrate.downgrade(url_at_0002, "0012")
+    migrate.downgrade(url_at_0002, "0014")
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM feed").fetchone() == (1,)
         with pytest.raises(pg_errors.CheckViolation):

@@ -89,6 +89,8 @@ WRITE_ROUTES = {
     "POST /v1/reservations/{reservation_id}/cancel": "frees a range; the promotion it starts: "
     "test_promotion_asks_the_rules_of_now",
     "POST /v1/reservations/{reservation_id}/decline": "frees a range; promotion as for cancel",
+    "POST /v1/reservations/{reservation_id}/check-in": "marks a confirmed row checked in; its "
+    "range, terms and status stay (tests/reservations/test_check_in.py)",
     "POST /v1/bookings/{booking_id}/cancel": "frees ranges; promotion as for cancel",
     "DELETE /v1/waitlist/{entry_id}": "leaves the queue; no reservation",
     "POST /v1/resources": "makes a resource, no reservation",

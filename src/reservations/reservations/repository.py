@@ -52,6 +52,7 @@ _COLUMN_NAMES = (
     "updated_at",
     "pooled",
     "needs_approval",
+    "checked_in_at",
 )
 
 
@@ -371,6 +372,7 @@ async def update(
         "end_at",
         "customer",
         "metadata",
+        "checked_in_at",
     ):
         if column in changes:
             sets.append(f"{column} = %({column})s")
@@ -398,6 +400,7 @@ _STATUS_SQL = {
     "confirmed": "status = 'confirmed'",
     "cancelled": "status = 'cancelled'",
     "declined": "status = 'declined'",
+    "no_show": "status = 'no_show'",
     "expired": f"(status = 'expired' OR {STALE_HOLD})",
 }
 
@@ -609,3 +612,53 @@ async def live_holds(conn: Conn, *, tenant_id: UUID, now: datetime) -> tuple[int
     )
     assert row is not None
     return row.n, row.first
+
+
+# The resources whose policy releases no-shows (index `resource_releases_no_shows`), and how
+# long after a start they do, in seconds (an interval of fixed length: '1 day' in timestamptz
+# arithmetic would follow the session's zone across a DST change).
+_RELEASE_AFTER = (
+    "make_interval(secs => extract(epoch FROM (s.policy #>> '{check_in,release_after}')::interval))"
+)
+# How far back the sweeper looks: a reservation that ended more than this before it ran stays
+# confirmed (docs/api.md, Check-in and no-shows).
+NO_SHOW_LOOKBACK = "interval '1 day'"
+
+
+async def release_no_shows(conn: Conn, *, now: datetime, batch: int) -> list[RangeRow]:
+    """The sweeper's step: up to `batch` confirmed reservations nobody checked in to by
+    `start + release_after` become `no_show`. The candidates are found through the resources
+    that release no-shows (each one scan of its exclusion index), then locked with SKIP LOCKED
+    and checked again under the lock: a check-in that got there first wins."""
+    due = await fetch_all(
+        conn,
+        DueRow,
+        "SELECT r.id, r.resource_id FROM resource s CROSS JOIN LATERAL"
+        " (SELECT id, resource_id FROM reservation r WHERE r.resource_id = s.id"
+        "  AND r.status = 'confirmed' AND r.checked_in_at IS NULL"
+        f"  AND r.during && tstzrange(%(now)s - {NO_SHOW_LOOKBACK} - {_RELEASE_AFTER}, %(now)s)"
+        f"  AND r.start_at <= %(now)s - {_RELEASE_AFTER} OFFSET 0) AS r"
+        " WHERE (s.policy #>> '{check_in,release_after}') IS NOT NULL"
+        " LIMIT %(batch)s",
+        {"now": now, "batch": batch},
+    )
+    if not due:
+        return []
+    locked = await fetch_all(
+        conn,
+        DueRow,
+        "SELECT id, resource_id FROM reservation WHERE id = ANY(%(ids)s)"
+        " AND status = 'confirmed' AND checked_in_at IS NULL ORDER BY id"
+        " FOR UPDATE SKIP LOCKED",
+        {"ids": [r.id for r in due]},
+    )
+    if not locked:
+        return []
+    await events.lock_sequences(conn, resource_ids=sorted({r.resource_id for r in locked}))
+    return await fetch_all(
+        conn,
+        RangeRow,
+        "UPDATE reservation SET status = 'no_show', version = version + 1, updated_at = %(now)s"
+        f" WHERE id = ANY(%(ids)s) RETURNING {CHANGED}",
+        {"now": now, "ids": [r.id for r in locked]},
+    )

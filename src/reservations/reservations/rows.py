@@ -59,6 +59,7 @@ class ReservationRow(RangeRow):
     created_at: datetime
     updated_at: datetime
     needs_approval: bool
+    checked_in_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

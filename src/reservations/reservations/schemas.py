@@ -19,6 +19,7 @@ class Status(StrEnum):
     cancelled = "cancelled"
     declined = "declined"
     expired = "expired"
+    no_show = "no_show"  # confirmed, not checked in by the policy's `release_after`
 
 
 class ReservationCreate(BaseModel):
@@ -102,6 +103,9 @@ class ReservationRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    checked_in_at: datetime | None = Field(
+        default=None, description="When the booker checked in (POST .../check-in); null until then."
+    )
 
     @classmethod
     def from_row(cls, row: ReservationRow, now: datetime) -> ReservationRead:
@@ -124,6 +128,7 @@ class ReservationRead(BaseModel):
             version=row.version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            checked_in_at=row.checked_in_at,
         )
 
 

@@ -3,7 +3,7 @@ import { explain } from "./problems.js";
 import { formatDay, formatTime, localDate, parseClock, wallToInstant } from "./zones.js";
 
 const $ = (id) => document.getElementById(id);
-const STATUS = { held: "Held", pending: "Pending approval", confirmed: "Confirmed" };
+const STATUS = { held: "Held", pending: "Pending approval", confirmed: "Confirmed", no_show: "No-show (released)" };
 
 export class BookingDialog {
   constructor(ctl) {
@@ -12,6 +12,7 @@ export class BookingDialog {
     this.current = null;
     const act = (id, fn) => $(id).addEventListener("click", () => this.run(fn));
     act("dialog-confirm", (res) => ctl.confirm(res));
+    act("dialog-check-in", (res) => ctl.checkIn(res));
     act("dialog-approve", (res) => ctl.approve(res));
     act("dialog-decline", (res) => ctl.decline(res));
     act("dialog-cancel", (res) => ctl.cancel(res));
@@ -32,6 +33,7 @@ export class BookingDialog {
       ["When", `${formatDay(date)}, ${formatTime(zone, res.startMs)}–${formatTime(zone, res.endMs)} (${zone})`],
       ["Status", STATUS[res.status] || res.status],
     ];
+    if (res.checked_in_at) facts.push(["Checked in", formatTime(zone, Date.parse(res.checked_in_at))]);
     if (res.customer) facts.push(["Customer", res.customer]);
     if (res.quantity > 1) facts.push(["Units", String(res.quantity)]);
     if (res.expires_at) {
@@ -51,6 +53,10 @@ export class BookingDialog {
     $("dialog-start").value = formatTime(zone, res.startMs);
     $("dialog-end").value = formatTime(zone, res.endMs);
     $("dialog-confirm").hidden = res.status !== "held";
+    $("dialog-check-in").hidden = res.status !== "confirmed" || Boolean(res.checked_in_at);
+    const live = ["held", "pending", "confirmed"].includes(res.status);
+    $("dialog-cancel").hidden = !live;
+    $("dialog-move").hidden = !live;
     $("dialog-approve").hidden = res.status !== "pending";
     $("dialog-decline").hidden = res.status !== "pending";
     this.problem(null);

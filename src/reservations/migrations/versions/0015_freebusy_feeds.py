@@ -7,15 +7,15 @@
 - Exactly one target (resource, key or tag); a key's feed is of events only (its
   reservations), a tag's of free/busy only.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
