@@ -345,12 +345,72 @@ def test_0014_reminders_are_recorded_once(url_at_0002: str) -> None:
     migrate.upgrade(url_at_0002)
 
 
-def test_0015_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> None:
+def test_0015_flags_a_reservation_with_its_event_and_a_move_clears_it(url_at_0002: str) -> None:
+    """Setting a flag writes `reservation.flagged` (its `data` says why; other events' `data`
+    has no `flagged`), setting the same violations again writes nothing, a move clears the
+    flag (a rescheduled event), the view and the history carry the columns. And back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0015")
+    far = T0 + timedelta(hours=4000)
+    why = '[{"reason": "in-blackout", "detail": "the resource is blacked out"}]'
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far, "confirmed")
+        assert conn.execute(
+            "SELECT data ? 'flagged' FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone() == (False,)
+        flag = (
+            "UPDATE reservation SET flagged_at = now(), flagged_violations = %s::jsonb,"
+            " version = version + 1 WHERE start_at = %s"
+        )
+        conn.execute(flag, (why, far))
+        kind, data = conn.execute(
+            "SELECT type, data FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        assert kind == "reservation.flagged"
+        assert data["flagged"]["violations"][0]["reason"] == "in-blackout"
+        events = conn.execute("SELECT count(*) FROM event").fetchone()
+        conn.execute(flag, (why, far))  # the same violations: no second event
+        assert conn.execute("SELECT count(*) FROM event").fetchone() == events
+        flagged = conn.execute(
+            "SELECT count(*) FROM reservation_all WHERE flagged_at IS NOT NULL"
+        ).fetchone()
+        assert flagged == (1,)
+        moved = far + timedelta(hours=5)
+        conn.execute(
+            "UPDATE reservation SET start_at = %(s)s, end_at = %(e)s,"
+            " during = tstzrange(%(s)s, %(e)s + interval '15 minutes'),"
+            " version = version + 1 WHERE start_at = %(was)s",
+            {"s": moved, "e": moved + timedelta(hours=1), "was": far},
+        )
+        row = conn.execute(
+            "SELECT flagged_at, flagged_violations FROM reservation WHERE start_at = %s", (moved,)
+        ).fetchone()
+        assert row == (None, None)
+        assert _last_event(conn)[0] == "reservation.rescheduled"
+        history = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name ="
+            " 'reservation_history' AND column_name LIKE 'flagged%%'"
+        ).fetchone()
+        assert history == (2,)
+
+    migrate.downgrade(url_at_0002, "0014")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far + timedelta(hours=20), "confirmed")
+        assert _last_event(conn)[0] == "reservation.created"
+        gone = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE column_name LIKE 'flagged%%'"
+        ).fetchone()
+        assert gone == (0,)
+    migrate.upgrade(url_at_0002)
+
+
+def test_0016_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> None:
     """Feeds made before are events feeds; a tag is a third target, of free/busy only, and a
     key's feed stays of events. Back down, free/busy feeds go and the old check returns."""
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         ids = _seed(conn)
-    migrate.upgrade(url_at_0002, "0014")
+    migrate.upgrade(url_at_0002, "0015")
 
     def feed(conn: psycopg.Connection[Any], columns: str, *values: Any) -> None:
         marks = ", ".join(["%s"] * len(values))
@@ -362,7 +422,7 @@ def test_0015_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> N
 
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         feed(conn, "resource_id", ids["room"])
-    migrate.upgrade(url_at_0002, "0015")
+    migrate.upgrade(url_at_0002, "0016")
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         assert conn.execute("SELECT content, tag FROM feed").fetchall() == [("events", None)]
         feed(conn, "resource_id, content", ids["room"], "freebusy")
@@ -375,7 +435,7 @@ def test_0015_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> N
         ):
             with pytest.raises(pg_errors.CheckViolation):
                 feed(conn, columns, *values)
-    migrate.downgrade(url_at_0002, "0014")
+    migrate.downgrade(url_at_0002, "0015")
     with psycopg.connect(url_at_0002, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM feed").fetchone() == (1,)
         with pytest.raises(pg_errors.CheckViolation):

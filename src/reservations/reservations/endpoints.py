@@ -83,6 +83,13 @@ async def list_reservations(
     to: Annotated[Timestamp | None, Query(description="Overlap window end (RFC 3339).")] = None,
     status: Annotated[list[Status], Query(description="Any of these statuses.")] = [],  # noqa: B006
     customer: CustomerRef | None = None,
+    flagged: Annotated[
+        bool | None,
+        Query(
+            description="true: only reservations a policy change flagged (`flagged` set); "
+            "false: only unflagged ones."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
@@ -96,6 +103,7 @@ async def list_reservations(
         "window_to": to,
         "statuses": status,
         "customer": customer,
+        "flagged": flagged,
     }
     as_csv = export.wants_csv(request.headers.get("accept"))
     size = export.PAGE if as_csv else limit

@@ -33,6 +33,7 @@ class Filters(TypedDict):
     window_to: datetime | None
     statuses: list[Status]
     customer: str | None
+    flagged: bool | None
 
 
 HEADER = (

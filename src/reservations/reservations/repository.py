@@ -53,6 +53,8 @@ _COLUMN_NAMES = (
     "pooled",
     "needs_approval",
     "checked_in_at",
+    "flagged_at",
+    "flagged_violations",
 )
 
 
@@ -424,6 +426,7 @@ async def page(
     after: tuple[datetime, UUID] | None,
     limit: int,
     now: datetime,
+    flagged: bool | None = None,
 ) -> list[ReservationRow]:
     """Reservations ordered by (start, id). Only the filters given become SQL, so every
     combination gets a plan that fits it."""
@@ -450,6 +453,8 @@ async def page(
     if customer is not None:
         where.append("customer = %(customer)s")
         params["customer"] = customer
+    if flagged is not None:
+        where.append("flagged_at IS NOT NULL" if flagged else "flagged_at IS NULL")
     if after is not None:
         where.append("(start_at, id) > (%(after_start)s, %(after_id)s)")
         params["after_start"], params["after_id"] = after
@@ -551,6 +556,50 @@ async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> list
         f" AND NOT {STALE_HOLD} RETURNING {CHANGED}",
         {"r": resource_id, "now": now},
     )
+
+
+async def future_live(
+    conn: Conn, *, resource_id: UUID, now: datetime, until: datetime, limit: int, lock: bool
+) -> list[ReservationRow]:
+    """The resource's live, unexpired reservations starting after `now` and before `until`, in
+    (start, id) order, at most `limit` (a policy change's preview; with `lock`, FOR UPDATE:
+    the change then flags or cancels them)."""
+    return await fetch_all(
+        conn,
+        ReservationRow,
+        f"SELECT {COLUMNS} FROM reservation WHERE resource_id = %(r)s AND {LIVE}"
+        f" AND NOT {STALE_HOLD} AND start_at > %(now)s AND start_at < %(until)s"
+        " ORDER BY start_at, id LIMIT %(limit)s" + (" FOR UPDATE" if lock else ""),
+        {"r": resource_id, "now": now, "until": until, "limit": limit},
+    )
+
+
+async def flag(
+    conn: Conn,
+    *,
+    resource_id: UUID,
+    flags: Sequence[tuple[UUID, list[dict[str, str]]]],
+    now: datetime,
+) -> int:
+    """Flag reservations of the resource (id, violations) the caller holds locked; one
+    already flagged with the same violations is left as it is (no second event). Returns
+    how many changed."""
+    if not flags:
+        return 0
+    cur = await conn.execute(
+        "UPDATE reservation SET flagged_at = %(now)s, flagged_violations = x.violations,"
+        " version = reservation.version + 1, updated_at = %(now)s"
+        " FROM unnest(%(ids)s::uuid[], %(violations)s::jsonb[]) AS x(id, violations)"
+        " WHERE reservation.resource_id = %(r)s AND reservation.id = x.id"
+        " AND reservation.flagged_violations IS DISTINCT FROM x.violations",
+        {
+            "r": resource_id,
+            "now": now,
+            "ids": [f[0] for f in flags],
+            "violations": [Jsonb(f[1]) for f in flags],
+        },
+    )
+    return cur.rowcount
 
 
 async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[RangeRow]:

@@ -282,3 +282,12 @@ async def decline(
     waitlist is offered it)."""
     _admin_or_raise(caller)
     return await _change(svc, caller, reservation_id, expected_version, idem, _declining)
+
+
+async def cancel_locked(
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
+    """`cancel`'s own step for a row the caller already holds locked, in the caller's unit
+    of work (a policy change's `affected=cancel`): the same update and events, the same map
+    change and waitlist offer once committed."""
+    return await _cancelling(svc, unit, caller, row, now)

@@ -10,8 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from reservations.kit.fields import Text
 
-# Every type the outbox writes (migrations 0004, 0005a, 0013; reminders/tasks.py); a family
-# ("reservation.*", "resource.*", "waitlist.*", "hold.*") takes all of its types.
+# Every type the outbox writes (migrations 0004, 0005a, 0013, 0015; reminders/tasks.py); a
+# family ("reservation.*", "resource.*", "waitlist.*", "hold.*") takes all of its types.
 EVENT_TYPES = (
     "reservation.held",
     "reservation.pending",
@@ -26,6 +26,7 @@ EVENT_TYPES = (
     "reservation.no_show",
     "reservation.reminder",
     "hold.expiring",
+    "reservation.flagged",
     "resource.created",
     "resource.updated",
     "resource.archived",

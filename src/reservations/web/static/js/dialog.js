@@ -1,5 +1,6 @@
 // The booking dialog: facts, confirm / approve / decline / cancel, and a move by typed times.
 import { explain } from "./problems.js";
+import { flagText } from "./timeline.js";
 import { formatDay, formatTime, localDate, parseClock, wallToInstant } from "./zones.js";
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +37,7 @@ export class BookingDialog {
     if (res.checked_in_at) facts.push(["Checked in", formatTime(zone, Date.parse(res.checked_in_at))]);
     if (res.customer) facts.push(["Customer", res.customer]);
     if (res.quantity > 1) facts.push(["Units", String(res.quantity)]);
+    if (res.flagged) facts.push(["Flagged", flagText(res)]);
     if (res.expires_at) {
       const word = res.status === "pending" ? "Approve by" : "Expires";
       facts.push([word, `${formatTime(zone, Date.parse(res.expires_at))} (${formatDay(localDate(zone, Date.parse(res.expires_at)))})`]);

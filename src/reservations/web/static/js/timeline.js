@@ -80,17 +80,23 @@ export function describe(row, r) {
   if (r.checked_in_at) parts.push("checked in");
   if (r.customer) parts.push(r.customer);
   if (r.quantity > 1) parts.push(`${r.quantity} units`);
+  if (r.flagged) parts.push(`flagged by a policy change: ${flagText(r)}`);
   return parts.join(", ");
+}
+
+// What a policy change found wrong with a booking (`flagged`, set by PATCH ?affected=flag).
+export function flagText(r) {
+  return r.flagged.violations.map((v) => v.detail).join("; ");
 }
 
 function bookingButton(row, r, lane, laneCount) {
   const el = document.createElement("button");
   el.type = "button";
-  el.className = `booking ${r.status}`;
+  el.className = `booking ${r.status}${r.flagged ? " flagged" : ""}`;
   el.dataset.id = r.id;
   const zone = row.resource.timezone;
   const label = document.createElement("span");
-  label.textContent = `${r.checked_in_at ? "✓ " : ""}${formatTime(zone, r.startMs)}–${formatTime(zone, r.endMs)}${r.customer ? ` ${r.customer}` : ""}`;
+  label.textContent = `${r.checked_in_at ? "✓ " : ""}${r.flagged ? "\u2691 " : ""}${formatTime(zone, r.startMs)}–${formatTime(zone, r.endMs)}${r.customer ? ` ${r.customer}` : ""}`;
   el.append(label);
   el.setAttribute("aria-label", `${describe(row, r)}. Enter opens it.`);
   el.title = describe(row, r);

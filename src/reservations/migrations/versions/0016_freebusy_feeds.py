@@ -7,15 +7,15 @@
 - Exactly one target (resource, key or tag); a key's feed is of events only (its
   reservations), a tag's of free/busy only.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
