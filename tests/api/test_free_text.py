@@ -340,7 +340,7 @@ def test_a_length_beyond_a_narrowed_limit_is_counted_in_characters(place: Place)
 NO_NUL = "^[^\\x00]*$"
 # Strings bounded otherwise: a metadata value by the whole object's 16 KiB; a feed's token is
 # not stored, and every wrong one gets the same 404 (feeds/endpoints.py says why it is unbounded).
-BOUNDED_ELSEWHERE = ("MetadataValue", "/feeds/{token}.ics token")
+BOUNDED_ELSEWHERE = ("MetadataValue", "/feeds/{token}.ics token", "/feeds/{token}.json token")
 FREE_TEXT_KEYS = ("properties", "additionalProperties", "items", "anyOf", "oneOf", "allOf")
 
 

@@ -414,6 +414,7 @@ NOT_A_BOOKERS_OBJECT = {
 NOT_TENANT_IDS = {
     "/feeds/{token}.ics": "the token is the credential, not an id: no key, so no tenant or "
     "booker to cross; unknown, revoked and mistyped tokens all get one 404 (test_feeds.py)",
+    "/feeds/{token}.json": "a free/busy feed's JSON, the same token as its .ics (test_freebusy.py)",
 }
 
 
@@ -1145,7 +1146,8 @@ def test_every_served_route_is_documented(app_client: TestClient) -> None:
     # /feeds/{token}.ics: the calendar URL, outside /v1 on purpose (its token is the
     # credential; calendar apps fetch it without an Authorization header).
     assert all(
-        p.startswith("/v1/") or p in {"/healthz", "/readyz", "/feeds/{token}.ics"}
+        p.startswith("/v1/")
+        or p in {"/healthz", "/readyz", "/feeds/{token}.ics", "/feeds/{token}.json"}
         for p, _ in documented
     )
     assert doc["info"]["version"] == __version__

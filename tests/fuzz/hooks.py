@@ -30,7 +30,9 @@ SEMANTIC: list[tuple[str | None, str]] = [
     (None, "exdates need an rrule"),
     (None, "each resource may appear once"),
     (None, "appears twice"),
-    (None, "give exactly one of"),  # a feed is of a resource or of a key
+    (None, "give exactly one of"),  # a feed is of a resource, of a key or of a tag
+    (None, "content must be events"),  # a key's feed is of its reservations
+    (None, "send content freebusy"),  # a tag's feed is free/busy
     (None, "intervals "),  # "intervals 08:00-10:00 and 09:00-11:00 overlap"
     # Totals a pattern cannot add up: a duration (366 days; buffers one day; positive where a
     # length is meant), a window (31 days), metadata (16 KiB, 8 levels).

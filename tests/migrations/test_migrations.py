@@ -468,3 +468,41 @@ def test_0016_agent_keys_and_the_confirm_guard(url_at_0002: str) -> None:
         )
         assert key.fetchone() == ("viewer", True)
     migrate.upgrade(url_at_0002)
+
+
+def test_0017_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> None:
+    """Feeds made before are events feeds; a tag is a third target, of free/busy only, and a
+    key's feed stays of events. Back down, free/busy feeds go and the old check returns."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0016")
+
+    def feed(conn: psycopg.Connection[Any], columns: str, *values: Any) -> None:
+        marks = ", ".join(["%s"] * len(values))
+        conn.execute(
+            f"INSERT INTO feed (id, tenant_id, prefix, secret_hash, created_by, created_at,"
+            f" {columns}) VALUES (%s, %s, %s, '\\x00', %s, now(), {marks})",
+            (uuid.uuid4(), ids["tenant"], uuid.uuid4().hex[:12], ids["key"], *values),
+        )
+
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        feed(conn, "resource_id", ids["room"])
+    migrate.upgrade(url_at_0002, "0017")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT content, tag FROM feed").fetchall() == [("events", None)]
+        feed(conn, "resource_id, content", ids["room"], "freebusy")
+        feed(conn, "tag, content", "rooms", "freebusy")
+        for columns, values in (
+            ("tag", ("rooms",)),  # a tag's feed is free/busy
+            ("api_key_id, content", (ids["key"], "freebusy")),  # a key's is events
+            ("resource_id, tag, content", (ids["room"], "rooms", "freebusy")),  # one target
+            ("resource_id, content", (ids["room"], "agenda")),
+        ):
+            with pytest.raises(pg_errors.CheckViolation):
+                feed(conn, columns, *values)
+    migrate.downgrade(url_at_0002, "0016")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM feed").fetchone() == (1,)
+        with pytest.raises(pg_errors.CheckViolation):
+            feed(conn, "resource_id, api_key_id", ids["room"], ids["key"])
+    migrate.upgrade(url_at_0002)

@@ -198,6 +198,18 @@ def test_feeds_read_the_cluster_of_their_resource_or_every_cluster(
 
     assert events(room_feed.json()) == 1  # its resource's, read on cluster b
     assert events(key_feed.json()) == 3  # the key's, gathered from all three clusters
+    # A tag's free/busy feed (kept in the catalog) reads the tag's resources on every cluster.
+    for rid in rooms.values():
+        tagged = tenant.admin.patch(f"/v1/resources/{rid}", json={"tags": ["spread"]})
+        assert tagged.status_code == 200, tagged.text
+    fb = tenant.admin.post("/v1/feeds", json={"content": "freebusy", "tag": "spread"})
+    assert fb.status_code == 201, fb.text
+    read = tenant.admin.client.get(httpx.URL(fb.json()["json_url"]).path).json()
+    assert [r["resource_id"] for r in read["resources"]] == sorted(rooms.values())
+    for r in read["resources"]:
+        assert [(p["start"], p["type"]) for p in r["busy"] if p["type"] == "busy"] == [
+            (start.isoformat().replace("+00:00", "Z"), "busy")
+        ]
     revoked = tenant.admin.delete(f"/v1/feeds/{room_feed.json()['id']}")
     assert revoked.status_code == 204
     assert tenant.admin.client.get(httpx.URL(room_feed.json()["url"]).path).status_code == 404

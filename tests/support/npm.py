@@ -1,5 +1,6 @@
 """Node tools from npm for the tests that check what JavaScript clients make of the API
-(tests/api/test_generated_typescript.py): installed once into a cache directory the runs
+(tests/api/test_generated_typescript.py) and of a free/busy feed (ical.js in
+tests/feeds/test_freebusy_icaljs.py): installed once into a cache directory the runs
 share, `~/.cache/reservations-tests/npm/` (or under $XDG_CACHE_HOME), with the major versions
 pinned in PACKAGES and the exact ones kept in that directory's package-lock.json.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 # Each tool's major version; an upgrade is a change here, reviewed like any other.
-PACKAGES = {"openapi-typescript": "7", "typescript": "5"}
+PACKAGES = {"openapi-typescript": "7", "typescript": "5", "ical.js": "2"}
 NODE_AT_LEAST = (18, 17)  # @redocly/openapi-core, which openapi-typescript 7 validates with
 
 

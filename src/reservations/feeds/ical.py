@@ -21,11 +21,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from icalendar import Timezone
 
 from reservations.feeds.repository import FeedEventRow
+
+if TYPE_CHECKING:
+    from reservations.feeds.busy import ResourceBusy
 
 PRODID = "-//reservations//Reservations API//EN"
 UID_DOMAIN = "reservations"
@@ -116,10 +120,7 @@ def _event(row: FeedEventRow, *, personal: bool) -> Iterable[str]:
     yield "END:VEVENT"
 
 
-def render(*, name: str, zone: str | None, rows: Sequence[FeedEventRow], personal: bool) -> bytes:
-    """The feed. `zone`: the calendar's own zone (a resource's), if it has one. `personal`:
-    a feed of one key's reservations, which may show their customer; a resource's feed
-    shows when it is taken, never by whom."""
+def _head(name: str, zone: str | None) -> list[str]:
     head = [
         "BEGIN:VCALENDAR",
         "VERSION:2.0",
@@ -131,7 +132,14 @@ def render(*, name: str, zone: str | None, rows: Sequence[FeedEventRow], persona
     if zone is not None:
         head.append(f"X-WR-TIMEZONE:{zone}")
     head += [f"REFRESH-INTERVAL;VALUE=DURATION:{REFRESH}", f"X-PUBLISHED-TTL:{REFRESH}"]
-    out = [fold(line) for line in head]
+    return head
+
+
+def render(*, name: str, zone: str | None, rows: Sequence[FeedEventRow], personal: bool) -> bytes:
+    """The feed. `zone`: the calendar's own zone (a resource's), if it has one. `personal`:
+    a feed of one key's reservations, which may show their customer; a resource's feed
+    shows when it is taken, never by whom."""
+    out = [fold(line) for line in _head(name, zone)]
     zones = sorted({r.timezone for r in rows} - _UTC_ZONES)
     if zones:
         first = min(r.start_at for r in rows).year - 1
@@ -139,5 +147,32 @@ def render(*, name: str, zone: str | None, rows: Sequence[FeedEventRow], persona
         out += [vtimezone(z, first, last) for z in zones]
     for row in rows:
         out += [fold(line) for line in _event(row, personal=personal)]
+    out.append(fold("END:VCALENDAR"))
+    return b"".join(out)
+
+
+def _vfreebusy(item: ResourceBusy, stamp: datetime) -> Iterable[str]:
+    yield "BEGIN:VFREEBUSY"
+    yield f"UID:freebusy-{item.id}@{UID_DOMAIN}"
+    yield f"DTSTAMP:{_utc(stamp)}"
+    yield f"DTSTART:{_utc(item.start)}"
+    yield f"DTEND:{_utc(item.end)}"
+    yield f"COMMENT:{text(item.name)}"
+    for p in item.periods:
+        yield f"FREEBUSY;FBTYPE={p.type.value}:{_utc(p.start)}/{_utc(p.end)}"
+    yield "END:VFREEBUSY"
+
+
+def render_freebusy(
+    *, name: str, zone: str | None, stamp: datetime, items: Sequence[ResourceBusy]
+) -> bytes:
+    """A free/busy feed: one VFREEBUSY per resource (RFC 5545 3.6.4, published busy time),
+    UID `freebusy-<resource id>@reservations`, DTSTAMP the step it was computed for,
+    DTSTART/DTEND what it describes, COMMENT the resource's name, and one FREEBUSY line per
+    busy period (FBTYPE BUSY or BUSY-UNAVAILABLE), in UTC as RFC 5545 requires, in order.
+    Time not in a period is free. Nothing about who booked."""
+    out = [fold(line) for line in _head(name, zone)]
+    for item in items:
+        out += [fold(line) for line in _vfreebusy(item, stamp)]
     out.append(fold("END:VCALENDAR"))
     return b"".join(out)

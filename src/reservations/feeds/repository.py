@@ -21,6 +21,8 @@ class FeedRow:
     tenant_id: UUID
     resource_id: UUID | None
     api_key_id: UUID | None
+    tag: str | None
+    content: str  # events or freebusy
     label: str
     created_at: datetime
     revoked_at: datetime | None
@@ -56,7 +58,8 @@ class FeedEventRow:
 # What every read of a feed returns: the row, its resource's name and zone or its key's
 # prefix (never the secret hash, except for the token check).
 _FEED = (
-    "f.id, f.tenant_id, f.resource_id, f.api_key_id, f.label, f.created_at, f.revoked_at,"
+    "f.id, f.tenant_id, f.resource_id, f.api_key_id, f.tag, f.content, f.label, f.created_at,"
+    " f.revoked_at,"
     " r.name AS resource_name, r.timezone AS resource_timezone, k.prefix AS api_key_prefix"
 )
 _JOINS = (
@@ -109,6 +112,8 @@ async def insert(
     tenant_id: UUID,
     resource_id: UUID | None,
     api_key_id: UUID | None,
+    tag: str | None,
+    content: str,
     prefix: str,
     secret_hash: bytes,
     label: str,
@@ -116,9 +121,22 @@ async def insert(
     now: datetime,
 ) -> FeedRow:
     await conn.execute(
-        "INSERT INTO feed (id, tenant_id, resource_id, api_key_id, prefix, secret_hash, label,"
-        " created_by, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (feed_id, tenant_id, resource_id, api_key_id, prefix, secret_hash, label, created_by, now),
+        "INSERT INTO feed (id, tenant_id, resource_id, api_key_id, tag, content, prefix,"
+        " secret_hash, label, created_by, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            feed_id,
+            tenant_id,
+            resource_id,
+            api_key_id,
+            tag,
+            content,
+            prefix,
+            secret_hash,
+            label,
+            created_by,
+            now,
+        ),
     )
     row = await get(conn, tenant_id=tenant_id, feed_id=feed_id)
     assert row is not None

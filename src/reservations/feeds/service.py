@@ -12,9 +12,18 @@ from uuid import UUID
 
 from reservations.context import Context
 from reservations.errors import NotFound
-from reservations.feeds import ical, repository, tokens
-from reservations.feeds.repository import FeedEventRow, FeedRow
-from reservations.feeds.schemas import FeedCreate, FeedCreated, FeedPage, FeedRead
+from reservations.feeds import busy, ical, repository, tokens
+from reservations.feeds.freebusy import FbType
+from reservations.feeds.repository import FeedEventRow, FeedRow, FeedSecretRow
+from reservations.feeds.schemas import (
+    BusyPeriod,
+    FeedCreate,
+    FeedCreated,
+    FeedPage,
+    FeedRead,
+    FreeBusyRead,
+    ResourceFreeBusy,
+)
 from reservations.kit.db import Conn, Database
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import uuid7, uuid7_beside
@@ -31,9 +40,11 @@ MAX_EVENTS = 5000
 def _read(row: FeedRow) -> FeedRead:
     return FeedRead(
         id=row.id,
-        kind="resource" if row.resource_id is not None else "booker",
+        kind="resource" if row.resource_id else "booker" if row.api_key_id else "tag",
+        content="freebusy" if row.content == "freebusy" else "events",
         resource_id=row.resource_id,
         api_key_prefix=row.api_key_prefix,
+        tag=row.tag,
         label=row.label,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
@@ -48,7 +59,7 @@ async def create(
     new = tokens.generate()
     now = svc.clock.now()
     # A resource's feed lives with the resource (on its shard cluster); a key's feed in the
-    # catalog, with the key.
+    # catalog, with the key, and a tag's there too (its resources may be on every cluster).
     feed_id = uuid7() if body.resource_id is None else uuid7_beside(body.resource_id)
     if body.resource_id is not None:
         svc = svc.at(body.resource_id, caller)
@@ -62,8 +73,7 @@ async def create(
             )
             if found is None:
                 raise NotFound(f"No resource {body.resource_id} in your tenant.")
-        else:
-            assert body.api_key_prefix is not None
+        elif body.api_key_prefix is not None:
             api_key_id = await repository.key_by_prefix(
                 conn, tenant_id=caller.tenant_id, prefix=body.api_key_prefix
             )
@@ -75,16 +85,20 @@ async def create(
             tenant_id=caller.tenant_id,
             resource_id=body.resource_id,
             api_key_id=api_key_id,
+            tag=body.tag,
+            content=body.content,
             prefix=new.prefix,
             secret_hash=new.secret_hash,
             label=body.label,
             created_by=caller.api_key_id,
             now=now,
         )
+        at = f"{base_url.rstrip('/')}/feeds/{new.token}"
         created = FeedCreated(
             **_read(row).model_dump(),
             token=new.token,
-            url=f"{base_url.rstrip('/')}/feeds/{new.token}.ics",
+            url=f"{at}.ics",
+            json_url=f"{at}.json" if body.content == "freebusy" else None,
         )
         reply = Reply(status=201, body=created.model_dump_json(), secret=new.token)
         await record(idem, conn, reply, now=now)
@@ -131,7 +145,8 @@ def no_feed() -> NotFound:
     return NotFound("No calendar feed at this address (the link may have been revoked).")
 
 
-async def calendar(svc: Context, token: str) -> Calendar:
+async def _live(svc: Context, token: str) -> FeedSecretRow:
+    """The live feed this token opens, or the one 404."""
     parsed = tokens.parse(token)
     if parsed is None:
         raise no_feed()
@@ -149,6 +164,17 @@ async def calendar(svc: Context, token: str) -> Calendar:
         or feed.revoked_at is not None
     ):
         raise no_feed()
+    return feed
+
+
+def _etag(body: bytes) -> str:
+    return f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+
+
+async def calendar(svc: Context, token: str) -> Calendar:
+    feed = await _live(svc, token)
+    if feed.content == "freebusy":
+        return await _freebusy_calendar(svc, feed)
     now = svc.clock.now()
 
     def query(conn: Conn) -> Awaitable[list[FeedEventRow]]:
@@ -183,7 +209,67 @@ async def calendar(svc: Context, token: str) -> Calendar:
         rows=rows,
         personal=personal,
     )
-    return Calendar(body=body, etag=f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+    return Calendar(body=body, etag=_etag(body))
+
+
+async def _freebusy(svc: Context, feed: FeedRow) -> busy.FreeBusy:
+    return await busy.read(
+        svc, tenant_id=feed.tenant_id, resource_id=feed.resource_id, tag=feed.tag
+    )
+
+
+def _freebusy_name(feed: FeedRow) -> str:
+    if feed.label:
+        return feed.label
+    if feed.tag is not None:
+        return f"Free/busy: {feed.tag}"
+    return f"Free/busy: {feed.resource_name or ''}"
+
+
+async def _freebusy_calendar(svc: Context, feed: FeedRow) -> Calendar:
+    fb = await _freebusy(svc, feed)
+    body = await asyncio.to_thread(
+        ical.render_freebusy,
+        name=_freebusy_name(feed),
+        zone=feed.resource_timezone,
+        stamp=fb.moment.floor,
+        items=fb.resources,
+    )
+    return Calendar(body=body, etag=_etag(body))
+
+
+async def freebusy_json(svc: Context, token: str) -> Calendar:
+    """A free/busy feed's periods as JSON (FreeBusyRead); an events feed has none (404)."""
+    feed = await _live(svc, token)
+    if feed.content != "freebusy":
+        raise no_feed()
+    fb = await _freebusy(svc, feed)
+    read = FreeBusyRead(
+        computed_at=fb.moment.floor,
+        from_=fb.start,
+        to=fb.end,
+        complete=fb.complete,
+        resources=[
+            ResourceFreeBusy(
+                resource_id=r.id,
+                name=r.name,
+                timezone=r.timezone,
+                from_=r.start,
+                to=r.end,
+                busy=[
+                    BusyPeriod(
+                        start=p.start,
+                        end=p.end,
+                        type="busy" if p.type is FbType.busy else "busy-unavailable",
+                    )
+                    for p in r.periods
+                ],
+            )
+            for r in fb.resources
+        ],
+    )
+    body = read.model_dump_json(by_alias=True).encode()
+    return Calendar(body=body, etag=_etag(body))
 
 
 def _homes(svc: Context, *, first: UUID | None = None) -> list[Database]:
