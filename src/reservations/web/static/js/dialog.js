@@ -12,6 +12,7 @@ export class BookingDialog {
     this.current = null;
     const act = (id, fn) => $(id).addEventListener("click", () => this.run(fn));
     act("dialog-confirm", (res) => ctl.confirm(res));
+    act("dialog-extend", (res) => ctl.extend(res));
     act("dialog-approve", (res) => ctl.approve(res));
     act("dialog-decline", (res) => ctl.decline(res));
     act("dialog-cancel", (res) => ctl.cancel(res));
@@ -51,6 +52,7 @@ export class BookingDialog {
     $("dialog-start").value = formatTime(zone, res.startMs);
     $("dialog-end").value = formatTime(zone, res.endMs);
     $("dialog-confirm").hidden = res.status !== "held";
+    $("dialog-extend").hidden = res.status !== "held" || Date.parse(res.expires_at) <= Date.now();
     $("dialog-approve").hidden = res.status !== "pending";
     $("dialog-decline").hidden = res.status !== "pending";
     this.problem(null);
