@@ -40,6 +40,8 @@ from reservations.tenancy.service import Principal, Role
 # resources are searched, and at most how many grid starts that may be.
 HORIZON = timedelta(days=14)
 MAX_STARTS = 2_000
+# How far the first pass after the refused start goes (the rest only when it finds too few).
+FIRST_REACH = timedelta(days=1)
 # Other resources considered for one refused resource (the first by id with its tags).
 MAX_OTHERS = 20
 
@@ -358,8 +360,13 @@ async def _same_resources(
                     break
         return kept
 
-    found = admitted(_starts(svc, wanted, facts, *after))
-    searched = after
+    # A day first: most refusals find their starts there, at a fraction of the walk.
+    found: list[datetime] = []
+    for reach_now in sorted({min(FIRST_REACH, reach), reach}):
+        searched = (after[0], after[0] + reach_now)
+        found = admitted(_starts(svc, wanted, facts, *searched))
+        if len(found) >= LIMIT:
+            break
     if not found and before[0] < before[1]:
         found = admitted(list(reversed(_starts(svc, wanted, facts, *before))))
         searched = (before[0], after[1])
