@@ -150,7 +150,8 @@ class BookingRuleViolated(DomainError):
         "past or before the history horizon. `reason` names the first rule, `violations` each."
     )
     fix = (
-        "Choose a range the resource offers: GET /v1/resources/{id}/availability lists bookable"
+        "Choose a range the resource offers: the refusal's `alternatives` list some that were"
+        " bookable when it was answered; GET /v1/resources/{id}/availability lists bookable"
         " slots, and with `explain=true` why the rest are not."
     )
     reopens_key = True
@@ -174,8 +175,9 @@ class ReservationConflict(DomainError):
     )
     fix = (
         "Choose another range (ranges are half-open: a booking may start when another ends) or "
-        "a smaller quantity; availability lists what is free. The database decided this: "
-        "retrying the same request will not succeed while they stand."
+        "a smaller quantity: the refusal's `alternatives` list free ones, availability the rest."
+        " The database decided this: retrying the same request will not succeed while they"
+        " stand."
     )
     reopens_key = True
 
