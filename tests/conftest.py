@@ -114,9 +114,9 @@ def app_client(settings: Settings) -> Iterator[TestClient]:
 def clock(app_client: TestClient) -> Iterator[Clock]:
     """The app's clock, back at real time for every test."""
     clock: Clock = app_client.app.state.services.clock  # type: ignore[attr-defined]
-    clock.offset = type(clock.offset)(0)
+    clock.reset()
     yield clock
-    clock.offset = type(clock.offset)(0)
+    clock.reset()
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from reservations.kit.openapi import (
 )
 from reservations.kit.ratelimit import RateLimitHeadersMiddleware
 from reservations.ops.endpoints import router as ops_router
+from reservations.reports.endpoints import router as reports_router
 from reservations.reservations.endpoints import router as reservations_router
 from reservations.resources.endpoints import router as resources_router
 from reservations.sharding.router import NOT_HERE
@@ -130,6 +131,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(feeds_router)
     app.include_router(public_feeds_router)
     app.include_router(audit_router)
+    app.include_router(reports_router)
     app.include_router(ops_router)
 
 

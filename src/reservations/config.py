@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # The longest a hold may live, from its creation to its expiry, however often it is
     # extended (POST .../extend): extensions cannot keep a range held for ever.
     hold_max_life_seconds: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    # `hold.expiring` goes out this long before a hold lapses (0: never).
+    hold_expiring_seconds: int = Field(default=120, ge=0, le=86_400)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60)
 

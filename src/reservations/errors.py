@@ -192,10 +192,10 @@ class HoldExpired(DomainError):
 
 
 class ReservationNotLive(DomainError):
-    status, slug, title = 409, "reservation-not-live", "The reservation is cancelled or expired"
+    status, slug, title = 409, "reservation-not-live", "The reservation is no longer live"
     about = (
-        "The reservation is cancelled, declined or expired: it can no longer be changed or "
-        "confirmed."
+        "The reservation is cancelled, declined, expired or a released no-show: it can no"
+        " longer be changed or confirmed."
     )
     fix = "Make a new reservation."
 
@@ -223,6 +223,20 @@ class ApprovalRequired(DomainError):
     fix = (
         "Wait for an admin to approve or decline it (POST /v1/reservations/{id}/approve or "
         "/decline), or ask one to."
+    )
+
+
+class CheckInRefused(DomainError):
+    status, slug = 409, "check-in-refused"
+    title = "The reservation cannot be checked in now"
+    about = (
+        "Check-in is open for a confirmed reservation from the policy's `check_in.opens_before`"
+        " before its start until its end, or until `check_in.release_after` past its start"
+        " when the resource releases no-shows."
+    )
+    fix = (
+        "Check in within the window the message gives; a hold must be confirmed first. After"
+        " the window a released reservation is `no_show`: book the time again if it is free."
     )
 
 

@@ -23,7 +23,8 @@ from reservations.audit import tasks as audit
 from reservations.context import Context
 from reservations.history import tasks as history
 from reservations.kit.idempotency import purge_expired
-from reservations.reservations.tasks import repair_map_changes, sweep_expired
+from reservations.reminders.tasks import purge_reminders, send_reminders
+from reservations.reservations.tasks import repair_map_changes, sweep_expired, sweep_no_shows
 from reservations.sharding import twophase
 from reservations.waitlist.tasks import promote_all
 from reservations.webhooks import copies, dispatcher, fanout
@@ -97,9 +98,12 @@ async def _sweep_forever(svc: Context) -> None:
 
 async def _sweep_once(svc: Context, rounds: int, *, archive: bool) -> None:
     await sweep_expired(svc)
+    await sweep_no_shows(svc)
+    await send_reminders(svc)
     await audit.seal(svc.db)
     if rounds % 60 == 0:
         await purge_idempotency(svc)
+        await purge_reminders(svc)
     if rounds % 5 == 0:
         await promote_all(svc)
     if archive:

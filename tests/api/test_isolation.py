@@ -296,6 +296,11 @@ MATRIX_ROUTES: list[tuple[Route, dict[str, int]]] = [
         {"admin": 200, "booker": 200, "viewer": 403, "other_booker": 404},
     ),
     (
+        # The victim's reservation is a hold in 2031: reached, and refused as one (409).
+        Route("check-in-reservation", "POST", "/v1/reservations/{bid}/check-in", write=True),
+        {"admin": 409, "booker": 409, "viewer": 403, "other_booker": 404},
+    ),
+    (
         Route("cancel-reservation", "POST", "/v1/reservations/{bid}/cancel", write=True),
         {"admin": 200, "booker": 200, "viewer": 403, "other_booker": 404},
     ),
@@ -356,7 +361,7 @@ def test_role_matrix(own: World, route: Route, role: str, expected: int) -> None
     r = _send(api, route, {"rid": own.rid, "bid": own.bid})
 
     if expected >= 400:
-        slug = {403: "forbidden", 404: "not-found"}[expected]
+        slug = {403: "forbidden", 404: "not-found", 409: "check-in-refused"}[expected]
         assert_problem(r, expected, slug)
         assert own.snapshot() == before
         return

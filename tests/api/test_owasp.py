@@ -247,6 +247,7 @@ RESERVATION_ROUTES = [
     ),
     IdRoute("confirm-reservation", "POST", "/v1/reservations/{res}/confirm"),
     IdRoute("extend-reservation", "POST", "/v1/reservations/{res}/extend", {"hold_seconds": 7200}),
+    IdRoute("check-in-reservation", "POST", "/v1/reservations/{res}/check-in"),
     IdRoute("cancel-reservation", "POST", "/v1/reservations/{res}/cancel"),
 ]
 # Admin functions on a reservation: the victim's is pending, so one that crossed would

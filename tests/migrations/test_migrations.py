@@ -278,3 +278,128 @@ def test_0012_events_carry_the_ranges_the_map_repair_reads(url_at_0002: str) -> 
         row = conn.execute("SELECT type FROM event ORDER BY id DESC LIMIT 1").fetchone()
         assert row == ("reservation.created",)
     migrate.upgrade(url_at_0002)
+
+
+def test_0013_check_in_and_no_shows(url_at_0002: str) -> None:
+    """The check-in column reads through `reservation_all`, a check-in is its own event with
+    `checked_in_at` in the data, `no_show` is a status the constraint takes (and frees the
+    range); downgraded, no-shows read as cancelled and the column is gone."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0013")
+    far = T0 + timedelta(hours=4000)
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far, "confirmed")
+        conn.execute(
+            "UPDATE reservation SET checked_in_at = %s, version = version + 1 WHERE start_at = %s",
+            (far, far),
+        )
+        kind, data = conn.execute(
+            "SELECT type, data->>'checked_in_at' FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone() or (None, None)
+        assert kind == "reservation.checked_in"
+        assert data is not None
+        assert conn.execute(
+            "SELECT checked_in_at FROM reservation_all WHERE start_at = %s", (far,)
+        ).fetchone() == (far,)
+        conn.execute(
+            "UPDATE reservation SET status = 'no_show', version = version + 1 WHERE start_at = %s",
+            (far,),
+        )
+        assert conn.execute("SELECT type FROM event ORDER BY id DESC LIMIT 1").fetchone() == (
+            "reservation.no_show",
+        )
+        _insert(conn, ids, ids["room"], far, "confirmed")  # the range is free again
+        with pytest.raises(pg_errors.CheckViolation):
+            conn.execute("UPDATE reservation SET status = 'gone' WHERE start_at = %s", (far,))
+    migrate.downgrade(url_at_0002, "0012")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        statuses = conn.execute(
+            "SELECT status FROM reservation WHERE start_at = %s ORDER BY status", (far,)
+        ).fetchall()
+        assert statuses == [("cancelled",), ("confirmed",)]
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'checked_in_at'"
+        ).fetchone() == (0,)
+    migrate.upgrade(url_at_0002)
+
+
+def test_0014_reminders_are_recorded_once(url_at_0002: str) -> None:
+    """A reminder is one row per reservation, kind and instant (a second insert is a no-op);
+    and back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0014")
+    insert = (
+        "INSERT INTO reminder_sent (reservation_id, resource_id, kind, at, sent_at)"
+        " VALUES (%s, %s, 'PT1H', %s, now()) ON CONFLICT DO NOTHING"
+    )
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        one = uuid.uuid4()
+        assert conn.execute(insert, (one, ids["room"], T0)).rowcount == 1
+        assert conn.execute(insert, (one, ids["room"], T0)).rowcount == 0
+        assert conn.execute(insert, (one, ids["room"], T0 + timedelta(hours=1))).rowcount == 1
+    migrate.downgrade(url_at_0002, "0013")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('reminder_sent')").fetchone() == (None,)
+    migrate.upgrade(url_at_0002)
+
+
+def test_0015_flags_a_reservation_with_its_event_and_a_move_clears_it(url_at_0002: str) -> None:
+    """Setting a flag writes `reservation.flagged` (its `data` says why; other events' `data`
+    has no `flagged`), setting the same violations again writes nothing, a move clears the
+    flag (a rescheduled event), the view and the history carry the columns. And back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0015")
+    far = T0 + timedelta(hours=4000)
+    why = '[{"reason": "in-blackout", "detail": "the resource is blacked out"}]'
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far, "confirmed")
+        assert conn.execute(
+            "SELECT data ? 'flagged' FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone() == (False,)
+        flag = (
+            "UPDATE reservation SET flagged_at = now(), flagged_violations = %s::jsonb,"
+            " version = version + 1 WHERE start_at = %s"
+        )
+        conn.execute(flag, (why, far))
+        kind, data = conn.execute(
+            "SELECT type, data FROM event ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        assert kind == "reservation.flagged"
+        assert data["flagged"]["violations"][0]["reason"] == "in-blackout"
+        events = conn.execute("SELECT count(*) FROM event").fetchone()
+        conn.execute(flag, (why, far))  # the same violations: no second event
+        assert conn.execute("SELECT count(*) FROM event").fetchone() == events
+        flagged = conn.execute(
+            "SELECT count(*) FROM reservation_all WHERE flagged_at IS NOT NULL"
+        ).fetchone()
+        assert flagged == (1,)
+        moved = far + timedelta(hours=5)
+        conn.execute(
+            "UPDATE reservation SET start_at = %(s)s, end_at = %(e)s,"
+            " during = tstzrange(%(s)s, %(e)s + interval '15 minutes'),"
+            " version = version + 1 WHERE start_at = %(was)s",
+            {"s": moved, "e": moved + timedelta(hours=1), "was": far},
+        )
+        row = conn.execute(
+            "SELECT flagged_at, flagged_violations FROM reservation WHERE start_at = %s", (moved,)
+        ).fetchone()
+        assert row == (None, None)
+        assert _last_event(conn)[0] == "reservation.rescheduled"
+        history = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name ="
+            " 'reservation_history' AND column_name LIKE 'flagged%%'"
+        ).fetchone()
+        assert history == (2,)
+
+    migrate.downgrade(url_at_0002, "0014")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        _insert(conn, ids, ids["room"], far + timedelta(hours=20), "confirmed")
+        assert _last_event(conn)[0] == "reservation.created"
+        gone = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE column_name LIKE 'flagged%%'"
+        ).fetchone()
+        assert gone == (0,)
+    migrate.upgrade(url_at_0002)

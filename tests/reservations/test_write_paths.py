@@ -89,11 +89,16 @@ WRITE_ROUTES = {
     "POST /v1/reservations/{reservation_id}/cancel": "frees a range; the promotion it starts: "
     "test_promotion_asks_the_rules_of_now",
     "POST /v1/reservations/{reservation_id}/decline": "frees a range; promotion as for cancel",
+    "POST /v1/reservations/{reservation_id}/check-in": "marks a confirmed row checked in; its "
+    "range, terms and status stay (tests/reservations/test_check_in.py)",
     "POST /v1/bookings/{booking_id}/cancel": "frees ranges; promotion as for cancel",
     "DELETE /v1/waitlist/{entry_id}": "leaves the queue; no reservation",
     "POST /v1/resources": "makes a resource, no reservation",
     "PATCH /v1/resources/{resource_id}": "policy and capacity: binds later writes (capacity "
-    "below what is booked is refused, tests/reservations/test_capacity.py)",
+    "below what is booked is refused, tests/reservations/test_capacity.py); its "
+    "affected=flag|cancel makes no row live: a flag changes no status or range, a cancel "
+    "goes through the cancel of a reservation (status.cancel_locked) and its promotion, "
+    "as for cancel (tests/resources/test_policy_changes.py)",
     "DELETE /v1/resources/{resource_id}": "archives; refused while future reservations live",
     "POST /v1/availability/search": "a read (free-slot search)",
     "POST /v1/webhooks": "no reservation",

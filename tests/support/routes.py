@@ -76,5 +76,6 @@ ID_ROUTES = [
         {"hold_seconds": 7200},
         write=True,
     ),
+    Route("check-in-reservation", "POST", "/v1/reservations/{bid}/check-in", write=True),
     Route("cancel-reservation", "POST", "/v1/reservations/{bid}/cancel", write=True),
 ]

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import psycopg
 import pytest
 
 from reservations.config import Settings
@@ -559,6 +560,51 @@ def test_sign_out_forgets_the_key(browsing: Browsing, client: Client) -> None:
     page.wait_for_function("() => document.querySelector('#sign-in-error').textContent.length > 0")
     assert "refused" in page.locator("#sign-in-error").inner_text()
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_check_in_from_the_dialog_and_a_no_show_drawn_as_released(
+    browsing: Browsing, client: Client
+) -> None:
+    """Today, on a resource that releases no-shows: one reservation began 30 minutes ago and
+    nobody checked in (released), the next one is checked in from its dialog."""
+    page = browsing.page
+    desk = client.resource(
+        name="Desk", policy={"check_in": {"opens_before": "PT1H", "release_after": "PT10M"}}
+    )
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    iso = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
+    gone = client.book(
+        desk["id"],
+        iso(now - timedelta(minutes=30)),
+        iso(now + timedelta(minutes=20)),
+        override_rules=True,
+    )
+    here = client.book(
+        desk["id"], iso(now + timedelta(minutes=30)), iso(now + timedelta(minutes=90))
+    )
+    # What the worker's sweeper does (tests/reservations/test_check_in.py); this server runs
+    # no worker.
+    with psycopg.connect(client.server.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE reservation SET status = 'no_show', version = version + 1 WHERE id = %s",
+            (gone["id"],),
+        )
+    sign_in(page, client, day=(now + timedelta(minutes=30)).date())
+    released = row(page, desk).locator(f'.booking[data-id="{gone["id"]}"]')
+    if (now - timedelta(minutes=30)).date() == (now + timedelta(minutes=30)).date():
+        assert "No-show" in (released.get_attribute("aria-label") or "")
+        assert "no_show" in (released.get_attribute("class") or "")
+    row(page, desk).locator(f'.booking[data-id="{here["id"]}"]').click()
+    dialog = page.locator("#booking-dialog")
+    dialog.wait_for()
+    page.click("#dialog-check-in")
+    dialog.wait_for(state="hidden")
+    assert "Checked in" in page.locator("#notice").inner_text()
+    checked = {r["id"]: r for r in client.reservations(desk["id"])}[here["id"]]
+    assert checked["checked_in_at"] is not None
+    label = row(page, desk).locator(f'.booking[data-id="{here["id"]}"]')
+    label.wait_for()
+    assert "checked in" in (label.get_attribute("aria-label") or "")
 
 
 # --- alternatives on a refusal, extending a hold (issue 19) -----------------------------------

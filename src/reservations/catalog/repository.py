@@ -166,3 +166,21 @@ async def archive(conn: Conn, *, tenant_id: UUID, resource_id: UUID, now: dateti
         " WHERE id = %s AND tenant_id = %s AND archived_at IS NULL RETURNING version",
         (now, now, resource_id, tenant_id),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceLabel:
+    """What an export prints beside a reservation: archived resources included."""
+
+    id: UUID
+    name: str
+    timezone: str
+
+
+async def labels(conn: Conn, *, tenant_id: UUID, resource_ids: list[UUID]) -> list[ResourceLabel]:
+    return await fetch_all(
+        conn,
+        ResourceLabel,
+        "SELECT id, name, timezone FROM resource WHERE id = ANY(%s) AND tenant_id = %s",
+        (resource_ids, tenant_id),
+    )

@@ -19,7 +19,7 @@ PARTITION_LOCK = (20261125, 2)
 _COLUMNS = (
     "id, tenant_id, resource_id, booking_id, start_at, end_at, during, status, quantity,"
     " expires_at, customer, metadata, version, created_by, created_at, updated_at, pooled,"
-    " needs_approval"
+    " needs_approval, checked_in_at, flagged_at, flagged_violations"
 )
 
 

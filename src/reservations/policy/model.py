@@ -142,6 +142,42 @@ class BookerLimit(BaseModel):
     per: Literal["api_key", "customer"] = "api_key"
 
 
+MAX_CHECK_IN = timedelta(days=1)
+MAX_REMINDERS = 5
+MAX_REMINDER = timedelta(days=7)
+
+
+class CheckIn(BaseModel):
+    """When a booker may check in (POST /v1/reservations/{id}/check-in), and when a confirmed
+    reservation nobody checked in to is released as a no-show."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opens_before: Duration = Field(
+        default=timedelta(minutes=15),
+        description="Check-in opens this long before the start (PT0S to P1D).",
+    )
+    release_after: Duration | None = Field(
+        default=None,
+        description="A confirmed reservation not checked in this long after its start becomes "
+        "`no_show` and the rest of its range is free again (PT1M to P1D). Omit to never release.",
+    )
+
+    @field_validator("opens_before")
+    @classmethod
+    def _opens(cls, value: timedelta) -> timedelta:
+        if value > MAX_CHECK_IN:
+            raise ValueError("must be at most one day (P1D)")
+        return value
+
+    @field_validator("release_after")
+    @classmethod
+    def _release(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(minutes=1) <= value <= MAX_CHECK_IN:
+            raise ValueError("must be between PT1M and P1D")
+        return value
+
+
 class Policy(BaseModel):
     """Every field is optional; an empty policy books around the clock with no limits."""
 
@@ -181,6 +217,17 @@ class Policy(BaseModel):
         default=timedelta(days=1),
         description="How long a pending booking keeps its range before it expires.",
     )
+    reminders: list[Duration] = Field(
+        default_factory=list,
+        max_length=MAX_REMINDERS,
+        description="`reservation.reminder` events this long before each confirmed "
+        "reservation's start (e.g. P1D and PT1H; PT1M to P7D, at most five, each once).",
+    )
+    check_in: CheckIn | None = Field(
+        default=None,
+        description="Check-in and no-show release. Without it, check-in opens 15 minutes "
+        "before the start and nothing is released.",
+    )
 
     @field_validator("approval_window")
     @classmethod
@@ -188,6 +235,16 @@ class Policy(BaseModel):
         if not timedelta(minutes=1) <= value <= timedelta(days=7):
             raise ValueError("must be between PT1M and P7D")
         return value
+
+    @field_validator("reminders")
+    @classmethod
+    def _reminders(cls, value: list[timedelta]) -> list[timedelta]:
+        for lead in value:
+            if not timedelta(minutes=1) <= lead <= MAX_REMINDER:
+                raise ValueError("each must be between PT1M and P7D")
+        if len(set(value)) != len(value):
+            raise ValueError("each lead time may appear once")
+        return sorted(value, reverse=True)
 
     @field_validator("buffer_before", "buffer_after")
     @classmethod

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
-from reservations.reservations import refused, service, status
+from reservations.reservations import export, refused, service, status
 from reservations.reservations.schemas import (
     HoldExtend,
     ReservationCreate,
@@ -68,8 +69,22 @@ async def create_reservation(
     return send(await service.create(svc, caller, body, idem))
 
 
-@router.get("", response_model=ReservationPage, responses=problems(401, 422))
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "id,resource_id,resource_name,status,start_utc,end_utc,timezone,...",
+            }
+        },
+        "description": "JSON by default; CSV (RFC 4180, UTF-8) with `Accept: text/csv`.",
+    }
+}
+
+
+@router.get("", response_model=ReservationPage, responses={**_CSV, **problems(401, 422)})
 async def list_reservations(
+    request: Request,
     caller: Caller,
     svc: Svc,
     resource_id: UUID | None = None,
@@ -80,22 +95,37 @@ async def list_reservations(
     to: Annotated[Timestamp | None, Query(description="Overlap window end (RFC 3339).")] = None,
     status: Annotated[list[Status], Query(description="Any of these statuses.")] = [],  # noqa: B006
     customer: CustomerRef | None = None,
+    flagged: Annotated[
+        bool | None,
+        Query(
+            description="true: only reservations a policy change flagged (`flagged` set); "
+            "false: only unflagged ones."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    """Reservations ordered by start, then id; bookers see only their own."""
-    page = await service.list_page(
-        svc,
-        caller,
-        resource_id=resource_id,
-        booking_id=booking_id,
-        window_from=from_,
-        window_to=to,
-        statuses=status,
-        customer=customer,
-        limit=limit,
-        cursor=cursor,
-    )
+    """Reservations ordered by start, then id; bookers see only their own. With
+    `Accept: text/csv`: every matching reservation from `cursor` on (`limit` is ignored),
+    streamed as CSV with UTC and local times and the resource's name and zone."""
+    filters: export.Filters = {
+        "resource_id": resource_id,
+        "booking_id": booking_id,
+        "window_from": from_,
+        "window_to": to,
+        "statuses": status,
+        "customer": customer,
+        "flagged": flagged,
+    }
+    as_csv = export.wants_csv(request.headers.get("accept"))
+    size = export.PAGE if as_csv else limit
+    page = await service.list_page(svc, caller, **filters, limit=size, cursor=cursor)
+    if as_csv:
+        return StreamingResponse(
+            export.csv_stream(svc, caller, page, filters),
+            media_type="text/csv; charset=utf-8; header=present",
+            headers={"Content-Disposition": 'attachment; filename="reservations.csv"'},
+        )
     return Response(page.model_dump_json(), media_type="application/json")
 
 
@@ -178,6 +208,28 @@ async def extend_reservation(
     confirmed or pending, `reservation-not-live` when cancelled."""
     idem = idempotency(request, caller, key, body.model_dump(mode="json"))
     return send(await status.extend(svc, caller, reservation_id, body.hold_seconds, version, idem))
+
+
+@router.post(
+    "/{reservation_id}/check-in",
+    response_model=ReservationRead,
+    responses=problems(401, 403, 404, 409, 412, 422),
+)
+async def check_in_reservation(
+    request: Request,
+    reservation_id: UUID,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
+    key: IdemKey,
+) -> Response:
+    """Check in to a confirmed reservation: `checked_in_at` is set, and a resource that
+    releases no-shows (policy `check_in.release_after`) keeps it. Open from
+    `check_in.opens_before` (default 15 minutes) before the start until the end, or until
+    `release_after` past the start; 409 `check-in-refused` outside that or for a hold;
+    repeatable."""
+    idem = idempotency(request, caller, key, None)
+    return send(await status.check_in(svc, caller, reservation_id, version, idem))
 
 
 @router.post(

@@ -80,8 +80,8 @@ def live_or_raise(row: ReservationRow, now: datetime, zone: str | None = None) -
         raise HoldExpired(
             f"The hold expired at {describe_instant(expires, zone)}; create a new reservation."
         )
-    if status is Status.cancelled:
-        raise ReservationNotLive("The reservation is cancelled; create a new one.")
+    if status in (Status.cancelled, Status.declined, Status.no_show):
+        raise ReservationNotLive(f"The reservation is {status.value}; create a new one.")
 
 
 async def as_is(conn: Conn, caller: Principal, row: ReservationRow) -> admission.Candidate:

@@ -52,6 +52,9 @@ _COLUMN_NAMES = (
     "updated_at",
     "pooled",
     "needs_approval",
+    "checked_in_at",
+    "flagged_at",
+    "flagged_violations",
 )
 
 
@@ -371,6 +374,7 @@ async def update(
         "end_at",
         "customer",
         "metadata",
+        "checked_in_at",
     ):
         if column in changes:
             sets.append(f"{column} = %({column})s")
@@ -398,6 +402,7 @@ _STATUS_SQL = {
     "confirmed": "status = 'confirmed'",
     "cancelled": "status = 'cancelled'",
     "declined": "status = 'declined'",
+    "no_show": "status = 'no_show'",
     "expired": f"(status = 'expired' OR {STALE_HOLD})",
 }
 
@@ -421,6 +426,7 @@ async def page(
     after: tuple[datetime, UUID] | None,
     limit: int,
     now: datetime,
+    flagged: bool | None = None,
 ) -> list[ReservationRow]:
     """Reservations ordered by (start, id). Only the filters given become SQL, so every
     combination gets a plan that fits it."""
@@ -447,6 +453,8 @@ async def page(
     if customer is not None:
         where.append("customer = %(customer)s")
         params["customer"] = customer
+    if flagged is not None:
+        where.append("flagged_at IS NOT NULL" if flagged else "flagged_at IS NULL")
     if after is not None:
         where.append("(start_at, id) > (%(after_start)s, %(after_id)s)")
         params["after_start"], params["after_id"] = after
@@ -550,6 +558,50 @@ async def cancel_future(conn: Conn, *, resource_id: UUID, now: datetime) -> list
     )
 
 
+async def future_live(
+    conn: Conn, *, resource_id: UUID, now: datetime, until: datetime, limit: int, lock: bool
+) -> list[ReservationRow]:
+    """The resource's live, unexpired reservations starting after `now` and before `until`, in
+    (start, id) order, at most `limit` (a policy change's preview; with `lock`, FOR UPDATE:
+    the change then flags or cancels them)."""
+    return await fetch_all(
+        conn,
+        ReservationRow,
+        f"SELECT {COLUMNS} FROM reservation WHERE resource_id = %(r)s AND {LIVE}"
+        f" AND NOT {STALE_HOLD} AND start_at > %(now)s AND start_at < %(until)s"
+        " ORDER BY start_at, id LIMIT %(limit)s" + (" FOR UPDATE" if lock else ""),
+        {"r": resource_id, "now": now, "until": until, "limit": limit},
+    )
+
+
+async def flag(
+    conn: Conn,
+    *,
+    resource_id: UUID,
+    flags: Sequence[tuple[UUID, list[dict[str, str]]]],
+    now: datetime,
+) -> int:
+    """Flag reservations of the resource (id, violations) the caller holds locked; one
+    already flagged with the same violations is left as it is (no second event). Returns
+    how many changed."""
+    if not flags:
+        return 0
+    cur = await conn.execute(
+        "UPDATE reservation SET flagged_at = %(now)s, flagged_violations = x.violations,"
+        " version = reservation.version + 1, updated_at = %(now)s"
+        " FROM unnest(%(ids)s::uuid[], %(violations)s::jsonb[]) AS x(id, violations)"
+        " WHERE reservation.resource_id = %(r)s AND reservation.id = x.id"
+        " AND reservation.flagged_violations IS DISTINCT FROM x.violations",
+        {
+            "r": resource_id,
+            "now": now,
+            "ids": [f[0] for f in flags],
+            "violations": [Jsonb(f[1]) for f in flags],
+        },
+    )
+    return cur.rowcount
+
+
 async def expire_due(conn: Conn, *, now: datetime, batch: int) -> list[RangeRow]:
     """The sweeper's step: expire up to `batch` holds past their expiry. SKIP LOCKED lets any
     number of workers sweep side by side, and never waits on a row a request is changing.
@@ -609,3 +661,53 @@ async def live_holds(conn: Conn, *, tenant_id: UUID, now: datetime) -> tuple[int
     )
     assert row is not None
     return row.n, row.first
+
+
+# The resources whose policy releases no-shows (index `resource_releases_no_shows`), and how
+# long after a start they do, in seconds (an interval of fixed length: '1 day' in timestamptz
+# arithmetic would follow the session's zone across a DST change).
+_RELEASE_AFTER = (
+    "make_interval(secs => extract(epoch FROM (s.policy #>> '{check_in,release_after}')::interval))"
+)
+# How far back the sweeper looks: a reservation that ended more than this before it ran stays
+# confirmed (docs/api.md, Check-in and no-shows).
+NO_SHOW_LOOKBACK = "interval '1 day'"
+
+
+async def release_no_shows(conn: Conn, *, now: datetime, batch: int) -> list[RangeRow]:
+    """The sweeper's step: up to `batch` confirmed reservations nobody checked in to by
+    `start + release_after` become `no_show`. The candidates are found through the resources
+    that release no-shows (each one scan of its exclusion index), then locked with SKIP LOCKED
+    and checked again under the lock: a check-in that got there first wins."""
+    due = await fetch_all(
+        conn,
+        DueRow,
+        "SELECT r.id, r.resource_id FROM resource s CROSS JOIN LATERAL"
+        " (SELECT id, resource_id FROM reservation r WHERE r.resource_id = s.id"
+        "  AND r.status = 'confirmed' AND r.checked_in_at IS NULL"
+        f"  AND r.during && tstzrange(%(now)s - {NO_SHOW_LOOKBACK} - {_RELEASE_AFTER}, %(now)s)"
+        f"  AND r.start_at <= %(now)s - {_RELEASE_AFTER} OFFSET 0) AS r"
+        " WHERE (s.policy #>> '{check_in,release_after}') IS NOT NULL"
+        " LIMIT %(batch)s",
+        {"now": now, "batch": batch},
+    )
+    if not due:
+        return []
+    locked = await fetch_all(
+        conn,
+        DueRow,
+        "SELECT id, resource_id FROM reservation WHERE id = ANY(%(ids)s)"
+        " AND status = 'confirmed' AND checked_in_at IS NULL ORDER BY id"
+        " FOR UPDATE SKIP LOCKED",
+        {"ids": [r.id for r in due]},
+    )
+    if not locked:
+        return []
+    await events.lock_sequences(conn, resource_ids=sorted({r.resource_id for r in locked}))
+    return await fetch_all(
+        conn,
+        RangeRow,
+        "UPDATE reservation SET status = 'no_show', version = version + 1, updated_at = %(now)s"
+        f" WHERE id = ANY(%(ids)s) RETURNING {CHANGED}",
+        {"now": now, "ids": [r.id for r in locked]},
+    )

@@ -59,6 +59,9 @@ class ReservationRow(RangeRow):
     created_at: datetime
     updated_at: datetime
     needs_approval: bool
+    checked_in_at: datetime | None
+    flagged_at: datetime | None  # a policy change refused it (migration 0015)
+    flagged_violations: list[dict[str, str]] | None
 
 
 @dataclass(frozen=True, slots=True)

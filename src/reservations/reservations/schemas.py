@@ -19,6 +19,7 @@ class Status(StrEnum):
     cancelled = "cancelled"
     declined = "declined"
     expired = "expired"
+    no_show = "no_show"  # confirmed, not checked in by the policy's `release_after`
 
 
 class ReservationCreate(BaseModel):
@@ -86,6 +87,22 @@ class HoldExtend(BaseModel):
     )
 
 
+class RuleBroken(BaseModel):
+    reason: str
+    detail: str
+
+
+class Flagged(BaseModel):
+    """Why a policy change marked the reservation (`PATCH /v1/resources/{id}?affected=flag`)."""
+
+    at: datetime
+    reason: str = Field(description="The first violation's reason, as a create's 422 says it.")
+    violations: list[RuleBroken] = Field(
+        description="Each rule the booking breaks under the resource's policy of then: "
+        "`reason` and `detail`, as a refused create lists them."
+    )
+
+
 class ReservationRead(BaseModel):
     id: UUID
     resource_id: UUID
@@ -102,6 +119,14 @@ class ReservationRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    checked_in_at: datetime | None = Field(
+        default=None, description="When the booker checked in (POST .../check-in); null until then."
+    )
+    flagged: Flagged | None = Field(
+        default=None,
+        description="Set when a policy change found that its rules refuse this booking "
+        "(opening hours, blackouts, grid, duration); cleared when it moves.",
+    )
 
     @classmethod
     def from_row(cls, row: ReservationRow, now: datetime) -> ReservationRead:
@@ -124,7 +149,16 @@ class ReservationRead(BaseModel):
             version=row.version,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            checked_in_at=row.checked_in_at,
+            flagged=_flagged(row),
         )
+
+
+def _flagged(row: ReservationRow) -> Flagged | None:
+    if row.flagged_at is None or not row.flagged_violations:
+        return None
+    violations = [RuleBroken.model_validate(v) for v in row.flagged_violations]
+    return Flagged(at=row.flagged_at, reason=violations[0].reason, violations=violations)
 
 
 def is_stale_hold(row: RangeRow, now: datetime) -> bool:

@@ -266,6 +266,7 @@ async def list_page(
     customer: str | None,
     limit: int,
     cursor: str | None,
+    flagged: bool | None = None,
 ) -> ReservationPage:
     if window_from is not None and window_to is not None and window_to <= window_from:
         raise InvalidInput(
@@ -292,6 +293,7 @@ async def list_page(
             after=after,
             limit=limit + 1,
             now=now,
+            flagged=flagged,
         )
 
     if within is not None:

@@ -10,13 +10,18 @@ from typing import Any
 from uuid import UUID
 
 from reservations.availability_map import store as availability_map
+from reservations.catalog import repository as catalog
 from reservations.context import Context
 from reservations.errors import (
+    CheckInRefused,
     Forbidden,
     ReservationNotPending,
 )
 from reservations.kit.db import Conn, Unit
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
+from reservations.kit.localtime import describe_instant
+from reservations.policy import enforce
+from reservations.policy.model import CheckIn
 from reservations.reservations import admission, existing, repository
 from reservations.reservations.rows import ReservationRow
 from reservations.reservations.schemas import (
@@ -99,6 +104,41 @@ async def _confirming(
         return row
     # By an admin, a pending booking's confirmation is its approval.
     return await _admitted(svc, unit, caller, row, now, admission.Change.confirm)
+
+
+async def _checking_in(
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
+    if row.checked_in_at is not None:
+        return row  # checking in again changes nothing
+    await _live_or_raise(unit.conn, row, now)
+    resource = await catalog.get(unit.conn, tenant_id=caller.tenant_id, resource_id=row.resource_id)
+    if resource is None:  # archived: its live reservations were cancelled with it
+        raise CheckInRefused("The resource is archived; nothing can be checked in to it.")
+    zone = resource.timezone
+    if ReservationRead.from_row(row, now).status is not Status.confirmed:
+        raise CheckInRefused(
+            "Only a confirmed reservation can be checked in; confirm the hold first."
+        )
+    terms = enforce.policy_of(resource.policy).check_in or CheckIn()
+    opens = row.start_at - terms.opens_before
+    closes = row.end_at
+    if terms.release_after is not None:
+        closes = min(closes, row.start_at + terms.release_after)
+    if now < opens:
+        raise CheckInRefused(f"Check-in opens at {describe_instant(opens, zone)}; come back then.")
+    if now >= closes:
+        raise CheckInRefused(
+            f"Check-in closed at {describe_instant(closes, zone)}."
+            + (
+                " The reservation is released as a no-show."
+                if terms.release_after is not None and closes < row.end_at
+                else ""
+            )
+        )
+    return await repository.update(
+        unit.conn, reservation_id=row.id, changes={"checked_in_at": now}, now=now
+    )
 
 
 async def _cancelling(
@@ -208,6 +248,17 @@ async def cancel(
     return await _change(svc, caller, reservation_id, expected_version, idem, _cancelling)
 
 
+async def check_in(
+    svc: Context,
+    caller: Principal,
+    reservation_id: UUID,
+    expected_version: int | None,
+    idem: Idempotency | None,
+) -> Reply:
+    """Check in to a confirmed reservation within its window; again is a no-op (200)."""
+    return await _change(svc, caller, reservation_id, expected_version, idem, _checking_in)
+
+
 async def approve(
     svc: Context,
     caller: Principal,
@@ -231,3 +282,12 @@ async def decline(
     waitlist is offered it)."""
     _admin_or_raise(caller)
     return await _change(svc, caller, reservation_id, expected_version, idem, _declining)
+
+
+async def cancel_locked(
+    svc: Context, unit: Unit, caller: Principal, row: ReservationRow, now: datetime
+) -> ReservationRow:
+    """`cancel`'s own step for a row the caller already holds locked, in the caller's unit
+    of work (a policy change's `affected=cancel`): the same update and events, the same map
+    change and waitlist offer once committed."""
+    return await _cancelling(svc, unit, caller, row, now)

@@ -45,6 +45,25 @@ async def sweep_expired(svc: Context, *, batch: int = 500) -> int:
     return total
 
 
+async def sweep_no_shows(svc: Context, *, batch: int = 500) -> int:
+    """Release confirmed reservations nobody checked in to by `start + release_after` of their
+    resource's policy (`no_show`), in batches: the rest of their ranges are cleared from the
+    map and offered to whoever waits for them, as for an expired hold."""
+    total = 0
+    while True:
+        with acting_as(SWEEPER):
+            async with svc.db.unit() as unit:
+                rows = await repository.release_no_shows(
+                    unit.conn, now=svc.clock.now(), batch=batch
+                )
+                svc.map_after_commit(unit, availability_map.changes(rows, live=False))
+                svc.freed_after_commit(unit, [r.resource_id for r in rows])
+        total += len(rows)
+        if len(rows) < batch:
+            break
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class MapRepair:
     """What a repair of the availability map did: outbox events read, (resource, day)

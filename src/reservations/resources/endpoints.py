@@ -12,6 +12,9 @@ from reservations.kit.fields import Tag
 from reservations.kit.openapi import link, problems
 from reservations.resources import service
 from reservations.resources.schemas import (
+    Affected,
+    PolicyPreview,
+    ResourceChanged,
     ResourceCreate,
     ResourcePage,
     ResourceRead,
@@ -79,18 +82,63 @@ async def get_resource(resource_id: UUID, caller: Caller, svc: Svc) -> Response:
 
 @router.patch(
     "/{resource_id}",
-    response_model=ResourceRead,
+    response_model=ResourceChanged | PolicyPreview,
     responses=problems(401, 403, 404, 409, 412, 413, 422),
 )
 async def update_resource(
-    resource_id: UUID, body: ResourceUpdate, caller: Admin, svc: Svc, version: IfMatch
+    resource_id: UUID,
+    body: ResourceUpdate,
+    caller: Admin,
+    svc: Svc,
+    version: IfMatch,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Change nothing: answer the resource as the change would leave it and "
+            "the future live reservations its rules would refuse (`PolicyPreview`)."
+        ),
+    ] = False,
+    affected: Annotated[
+        Affected,
+        Query(
+            description="What to do with the future live reservations the changed rules "
+            "refuse (opening hours, date overrides, blackouts, grid, duration): `keep` them "
+            "(nothing is examined), `flag` them (`flagged` on the reservation, event "
+            "`reservation.flagged`), or flag and `cancel` them (at most 1,000), in the "
+            "change's transaction."
+        ),
+    ] = Affected.keep,
+    limit: Annotated[
+        int, Query(ge=1, le=500, description="At most this many affected reservations listed.")
+    ] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            description="List the affected reservations after this one (`next_cursor`).",
+        ),
+    ] = None,
 ) -> Response:
     """Change fields of a resource (admin). Send If-Match to avoid overwriting a change you
     have not seen. Lowering `capacity` below what live reservations use at once is 409
-    `capacity-in-use`."""
-    resource = await service.update(svc, caller, resource_id, body, version)
+    `capacity-in-use`. `dry_run=true` previews a change of the policy (or time zone): which
+    future live reservations (held, pending, confirmed) its rules would refuse, with the
+    reasons a create of each would get; `affected=flag|cancel` applies it to them (the
+    answer's `affected` says what was done). Blackouts are part of the policy: the same
+    holds for blackouts added over existing bookings."""
+    if dry_run:
+        preview = await service.preview(
+            svc, caller, resource_id, body, version, action=affected, limit=limit, cursor=cursor
+        )
+        return Response(preview.model_dump_json(), media_type="application/json")
+    resource = await service.update(
+        svc, caller, resource_id, body, version, action=affected, limit=limit, cursor=cursor
+    )
+    exclude = {"affected"} if resource.affected is None else None
     return Response(
-        resource.model_dump_json(), media_type="application/json", headers=_etag(resource)
+        resource.model_dump_json(exclude=exclude),
+        media_type="application/json",
+        headers=_etag(resource),
     )
 
 

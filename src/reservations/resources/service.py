@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -21,11 +22,20 @@ from reservations.errors import (
 from reservations.kit.db import Conn, Unit, lock_resource
 from reservations.kit.idempotency import Idempotency, Reply, claim, record
 from reservations.kit.ids import lock_key, uuid7, uuid7_beside
-from reservations.kit.pagination import decode_id_cursor, encode_cursor, merged
+from reservations.kit.pagination import (
+    decode_id_cursor,
+    decode_instant_cursor,
+    encode_cursor,
+    merged,
+)
+from reservations.reservations import admission, tasks
 from reservations.reservations import repository as reservation_repo
-from reservations.reservations import tasks
 from reservations.reservations.rows import RangeRow
+from reservations.resources import affected
 from reservations.resources.schemas import (
+    Affected,
+    PolicyPreview,
+    ResourceChanged,
     ResourceCreate,
     ResourcePage,
     ResourceRead,
@@ -138,12 +148,24 @@ async def update(
     resource_id: UUID,
     body: ResourceUpdate,
     expected_version: int | None,
-) -> ResourceRead:
+    *,
+    action: Affected = Affected.keep,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> ResourceChanged:
+    """Change a resource. With `action` flag or cancel, the future live reservations its
+    rules (as changed) refuse are flagged, or flagged and cancelled, in the same
+    transaction, under the resource's lock (no booking can slip in between)."""
+    after = decode_instant_cursor(cursor) if cursor is not None else None
     changes = _changes(body)
     expired: list[RangeRow] = []
+    examined: affected.Examined | None = None
+    now = svc.clock.now()
     svc = svc.at(resource_id, caller)
     async with svc.db.unit() as unit:
         conn = unit.conn
+        if action is not Affected.keep:
+            await _lock(conn, caller, resource_id)
         if "capacity" in changes:
             expired = await _make_room(svc, conn, caller, resource_id, changes["capacity"])
         try:
@@ -153,7 +175,7 @@ async def update(
                 resource_id=resource_id,
                 changes=changes,
                 expected_version=expected_version,
-                now=svc.clock.now(),
+                now=now,
             )
         except pg_errors.ExclusionViolation:
             # The database's own check (trigger resource_capacity_changed): overlapping live
@@ -161,13 +183,62 @@ async def update(
             raise _capacity_in_use(changes["capacity"], None) from None
         if row is None:
             raise await _not_updated(conn, caller, resource_id)
-        updated = _read(row)  # before COMMIT, as in create
+        updated = ResourceChanged.model_validate(row, from_attributes=True)  # before COMMIT
+        if action is not Affected.keep:
+            target = admission.Target.of(row)
+            examined = await affected.examine(conn, caller, target, now=now, lock=True)
+            await affected.act(svc, unit, caller, resource_id, examined, action, now)
         svc.map_after_commit(unit, availability_map.changes(expired, live=False))
         if "capacity" in changes and svc.availability_map is not None:
             # Which reservations the map may hold just changed: rebuild this resource's days.
             unit.after_commit(partial(tasks.repair_resource_days, svc, resource_id=resource_id))
         _cache_after_commit(svc, unit, caller, row)
+    if examined is not None:
+        updated.affected = affected.report(examined, action, now=now, limit=limit, after=after)
     return updated
+
+
+async def _lock(conn: Conn, caller: Principal, resource_id: UUID) -> None:
+    """The resource's lock, after making sure the resource is the caller's."""
+    if await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id) is None:
+        raise _not_found(resource_id)
+    await lock_resource(conn, lock_key(resource_id))
+
+
+async def preview(
+    svc: Context,
+    caller: Principal,
+    resource_id: UUID,
+    body: ResourceUpdate,
+    expected_version: int | None,
+    *,
+    action: Affected,
+    limit: int,
+    cursor: str | None,
+) -> PolicyPreview:
+    """A dry run of `update`: the resource as the change would leave it and the future
+    live reservations its rules would refuse; nothing is written, no lock taken."""
+    after = decode_instant_cursor(cursor) if cursor is not None else None
+    changes = _changes(body)
+    now = svc.clock.now()
+    svc = svc.at(resource_id, caller)
+    async with svc.db.unit() as unit:  # the primary: what the change itself would find
+        conn = unit.conn
+        row = await repository.get(conn, tenant_id=caller.tenant_id, resource_id=resource_id)
+        if row is None:
+            raise _not_found(resource_id)
+        if expected_version is not None and row.version != expected_version:
+            raise await _not_updated(conn, caller, resource_id)
+        would = replace(row, **changes)
+        resource = _read(would)  # refuses what the change itself would
+        examined = await affected.examine(
+            conn, caller, admission.Target.of(would), now=now, lock=False
+        )
+    affected.check_cancellable(examined, action)
+    return PolicyPreview(
+        resource=resource,
+        affected=affected.report(examined, action, now=now, limit=limit, after=after),
+    )
 
 
 def _changes(body: ResourceUpdate) -> dict[str, Any]:

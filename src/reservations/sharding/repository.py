@@ -250,6 +250,7 @@ SHARD_TABLES = (
     ShardTable("event", _OF_RESOURCE, skip=("id", "txid")),
     ShardTable("waitlist_entry", _OF_RESOURCE),
     ShardTable("resource_fence", _OF_RESOURCE),
+    ShardTable("reminder_sent", _OF_RESOURCE),
     # A stored reply names its resource (a reservation's) or its first reservation's.
     ShardTable(
         "idempotency_record",

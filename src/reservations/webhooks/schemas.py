@@ -10,8 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from reservations.kit.fields import Text
 
-# Every type the outbox writes (migrations 0004, 0005a); "reservation.*", "resource.*" and
-# "waitlist.*" take a family.
+# Every type the outbox writes (migrations 0004, 0005a, 0013, 0015; reminders/tasks.py); a
+# family ("reservation.*", "resource.*", "waitlist.*", "hold.*") takes all of its types.
 EVENT_TYPES = (
     "reservation.held",
     "reservation.pending",
@@ -22,12 +22,17 @@ EVENT_TYPES = (
     "reservation.expired",
     "reservation.rescheduled",
     "reservation.updated",
+    "reservation.checked_in",
+    "reservation.no_show",
+    "reservation.reminder",
+    "hold.expiring",
+    "reservation.flagged",
     "resource.created",
     "resource.updated",
     "resource.archived",
     "waitlist.promoted",
 )
-FAMILIES = ("reservation.*", "resource.*", "waitlist.*")
+FAMILIES = ("reservation.*", "resource.*", "waitlist.*", "hold.*")
 MAX_EVENT_TYPES = 32
 
 

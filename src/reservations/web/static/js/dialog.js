@@ -1,9 +1,10 @@
 // The booking dialog: facts, confirm / approve / decline / cancel, and a move by typed times.
 import { explain } from "./problems.js";
+import { flagText } from "./timeline.js";
 import { formatDay, formatTime, localDate, parseClock, wallToInstant } from "./zones.js";
 
 const $ = (id) => document.getElementById(id);
-const STATUS = { held: "Held", pending: "Pending approval", confirmed: "Confirmed" };
+const STATUS = { held: "Held", pending: "Pending approval", confirmed: "Confirmed", no_show: "No-show (released)" };
 
 export class BookingDialog {
   constructor(ctl) {
@@ -13,6 +14,7 @@ export class BookingDialog {
     const act = (id, fn) => $(id).addEventListener("click", () => this.run(fn));
     act("dialog-confirm", (res) => ctl.confirm(res));
     act("dialog-extend", (res) => ctl.extend(res));
+    act("dialog-check-in", (res) => ctl.checkIn(res));
     act("dialog-approve", (res) => ctl.approve(res));
     act("dialog-decline", (res) => ctl.decline(res));
     act("dialog-cancel", (res) => ctl.cancel(res));
@@ -33,8 +35,10 @@ export class BookingDialog {
       ["When", `${formatDay(date)}, ${formatTime(zone, res.startMs)}–${formatTime(zone, res.endMs)} (${zone})`],
       ["Status", STATUS[res.status] || res.status],
     ];
+    if (res.checked_in_at) facts.push(["Checked in", formatTime(zone, Date.parse(res.checked_in_at))]);
     if (res.customer) facts.push(["Customer", res.customer]);
     if (res.quantity > 1) facts.push(["Units", String(res.quantity)]);
+    if (res.flagged) facts.push(["Flagged", flagText(res)]);
     if (res.expires_at) {
       const word = res.status === "pending" ? "Approve by" : "Expires";
       facts.push([word, `${formatTime(zone, Date.parse(res.expires_at))} (${formatDay(localDate(zone, Date.parse(res.expires_at)))})`]);
@@ -53,6 +57,10 @@ export class BookingDialog {
     $("dialog-end").value = formatTime(zone, res.endMs);
     $("dialog-confirm").hidden = res.status !== "held";
     $("dialog-extend").hidden = res.status !== "held" || Date.parse(res.expires_at) <= Date.now();
+    $("dialog-check-in").hidden = res.status !== "confirmed" || Boolean(res.checked_in_at);
+    const live = ["held", "pending", "confirmed"].includes(res.status);
+    $("dialog-cancel").hidden = !live;
+    $("dialog-move").hidden = !live;
     $("dialog-approve").hidden = res.status !== "pending";
     $("dialog-decline").hidden = res.status !== "pending";
     this.problem(null);

@@ -86,7 +86,7 @@ async function fetchRow(resource, date) {
     state.api.get(`/v1/resources/${resource.id}/availability`, { ...window, explain: "true" }),
     state.api.get("/v1/reservations", new URLSearchParams([
       ["resource_id", resource.id], ["from", window.from], ["to", window.to], ["limit", "500"],
-      ...LIVE.map((s) => ["status", s]),
+      ...[...LIVE, "no_show"].map((s) => ["status", s]),
     ])),
   ]);
   return {
@@ -318,6 +318,7 @@ const ctl = {
   move,
   open: (res) => dialog.open(res, rowOf(res.resource_id)),
   confirm: (res) => change(res, "confirm", "Confirmed"),
+  checkIn: (res) => change(res, "check-in", "Checked in"),
   approve: (res) => change(res, "approve", "Approved"),
   decline: (res) => change(res, "decline", "Declined"),
   cancel: (res) => change(res, "cancel", "Cancelled"),

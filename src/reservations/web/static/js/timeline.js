@@ -38,6 +38,8 @@ function withTurnover(blocks, reservations) {
 }
 
 const STATUS_TEXT = { held: "Held", pending: "Pending approval", confirmed: "Confirmed" };
+// Shown, but not live: their time is free again.
+const ENDED_TEXT = { no_show: "No-show" };
 
 export function x(row, ms) {
   return ((ms - row.bounds.start) / MINUTE) * PX_PER_MINUTE;
@@ -74,20 +76,27 @@ function lanes(reservations) {
 
 export function describe(row, r) {
   const zone = row.resource.timezone;
-  const parts = [STATUS_TEXT[r.status] || r.status, `${formatTime(zone, r.startMs)}–${formatTime(zone, r.endMs)}`];
+  const parts = [STATUS_TEXT[r.status] || ENDED_TEXT[r.status] || r.status, `${formatTime(zone, r.startMs)}–${formatTime(zone, r.endMs)}`];
+  if (r.checked_in_at) parts.push("checked in");
   if (r.customer) parts.push(r.customer);
   if (r.quantity > 1) parts.push(`${r.quantity} units`);
+  if (r.flagged) parts.push(`flagged by a policy change: ${flagText(r)}`);
   return parts.join(", ");
+}
+
+// What a policy change found wrong with a booking (`flagged`, set by PATCH ?affected=flag).
+export function flagText(r) {
+  return r.flagged.violations.map((v) => v.detail).join("; ");
 }
 
 function bookingButton(row, r, lane, laneCount) {
   const el = document.createElement("button");
   el.type = "button";
-  el.className = `booking ${r.status}`;
+  el.className = `booking ${r.status}${r.flagged ? " flagged" : ""}`;
   el.dataset.id = r.id;
   const zone = row.resource.timezone;
   const label = document.createElement("span");
-  label.textContent = `${formatTime(zone, r.startMs)}–${formatTime(zone, r.endMs)}${r.customer ? ` ${r.customer}` : ""}`;
+  label.textContent = `${r.checked_in_at ? "✓ " : ""}${r.flagged ? "\u2691 " : ""}${formatTime(zone, r.startMs)}–${formatTime(zone, r.endMs)}${r.customer ? ` ${r.customer}` : ""}`;
   el.append(label);
   el.setAttribute("aria-label", `${describe(row, r)}. Enter opens it.`);
   el.title = describe(row, r);
@@ -159,13 +168,14 @@ export function renderRow(row, { now, selection, dateLabel }) {
     place(past, 0, x(row, Math.min(now, row.bounds.end)));
     track.append(past);
   }
-  const laneInfo = lanes(live);
+  const shown = row.reservations.filter((res) => STATUS_TEXT[res.status] || ENDED_TEXT[res.status]);
+  const laneInfo = lanes(shown);
   if (laneInfo.count > 2) {
     // pooled resources: a taller row, so that overlapping bookings stay readable
     track.style.setProperty("--lane-space", `${laneInfo.count * 1.15}rem`);
     track.style.setProperty("height", `calc(var(--lane-top) + ${laneInfo.count * 1.15}rem + 0.3rem)`);
   }
-  for (const res of live) {
+  for (const res of shown) {
     track.append(bookingButton(row, res, laneInfo.of.get(res.id), laneInfo.count));
   }
   if (now >= row.bounds.start && now < row.bounds.end) {

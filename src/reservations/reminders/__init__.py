@@ -1,0 +1,1 @@
+"""Reminders: `reservation.reminder` before a start, `hold.expiring` before a hold lapses."""
