@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from reservations import __version__, problem_bodies, wiring, worker
+from reservations.alternatives import http as alternatives_http
 from reservations.audit.endpoints import router as audit_router
 from reservations.availability.endpoints import router as availability_router
 from reservations.bookings.endpoints import router as bookings_router
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     app.state.services = svc
     install_error_handlers(app)
+    alternatives_http.install(app)  # refusals with bookable alternatives
     _install_infrastructure_handlers(app)
     _include_routers(app)
     # The MCP surface for agents (docs/agents.md): not in the OpenAPI document.

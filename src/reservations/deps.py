@@ -81,7 +81,10 @@ IDEMPOTENCY_KEY_DOC = (
     "refused before it ran "
     "(malformed input, authentication, a 429), for a 5xx, or for a 409 "
     "`idempotency-key-in-use` (the key's first request is still running: retry later with "
-    "the same key). The same key with a different request: 422 `idempotency-key-reused`."
+    "the same key). The same key with a different request: 422 `idempotency-key-reused`, "
+    "except after a 409 `reservation-conflict` or 422 `booking-rule-violated`, which changed "
+    "nothing: the key then takes the different request (book one of the refusal's "
+    "`alternatives` with it)."
 )
 READ_ONLY_KEY_DOC = (
     "Accepted (1-255 printable ASCII characters) so that clients can send one on every "

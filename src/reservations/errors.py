@@ -64,6 +64,9 @@ class DomainError(Exception):
     # keeps the error under the key (see `recorded_error`): true for the request's own
     # outcome, false for "not now" answers that a retry with the same key should get past.
     recorded: bool = True
+    # Whether a kept refusal lets its key go to another request (the caller books one of
+    # the refusal's alternatives with the same key): see `reopens_key`.
+    reopens_key: bool = False
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -147,9 +150,11 @@ class BookingRuleViolated(DomainError):
         "past or before the history horizon. `reason` names the first rule, `violations` each."
     )
     fix = (
-        "Choose a range the resource offers: GET /v1/resources/{id}/availability lists bookable"
+        "Choose a range the resource offers: the refusal's `alternatives` list some that were"
+        " bookable when it was answered; GET /v1/resources/{id}/availability lists bookable"
         " slots, and with `explain=true` why the rest are not."
     )
+    reopens_key = True
 
 
 class CapacityInUse(DomainError):
@@ -170,9 +175,11 @@ class ReservationConflict(DomainError):
     )
     fix = (
         "Choose another range (ranges are half-open: a booking may start when another ends) or "
-        "a smaller quantity; availability lists what is free. The database decided this: "
-        "retrying the same request will not succeed while they stand."
+        "a smaller quantity: the refusal's `alternatives` list free ones, availability the rest."
+        " The database decided this: retrying the same request will not succeed while they"
+        " stand."
     )
+    reopens_key = True
 
 
 class HoldExpired(DomainError):
@@ -600,6 +607,24 @@ def recorded_error(exc: BaseException) -> DomainError | None:
     if error is None or not error.recorded or error.status == 429 or error.status >= 500:
         return None
     return error
+
+
+def reopens_key(status: int, body: str) -> bool:
+    """Whether a refusal kept under an Idempotency-Key (its status and problem body) lets
+    the key go to a different request: a 409 `reservation-conflict` or a 422
+    `booking-rule-violated` changed nothing and offered alternatives, and booking one of
+    them with the same key must work. The same request with the key still replays it."""
+    if status not in (409, 422):
+        return False
+    try:
+        kind = orjson.loads(body).get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return any(
+        kind == f"/problems/{t.slug}" and t.status == status
+        for t in (ReservationConflict, BookingRuleViolated)
+        if t.reopens_key
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

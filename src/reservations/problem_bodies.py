@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reservations.alternatives.schemas import Alternatives
 from reservations.bookings.schemas import OccurrenceReport
 from reservations.kit.openapi import Problem, absent_when_unused
 from reservations.reservations.schemas import ConflictItem
@@ -54,6 +55,11 @@ class ConflictProblem(Problem):
         description="`availability-map` when the refusal came from the Redis map, not the "
         "database.",
     )
+    alternatives: Alternatives | None = Field(
+        default=None,
+        description="reservation-conflict on a create, move or booking: bookable alternatives"
+        " (docs/api.md, Alternatives).",
+    )
     peak_usage: int | None = Field(
         default=None, description="capacity-in-use: the most units live reservations use."
     )
@@ -82,6 +88,11 @@ class InvalidInputProblem(Problem):
     )
     occurrences: list[OccurrenceReport] | None = Field(
         default=None, description="A booking's refusal: each occurrence and why."
+    )
+    alternatives: Alternatives | None = Field(
+        default=None,
+        description="booking-rule-violated on a create, move or booking: bookable"
+        " alternatives (docs/api.md, Alternatives).",
     )
 
 

@@ -45,9 +45,10 @@ SOURCE = "availability-map"
 
 
 def api(server: LiveServer, token: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
+    # The map's refusals are timed here: without the search for alternatives each would
+    # also cost (docs/alternatives.md).
+    headers = {"Authorization": f"Bearer {token}", "Prefer": "alternatives=none"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=10)
 
 
 def source(r: httpx.Response) -> str | None:

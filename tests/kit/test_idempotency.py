@@ -379,14 +379,14 @@ def test_a_conflict_is_replayed_even_once_the_slot_is_free(
     _assert_replay_of(again, first)
     assert _rows(settings, room) == ["cancelled"]  # nothing booked
 
-    # the same key for another request is still a reuse; a new key books the free slot
+    # a conflict changed nothing, so its key takes another request (an alternative it
+    # offered, say: tests/alternatives/), whose outcome it keeps from then on
     other = {**body, "end": at(3, 11)}
-    _problem(
-        tenant.booker.post(path, json=other, headers={KEY: key}), 422, "idempotency-key-reused"
-    )
-    fresh = tenant.booker.post(path, json=body, headers={KEY: new_key()})
-    assert fresh.status_code == 201, fresh.text
+    booked = tenant.booker.post(path, json=other, headers={KEY: key})
+    assert booked.status_code == 201, booked.text
     assert _rows(settings, room) == ["cancelled", "confirmed"]
+    _problem(tenant.booker.post(path, json=body, headers={KEY: key}), 422, "idempotency-key-reused")
+    assert tenant.booker.post(path, json=other, headers={KEY: key}).headers[REPLAYED] == "true"
 
 
 def test_a_rule_violation_is_replayed_even_once_the_rule_changes(

@@ -605,6 +605,8 @@ def test_check_in_from_the_dialog_and_a_no_show_drawn_as_released(
     label = row(page, desk).locator(f'.booking[data-id="{here["id"]}"]')
     label.wait_for()
     assert "checked in" in (label.get_attribute("aria-label") or "")
+
+
 def _agent_hold(client: Client, resource_id: str, start: str, end: str) -> dict[str, Any]:
     """A hold made by the agent key through the MCP endpoint, as an assistant makes it."""
     import anyio
@@ -640,3 +642,62 @@ def test_a_person_confirms_an_agents_hold_from_its_confirm_link(
     page.click("#link-confirm")
     page.wait_for_selector("#link-bar", state="hidden")
     assert client.reservations(court["id"])[0]["status"] == "confirmed"
+
+
+# --- alternatives on a refusal, extending a hold (issue 19) -----------------------------------
+
+
+def test_a_refusal_offers_alternatives_to_pick(browsing: Browsing, client: Client) -> None:
+    page = browsing.page
+    court = client.resource(name="Court", tags=["court"])
+    annex = client.resource(name="Annex", tags=["court"])
+    client.book(court["id"], at(DAY, "10:00"), at(DAY, "11:00"))
+    mine = client.book(court["id"], at(DAY, "12:00"), at(DAY, "13:00"), key="booker")
+    sign_in(page, client, key="booker")
+    page.select_option("#new-resource", court["id"])
+    page.fill("#new-start", "10:00")
+    page.fill("#new-end", "11:00")
+    page.click("#new-form button[type=submit]")
+    page.wait_for_selector("#alternatives:not([hidden])")
+    assert "overlaps" in page.locator("#problem").inner_text()
+    offers = page.locator("#alternatives .offer").all_inner_texts()
+    assert offers[0].startswith("Book Court,")
+    assert hm("11:00", "12:00") in offers[0]
+    assert any(o.startswith("Book Annex,") and hm("10:00", "11:00") in o for o in offers)
+    assert client.reservations(annex["id"]) == []
+    page.click(f'#alternatives .offer[data-resource-id="{annex["id"]}"]')
+    row(page, annex).locator(".booking.held").wait_for()
+    assert page.locator("#alternatives").is_hidden()
+    (held,) = client.reservations(annex["id"])
+    assert (held["start"], held["status"]) == (at(DAY, "10:00"), "held")
+    # A refused move offers the same resource's free times; picking one moves it there.
+    drag(page, track(page, court), 12 * 60 + 30, 10 * 60 + 30)  # onto 10:00: refused
+    page.wait_for_selector("#alternatives:not([hidden])")
+    first = page.locator("#alternatives .offer").first
+    assert first.inner_text().startswith("Move to Court,")
+    assert hm("11:00", "12:00") in first.inner_text()  # it is not in its own way
+    first.click()
+    page.wait_for_function(
+        "() => document.querySelector('#notice').textContent.startsWith('Moved')"
+    )
+    (moved,) = [r for r in client.reservations(court["id"]) if r["id"] == mine["id"]]
+    assert moved["start"] == at(DAY, "11:00")
+
+
+def test_a_hold_is_extended_before_it_lapses(browsing: Browsing, client: Client) -> None:
+    page = browsing.page
+    court = client.resource(name="Court")
+    sign_in(page, client, key="booker")
+    drag(page, track(page, court), 10 * 60, 11 * 60)
+    row(page, court).locator(".booking.held").wait_for()
+    assert "until" in page.locator("#action-text").inner_text()
+    (before,) = client.reservations(court["id"])
+    time.sleep(1.1)  # so that 15 minutes from now is later than the first expiry
+    page.click("#action-extend")
+    page.wait_for_function(
+        "() => document.querySelector('#notice').textContent.startsWith('Hold extended')"
+    )
+    (after,) = client.reservations(court["id"])
+    assert after["status"] == "held"
+    assert after["expires_at"] > before["expires_at"]
+    assert page.locator("#action-extend").is_visible()

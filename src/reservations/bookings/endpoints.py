@@ -11,6 +11,7 @@ from reservations.bookings import service
 from reservations.bookings.schemas import BookingCancel, BookingCreate, BookingMove, BookingRead
 from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.openapi import link, problems
+from reservations.reservations import refused
 from reservations.reservations.schemas import HoldExtend
 
 router = APIRouter(prefix="/v1/bookings", tags=["bookings"])
@@ -47,6 +48,19 @@ async def create_booking(
     nothing (409 / 422 listing each failing occurrence); `skip-conflicts` books what it can
     and reports the rest. With `hold_seconds` everything is held; confirm it as one."""
     idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    refused.note(
+        request.state,
+        refused.Ask(
+            caller=caller,
+            resources=tuple((r.resource_id, r.quantity) for r in body.resources),
+            start=body.start,
+            end=body.end,
+            customer=body.customer,
+            override=body.override_rules,
+            series=body.rrule is not None,
+            idem=idem,
+        ),
+    )
     return send(await service.create(svc, caller, body, idem))
 
 
@@ -122,8 +136,23 @@ async def cancel_booking(
     responses=problems(401, 403, 404, 409, 412, 413, 422),
 )
 async def move_booking(
-    booking_id: UUID, body: BookingMove, caller: Writer, svc: Svc, version: IfMatch
+    request: Request,
+    booking_id: UUID,
+    body: BookingMove,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
 ) -> Response:
     """Reschedule the whole booking, one occurrence, or one and the following: `shift`
     moves each start in local wall time, `duration` sets each length. All or nothing."""
+    refused.note(
+        request.state,
+        refused.Ask(
+            caller=caller,
+            booking_id=booking_id,
+            shift=body.shift,
+            duration=body.duration,
+            override=body.override_rules,
+        ),
+    )
     return send(await service.move(svc, caller, booking_id, body, version))

@@ -16,6 +16,11 @@ retry runs again): refusals before the claim (malformed input, authentication, q
 decided after the transaction ended: a create whose insert met the exclusion constraint on
 both of its attempts (a double race) raises its 409 outside them, unrecorded.
 
+A kept 409 `reservation-conflict` or 422 `booking-rule-violated` changed nothing and came
+with alternatives (reservations/alternatives): the key then goes to the next *different*
+request that uses it (its outcome replaces the refusal under the key), so a client books an
+alternative with the key it already sent; the same request again still replays the refusal.
+
 A secret in a reply (a feed's token, a webhook's signing secret) is not stored as it is: it
 is sealed with a pad derived from the caller's own bearer token, which the database holds
 only as a hash (`Reply.secret`).
@@ -42,6 +47,7 @@ from reservations.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     recorded_error,
+    reopens_key,
 )
 from reservations.kit.db import Conn, Database, bound, on_failure, with_commit
 
@@ -184,9 +190,14 @@ class Idempotency:
             )
         results.nextset()
         stored = await results.fetchone()
-        if stored is None:
+        fresh = stored is None or (
+            bytes(stored["fingerprint"]) != self.fingerprint
+            and reopens_key(stored["status_code"], stored["body"])
+        )
+        if fresh:
             on_failure(conn, partial(self._record_failure, now=now))
             return None
+        assert stored is not None
         if bytes(stored["fingerprint"]) != self.fingerprint:
             raise IdempotencyKeyReused(
                 "Use a new Idempotency-Key for a different request; a key may only be retried "

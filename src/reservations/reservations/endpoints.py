@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
-from reservations.reservations import export, service, status
+from reservations.reservations import export, refused, service, status
 from reservations.reservations.schemas import (
     HoldExtend,
     ReservationCreate,
@@ -54,6 +54,18 @@ async def create_reservation(
     `expires_at` (confirm it before then); without, it is `confirmed` at once. 409 when the
     range overlaps a live reservation: `conflicts` lists the clashing ranges."""
     idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    refused.note(
+        request.state,
+        refused.Ask(
+            caller=caller,
+            resources=((body.resource_id, body.quantity),),
+            start=body.start,
+            end=body.end,
+            customer=body.customer,
+            override=body.override_rules,
+            idem=idem,
+        ),
+    )
     return send(await service.create(svc, caller, body, idem))
 
 
@@ -132,10 +144,27 @@ async def get_reservation(reservation_id: UUID, caller: Caller, svc: Svc) -> Res
     responses=problems(401, 403, 404, 409, 412, 413, 422),
 )
 async def update_reservation(
-    reservation_id: UUID, body: ReservationUpdate, caller: Writer, svc: Svc, version: IfMatch
+    request: Request,
+    reservation_id: UUID,
+    body: ReservationUpdate,
+    caller: Writer,
+    svc: Svc,
+    version: IfMatch,
 ) -> Response:
     """Reschedule (`start`, `end`) or edit `customer` / `metadata`. Send If-Match with the
     ETag you hold to get 412 instead of overwriting a change you have not seen."""
+    customer = body.customer if "customer" in body.model_fields_set else None
+    refused.note(
+        request.state,
+        refused.Ask(
+            caller=caller,
+            reservation_id=reservation_id,
+            start=body.start,
+            end=body.end,
+            customer=customer,
+            override=body.override_rules,
+        ),
+    )
     return send(await service.update(svc, caller, reservation_id, body, version))
 
 

@@ -711,6 +711,8 @@ async def release_no_shows(conn: Conn, *, now: datetime, batch: int) -> list[Ran
         f" WHERE id = ANY(%(ids)s) RETURNING {CHANGED}",
         {"now": now, "ids": [r.id for r in locked]},
     )
+
+
 async def key_live_holds(
     conn: Conn, *, api_key_id: UUID, now: datetime
 ) -> tuple[int, datetime | None]:

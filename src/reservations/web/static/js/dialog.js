@@ -13,6 +13,7 @@ export class BookingDialog {
     this.current = null;
     const act = (id, fn) => $(id).addEventListener("click", () => this.run(fn));
     act("dialog-confirm", (res) => ctl.confirm(res));
+    act("dialog-extend", (res) => ctl.extend(res));
     act("dialog-check-in", (res) => ctl.checkIn(res));
     act("dialog-approve", (res) => ctl.approve(res));
     act("dialog-decline", (res) => ctl.decline(res));
@@ -55,6 +56,7 @@ export class BookingDialog {
     $("dialog-start").value = formatTime(zone, res.startMs);
     $("dialog-end").value = formatTime(zone, res.endMs);
     $("dialog-confirm").hidden = res.status !== "held";
+    $("dialog-extend").hidden = res.status !== "held" || Date.parse(res.expires_at) <= Date.now();
     $("dialog-check-in").hidden = res.status !== "confirmed" || Boolean(res.checked_in_at);
     const live = ["held", "pending", "confirmed"].includes(res.status);
     $("dialog-cancel").hidden = !live;

@@ -4,6 +4,7 @@ import { BookingDialog } from "./dialog.js";
 import { attachFinder } from "./finder.js";
 import { attach, gridOf } from "./interact.js";
 import { EventStream } from "./live.js";
+import { clearAlternatives, showAlternatives } from "./offers.js";
 import { explain } from "./problems.js";
 import { forgetKey, storedKey, storeKey } from "./session.js";
 import { describe, drawSelection, renderRow, x } from "./timeline.js";
@@ -39,6 +40,7 @@ function notice(text) {
 }
 
 function problem(text) {
+  if (!text) clearAlternatives();
   const p = $("problem");
   p.textContent = text || "";
   p.hidden = !text;
@@ -47,6 +49,28 @@ function problem(text) {
 function fail(err, resource) {
   if (!(err instanceof ApiError)) throw err;
   problem(explain(err, resource));
+}
+
+// A refusal's alternatives as buttons; picking one books it (or moves `res` there).
+function offerAlternatives(err, res) {
+  const zoneOf = (id) => (state.resources.find((r) => r.id === id) || {}).timezone;
+  showAlternatives(err.problem, {
+    zoneOf,
+    moving: Boolean(res),
+    pick: async (resourceId, start, end) => {
+      const done = res ? await move(res, start, end) : await createReservation(resourceId, start, end);
+      if (done) await showDayOf(zoneOf(resourceId), start);
+    },
+  });
+}
+
+async function showDayOf(zone, start) {
+  const date = localDate(zone || "UTC", start);
+  if (date === state.date) return;
+  state.date = date;
+  state.selection = null;
+  await loadDay();
+  updateActionBar();
 }
 
 // ---- loading ------------------------------------------------------------------------------
@@ -186,12 +210,14 @@ function updateActionBar() {
   const sel = state.selection;
   $("action-hold").hidden = true;
   $("action-confirm").hidden = true;
+  $("action-extend").hidden = true;
   $("action-release").hidden = true;
   if (hold) {
     const resource = rowOf(hold.resource_id).resource;
     const until = formatTime(resource.timezone, Date.parse(hold.expires_at));
     $("action-text").textContent = `Held: ${describeRange(resource, hold.startMs, hold.endMs)}, until ${until}. Confirm to keep it.`;
     $("action-confirm").hidden = false;
+    $("action-extend").hidden = Date.parse(hold.expires_at) <= Date.now(); // only before it lapses
     $("action-release").hidden = false;
   } else if (sel) {
     const resource = rowOf(sel.resourceId).resource;
@@ -224,6 +250,7 @@ async function createReservation(resourceId, start, end, { confirmNow = false, c
     renderRow(row, renderOptions()); // nothing changed: the row as it was
     updateActionBar();
     fail(err, row.resource);
+    offerAlternatives(err, null);
     return null;
   }
 }
@@ -253,9 +280,25 @@ async function move(res, start, end, { quiet = false } = {}) {
     if (err.problem && String(err.problem.type).endsWith("precondition-failed")) refreshSoon(res.resource_id);
     if (quiet) throw err;
     fail(err, row.resource);
-    return;
+    offerAlternatives(err, res);
+    return false;
   }
   notice(`Moved to ${describeRange(row.resource, start, end)}.`);
+  await loadRow(res.resource_id);
+  return true;
+}
+
+// A hold's new expiry, HOLD_SECONDS from now (POST /v1/reservations/{id}/extend).
+async function extend(res) {
+  const row = rowOf(res.resource_id);
+  problem(null);
+  const { data } = await state.api.post(
+    `/v1/reservations/${res.id}/extend`, { hold_seconds: HOLD_SECONDS }, ifMatch(res),
+  );
+  const held = reservationOf(data);
+  if (state.hold && state.hold.id === held.id) state.hold = held;
+  notice(`Hold extended: ${describeRange(row.resource, held.startMs, held.endMs)}, until ${formatTime(row.resource.timezone, Date.parse(held.expires_at))}.`);
+  updateActionBar();
   await loadRow(res.resource_id);
 }
 
@@ -279,6 +322,7 @@ const ctl = {
   approve: (res) => change(res, "approve", "Approved"),
   decline: (res) => change(res, "decline", "Declined"),
   cancel: (res) => change(res, "cancel", "Cancelled"),
+  extend,
   bookingElement: (id) => document.querySelector(`.booking[data-id="${id}"]`),
   async jumpTo(resourceId, start, end) {
     const resource = state.resources.find((r) => r.id === resourceId);
@@ -422,6 +466,7 @@ function signOut(message) {
 function moveNowLines() {
   for (const row of state.rows.values()) renderRow(row, renderOptions());
   if (state.selection) select(state.selection);
+  updateActionBar(); // a lapsed hold loses its Extend button
 }
 
 function setDate(date) {
@@ -461,6 +506,9 @@ function wire() {
     if (state.hold) change(state.hold, "confirm", "Confirmed").catch((err) => fail(err, rowOf(state.hold.resource_id).resource));
   });
   $("link-confirm").addEventListener("click", () => confirmByLink());
+  $("action-extend").addEventListener("click", () => {
+    if (state.hold) extend(state.hold).catch((err) => fail(err, rowOf(state.hold.resource_id).resource));
+  });
   $("action-release").addEventListener("click", () => {
     if (state.hold) change(state.hold, "cancel", "Released").catch((err) => fail(err));
   });

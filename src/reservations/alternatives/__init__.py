@@ -1,0 +1,1 @@
+"""Bookable alternatives for a refused write (docs/api.md, "Alternatives")."""
