@@ -108,6 +108,10 @@ class Idempotency:
     fingerprint: bytes
     # The caller's bearer token: seals a reply's secret (`Reply.secret`); never stored.
     seal_key: bytes = field(default=b"", repr=False)
+    # Whether a refusal after the claim is kept under the key. A create from a pool claims
+    # the key once per resource it tries: a refusal there is one resource's, not the
+    # request's outcome (reservations/pools.py).
+    keep_refusals: bool = True
 
     @classmethod
     def of(
@@ -185,7 +189,8 @@ class Idempotency:
         results.nextset()
         stored = await results.fetchone()
         if stored is None:
-            on_failure(conn, partial(self._record_failure, now=now))
+            if self.keep_refusals:
+                on_failure(conn, partial(self._record_failure, now=now))
             return None
         if bytes(stored["fingerprint"]) != self.fingerprint:
             raise IdempotencyKeyReused(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
-from reservations.reservations import service, status
+from reservations.reservations import pools, service, status
 from reservations.reservations.schemas import (
     HoldExtend,
     ReservationCreate,
@@ -51,8 +51,16 @@ async def create_reservation(
 ) -> Response:
     """Book a resource for [start, end). With `hold_seconds` the reservation is `held` until
     `expires_at` (confirm it before then); without, it is `confirmed` at once. 409 when the
-    range overlaps a live reservation: `conflicts` lists the clashing ranges."""
-    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    range overlaps a live reservation: `conflicts` lists the clashing ranges.
+
+    With `pool` instead of `resource_id`, any free resource of the pool is booked (tried in
+    the strategy's order, each as a direct create); the reply's `pool` says how it was
+    chosen. 409 `pool-exhausted` once every one was tried, `candidates` saying why each
+    refused (the 422 `booking-rule-violated` of the first when each broke its rules)."""
+    payload = body.model_dump(mode="json", exclude={"pool"} if body.pool is None else None)
+    idem = idempotency(request, caller, key, payload)
+    if body.pool is not None:
+        return send(await pools.create(svc, caller, body, idem))
     return send(await service.create(svc, caller, body, idem))
 
 

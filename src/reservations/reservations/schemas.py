@@ -5,10 +5,18 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
 from reservations.kit.openapi import absent_when_unused
+from reservations.reservations.pool_model import Pool, PoolPick
 from reservations.reservations.rows import RangeRow, ReservationRow
 
 
@@ -24,7 +32,14 @@ class Status(StrEnum):
 class ReservationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resource_id: UUID
+    resource_id: UUID | None = Field(
+        default=None, description="The resource to book; or send `pool` instead."
+    )
+    pool: Pool | None = Field(
+        default=None,
+        description="Book any free resource of a pool instead of `resource_id` "
+        "(docs/pools.md); the reply's `resource_id` is the one chosen, `pool` says how.",
+    )
     start: Timestamp = Field(description="RFC 3339 with an offset; inclusive.")
     end: Timestamp = Field(description="RFC 3339 with an offset; exclusive. Must be after start.")
     quantity: JsonInt = Field(
@@ -57,6 +72,12 @@ class ReservationCreate(BaseModel):
             raise ValueError("must be after start")
         return end
 
+    @model_validator(mode="after")
+    def _one_target(self) -> ReservationCreate:
+        if (self.resource_id is None) == (self.pool is None):
+            raise ValueError("send either `resource_id` or `pool`")
+        return self
+
 
 class ReservationUpdate(BaseModel):
     """Reschedule (start and/or end) or edit customer and metadata."""
@@ -86,6 +107,13 @@ class HoldExtend(BaseModel):
     )
 
 
+def _never_null(schema: dict[str, Any]) -> None:
+    """A member left out of a reply when unused, never sent as null (its schema says so)."""
+    branches = schema.pop("anyOf", [])
+    schema.pop("default", None)
+    schema.update(next(b for b in branches if b != {"type": "null"}))
+
+
 class ReservationRead(BaseModel):
     id: UUID
     resource_id: UUID
@@ -102,6 +130,12 @@ class ReservationRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    pool: PoolPick | None = Field(
+        default=None,
+        exclude_if=lambda pick: pick is None,
+        json_schema_extra=_never_null,
+        description="Only in the reply to a create from a pool: how its resource was chosen.",
+    )
 
     @classmethod
     def from_row(cls, row: ReservationRow, now: datetime) -> ReservationRead:
