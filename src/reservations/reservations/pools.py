@@ -58,7 +58,7 @@ from reservations.tenancy.service import Principal
 
 # What a resource's refusal may be; anything else (a quota, a key in use, a shard moving)
 # is the request's and ends it at once.
-_REFUSALS = (ReservationConflict, BookingRuleViolated, NotFound)
+REFUSALS = (ReservationConflict, BookingRuleViolated, NotFound)
 
 
 async def create(
@@ -70,7 +70,7 @@ async def create(
     admission.check_length(svc, body.start, body.end)
     admission.check_hold_seconds(svc, body.hold_seconds)
     members = await resolve(svc, caller, pool, quantity=body.quantity)
-    async with _guarded(svc, idem, members) as replay:
+    async with guarded(svc, idem, members) as replay:
         if replay is not None:
             return replay
         order = await ordered(svc, caller, pool, members, start=body.start, end=body.end)
@@ -81,7 +81,7 @@ async def create(
             pick = PoolPick(strategy=pool.strategy, size=len(members), tried=len(refusals) + 1)
             try:
                 return await service.create(svc, caller, one, quiet, shape=partial(_noted, pick))
-            except _REFUSALS as error:
+            except REFUSALS as error:
                 refusals.append((resource, error))
         raise exhausted(refusals, size=len(members))
 
@@ -203,7 +203,7 @@ def exhausted(refusals: list[tuple[ResourceRow, DomainError]], *, size: int) -> 
 
 
 @asynccontextmanager
-async def _guarded(
+async def guarded(
     svc: Context, idem: Idempotency | None, members: Sequence[ResourceRow]
 ) -> AsyncIterator[Reply | None]:
     """With a key, on a pool that spans clusters: the key's guard lock on the catalog for
