@@ -100,7 +100,7 @@ def test_bad_pools_are_422s_that_say_what_to_change(tenant: Tenant) -> None:
         ({"pool": {"tags": [tag], "min_capacity": 3}}, "matches no resource"),
         ({"pool": {"tags": [tag]}, "quantity": 3}, "matches no resource"),
         ({"pool": {}}, "a pool needs"),
-        ({"pool": {"tags": [tag]}, "resource_id": ids[0]}, "either"),
+        ({"pool": {"tags": [tag]}, "resource_id": ids[0]}, "not both"),
         ({"pool": {"resource_ids": [ids[0], ids[0]]}}, "once"),
         ({"pool": {"tags": [tag], "strategy": "random"}}, "strategy"),
     ]

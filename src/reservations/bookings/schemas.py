@@ -28,7 +28,7 @@ from reservations.kit.fields import (
     TimeZoneName,
 )
 from reservations.reservations.pool_model import Pool
-from reservations.reservations.schemas import ReservationRead
+from reservations.reservations.schemas import ReservationRead, one_target
 
 MAX_RESOURCES = 10
 
@@ -47,19 +47,18 @@ class Scope(StrEnum):
 class ResourceUnits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resource_id: UUID | None = Field(default=None, description="The resource; or `pool`.")
+    # `pool` is validated first: `resource_id`'s check sees it.
     pool: Pool | None = Field(
         default=None,
         description="Any free resource of a pool instead of `resource_id` (one item of a "
         "booking may name a pool; docs/pools.md).",
     )
+    resource_id: UUID | None = Field(
+        default=None, validate_default=True, description="The resource; or `pool`."
+    )
     quantity: JsonInt = Field(default=1, ge=1, le=1_000_000)
 
-    @model_validator(mode="after")
-    def _one_target(self) -> ResourceUnits:
-        if (self.resource_id is None) == (self.pool is None):
-            raise ValueError("send either `resource_id` or `pool`")
-        return self
+    _one_target = field_validator("resource_id")(one_target)
 
     @property
     def resource(self) -> UUID:

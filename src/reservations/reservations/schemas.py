@@ -5,14 +5,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
 from reservations.kit.openapi import absent_when_unused
@@ -29,16 +22,29 @@ class Status(StrEnum):
     expired = "expired"
 
 
+def one_target(resource_id: UUID | None, info: ValidationInfo) -> UUID | None:
+    """A create names its resource or a pool (validated before it), one of the two."""
+    pool = info.data.get("pool")
+    if resource_id is None and pool is None:
+        raise ValueError("required: send `resource_id`, or a `pool` instead")
+    if resource_id is not None and pool is not None:
+        raise ValueError("send `resource_id` or a `pool`, not both")
+    return resource_id
+
+
 class ReservationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resource_id: UUID | None = Field(
-        default=None, description="The resource to book; or send `pool` instead."
-    )
+    # `pool` is validated first: `resource_id`'s check sees it.
     pool: Pool | None = Field(
         default=None,
         description="Book any free resource of a pool instead of `resource_id` "
         "(docs/pools.md); the reply's `resource_id` is the one chosen, `pool` says how.",
+    )
+    resource_id: UUID | None = Field(
+        default=None,
+        validate_default=True,
+        description="The resource to book; or send `pool` instead.",
     )
     start: Timestamp = Field(description="RFC 3339 with an offset; inclusive.")
     end: Timestamp = Field(description="RFC 3339 with an offset; exclusive. Must be after start.")
@@ -72,11 +78,7 @@ class ReservationCreate(BaseModel):
             raise ValueError("must be after start")
         return end
 
-    @model_validator(mode="after")
-    def _one_target(self) -> ReservationCreate:
-        if (self.resource_id is None) == (self.pool is None):
-            raise ValueError("send either `resource_id` or `pool`")
-        return self
+    _one_target = field_validator("resource_id")(one_target)
 
 
 class ReservationUpdate(BaseModel):
