@@ -10,14 +10,17 @@ import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
+from reservations.catalog.repository import ResourceRow
 from reservations.context import Context
 from reservations.reservations import pools, service
-from reservations.reservations.pool_model import MAX_POOL, Pool, Strategy
+from reservations.reservations.pool_model import MAX_POOL, Pool, PoolStrategy, tried_order
 from reservations.reservations.schemas import ReservationCreate
 from reservations.tenancy.service import authenticate
 from tests.support.api import Api, Tenant, _created, _db, _problem
@@ -200,7 +203,7 @@ def test_round_robin_is_even_over_1000_bookings(app_client: TestClient, tenant: 
             start, end = slot(n)
             body = ReservationCreate(resource_id=UUID(rid), start=start, end=end)
             await service.create(services, caller, body, None)
-        pool = Pool(tags=[tag], strategy=Strategy.round_robin)
+        pool = Pool(tags=[tag], strategy=PoolStrategy.round_robin)
         chosen: Counter[str] = Counter()
 
         async def book(n: int) -> None:
@@ -217,3 +220,47 @@ def test_round_robin_is_even_over_1000_bookings(app_client: TestClient, tenant: 
     assert sum(chosen.values()) == 1000
     assert set(chosen) == set(ids)
     assert max(chosen.values()) / min(chosen.values()) <= 1.2, chosen
+
+
+def _row(name: str) -> ResourceRow:
+    now = datetime(2031, 1, 1, tzinfo=UTC)
+    return ResourceRow(
+        id=uuid4(),
+        name=name,
+        capacity=1,
+        timezone="UTC",
+        tags=["t"],
+        metadata={},
+        policy={},
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+@given(
+    names=st.lists(st.text("ab", min_size=1, max_size=3), min_size=1, max_size=8),
+    turn=st.integers(min_value=0, max_value=10**6),
+    hours=st.lists(st.integers(min_value=0, max_value=48), min_size=8, max_size=8),
+    strategy=st.sampled_from(list(PoolStrategy)),
+)
+def test_every_strategy_tries_every_member_once_in_its_order(
+    names: list[str], turn: int, hours: list[int], strategy: PoolStrategy
+) -> None:
+    members = [_row(n) for n in names]
+    pool = Pool(tags=["t"], strategy=strategy)
+    by_name = sorted(members, key=lambda r: (r.name, str(r.id)))
+    busy = {r.id: timedelta(hours=h) for r, h in zip(members, hours, strict=False)}
+    order = tried_order(pool, members, turn=turn, busy=busy)
+    assert sorted(r.id for r in order) == sorted(r.id for r in members)  # each once
+    if strategy is PoolStrategy.first_free:
+        assert order == by_name
+    elif strategy is PoolStrategy.round_robin:
+        at = turn % len(members)
+        assert order == by_name[at:] + by_name[:at]
+    else:
+        keys = [(busy[r.id], by_name.index(r)) for r in order]
+        assert keys == sorted(keys)
+    # resource_ids give the pool order.
+    given_order = Pool(resource_ids=[r.id for r in reversed(members)])
+    assert tried_order(given_order, members) == list(reversed(members))

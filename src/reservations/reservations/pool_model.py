@@ -22,7 +22,7 @@ MAX_POOL = 50
 LEAST_BUSY_WINDOW = timedelta(hours=24)
 
 
-class Strategy(StrEnum):
+class PoolStrategy(StrEnum):
     first_free = "first_free"
     least_busy = "least_busy"
     round_robin = "round_robin"
@@ -48,8 +48,8 @@ class Pool(BaseModel):
     min_capacity: JsonInt = Field(
         default=1, ge=1, le=1_000_000, description="Only resources with at least this capacity."
     )
-    strategy: Strategy = Field(
-        default=Strategy.first_free,
+    strategy: PoolStrategy = Field(
+        default=PoolStrategy.first_free,
         description="first_free: in pool order (the order of `resource_ids`, else by name, "
         "then id). least_busy: the resource with the fewest booked hours within 24 hours "
         "either side of the slot first. round_robin: each create from this pool starts one "
@@ -78,7 +78,7 @@ class Pool(BaseModel):
 class PoolPick(BaseModel):
     """How a create from a pool chose its resource (the reservation's `resource_id`)."""
 
-    strategy: Strategy
+    strategy: PoolStrategy
     size: int = Field(description="Resources in the pool.")
     tried: int = Field(
         description="Resources tried, this one included; the ones before it were busy or "
@@ -117,10 +117,10 @@ def tried_order(
     ordered = pool_order(pool, members)
     if not ordered:
         return ordered
-    if pool.strategy is Strategy.round_robin:
+    if pool.strategy is PoolStrategy.round_robin:
         at = turn % len(ordered)
         return ordered[at:] + ordered[:at]
-    if pool.strategy is Strategy.least_busy:
+    if pool.strategy is PoolStrategy.least_busy:
         booked = busy or {}
         place = {r.id: i for i, r in enumerate(ordered)}
         return sorted(ordered, key=lambda r: (booked.get(r.id, timedelta(0)), place[r.id]))

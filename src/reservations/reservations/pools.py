@@ -49,7 +49,7 @@ from reservations.reservations.pool_model import (
     MAX_POOL,
     Pool,
     PoolPick,
-    Strategy,
+    PoolStrategy,
     pool_key,
     tried_order,
 )
@@ -130,13 +130,13 @@ async def ordered(
     """The order the pool's strategy tries `members` in; round_robin moves the pool's turn
     on (in the catalog, its own transaction), least_busy reads the booked time around the
     slot on each cluster."""
-    if pool.strategy is Strategy.round_robin:
+    if pool.strategy is PoolStrategy.round_robin:
         async with svc.shards.catalog.transaction() as conn:
             turn = await pool_repository.next_turn(
                 conn, tenant_id=caller.tenant_id, pool_key=pool_key(pool), now=svc.clock.now()
             )
         return tried_order(pool, members, turn=turn)
-    if pool.strategy is Strategy.least_busy:
+    if pool.strategy is PoolStrategy.least_busy:
         busy = await booked_time(svc, members, start=start, end=end)
         return tried_order(pool, members, busy=busy)
     return tried_order(pool, members)
