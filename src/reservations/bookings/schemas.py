@@ -28,7 +28,7 @@ from reservations.kit.fields import (
     TimeZoneName,
 )
 from reservations.reservations.pool_model import Pool
-from reservations.reservations.schemas import ReservationRead, one_target, resource_or_pool
+from reservations.reservations.schemas import ReservationRead, one_target
 
 MAX_RESOURCES = 10
 
@@ -45,7 +45,7 @@ class Scope(StrEnum):
 
 
 class ResourceUnits(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=resource_or_pool)
+    model_config = ConfigDict(extra="forbid")
 
     # `pool` is validated first: `resource_id`'s check sees it.
     pool: Pool | None = Field(

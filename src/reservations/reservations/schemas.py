@@ -22,20 +22,6 @@ class Status(StrEnum):
     expired = "expired"
 
 
-def _never_null(schema: dict[str, Any]) -> None:
-    """A member left out of a reply when unused, never sent as null (its schema says so)."""
-    branches = schema.pop("anyOf", [])
-    schema.pop("default", None)
-    schema.update(next(b for b in branches if b != {"type": "null"}))
-
-
-def resource_or_pool(schema: dict[str, Any]) -> None:
-    """The schema of a body that names `resource_id` or a `pool`: exactly one, not null."""
-    for name in ("resource_id", "pool"):
-        _never_null(schema["properties"][name])
-    schema["oneOf"] = [{"required": ["resource_id"]}, {"required": ["pool"]}]
-
-
 def one_target(resource_id: UUID | None, info: ValidationInfo) -> UUID | None:
     """A create names its resource or a pool (validated before it), one of the two."""
     pool = info.data.get("pool")
@@ -47,7 +33,7 @@ def one_target(resource_id: UUID | None, info: ValidationInfo) -> UUID | None:
 
 
 class ReservationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=resource_or_pool)
+    model_config = ConfigDict(extra="forbid")
 
     # `pool` is validated first: `resource_id`'s check sees it.
     pool: Pool | None = Field(
@@ -121,6 +107,13 @@ class HoldExtend(BaseModel):
         "RESERVATIONS_MAX_HOLD_SECONDS), never earlier than it already does, and at most "
         "RESERVATIONS_HOLD_MAX_LIFE_SECONDS after it was made.",
     )
+
+
+def _never_null(schema: dict[str, Any]) -> None:
+    """A member left out of a reply when unused, never sent as null (its schema says so)."""
+    branches = schema.pop("anyOf", [])
+    schema.pop("default", None)
+    schema.update(next(b for b in branches if b != {"type": "null"}))
 
 
 class ReservationRead(BaseModel):
