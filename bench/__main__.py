@@ -23,6 +23,7 @@ SCENARIOS = {
     "peers": ("bench.peers", "the create load and a race against pretix, in the same run"),
     "auth-latency": ("bench.auth_latency", "authentication and rate-limit cost in-process"),
     "waitlist-cancel": ("bench.waitlist_cancel", "cancel latency with 0-1,000 waiting entries"),
+    "pool": ("bench.pool", "pool creates/s against single-resource creates/s at 32 clients"),
     "map-repair": ("bench.map_repair", "one availability-map repair round at 10^5, 10^6 rows"),
 }
 

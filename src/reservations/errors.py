@@ -369,6 +369,19 @@ class ShardMoving(DomainError):
         self.headers = {"Retry-After": "1"}
 
 
+class PoolExhausted(DomainError):
+    status, slug = 409, "pool-exhausted"
+    title = "No resource of the pool could take the booking"
+    about = (
+        "Every resource of the pool was tried and none took the booking: each was booked in "
+        "the range or refused it by its rules. `candidates` says, for each resource, why."
+    )
+    fix = (
+        "Choose another range, or widen the pool (fewer tags, more resource_ids, a lower "
+        "min_capacity); availability search lists what is free."
+    )
+
+
 class BookingContended(DomainError):
     status, slug = 409, "booking-contended"
     title = "Another booking of the same resources is in progress"

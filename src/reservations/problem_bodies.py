@@ -8,6 +8,7 @@ present only for the conditions that carry it, so none is required; none is ever
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,28 @@ class RuleViolation(BaseModel):
     detail: str
 
 
+class PoolCandidate(BaseModel):
+    """One resource of a pool and why it did not take the booking (a create from a pool)."""
+
+    model_config = ConfigDict(json_schema_extra=absent_when_unused)
+
+    resource_id: UUID
+    status: int = Field(description="What a direct create of it got: 409, 422 or 404.")
+    type: str = Field(description="That refusal's problem type.")
+    detail: str | None = None
+    reason: str | None = Field(default=None, description="booking-rule-violated's first rule.")
+    violations: list[RuleViolation] | None = None
+    conflicts: list[ConflictItem] | None = Field(
+        default=None, description="reservation-conflict: the live reservations in the way."
+    )
+    source: str | None = Field(
+        default=None, description="`availability-map` when the map refused it."
+    )
+
+
+_CANDIDATES = "A create from a pool: each resource tried, in the order tried, and why it refused."
+
+
 class ConflictProblem(Problem):
     """409: `reservation-conflict`, `hold-expired`, `capacity-in-use`, `approval-required`,
     `idempotency-key-in-use` and the other conflicts (see /problems)."""
@@ -66,6 +89,9 @@ class ConflictProblem(Problem):
     live_reservations: int | None = Field(
         default=None,
         description="resource-has-future-reservations: how many live reservations end later.",
+    )
+    candidates: list[PoolCandidate] | None = Field(
+        default=None, description="pool-exhausted: " + _CANDIDATES
     )
 
 
@@ -94,6 +120,7 @@ class InvalidInputProblem(Problem):
         description="booking-rule-violated on a create, move or booking: bookable"
         " alternatives (docs/api.md, Alternatives).",
     )
+    candidates: list[PoolCandidate] | None = Field(default=None, description=_CANDIDATES)
 
 
 class TooManyRequestsProblem(Problem):

@@ -7,14 +7,11 @@ it double-books: the race is real, and the constraint is what stops it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 
-from tests.support.live import LiveServer, start_live_server, stop_live_server
+from tests.support.live import LiveServer
 from tests.support.race import burst, create_key, live_rows, overlapping_pairs
-from tests.support.servers import PgServer
 
 CLIENTS = 48
 
@@ -31,25 +28,6 @@ def test_racing_creates_have_exactly_one_winner(live_server: LiveServer) -> None
         assert result["elapsed"] < 10, f"burst took {result['elapsed']:.1f} s"
         assert live_rows(live_server.database_url, result["resource_id"]) == 1
     assert overlapping_pairs(live_server.database_url) == 0
-
-
-@pytest.fixture
-def unguarded_server(pg_server: PgServer) -> Iterator[LiveServer]:
-    """A server on a database without the exclusion constraint (one per partition of the
-    live table): the guard disabled."""
-    url = pg_server.create_database("rsv_control")
-    with psycopg.connect(url, autocommit=True) as conn:
-        guards = conn.execute(
-            "SELECT conrelid::regclass::text, conname FROM pg_constraint"
-            " WHERE contype = 'x' AND conrelid::regclass::text LIKE 'reservation%'"
-        ).fetchall()
-        assert len(guards) == 16, guards
-        for table, name in guards:
-            conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
-    server = start_live_server(url)
-    yield server
-    stop_live_server(server)
-    pg_server.drop_database(url)
 
 
 @pytest.mark.slow

@@ -33,6 +33,15 @@ SEMANTIC: list[tuple[str | None, str]] = [
     (None, "give exactly one of"),  # a feed is of a resource, of a key or of a tag
     (None, "content must be events"),  # a key's feed is of its reservations
     (None, "send content freebusy"),  # a tag's feed is free/busy
+    # A create (and a booking's item) names a resource or a pool (docs/pools.md); the document
+    # keeps both optional members, so that generated clients keep their ReservationCreate.
+    (None, "or a `pool` instead"),
+    (None, "or a `pool`, not both"),
+    (None, "a pool needs `tags` or `resource_ids`"),
+    (None, "one item of a booking may name a pool"),
+    # What a pool matches is the tenant's state, as a 404 is.
+    ("pool", "matches no resource"),
+    ("pool", "at most 50 resources"),
     (None, "intervals "),  # "intervals 08:00-10:00 and 09:00-11:00 overlap"
     # Totals a pattern cannot add up: a duration (366 days; buffers one day; positive where a
     # length is meant), a window (31 days), metadata (16 KiB, 8 levels).

@@ -506,3 +506,26 @@ def test_0017_feeds_say_what_they_show_and_may_have_a_tag(url_at_0002: str) -> N
         with pytest.raises(pg_errors.CheckViolation):
             feed(conn, "resource_id, api_key_id", ids["room"], ids["key"])
     migrate.upgrade(url_at_0002)
+
+
+def test_0018_keeps_each_pools_turn_per_tenant(url_at_0002: str) -> None:
+    """The round-robin turn: one row per tenant and pool, moved on by the upsert the pools
+    use (reservations/pool_repository.py), unknown tenants refused. And back."""
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        ids = _seed(conn)
+    migrate.upgrade(url_at_0002, "0018")
+    upsert = (
+        "INSERT INTO pool_turn (tenant_id, pool_key, turn, updated_at) VALUES (%s, %s, 1, now())"
+        " ON CONFLICT (tenant_id, pool_key) DO UPDATE SET turn = pool_turn.turn + 1"
+        " RETURNING turn - 1"
+    )
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        turns = [conn.execute(upsert, (ids["tenant"], "k")).fetchone() for _ in range(3)]
+        assert turns == [(0,), (1,), (2,)]
+        assert conn.execute(upsert, (ids["tenant"], "other")).fetchone() == (0,)
+        with pytest.raises(pg_errors.ForeignKeyViolation):
+            conn.execute(upsert, (uuid.uuid4(), "k"))
+    migrate.downgrade(url_at_0002, "0017")
+    with psycopg.connect(url_at_0002, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('pool_turn')").fetchone() == (None,)
+    migrate.upgrade(url_at_0002)

@@ -42,6 +42,19 @@ def _booking(api: Api, room: str, rule: Rule) -> Write:
     return lambda extra: api.post("/v1/bookings", json={**body, **extra})
 
 
+def _pool_create(api: Api, room: str, rule: Rule) -> Write:
+    """A pool whose only resource is the room: refused as a direct create of the room."""
+    start, end = rule.bad
+    body = {"pool": {"resource_ids": [room]}, "start": start, "end": end}
+    return lambda extra: api.post("/v1/reservations", json={**body, **extra})
+
+
+def _pool_booking(api: Api, room: str, rule: Rule) -> Write:
+    start, end = rule.bad
+    body = {"resources": [{"pool": {"resource_ids": [room]}}], "start": start, "end": end}
+    return lambda extra: api.post("/v1/bookings", json={**body, **extra})
+
+
 def _patch(api: Api, room: str, rule: Rule) -> Write:
     made = _ok(api.book(room, *rule.good))
     start, end = rule.bad
@@ -76,12 +89,18 @@ ROUTES: dict[str, Callable[[Api, str, Rule], Write]] = {
     "PATCH /v1/reservations/{reservation_id}": _patch,
     "PATCH /v1/bookings/{booking_id}": _booking_move,
     "POST /v1/waitlist": _waitlist,
+    # Other ways in to a route above: the same route, another shape of its body.
+    "POST /v1/reservations with a pool": _pool_create,
+    "POST /v1/bookings with a pool": _pool_booking,
 }
 
 # Every write route of the app, with the test that holds it to admission or why it makes and
 # changes no live reservation. A new write route without its line here fails the guard below.
 WRITE_ROUTES = {
-    **{route: "the rule matrix (test_every_write_route_refuses_every_rule)" for route in ROUTES},
+    **{
+        route.split(" with ")[0]: "the rule matrix (test_every_write_route_refuses_every_rule)"
+        for route in ROUTES
+    },
     "POST /v1/reservations/{reservation_id}/confirm": "test_approval_on_every_path",
     "POST /v1/bookings/{booking_id}/confirm": "test_approval_on_every_path",
     "POST /v1/reservations/{reservation_id}/approve": "test_approval_on_every_path (admins)",

@@ -167,3 +167,30 @@ def peak_usage(database_url: str, resource_id: str) -> int:
         running += delta
         peak = max(peak, running)
     return peak
+
+
+def pool_burst(
+    server: LiveServer, token: str, *, clients: int, size: int, day: int
+) -> tuple[list[str], list[int]]:
+    """`size` unit resources with a fresh tag, then `clients` creates from that pool for the
+    same hour written together (first_free: every racer starts on the same resource)."""
+
+    async def main() -> tuple[list[str], list[int]]:
+        tag = f"race-{day}"
+        ids = [await _resource(server, token, tags=[tag]) for _ in range(size)]
+        raw = [
+            _http(
+                "POST",
+                "/v1/reservations",
+                token,
+                {
+                    "pool": {"tags": [tag]},
+                    "start": f"2031-05-{day:02d}T10:00:00Z",
+                    "end": f"2031-05-{day:02d}T11:00:00Z",
+                },
+            )
+            for _ in range(clients)
+        ]
+        return ids, await fire(server, raw)
+
+    return asyncio.run(main())

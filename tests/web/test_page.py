@@ -477,6 +477,25 @@ def test_the_free_slot_finder_jumps_to_the_earliest_fit(browsing: Browsing, clie
     assert (res["start"], res["status"]) == (at(DAY, "10:00"), "held")
 
 
+def test_any_free_room_books_from_a_pool(browsing: Browsing, client: Client) -> None:
+    """The New booking form offers "Any free huddle" for the tag two rooms share; the server
+    picks the room that is free, and the page draws the hold on it."""
+    page = browsing.page
+    first = client.resource(name="Huddle A", tags=["huddle"])
+    second = client.resource(name="Huddle B", tags=["huddle"])
+    client.book(first["id"], at(DAY, "13:00"), at(DAY, "14:00"))
+    sign_in(page, client)
+    page.select_option("#new-resource", "pool:huddle")
+    assert page.locator("#new-zone").inner_text() == "(UTC)"
+    page.fill("#new-start", "13:00")
+    page.fill("#new-end", "14:00")
+    page.click("#new-form button[type=submit]")
+    row(page, second).locator(".booking.held").wait_for()
+    assert "Huddle B" in page.locator("#notice").inner_text()
+    assert [r["status"] for r in client.reservations(second["id"])] == ["held"]
+    assert len(client.reservations(first["id"])) == 1
+
+
 def test_keyboard_only(browsing: Browsing, client: Client) -> None:
     """Pick a time on a row with the arrow keys and hold it with Enter; book with the form by
     typing; open a booking with Enter and confirm it, all without the mouse."""

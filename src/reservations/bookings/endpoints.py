@@ -3,11 +3,12 @@ cancelled as one."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
-from reservations.bookings import service
+from reservations.bookings import pools, service
 from reservations.bookings.schemas import BookingCancel, BookingCreate, BookingMove, BookingRead
 from reservations.deps import Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.openapi import link, problems
@@ -46,13 +47,24 @@ async def create_booking(
     """Book several resources for the same range, a recurring series (RRULE), or both, in
     one transaction. `all-or-nothing` (default) books every occurrence on every resource or
     nothing (409 / 422 listing each failing occurrence); `skip-conflicts` books what it can
-    and reports the rest. With `hold_seconds` everything is held; confirm it as one."""
-    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    and reports the rest. With `hold_seconds` everything is held; confirm it as one.
+
+    One item may name a `pool` instead of a `resource_id` (docs/pools.md): with
+    `same_resource` every occurrence goes to the same resource of it, else each to the
+    first resource in the pool's order that takes it. 409 `pool-exhausted` (with
+    `candidates`) once every resource was tried."""
+    pooled = any(u.pool is not None for u in body.resources)
+    unused: dict[str, Any] = {"same_resource": True, "resources": {"__all__": {"pool"}}}
+    idem = idempotency(
+        request, caller, key, body.model_dump(mode="json", exclude=None if pooled else unused)
+    )
+    if pooled:
+        return send(await pools.create(svc, caller, body, idem))
     refused.note(
         request.state,
         refused.Ask(
             caller=caller,
-            resources=tuple((r.resource_id, r.quantity) for r in body.resources),
+            resources=tuple((r.resource, r.quantity) for r in body.resources),
             start=body.start,
             end=body.end,
             customer=body.customer,

@@ -138,7 +138,7 @@ async def evaluate(
         )
     busy = await _busy(conn, targets, lo=lo, hi=hi, now=now)
     for units in body.resources:
-        rid = units.resource_id
+        rid = units.resource
         candidates = _candidates(gate, body, targets[rid], units.quantity, occurrences)
         for i, candidate in enumerate(candidates):
             for reason in _met(gate, rid, candidate, busy[rid]):
@@ -239,7 +239,7 @@ def booked(
     """The rows a booking makes: each admitted occurrence on each of its resources."""
     return [
         admission.Candidate(
-            resource=targets[u.resource_id],
+            resource=targets[u.resource],
             start=occurrences[i].start,
             end=occurrences[i].end,
             owner=gate.actor.api_key_id,
@@ -248,5 +248,5 @@ def booked(
         )
         for i in ok
         for u in body.resources
-        if u.resource_id in targets
+        if u.resource in targets
     ]

@@ -37,12 +37,12 @@ def targets_of(
 ) -> dict[UUID, admission.Target]:
     """The booking's resources as admission sees them, once every one is found, has the
     units asked for, and takes occurrences of this shape."""
-    ids = [r.resource_id for r in body.resources]
+    ids = [r.resource for r in body.resources]
     if missing := [str(i) for i in ids if i not in found]:
         raise NotFound(f"No resource {', '.join(missing)} in your tenant.")
     targets = {i: admission.Target.of(found[i]) for i in ids}
     for units in body.resources:
-        admission.check_quantity(units.quantity, targets[units.resource_id].capacity)
+        admission.check_quantity(units.quantity, targets[units.resource].capacity)
     check_shape(occurrences, targets)
     return targets
 

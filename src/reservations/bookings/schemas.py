@@ -27,7 +27,8 @@ from reservations.kit.fields import (
     Timestamp,
     TimeZoneName,
 )
-from reservations.reservations.schemas import ReservationRead
+from reservations.reservations.pool_model import Pool
+from reservations.reservations.schemas import ReservationRead, one_target
 
 MAX_RESOURCES = 10
 
@@ -46,8 +47,24 @@ class Scope(StrEnum):
 class ResourceUnits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resource_id: UUID
+    # `pool` is validated first: `resource_id`'s check sees it.
+    pool: Pool | None = Field(
+        default=None,
+        description="Any free resource of a pool instead of `resource_id` (one item of a "
+        "booking may name a pool; docs/pools.md).",
+    )
+    resource_id: UUID | None = Field(
+        default=None, validate_default=True, description="The resource; or `pool`."
+    )
     quantity: JsonInt = Field(default=1, ge=1, le=1_000_000)
+
+    _one_target = field_validator("resource_id")(one_target)
+
+    @property
+    def resource(self) -> UUID:
+        """The resource booked: `resource_id`, or the one bookings/pools.py chose."""
+        assert self.resource_id is not None, "a pool is resolved by bookings/pools.py first"
+        return self.resource_id
 
 
 class BookingCreate(BaseModel):
@@ -86,13 +103,21 @@ class BookingCreate(BaseModel):
     customer: CustomerRef | None = None
     metadata: Metadata = Field(default_factory=dict)
     override_rules: bool = Field(default=False, strict=True, description="Admin keys only.")
+    same_resource: bool = Field(
+        default=False,
+        strict=True,
+        description="With a pool: every occurrence on the same resource of it (all of them "
+        "on one, or none). Without, each occurrence may land on any resource of the pool.",
+    )
 
     @field_validator("resources")
     @classmethod
     def _distinct(cls, value: list[ResourceUnits]) -> list[ResourceUnits]:
-        ids = [r.resource_id for r in value]
+        ids = [r.resource_id for r in value if r.resource_id is not None]
         if len(set(ids)) != len(ids):
             raise ValueError("each resource may appear once; use quantity for several units")
+        if sum(1 for r in value if r.pool is not None) > 1:
+            raise ValueError("one item of a booking may name a pool")
         return value
 
     @model_validator(mode="after")

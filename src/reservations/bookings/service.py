@@ -57,7 +57,8 @@ def _not_found(booking_id: UUID) -> NotFound:
     return NotFound(f"No booking {booking_id} that your key may see.")
 
 
-async def _lock_all(conn: Conn, resource_ids: list[UUID]) -> None:
+async def lock_all(conn: Conn, resource_ids: list[UUID]) -> None:
+    """The resources' locks, in lock-key order (every writer of several takes them so)."""
     for key in sorted({lock_key(r) for r in resource_ids}):
         await lock_resource(conn, key)
 
@@ -70,13 +71,13 @@ async def create(
     admission.check_hold_seconds(svc, body.hold_seconds)
     # The series is expanded before any lock or connection is taken: its cost is bounded by
     # work (bookings.recurrence), and nobody waits on it.
-    zone = body.timezone or await _zone_of(svc, caller, body.resources[0].resource_id)
+    zone = body.timezone or await _zone_of(svc, caller, body.resources[0].resource)
     occurrences = await occurrences_of(body, zone)
-    groups = svc.shards.group(r.resource_id for r in body.resources)
+    groups = svc.shards.group(r.resource for r in body.resources)
     try:
         if len(groups) == 1:
             return await _create(
-                svc.at(body.resources[0].resource_id, caller),
+                svc.at(body.resources[0].resource, caller),
                 caller,
                 body,
                 idem,
@@ -119,7 +120,7 @@ async def _create(
     series: Series,
 ) -> Reply:
     now = svc.clock.now()
-    ids = [r.resource_id for r in body.resources]
+    ids = [r.resource for r in body.resources]
     occurrences = series.occurrences
     async with svc.db.unit() as unit:
         conn = unit.conn
@@ -127,7 +128,7 @@ async def _create(
             return replay
         # The locks first: what is read below (capacity, archived or not) then holds until
         # COMMIT. (Locking ids of another tenant's resources reveals nothing: 404 follows.)
-        await _lock_all(conn, ids)
+        await lock_all(conn, ids)
         found = await resource_repo.get_many(conn, tenant_id=caller.tenant_id, resource_ids=ids)
         targets = records.targets_of({r.id: r for r in found}, body, occurrences)
         gate = records.create_gate(caller, body, now)
@@ -398,7 +399,7 @@ async def _move(
             raise _not_found(booking_id)
         rows = await repository.reservations(conn, booking_id=booking_id)
         resource_ids = sorted({r.resource_id for r in rows})
-        await _lock_all(conn, resource_ids)  # resource locks before row locks, as everywhere
+        await lock_all(conn, resource_ids)  # resource locks before row locks, as everywhere
         booking = await _locked_booking(conn, caller, booking_id, expected_version)
         rows = await repository.reservations(conn, booking_id=booking_id, lock=True)
         live = [

@@ -55,7 +55,7 @@ async def create(
     """Book across clusters; returns the reply and the rows made (the availability map is
     told of them, and of the holds expired, once every cluster has committed)."""
     assert svc.redlock is not None  # Context requires it when there are several clusters
-    ids = [r.resource_id for r in body.resources]
+    ids = [r.resource for r in body.resources]
     lease = await svc.redlock.acquire([str(i) for i in ids])
     if lease is None:
         raise BookingContended(
@@ -111,7 +111,7 @@ async def _book(
     series: Series,
 ) -> tuple[Reply, list[ReservationRow], list[RangeRow]]:
     now = svc.clock.now()
-    ids = [r.resource_id for r in body.resources]
+    ids = [r.resource for r in body.resources]
     found: dict[UUID, ResourceRow] = {}
     for name, rids in groups.items():
         for row in await resource_repo.get_many(
@@ -166,7 +166,7 @@ async def _evaluate(
             conns[name],
             gate,
             body.model_copy(
-                update={"resources": [u for u in body.resources if u.resource_id in rids]}
+                update={"resources": [u for u in body.resources if u.resource in rids]}
             ),
             {i: targets[i] for i in rids},
             occurrences,

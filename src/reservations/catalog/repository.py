@@ -102,6 +102,34 @@ async def candidates(
     )
 
 
+async def members(
+    conn: Conn,
+    *,
+    tenant_id: UUID,
+    tags: list[str],
+    resource_ids: list[UUID] | None,
+    min_capacity: int,
+    limit: int,
+) -> list[ResourceRow]:
+    """Live resources of a pool: all `tags`, among `resource_ids` when given, at least
+    `min_capacity` (reservations/pool_model.py; the caller orders them)."""
+    return await fetch_all(
+        conn,
+        ResourceRow,
+        f"SELECT {COLUMNS} FROM resource WHERE tenant_id = %(tenant)s AND archived_at IS NULL"
+        " AND capacity >= %(cap)s AND tags @> %(tags)s::text[]"
+        " AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))"
+        " ORDER BY id LIMIT %(limit)s",
+        {
+            "tenant": tenant_id,
+            "tags": tags,
+            "ids": resource_ids,
+            "cap": min_capacity,
+            "limit": limit,
+        },
+    )
+
+
 async def page(
     conn: Conn,
     *,

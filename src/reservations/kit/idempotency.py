@@ -114,6 +114,10 @@ class Idempotency:
     fingerprint: bytes
     # The caller's bearer token: seals a reply's secret (`Reply.secret`); never stored.
     seal_key: bytes = field(default=b"", repr=False)
+    # Whether a refusal after the claim is kept under the key. A create from a pool claims
+    # the key once per resource it tries: a refusal there is one resource's, not the
+    # request's outcome (reservations/pools.py).
+    keep_refusals: bool = True
 
     @classmethod
     def of(
@@ -195,7 +199,8 @@ class Idempotency:
             and reopens_key(stored["status_code"], stored["body"])
         )
         if fresh:
-            on_failure(conn, partial(self._record_failure, now=now))
+            if self.keep_refusals:
+                on_failure(conn, partial(self._record_failure, now=now))
             return None
         assert stored is not None
         if bytes(stored["fingerprint"]) != self.fingerprint:

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from reservations.deps import Admin, Caller, IdemKey, IfMatch, Svc, Writer, idempotency, send
 from reservations.kit.fields import CustomerRef, Timestamp
 from reservations.kit.openapi import link, problems
-from reservations.reservations import export, refused, service, status
+from reservations.reservations import export, pools, refused, service, status
 from reservations.reservations.schemas import (
     HoldExtend,
     ReservationCreate,
@@ -52,8 +52,17 @@ async def create_reservation(
 ) -> Response:
     """Book a resource for [start, end). With `hold_seconds` the reservation is `held` until
     `expires_at` (confirm it before then); without, it is `confirmed` at once. 409 when the
-    range overlaps a live reservation: `conflicts` lists the clashing ranges."""
-    idem = idempotency(request, caller, key, body.model_dump(mode="json"))
+    range overlaps a live reservation: `conflicts` lists the clashing ranges.
+
+    With `pool` instead of `resource_id`, any free resource of the pool is booked (tried in
+    the strategy's order, each as a direct create); the reply's `pool` says how it was
+    chosen. 409 `pool-exhausted` once every one was tried, `candidates` saying why each
+    refused (the 422 `booking-rule-violated` of the first when each broke its rules)."""
+    payload = body.model_dump(mode="json", exclude={"pool"} if body.pool is None else None)
+    idem = idempotency(request, caller, key, payload)
+    if body.pool is not None:
+        return send(await pools.create(svc, caller, body, idem))
+    assert body.resource_id is not None  # the schema's check: one or the other
     refused.note(
         request.state,
         refused.Ask(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from reservations.kit.fields import JSON_INTEGER, CustomerRef, JsonInt, Metadata, Timestamp
 from reservations.kit.openapi import absent_when_unused
+from reservations.reservations.pool_model import Pool, PoolPick
 from reservations.reservations.rows import RangeRow, ReservationRow
 
 
@@ -22,10 +23,30 @@ class Status(StrEnum):
     no_show = "no_show"  # confirmed, not checked in by the policy's `release_after`
 
 
+def one_target(resource_id: UUID | None, info: ValidationInfo) -> UUID | None:
+    """A create names its resource or a pool (validated before it), one of the two."""
+    pool = info.data.get("pool")
+    if resource_id is None and pool is None:
+        raise ValueError("required: send `resource_id`, or a `pool` instead")
+    if resource_id is not None and pool is not None:
+        raise ValueError("send `resource_id` or a `pool`, not both")
+    return resource_id
+
+
 class ReservationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resource_id: UUID
+    # `pool` is validated first: `resource_id`'s check sees it.
+    pool: Pool | None = Field(
+        default=None,
+        description="Book any free resource of a pool instead of `resource_id` "
+        "(docs/pools.md); the reply's `resource_id` is the one chosen, `pool` says how.",
+    )
+    resource_id: UUID | None = Field(
+        default=None,
+        validate_default=True,
+        description="The resource to book; or send `pool` instead.",
+    )
     start: Timestamp = Field(description="RFC 3339 with an offset; inclusive.")
     end: Timestamp = Field(description="RFC 3339 with an offset; exclusive. Must be after start.")
     quantity: JsonInt = Field(
@@ -57,6 +78,8 @@ class ReservationCreate(BaseModel):
         if start is not None and end <= start:
             raise ValueError("must be after start")
         return end
+
+    _one_target = field_validator("resource_id")(one_target)
 
 
 class ReservationUpdate(BaseModel):
@@ -103,6 +126,13 @@ class Flagged(BaseModel):
     )
 
 
+def _never_null(schema: dict[str, Any]) -> None:
+    """A member left out of a reply when unused, never sent as null (its schema says so)."""
+    branches = schema.pop("anyOf", [])
+    schema.pop("default", None)
+    schema.update(next(b for b in branches if b != {"type": "null"}))
+
+
 class ReservationRead(BaseModel):
     id: UUID
     resource_id: UUID
@@ -126,6 +156,12 @@ class ReservationRead(BaseModel):
         default=None,
         description="Set when a policy change found that its rules refuse this booking "
         "(opening hours, blackouts, grid, duration); cleared when it moves.",
+    )
+    pool: PoolPick | None = Field(
+        default=None,
+        exclude_if=lambda pick: pick is None,
+        json_schema_extra=_never_null,
+        description="Only in the reply to a create from a pool: how its resource was chosen.",
     )
 
     @classmethod

@@ -12,7 +12,7 @@ How a create is kept fast and correct (DESIGN.md, "The one invariant"):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -45,6 +45,9 @@ from reservations.reservations.schemas import (
 )
 from reservations.tenancy.service import Principal, Role
 
+# What a caller adds to a create's reply (a pool's note of its pick).
+Shape = Callable[[Reply], Reply]
+
 
 def check_override(caller: Principal, override: bool) -> None:
     if override and caller.role is not Role.admin:
@@ -52,8 +55,17 @@ def check_override(caller: Principal, override: bool) -> None:
 
 
 async def create(
-    svc: Context, caller: Principal, body: ReservationCreate, idem: Idempotency | None
+    svc: Context,
+    caller: Principal,
+    body: ReservationCreate,
+    idem: Idempotency | None,
+    *,
+    shape: Shape | None = None,
 ) -> Reply:
+    """Book `body.resource_id` (a create from a pool: reservations/pools.py, which comes here
+    once per resource it tries). `shape` completes the reply before it is stored under the
+    Idempotency-Key."""
+    assert body.resource_id is not None, "a pool is booked through reservations.pools"
     check_override(caller, body.override_rules)
     admission.check_length(svc, body.start, body.end)
     admission.check_hold_seconds(svc, body.hold_seconds)
@@ -63,7 +75,7 @@ async def create(
     for attempt in range(2):
         try:
             return await _create_once(
-                svc, caller, body, idem, expire_first=attempt > 0, fill_cache=fill
+                svc, caller, body, idem, expire_first=attempt > 0, fill_cache=fill, shape=shape
             )
         except pg_errors.ExclusionViolation:
             if attempt == 0:
@@ -107,6 +119,7 @@ async def _refuse_from_map(svc: Context, caller: Principal, body: ReservationCre
     the resource was missing from the cache (the database path then fills it)."""
     if svc.availability_map is None or svc.resource_cache is None or body.quantity != 1:
         return False
+    assert body.resource_id is not None
     resource = await svc.resource_cache.get(caller.tenant_id, body.resource_id)
     if resource is None:
         return True
@@ -133,7 +146,9 @@ async def _create_once(
     *,
     expire_first: bool,
     fill_cache: bool = False,
+    shape: Shape | None = None,
 ) -> Reply:
+    assert body.resource_id is not None
     gate = _gate(svc, caller, body)
     now = gate.now
     # BEGIN and the key's claim go in one round trip, the idempotency record with COMMIT
@@ -179,6 +194,8 @@ async def _create_once(
         terms = await admission.admit(svc, conn, gate, [candidate])
         row = await _insert(conn, caller, body, terms, now)
         reply = existing.reply(row, now, status=201)
+        if shape is not None:
+            reply = shape(reply)
         await record(idem, conn, reply, now=now)
         svc.map_after_commit(
             unit,
@@ -221,6 +238,7 @@ async def _insert(
     conn: Conn, caller: Principal, body: ReservationCreate, terms: admission.Terms, now: datetime
 ) -> ReservationRow:
     """The reservation row as admitted, under the database's guards."""
+    assert body.resource_id is not None
     row = await repository.insert(
         conn,
         reservation_id=uuid7_beside(body.resource_id),

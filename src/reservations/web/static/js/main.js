@@ -5,6 +5,7 @@ import { attachFinder } from "./finder.js";
 import { attach, gridOf } from "./interact.js";
 import { EventStream } from "./live.js";
 import { clearAlternatives, showAlternatives } from "./offers.js";
+import { poolGroup, poolOf } from "./pools.js";
 import { explain } from "./problems.js";
 import { forgetKey, storedKey, storeKey } from "./session.js";
 import { describe, drawSelection, renderRow, x } from "./timeline.js";
@@ -141,6 +142,8 @@ async function loadResources() {
     o.textContent = `${r.name} (${r.timezone})`;
     return o;
   }));
+  const group = poolGroup(items);
+  if (group) select.append(group);
   if (chosen) select.value = chosen;
   updateZoneHint();
 }
@@ -227,14 +230,15 @@ function updateActionBar() {
   bar.hidden = !hold && !sel;
 }
 
-async function createReservation(resourceId, start, end, { confirmNow = false, customer } = {}) {
-  const row = rowOf(resourceId);
-  const body = { resource_id: resourceId, start: iso(start), end: iso(end) };
+async function createReservation(resourceId, start, end, { confirmNow = false, customer, pool } = {}) {
+  let row = rowOf(resourceId);
+  const body = pool ? { pool, start: iso(start), end: iso(end) } : { resource_id: resourceId, start: iso(start), end: iso(end) };
   if (!confirmNow) body.hold_seconds = HOLD_SECONDS;
   if (customer) body.customer = customer;
   problem(null);
   try {
     const { data } = await state.api.post("/v1/reservations", body);
+    if (pool) row = rowOf(data.resource_id); // the resource the pool chose
     const res = reservationOf(data);
     row.reservations = [...row.reservations.filter((r) => r.id !== res.id), res];
     state.selection = null;
@@ -243,7 +247,7 @@ async function createReservation(resourceId, start, end, { confirmNow = false, c
     notice(`${what}: ${describeRange(row.resource, start, end)}.`);
     renderRow(row, renderOptions());
     updateActionBar();
-    refreshSoon(resourceId); // buffers and availability around it
+    refreshSoon(res.resource_id); // buffers and availability around it
     return res;
   } catch (err) {
     state.selection = null;
@@ -372,14 +376,21 @@ function startLive() {
 
 // ---- forms ------------------------------------------------------------------------------------
 
+function chosenResource() {
+  const value = $("new-resource").value;
+  const pool = poolOf(value, state.resources);
+  return pool ? pool.resources[0] : state.resources.find((r) => r.id === value);
+}
+
 function updateZoneHint() {
-  const r = state.resources.find((res) => res.id === $("new-resource").value);
+  const r = chosenResource();
   $("new-zone").textContent = r ? `(${r.timezone})` : "";
 }
 
 async function submitNew(event) {
   event.preventDefault();
-  const resource = state.resources.find((r) => r.id === $("new-resource").value);
+  const resource = chosenResource();
+  const pool = poolOf($("new-resource").value, state.resources);
   const a = parseClock($("new-start").value);
   let b = parseClock($("new-end").value);
   if (!resource || a === null || b === null) {
@@ -394,6 +405,7 @@ async function submitNew(event) {
   const start = wallToInstant(resource.timezone, state.date, a);
   const end = wallToInstant(resource.timezone, state.date, b);
   const res = await createReservation(resource.id, start, end, {
+    pool: pool ? { tags: [pool.tag] } : undefined,
     confirmNow: $("new-confirm").checked,
     customer: $("new-customer").value.trim() || undefined,
   });
