@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -135,3 +136,23 @@ def live_server(database_url: str, redis_server: RedisServer) -> Iterator[LiveSe
     server = start_live_server(database_url, **redis_server.env())
     yield server
     stop_live_server(server)
+
+
+@pytest.fixture(scope="session")
+def unguarded_server(pg_server: PgServer) -> Iterator[LiveServer]:
+    """A server on a database without the exclusion constraint (one per partition of the
+    live table): the guard disabled. One for the session: the controls' rows do not meet
+    (each books its own resources)."""
+    url = pg_server.create_database("rsv_control")
+    with psycopg.connect(url, autocommit=True) as conn:
+        guards = conn.execute(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint"
+            " WHERE contype = 'x' AND conrelid::regclass::text LIKE 'reservation%'"
+        ).fetchall()
+        assert len(guards) == 16, guards
+        for table, name in guards:
+            conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
+    server = start_live_server(url)
+    yield server
+    stop_live_server(server)
+    pg_server.drop_database(url)

@@ -31,6 +31,8 @@ SEMANTIC: list[tuple[str | None, str]] = [
     (None, "each resource may appear once"),
     (None, "appears twice"),
     (None, "give exactly one of"),  # a feed is of a resource, of a key or of a tag
+    # PT1H and PT60M are one lead time: uniqueItems compares the strings only.
+    (None, "each lead time may appear once"),
     (None, "content must be events"),  # a key's feed is of its reservations
     (None, "send content freebusy"),  # a tag's feed is free/busy
     # A create (and a booking's item) names a resource or a pool (docs/pools.md); the document
@@ -49,6 +51,9 @@ SEMANTIC: list[tuple[str | None, str]] = [
     (None, "at most 366 days"),
     (None, "must be at most one day"),
     ("approval_window", "must be between PT1M and P7D"),
+    (None, "must be between PT1M and P1D"),  # check_in.release_after
+    (None, "each must be between PT1M and P7D"),  # reminders
+    ("from", "report too large"),  # a report's resources x days (its window: "window too long")
     (None, "must be positive"),
     ("to", "window too long"),
     (None, "the window may span at most"),

@@ -29,6 +29,7 @@ from tests.support.admission_rules import at
 from tests.support.api import Api, Tenant, new_tenant
 from tests.support.live import LiveServer, start_live_server, stop_live_server
 from tests.support.mcp import mcp_calls
+from tests.support.race import create_key
 from tests.support.servers import RedisServer
 
 T = TypeVar("T")
@@ -79,7 +80,7 @@ def live(database_url: str, redis_server: RedisServer) -> Iterator[LiveServer]:
     stop_live_server(server)
 
 
-def test_search_hold_and_a_person_confirmsmcp_calls(app_client: TestClient, shop: Tenant) -> None:
+def test_search_hold_and_a_person_confirms_in_process(app_client: TestClient, shop: Tenant) -> None:
     admin, agent = shop.admin, shop.tokens["agent"]
     room = admin.resource(name="Blue", tags=["meeting"])["id"]
     search = {"search": {"from": at(9), "to": at(12), "duration": "PT1H", "tags": ["meeting"]}}
@@ -300,11 +301,27 @@ async def _race(url: str, holds: list[tuple[str, dict[str, Any]]]) -> list[CallT
     return [r for r in results if r is not None]
 
 
+def test_an_agent_holds_any_free_resource_of_a_pool(app_client: TestClient, shop: Tenant) -> None:
+    """hold_slot takes the create's `pool` as the HTTP API does (docs/pools.md): the first
+    free desk is held, the next call the other, and the third finds the pool exhausted."""
+    desks = [shop.admin.resource(name=f"Desk {i}", tags=["agent-desk"])["id"] for i in (1, 2)]
+    pool = {"tags": ["agent-desk"], "strategy": "first_free"}
+    args = {"reservation": {"pool": pool, "start": at(9, days=2), "end": at(10, days=2)}}
+    # Three calls (three keys: one derived from the same arguments would replay the first).
+    calls = [("hold_slot", {**args, "idempotency_key": f"desk-{i}"}) for i in range(3)]
+    results = mcp_calls(app_client, shop.tokens["agent"], calls)
+    held = [_data(r)["reservation"]["resource_id"] for r in results[:2]]
+    assert sorted(held) == sorted(desks)
+    assert results[2].is_error
+    assert _problem(results[2])["type"] == "/problems/pool-exhausted"
+
+
 def test_two_agents_racing_for_one_slot_get_one_hold(
     live: LiveServer, app_client: TestClient, shop: Tenant
 ) -> None:
-    """The control first: the same two racing agents on two different slots both hold, so a
-    single winner below is the guard (the exclusion constraint), not the harness."""
+    """The same two racing agents on two different slots both hold, so a single winner below
+    is not the harness; and the exclusion constraint is the guard (the control below, without
+    it, holds one slot twice)."""
     room = shop.admin.resource(name="Contested")["id"]
     agents = [_agent_key(app_client, shop.name) for _ in range(2)]
     apart = [(a, _hold_args(room, at(9 + i), at(10 + i))) for i, a in enumerate(agents)]
@@ -318,6 +335,31 @@ def test_two_agents_racing_for_one_slot_get_one_hold(
         "/v1/reservations", params={"resource_id": room, "status": ["held"]}
     ).json()["items"]
     assert len(live_rows) == 3
+
+
+def test_control_without_the_constraint_racing_agents_hold_one_slot_twice(
+    unguarded_server: LiveServer,
+) -> None:
+    """The control of the race above with the guard gone: on a database without the
+    exclusion constraint, agents racing hold_slot for one slot hold it more than once (a few
+    tries, each on a fresh slot: one burst may not overlap)."""
+    admin = create_key(unguarded_server.database_url)
+    agents = [create_key(unguarded_server.database_url, tenancy.Role.agent) for _ in range(6)]
+    with httpx.Client(base_url=unguarded_server.url, timeout=30) as http:
+        made = http.post(
+            "/v1/resources",
+            json={"name": "Unguarded"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert made.status_code == 201, made.text
+    room = made.json()["id"]
+    held = []
+    for hour in (9, 11, 13, 15):
+        same = [(a, _hold_args(room, at(hour, days=3), at(hour + 1, days=3))) for a in agents]
+        held.append(sum(not r.is_error for r in anyio.run(_race, unguarded_server.url, same)))
+        if held[-1] > 1:
+            break
+    assert max(held) > 1, f"expected a double hold without the guard, got {held}"
 
 
 def test_an_agents_racing_holds_never_pass_its_cap(

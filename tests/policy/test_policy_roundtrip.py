@@ -66,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "booker_limit": None,
     "requires_approval": False,
     "approval_window": "P1D",
+    "reminders": [],
+    "check_in": None,
 }
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from reservations.catalog import repository as catalog
 from reservations.context import Context
 from reservations.errors import DomainError, NotFound, ReservationNotHeld
 from reservations.kit.idempotency import Idempotency, Reply
-from reservations.reservations import admission, links, service, status
+from reservations.reservations import admission, links, pools, service, status
 from reservations.reservations.schemas import (
     ReservationCreate,
     ReservationPage,
@@ -185,7 +185,8 @@ async def hold(
         payload=payload,
         seal_key=seal_key,
     )
-    reply = await service.create(svc, caller, body, idem)
+    make = pools.create if body.pool is not None else service.create  # as the HTTP route
+    reply = await make(svc, caller, body, idem)
     reservation = _reply_or_raise(reply)
     link, link_expires = links.issue(
         svc.settings, caller.tenant_id, reservation.id, svc.clock.now()

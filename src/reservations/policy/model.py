@@ -222,6 +222,7 @@ class Policy(BaseModel):
         max_length=MAX_REMINDERS,
         description="`reservation.reminder` events this long before each confirmed "
         "reservation's start (e.g. P1D and PT1H; PT1M to P7D, at most five, each once).",
+        json_schema_extra={"uniqueItems": True},
     )
     check_in: CheckIn | None = Field(
         default=None,
@@ -244,7 +245,7 @@ class Policy(BaseModel):
                 raise ValueError("each must be between PT1M and P7D")
         if len(set(value)) != len(value):
             raise ValueError("each lead time may appear once")
-        return sorted(value, reverse=True)
+        return value  # as sent: an accepted policy reads back as it was sent
 
     @field_validator("buffer_before", "buffer_after")
     @classmethod
