@@ -31,7 +31,12 @@ from reservations.kit.db import Database
 from reservations.webhooks import addresses, fanout, queue
 from tests.support.api import Tenant, _created, _problem, new_tenant
 from tests.support.pgbouncer import start_pgbouncer
-from tests.support.servers import THROUGH_PGBOUNCER, PgServer, make_settings
+from tests.support.servers import (
+    THROUGH_PGBOUNCER,
+    PgServer,
+    make_settings,
+    wait_for_earlier_transactions,
+)
 from tests.support.webhooks import Received, Receiver
 
 # Dispatchers in these tests: quick rounds, retries within tenths of a second.
@@ -448,6 +453,7 @@ def test_a_claim_is_exclusive_while_held_and_after_commit(hooks: Hooks, t: Tenan
     register(t.admin, "http://127.0.0.1:9/unused")
     for i in range(3):
         t.admin.resource(name=f"claim {i}")
+    wait_for_earlier_transactions(hooks.client)  # the fan-out reads only settled events
     hooks.client.portal.call(fanout.fan_out, hooks.svc)  # type: ignore[union-attr]
 
     async def scenario() -> tuple[int, int, int, int]:
